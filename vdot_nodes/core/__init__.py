@@ -1,0 +1,1 @@
+"""Pure torch + diffusers core: VCU, model loading, samplers, pipeline. Never imports ComfyUI."""
