@@ -1,0 +1,297 @@
+"""VCU → VACE conditioning → sampling → decoded frames.
+
+One pipeline serves the CLI, the ComfyUI nodes and training: text encoding, VACE context encoding
+(inactive / reactive latents + 8×8-unshuffled mask, references prepended as extra latent frames),
+the velocity function the samplers call, and decoding. Frames come back in ComfyUI layout
+``[F, H, W, 3]`` float32 in 0..1.
+
+Memory: with ``offload="model"`` each component sits on the CPU and moves to the compute device only
+while it runs (text encoder → transformer → VAE), so peak accelerator memory is the largest single
+component plus its activations; ``offload="none"`` keeps everything on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import VDOTInputError
+from .sampling import (
+    VDOT_SHIFT,
+    VDOT_TIMESTEPS,
+    CancelFn,
+    ProgressFn,
+    SeededNoise,
+    VelocityFn,
+    cfg_velocity,
+    sample_teacher,
+    sample_vdot,
+)
+from .vcu import VCU
+
+MAX_TEXT_TOKENS = 512  # Wan2.1 pads/truncates prompts to 512 UMT5 tokens
+VAE_SPATIAL = 8
+VAE_TEMPORAL = 4
+OFFLOAD_MODES = ("none", "model")
+
+
+def clean_prompt(text: str) -> str:
+    """Wan's prompt cleaning: unescape HTML entities, collapse whitespace."""
+    text = html.unescape(html.unescape(text))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@contextlib.contextmanager
+def on_device(module: torch.nn.Module | None, device: torch.device, offload: bool) -> Iterator[None]:
+    """Run a block with ``module`` on ``device``; with offload, move it back to the CPU afterwards."""
+    if module is None:
+        yield
+        return
+    module.to(device)
+    try:
+        yield
+    finally:
+        if offload and torch.device(device).type != "cpu":
+            module.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+@dataclass
+class EncodedVCU:
+    """What the transformer needs from a VCU besides the prompt."""
+
+    control: torch.Tensor  # [1, 96, R + f, h, w] VACE context (R reference frames first)
+    num_reference_frames: int
+    latent_shape: tuple[int, int, int, int]  # per-sample noise shape [16, R + f, h, w]
+
+
+class VDOTPipeline:
+    """Wan2.1-VACE components plus the VDOT samplers.
+
+    ``transformer``: diffusers ``WanVACETransformer3DModel``; ``vae``: ``AutoencoderKLWan``;
+    ``text_encoder`` / ``tokenizer``: UMT5 encoder and its tokenizer (optional when prompt embeddings
+    are given directly, e.g. from a cache or ComfyUI's CONDITIONING).
+    """
+
+    def __init__(
+        self,
+        transformer,
+        vae,
+        text_encoder=None,
+        tokenizer=None,
+        *,
+        device: str | torch.device | None = None,
+        offload: str = "model",
+        is_toy: bool = False,
+    ):
+        if offload not in OFFLOAD_MODES:
+            raise VDOTInputError("offload", f"unknown offload mode {offload!r}", f"use one of {OFFLOAD_MODES}")
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.offload = offload == "model"
+        self.is_toy = is_toy
+
+    # ---------------------------------------------------------------- text
+    @property
+    def text_dim(self) -> int:
+        return int(self.transformer.config.text_dim)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: Sequence[str], max_length: int = MAX_TEXT_TOKENS) -> torch.Tensor:
+        """UMT5 embeddings ``[B, max_length, D]``: each prompt's tokens, then zeros (Wan's convention)."""
+        if self.text_encoder is None or self.tokenizer is None:
+            raise VDOTInputError(
+                "text_encoder", "no text encoder is loaded", "load a UMT5 text encoder or pass prompt embeddings"
+            )
+        prompts = [clean_prompt(p) for p in prompts]
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=max_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        lengths = tokens.attention_mask.gt(0).sum(dim=1)
+        with on_device(self.text_encoder, self.device, self.offload):
+            hidden = self.text_encoder(
+                tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
+            ).last_hidden_state
+        hidden = hidden.float().cpu()
+        embeds = torch.zeros_like(hidden)
+        for i, n in enumerate(lengths.tolist()):
+            embeds[i, :n] = hidden[i, :n]
+        return embeds
+
+    # ---------------------------------------------------------------- VAE
+    def _latent_stats(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.vae.config
+        mean = torch.tensor(cfg.latents_mean, dtype=torch.float32, device=device).view(1, cfg.z_dim, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, dtype=torch.float32, device=device).view(1, cfg.z_dim, 1, 1, 1)
+        return mean, std
+
+    def _encode_pixels(self, video: torch.Tensor) -> torch.Tensor:
+        """[1, 3, F, H, W] in [-1, 1] → normalised latents [1, 16, f, h, w] (posterior mode, deterministic)."""
+        dtype = next(self.vae.parameters()).dtype
+        z = self.vae.encode(video.to(self.device, dtype)).latent_dist.mode().float()
+        mean, std = self._latent_stats(z.device)
+        return (z - mean) / std
+
+    @torch.no_grad()
+    def encode_latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``[F, H, W, 3]`` 0..1 → normalised latents ``[1, 16, f, h, w]`` (for denoise < 1, training)."""
+        video = frames.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1
+        with on_device(self.vae, self.device, self.offload):
+            return self._encode_pixels(video).cpu()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents ``[B, 16, f, h, w]`` → frames ``[B, F, H, W, 3]`` float32 in 0..1."""
+        videos = []
+        with on_device(self.vae, self.device, self.offload):
+            dtype = next(self.vae.parameters()).dtype
+            mean, std = self._latent_stats(self.device)
+            for latent in latents:
+                z = latent.unsqueeze(0).to(self.device, torch.float32) * std + mean
+                video = self.vae.decode(z.to(dtype)).sample.float().clamp(-1, 1)
+                videos.append(((video[0] + 1) / 2).permute(1, 2, 3, 0).cpu())
+        return torch.stack(videos)
+
+    @torch.no_grad()
+    def encode_vcu(self, vcu: VCU) -> EncodedVCU:
+        """VACE context: [inactive 16 | reactive 16 | mask 64] channels, reference frames first.
+
+        inactive = frames·(1 − m), reactive = frames·m, in [-1, 1], each VAE-encoded; the mask is
+        8×8 pixel-unshuffled to 64 channels and resampled to the latent frame count (nearest-exact).
+        Each reference image is one extra latent frame: its latent, zeros as "reactive", mask zeros.
+        """
+        from .vcu import validate_vcu
+
+        validate_vcu(vcu)
+        frames = vcu.frames.permute(3, 0, 1, 2).unsqueeze(0).float() * 2 - 1  # [1, 3, F, H, W]
+        mask = vcu.masks.unsqueeze(0).unsqueeze(0).float()  # [1, 1, F, H, W]
+        with on_device(self.vae, self.device, self.offload):
+            inactive = self._encode_pixels(frames * (1 - mask))
+            reactive = self._encode_pixels(frames * mask)
+            context = torch.cat([inactive, reactive], dim=1)
+            refs = []
+            for image in vcu.references:
+                ref = image.permute(2, 0, 1)[None, :, None].float() * 2 - 1  # [1, 3, 1, H, W]
+                ref_latent = self._encode_pixels(ref)
+                refs.append(torch.cat([ref_latent, torch.zeros_like(ref_latent)], dim=1))
+        context = torch.cat([*refs, context], dim=2).cpu()
+        latent_frames = context.shape[2] - len(refs)
+        h, w = vcu.height // VAE_SPATIAL, vcu.width // VAE_SPATIAL
+        mask64 = vcu.masks.float().view(vcu.num_frames, h, VAE_SPATIAL, w, VAE_SPATIAL)
+        mask64 = mask64.permute(2, 4, 0, 1, 3).flatten(0, 1)  # [64, F, h, w]
+        mask64 = torch.nn.functional.interpolate(
+            mask64.unsqueeze(0), size=(latent_frames, h, w), mode="nearest-exact"
+        )
+        if refs:
+            mask64 = torch.cat([torch.zeros_like(mask64[:, :, : len(refs)]), mask64], dim=2)
+        control = torch.cat([context, mask64], dim=1)
+        return EncodedVCU(control, len(refs), (16, control.shape[2], h, w))
+
+    # ---------------------------------------------------------------- transformer
+    def velocity_fn(
+        self, prompt_embeds: torch.Tensor, control: torch.Tensor, control_scale: float = 1.0
+    ) -> VelocityFn:
+        """``v(x_t, t)`` for a batch: the transformer with fixed text and VACE context."""
+        transformer = self.transformer
+        # The patch embedding is never stored in fp8 (diffusers skips it in layerwise casting), so its
+        # dtype is the compute dtype for every precision, fp8 storage included.
+        dtype = transformer.patch_embedding.weight.dtype
+        num_vace = len(transformer.config.vace_layers)
+
+        def velocity(x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            batch = x_t.shape[0]
+            text = prompt_embeds.to(self.device, dtype)
+            if text.shape[0] == 1 and batch > 1:
+                text = text.expand(batch, -1, -1)
+            ctx = control.to(self.device, dtype).expand(batch, -1, -1, -1, -1)
+            out = transformer(
+                hidden_states=x_t.to(dtype),
+                timestep=timestep,
+                encoder_hidden_states=text,
+                control_hidden_states=ctx,
+                control_hidden_states_scale=torch.full((num_vace,), control_scale, device=self.device, dtype=dtype),
+                return_dict=False,
+            )[0]
+            return out.float()
+
+        return velocity
+
+    def generate(
+        self,
+        vcu: VCU,
+        *,
+        seed: int = 0,
+        num_videos: int = 1,
+        sampler: str = "vdot",
+        timesteps: Sequence[float] = VDOT_TIMESTEPS,
+        shift: float = VDOT_SHIFT,
+        num_inference_steps: int = 50,
+        cfg: float = 1.0,
+        control_scale: float = 1.0,
+        denoise: float = 1.0,
+        init_frames: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_embeds: torch.Tensor | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+        return_latents: bool = False,
+    ) -> torch.Tensor:
+        """Generate ``num_videos`` videos for one VCU (seeds ``seed, seed+1, …``).
+
+        ``sampler``: ``"vdot"`` (few-step, ``timesteps`` + ``shift``), or a teacher baseline ``"euler"`` /
+        ``"unipc"`` with ``num_inference_steps``. ``cfg`` > 1 runs the negative prompt too (VDOT's guidance
+        is distilled, so 1 is its default). Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
+        """
+        if prompt_embeds is None:
+            prompt_embeds = self.encode_prompt([vcu.prompt])
+        if cfg != 1.0 and negative_embeds is None:
+            negative_embeds = self.encode_prompt([vcu.negative_prompt])
+        encoded = self.encode_vcu(vcu)
+        noise = SeededNoise([seed + i for i in range(num_videos)])
+        init_latents = None
+        if denoise < 1.0:
+            if init_frames is None:
+                raise VDOTInputError("denoise", f"denoise {denoise} < 1 needs input frames", "connect a video or set 1.0")
+            init_latents = self.encode_latents(init_frames)
+            if encoded.num_reference_frames:
+                ref = torch.zeros_like(init_latents[:, :, : encoded.num_reference_frames])
+                init_latents = torch.cat([ref, init_latents], dim=2)
+        with on_device(self.transformer, self.device, self.offload):
+            cond = self.velocity_fn(prompt_embeds, encoded.control, control_scale)
+            uncond = self.velocity_fn(negative_embeds, encoded.control, control_scale) if cfg != 1.0 else None
+            velocity = cfg_velocity(cond, uncond, cfg)
+            with torch.no_grad():
+                if sampler == "vdot":
+                    latents = sample_vdot(
+                        velocity, noise, encoded.latent_shape, timesteps=timesteps, shift=shift,
+                        init_latents=init_latents, denoise=denoise, device=self.device,
+                        progress=progress, cancel=cancel,
+                    )
+                else:
+                    latents = sample_teacher(
+                        velocity, noise, encoded.latent_shape, num_steps=num_inference_steps, shift=shift,
+                        solver=sampler, device=self.device, progress=progress, cancel=cancel,
+                    )
+        latents = latents[:, :, encoded.num_reference_frames :].float().cpu()
+        if not torch.isfinite(latents).all():
+            raise VDOTInputError(
+                "model", "the sampler produced NaN/inf latents", "try another precision (bf16/fp32) or check the weights"
+            )
+        if return_latents:
+            return latents
+        return self.decode(latents)

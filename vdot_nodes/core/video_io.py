@@ -1,0 +1,149 @@
+"""Video and image I/O in ComfyUI layout: frames ``[F, H, W, 3]`` float32 in 0..1.
+
+mp4 (and anything FFmpeg reads) goes through PyAV; image sequences are folders of PNG/JPG frames
+read in name order. Writers never overwrite an existing file unless asked to, and write to a
+temporary name first so an interrupted write leaves nothing half-made under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import VDOTInputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    return (frames.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def from_uint8(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """One image → ``[H, W, 3]`` float32 0..1 (alpha dropped, greyscale expanded)."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise VDOTInputError(str(path), "image file not found", "check the path")
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise VDOTInputError(str(path), "not a readable image", f"use one of {', '.join(IMAGE_EXTENSIONS)}")
+    if data.ndim == 2:
+        data = cv2.cvtColor(data, cv2.COLOR_GRAY2RGB)
+    elif data.shape[2] == 4:
+        data = cv2.cvtColor(data, cv2.COLOR_BGRA2RGB)
+    else:
+        data = cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
+    if data.dtype == np.uint16:
+        return torch.from_numpy(data.astype(np.float32) / 65535.0)
+    return from_uint8(data)
+
+
+def write_image(image: torch.Tensor, path: str | Path, overwrite: bool = False) -> Path:
+    import cv2
+
+    path = Path(path)
+    _check_writable(path, overwrite)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR)):
+        raise VDOTInputError(str(path), "could not write the image", "check the folder exists and the extension")
+    os.replace(tmp, path)
+    return path
+
+
+def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
+    """A video file or a folder of frames → (frames ``[F, H, W, 3]`` 0..1, fps)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise VDOTInputError(str(path), "folder holds no image frames", f"put {'/'.join(IMAGE_EXTENSIONS)} frames in it")
+        files = files[:max_frames] if max_frames else files
+        frames = [read_image(p) for p in files]
+        sizes = {tuple(f.shape) for f in frames}
+        if len(sizes) > 1:
+            raise VDOTInputError(str(path), f"frames have different sizes {sorted(sizes)}", "make all frames one size")
+        return torch.stack(frames), 16.0
+    if not path.is_file():
+        raise VDOTInputError(str(path), "video file not found", "check the path")
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or 16)
+            frames = []
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames and len(frames) >= max_frames:
+                    break
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise VDOTInputError(str(path), f"not a readable video ({exc})", "use an mp4/webm/mov file or a folder of frames") from None
+    if not frames:
+        raise VDOTInputError(str(path), "video has no frames", "check the file")
+    return from_uint8(np.stack(frames)), fps
+
+
+def write_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17) -> Path:
+    """Frames ``[F, H, W, 3]`` 0..1 → H.264 mp4 (yuv420p, so H and W are rounded up to even by padding)."""
+    import av
+
+    path = Path(path)
+    _check_writable(path, overwrite)
+    data = to_uint8(frames)
+    if data.ndim != 4 or data.shape[-1] != 3:
+        raise VDOTInputError("frames", f"expected [F, H, W, 3], got {tuple(frames.shape)}", "pass RGB frames")
+    f, h, w, _ = data.shape
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    with av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)) or 16)
+        stream.width, stream.height = w + w % 2, h + h % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for frame in data:
+            if h % 2 or w % 2:
+                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+    return path
+
+
+def write_frames(frames: torch.Tensor, folder: str | Path, prefix: str = "frame", overwrite: bool = False) -> Path:
+    """Frames → ``folder/prefix_00000.png …`` (the folder must not hold those names already)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        write_image(frame, folder / f"{prefix}_{i:05d}.png", overwrite=overwrite)
+    return folder
+
+
+def _check_writable(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise VDOTInputError(str(path), "file already exists and would be overwritten", "choose another name or pass --overwrite")
+    if not path.parent.exists():
+        raise VDOTInputError(str(path), f"folder {path.parent} does not exist", "create it first")
+
+
+def resize_video(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize ``[F, H, W, C]`` frames to height×width (area filter when shrinking, bilinear otherwise)."""
+    if frames.shape[1] == height and frames.shape[2] == width:
+        return frames
+    shrinking = frames.shape[1] * frames.shape[2] > height * width
+    x = frames.permute(0, 3, 1, 2).float()
+    if shrinking:
+        x = torch.nn.functional.interpolate(x, size=(height, width), mode="area")
+    else:
+        x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    return x.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
