@@ -1,0 +1,218 @@
+"""The ``vdot`` command line: ``vdot tasks``, ``vdot generate``, ``vdot preprocess``.
+
+Bad input exits with status 2 and one line saying what to fix; nothing the user made is overwritten
+unless ``--overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .core.errors import VDOTCancelled, VDOTInputError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_generate_parser(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate a video for one task",
+        description="Generate a video with the VDOT 4-step sampler (or a multi-step teacher baseline). "
+        "With no --model, the embedded default model is used.",
+    )
+    p.add_argument("--task", default="t2v", help="task name (see `vdot tasks`); default t2v")
+    p.add_argument("--prompt", default="", help="text prompt")
+    p.add_argument("--negative-prompt", default="", help="negative prompt (only used when --cfg > 1)")
+    inputs = p.add_argument_group("condition inputs (which ones a task needs: `vdot tasks`)")
+    inputs.add_argument("--control", help="control video (depth/pose/flow/grey/scribble) file or frame folder")
+    inputs.add_argument("--source", help="source video for outpaint / extension / inpaint")
+    inputs.add_argument("--mask", help="mask video or image for inpaint (white = generate)")
+    inputs.add_argument("--ref", nargs="+", default=[], metavar="IMG", help="reference image(s) for r2v / reference_* tasks")
+    inputs.add_argument("--first-frame", help="first-frame image for firstframe_* tasks")
+    inputs.add_argument("--outpaint", type=_int_list, metavar="T,B,L,R",
+                        help="outpaint: pixels to add on top,bottom,left,right of the source (default 0,0,64,64)")
+    inputs.add_argument("--extension-mode", choices=["first", "last", "random"], default="first",
+                        help="extension: which clip of the source to keep (default first)")
+    inputs.add_argument("--keep-frames", type=int, help="extension: number of source frames to keep (default: a quarter)")
+    inputs.add_argument("--box", type=_int_list, metavar="X0,Y0,X1,Y1", help="inpaint: box to regenerate instead of --mask")
+    shape = p.add_argument_group("output shape")
+    shape.add_argument("--frames", type=int, default=17, help="frame count, 4k+1 (default 17)")
+    shape.add_argument("--height", type=int, default=64, help="height, multiple of 16 (default 64; VDOT: 480)")
+    shape.add_argument("--width", type=int, default=64, help="width, multiple of 16 (default 64; VDOT: 832)")
+    shape.add_argument("--fps", type=float, default=16.0, help="output fps (default 16, Wan's rate)")
+    samp = p.add_argument_group("sampling")
+    samp.add_argument("--steps", type=int, default=4, help="few-step count (default 4; timesteps spread from 1000)")
+    samp.add_argument("--timesteps", type=_int_list, help="explicit few-step timesteps, e.g. 1000,750,500,250")
+    samp.add_argument("--shift", type=float, default=5.0, help="timestep shift (default 5.0)")
+    samp.add_argument("--seed", type=int, default=0, help="seed (video i uses seed+i)")
+    samp.add_argument("--num-videos", type=int, default=1, help="videos to generate (default 1)")
+    samp.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance (default 1 = off; VDOT's guidance is distilled)")
+    samp.add_argument("--control-scale", type=float, default=1.0, help="strength of the VACE context (default 1.0)")
+    samp.add_argument("--sampler", choices=["vdot", "euler", "unipc"], default="vdot",
+                      help="vdot = few-step; euler/unipc = multi-step teacher baseline")
+    samp.add_argument("--teacher-steps", type=int, default=50, help="steps for euler/unipc (default 50)")
+    model = p.add_argument_group("model (default: the embedded model)")
+    model.add_argument("--model", help="VACE transformer: .safetensors file or diffusers folder")
+    model.add_argument("--vae", help="Wan VAE: .safetensors file or diffusers folder")
+    model.add_argument("--text-encoder", help="UMT5 text encoder: .safetensors file or diffusers folder")
+    model.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2"],
+                       help="transformer weight precision (default bf16; fp8 = fp8 storage, bf16 compute)")
+    model.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available)")
+    model.add_argument("--offload", choices=["model", "none"], default="model",
+                       help="model = each component on the device only while it runs (default)")
+    p.add_argument("--out", required=True, help="output .mp4, or a folder for PNG frames")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out")
+
+
+def _load_video_input(path: str | None, frames: int, height: int, width: int, name: str):
+    """A user video for the VCU, resized to the output size; exactly ``frames`` frames are taken."""
+    if path is None:
+        return None
+    from .core.video_io import read_video, resize_video
+
+    video, _ = read_video(path)
+    if video.shape[0] < frames:
+        raise VDOTInputError(
+            f"--{name}", f"{path} has {video.shape[0]} frames but --frames is {frames}",
+            f"use --frames {max(1, (video.shape[0] - 1) // 4 * 4 + 1)} or a longer video",
+        )
+    return resize_video(video[:frames], height, width)
+
+
+def _load_mask_input(path: str | None, frames: int, height: int, width: int):
+    if path is None:
+        return None
+    from .core.video_io import IMAGE_EXTENSIONS, read_image, resize_video
+
+    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        mask = read_image(path).unsqueeze(0).expand(frames, -1, -1, -1)
+    else:
+        mask = _load_video_input(path, frames, height, width, "mask")
+    return resize_video(mask, height, width).mean(dim=-1)
+
+
+def build_vcu_from_args(args):
+    from .core.video_io import read_image
+    from .core.vcu import build_vcu
+
+    f, h, w = args.frames, args.height, args.width
+    inputs = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, num_frames=f, height=h, width=w)
+    if args.control:
+        inputs["control"] = _load_video_input(args.control, f, h, w, "control")
+    if args.source:
+        inputs["source"] = _load_video_input(args.source, f, h, w, "source")
+    if args.mask:
+        inputs["mask"] = _load_mask_input(args.mask, f, h, w)
+    if args.ref:
+        inputs["references"] = [read_image(p) for p in args.ref]
+    if args.first_frame:
+        inputs["first_frame"] = read_image(args.first_frame)
+    if args.task == "outpaint":
+        inputs["expand"] = tuple(args.outpaint or (0, 0, 64, 64))
+    if args.task == "extension":
+        inputs["mode"] = args.extension_mode
+        inputs["keep_frames"] = args.keep_frames
+        inputs["seed"] = args.seed
+    if args.task == "inpaint" and args.box:
+        inputs["box"] = tuple(args.box)
+    return build_vcu(args.task, **inputs)
+
+
+def cmd_generate(args) -> int:
+    from tqdm import tqdm
+
+    from .core.components import default_model_description, load_pipeline
+    from .core.sampling import vdot_timesteps_for
+    from .core.video_io import write_frames, write_video
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise VDOTInputError("--out", f"{out} already exists", "choose another name or pass --overwrite")
+    if args.num_videos < 1:
+        raise VDOTInputError("--num-videos", f"must be ≥ 1, got {args.num_videos}", "use 1")
+    vcu = build_vcu_from_args(args)
+    started = time.perf_counter()
+    pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
+                         device=args.device, offload=args.offload)
+    if pipe.is_toy:
+        print(f"vdot: no --model given, using {default_model_description()}", file=sys.stderr)
+    timesteps = tuple(args.timesteps) if args.timesteps else vdot_timesteps_for(args.steps)
+    total = len(timesteps) if args.sampler == "vdot" else args.teacher_steps
+    with tqdm(total=total, desc=f"{args.task} ({args.sampler})", unit="step") as bar:
+        def progress(done, _total):
+            bar.update(done - bar.n)
+
+        videos = pipe.generate(
+            vcu, seed=args.seed, num_videos=args.num_videos, sampler=args.sampler, timesteps=timesteps,
+            shift=args.shift, num_inference_steps=args.teacher_steps, cfg=args.cfg,
+            control_scale=args.control_scale, progress=progress,
+        )
+    written = []
+    for i, video in enumerate(videos):
+        target = out if args.num_videos == 1 else out.with_name(f"{out.stem}_{i:02d}{out.suffix}")
+        if target.suffix.lower() == ".mp4":
+            written.append(write_video(video, target, fps=args.fps, overwrite=args.overwrite))
+        else:
+            written.append(write_frames(video, target, overwrite=args.overwrite))
+    elapsed = time.perf_counter() - started
+    for path in written:
+        print(f"wrote {path} ({videos.shape[1]} frames, {videos.shape[3]}x{videos.shape[2]}) in {elapsed:.1f}s")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from .core.vcu import TASKS
+
+    width = max(len(name) for name in TASKS)
+    print(f"{'task':<{width}}  {'family':<9}  {'UVCBench':<8}  needs / description")
+    for name, spec in TASKS.items():
+        print(f"{name:<{width}}  {spec.family:<9}  {'yes' if spec.uvcbench else 'no':<8}  {spec.description}")
+    print(f"\n{sum(s.uvcbench for s in TASKS.values())} UVCBench tasks, {len(TASKS)} in all")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vdot", description="VDOT 4-step unified video creation (Wan2.1-VACE distilled).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tasks", help="list the tasks and what each needs")
+    _add_generate_parser(sub)
+    sub.add_parser("preprocess", help="make a control video (grey, scribble, flow, ...): vdot preprocess --help",
+                   add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "preprocess":
+        from .core.preprocess.cli import preprocess_main
+
+        return preprocess_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "tasks":
+            return cmd_tasks(args)
+        if args.command == "generate":
+            return cmd_generate(args)
+    except VDOTInputError as exc:
+        print(f"vdot: error: {exc}", file=sys.stderr)
+        return 2
+    except VDOTCancelled:
+        print("vdot: interrupted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("vdot: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
