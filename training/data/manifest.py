@@ -1,0 +1,570 @@
+"""Training-data manifests for VDOT: one JSON object per line (JSON Lines), validated up front.
+
+Format
+------
+A UTF-8 text file, ``*.jsonl``, one sample per line; blank lines are skipped. Paths are relative to
+the manifest's folder (or absolute). A video is a video file FFmpeg reads (mp4, webm, ...) or a
+folder of PNG/JPG frames read in name order. Fields::
+
+    {"video": "clips/0001.mp4",            # the real clip: GAN real data, source of MV2V tasks
+     "caption": "a red ball rolls ...",    # required, non-empty
+     "task": "depth",                      # one of TASKS; default "t2v"
+     "control": "controls/0001_depth.mp4", # precomputed control video (V2V and composite tasks)
+     "mask": "masks/0001.mp4",             # or null; a video, frame folder or one image (white = generate)
+     "references": ["refs/0001_a.png"],    # reference images (r2v, reference_* tasks)
+     "first_frame": null,                  # image for firstframe_* tasks; null = the video's first frame
+     "meta": {...}}                        # anything else (source, licence, scores...), passed through
+
+Stage 1 (text-to-video distillation) needs only ``{"caption": ...}`` per line, plus ``"video"`` for
+samples that should feed the GAN's real branch. Stage 2 needs, per task (see :data:`TASKS`):
+
+=====================================  ==========================================================
+task                                   required fields (besides caption)
+=====================================  ==========================================================
+``t2v``                                — (video optional)
+``r2v``                                video, references
+``depth pose flow grey scribble``      video, control
+``outpaint`` ``extension``             video (the expansion / kept clip are drawn when building the VCU)
+``inpaint``                            video (mask optional: null = drawn when building the VCU)
+``firstframe_<control>``               video, control (first_frame optional)
+``reference_<control>``                video, control, references
+=====================================  ==========================================================
+
+:func:`read_manifest` validates every line — JSON syntax, unknown keys, field types, the task name,
+the fields the task needs and that each file exists — and reports *all* problems at once, each with
+its line number, field and fix. :class:`ManifestDataset` loads a sample into ComfyUI-layout tensors and
+:func:`sample_to_vcu` turns one into its task's VCU with the VCU builders (``vdot_nodes.core.vcu``).
+:class:`ResumableSampler` + :class:`ResumableLoader` give a deterministic, rank-sharded, resumable
+order whose state goes into the training checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.vcu import CONTROL_KINDS, VCU, build_vcu
+from vdot_nodes.core.vcu import TASKS as VCU_TASKS
+from vdot_nodes.core.video_io import IMAGE_EXTENSIONS, read_image, read_video, resize_video
+
+__all__ = [
+    "CONTROL_KINDS",
+    "TASKS",
+    "FIELDS",
+    "ManifestError",
+    "ManifestSample",
+    "read_manifest",
+    "ManifestDataset",
+    "collate_samples",
+    "sample_to_vcu",
+    "ResumableSampler",
+    "ResumableLoader",
+]
+
+def _task_table() -> dict[str, tuple[str, ...]]:
+    # Derived from the VCU task registry so the two can never disagree on task names.
+    table: dict[str, tuple[str, ...]] = {}
+    for name, spec in VCU_TASKS.items():
+        needs = () if name == "t2v" else ("video",)  # the clip: GAN real data and MV2V source
+        needs += tuple(f for f in ("control", "references") if f in spec.required)
+        table[name] = needs
+    return table
+
+
+TASKS: dict[str, tuple[str, ...]] = _task_table()
+"""Task name (as in ``vdot_nodes.core.vcu.TASKS``) → fields a manifest line for it must have (besides ``caption``)."""
+
+FIELDS = ("video", "caption", "task", "control", "mask", "references", "first_frame", "meta")
+_PATH_FIELDS = ("video", "control", "mask", "first_frame")
+
+
+class ManifestError(VDOTInputError):
+    """Every problem found in a manifest, each ``(line, field, problem, fix)``."""
+
+    def __init__(self, manifest: str | os.PathLike, errors: list[tuple[int, str, str, str]], shown: int = 20):
+        self.manifest = str(manifest)
+        self.errors = errors
+        lines = [f"line {ln}, field '{fld}': {problem}. Fix: {fix}" for ln, fld, problem, fix in errors[:shown]]
+        if len(errors) > shown:
+            lines.append(f"... and {len(errors) - shown} more")
+        ValueError.__init__(self, f"{self.manifest}: {len(errors)} problem(s)\n  " + "\n  ".join(lines))
+        ln, fld, problem, fix = errors[0]
+        self.input_name, self.problem, self.fix = f"{self.manifest}:{ln}", f"field '{fld}': {problem}", fix
+
+
+@dataclass
+class ManifestSample:
+    """One validated manifest line; paths are absolute."""
+
+    line: int
+    caption: str
+    task: str = "t2v"
+    video: Path | None = None
+    control: Path | None = None
+    mask: Path | None = None
+    references: list[Path] = field(default_factory=list)
+    first_frame: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _parse_line(text: str, line: int, base: Path, check_files: bool, errors: list) -> ManifestSample | None:
+    def err(fld: str, problem: str, fix: str) -> None:
+        errors.append((line, fld, problem, fix))
+
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        err("-", f"not valid JSON ({exc.msg} at column {exc.colno})", "write one JSON object per line, double-quoted keys")
+        return None
+    if not isinstance(obj, dict):
+        err("-", f"expected a JSON object, got {type(obj).__name__}", 'write {"caption": "...", ...}')
+        return None
+    n_before = len(errors)
+    for key in obj:
+        if key not in FIELDS:
+            err(key, "unknown field", f"use only {', '.join(FIELDS)}; put anything else under \"meta\"")
+
+    caption = obj.get("caption")
+    if not isinstance(caption, str) or not caption.strip():
+        err("caption", "missing or empty" if caption in (None, "") else f"must be a string, got {type(caption).__name__}",
+            "give every sample a non-empty text caption")
+    task = obj.get("task", "t2v")
+    if task is None:
+        task = "t2v"
+    if not isinstance(task, str) or task not in TASKS:
+        err("task", f"unknown task {task!r}", f"use one of {', '.join(TASKS)}")
+
+    paths: dict[str, Path | None] = {}
+    for fld in _PATH_FIELDS:
+        value = obj.get(fld)
+        if value is None:
+            paths[fld] = None
+        elif not isinstance(value, str) or not value:
+            err(fld, f"must be a path string or null, got {value!r}", "write a path relative to the manifest's folder")
+            paths[fld] = None
+        else:
+            paths[fld] = (base / value) if not os.path.isabs(value) else Path(value)
+    refs_value = obj.get("references")
+    if refs_value is None:
+        refs_value = []
+    elif isinstance(refs_value, str):
+        refs_value = [refs_value]
+    references: list[Path] = []
+    if not isinstance(refs_value, list) or not all(isinstance(r, str) and r for r in refs_value):
+        err("references", f"must be a list of image paths, got {refs_value!r}", 'write ["refs/a.png", ...] or []')
+    else:
+        references = [(base / r) if not os.path.isabs(r) else Path(r) for r in refs_value]
+    meta = obj.get("meta")
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        err("meta", f"must be a JSON object, got {type(meta).__name__}", 'write "meta": {...} or leave it out')
+        meta = {}
+
+    if isinstance(task, str) and task in TASKS:
+        for need in TASKS[task]:
+            missing = not references if need == "references" else paths.get(need) is None
+            if missing and not any(e[0] == line and e[1] == need for e in errors):
+                what = "at least one reference image" if need == "references" else f"a {need} path"
+                err(need, f"task {task!r} needs {what}", f"add \"{need}\" to this line, or change its task")
+
+    if check_files:
+        for fld, p in paths.items():
+            if p is not None and not p.exists():
+                err(fld, f"file not found: {p}", "check the path (relative paths start at the manifest's folder)")
+            elif p is not None and fld == "first_frame" and not p.is_file():
+                err(fld, f"not an image file: {p}", f"use a {'/'.join(IMAGE_EXTENSIONS)} image")
+        for p in references:
+            if not p.is_file():
+                err("references", f"image not found: {p}", "check the path (relative paths start at the manifest's folder)")
+
+    if len(errors) > n_before:
+        return None
+    return ManifestSample(
+        line=line,
+        caption=caption,
+        task=task,
+        video=paths["video"],
+        control=paths["control"],
+        mask=paths["mask"],
+        references=references,
+        first_frame=paths["first_frame"],
+        meta=meta,
+    )
+
+
+def read_manifest(path: str | os.PathLike, check_files: bool = True) -> list[ManifestSample]:
+    """Parse and validate a JSON Lines manifest; raises :class:`ManifestError` listing every bad line.
+
+    ``check_files=False`` skips the existence checks (for huge manifests on slow storage).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VDOTInputError(str(path), "manifest file not found", "give the path of a .jsonl manifest")
+    base = path.resolve().parent
+    samples: list[ManifestSample] = []
+    errors: list[tuple[int, str, str, str]] = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            sample = _parse_line(text, line_no, base, check_files, errors)
+            if sample is not None:
+                samples.append(sample)
+    if errors:
+        raise ManifestError(path, errors)
+    if not samples:
+        raise VDOTInputError(str(path), "manifest holds no samples", "write one JSON object per line")
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset
+
+
+def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize ``[F, H, W, C]`` to cover height×width keeping the aspect ratio, then centre-crop."""
+    h, w = frames.shape[1], frames.shape[2]
+    if (h, w) == (height, width):
+        return frames
+    scale = max(height / h, width / w)
+    nh, nw = max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6))
+    frames = resize_video(frames, nh, nw)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return frames[:, top : top + height, left : left + width].contiguous()
+
+
+class ManifestDataset(Dataset):
+    """Samples of a manifest loaded as tensors in ComfyUI layout.
+
+    Each item is a dict:
+
+    - ``caption`` (str), ``task`` (str), ``index`` (int), ``line`` (int), ``meta`` (dict),
+      ``num_frames`` / ``height`` / ``width`` (the dataset's clip size);
+    - ``video``: ``[F, H, W, 3]`` float32 0..1, the first ``num_frames`` frames resized to cover
+      ``height``×``width`` and centre-cropped, or None (t2v without video);
+    - ``control``: same layout as ``video`` (or None);
+    - ``mask``: ``[F, H, W]`` float32 exactly 0/1 (1 = generate), or None; one mask image is repeated
+      over the frames;
+    - ``references``: list of ``[h, w, 3]`` images at their own size (the VCU builder places them on
+      the white canvas);
+    - ``first_frame``: ``[H, W, 3]`` fitted like the video; for ``firstframe_*`` tasks without one,
+      the video's first frame; otherwise None.
+
+    ``tasks`` keeps only samples of those tasks. Items differ in which fields are None, so batch
+    them with :func:`collate_samples` (a list of dicts), not the default collate.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        num_frames: int,
+        height: int,
+        width: int,
+        tasks: Sequence[str] | None = None,
+        check_files: bool = True,
+    ):
+        if num_frames < 1 or (num_frames - 1) % 4:
+            raise VDOTInputError("num_frames", f"{num_frames} is not 4k+1", "use 17, 33, 49, 81 ...")
+        if height % 16 or width % 16 or height <= 0 or width <= 0:
+            raise VDOTInputError("height/width", f"{height}x{width} is not a multiple of 16", "use e.g. 480x832")
+        self.path = Path(path)
+        self.num_frames, self.height, self.width = num_frames, height, width
+        samples = read_manifest(path, check_files=check_files)
+        if tasks is not None:
+            unknown = sorted(set(tasks) - set(TASKS))
+            if unknown:
+                raise VDOTInputError("tasks", f"unknown task(s) {unknown}", f"use names from {', '.join(TASKS)}")
+            samples = [s for s in samples if s.task in set(tasks)]
+            if not samples:
+                raise VDOTInputError(str(path), f"no samples of tasks {list(tasks)}", "check the manifest's task fields")
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _clip(self, path: Path, sample: ManifestSample, fld: str) -> torch.Tensor:
+        frames, _ = read_video(path, max_frames=self.num_frames)
+        if frames.shape[0] < self.num_frames:
+            raise VDOTInputError(
+                f"{self.path}:{sample.line}",
+                f"{fld} {path.name} has {frames.shape[0]} frames, {self.num_frames} needed",
+                "use longer clips or train with fewer frames",
+            )
+        return _fit(frames, self.height, self.width)
+
+    def _mask(self, path: Path) -> torch.Tensor:
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            frames = read_image(path)[None].expand(self.num_frames, -1, -1, -1)
+        else:
+            frames, _ = read_video(path, max_frames=self.num_frames)
+            if frames.shape[0] < self.num_frames:
+                raise VDOTInputError(str(path), f"mask has {frames.shape[0]} frames, {self.num_frames} needed",
+                                     "give a mask per frame, or one mask image")
+        mask = _fit(frames, self.height, self.width).mean(dim=-1)
+        return (mask > 0.5).float()
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        video = self._clip(s.video, s, "video") if s.video is not None else None
+        control = self._clip(s.control, s, "control") if s.control is not None else None
+        mask = self._mask(s.mask) if s.mask is not None else None
+        references = [read_image(p) for p in s.references]
+        first_frame = None
+        if s.first_frame is not None:
+            first_frame = _fit(read_image(s.first_frame)[None], self.height, self.width)[0]
+        elif s.task.startswith("firstframe_") and video is not None:
+            first_frame = video[0].clone()
+        return {
+            "index": index,
+            "line": s.line,
+            "num_frames": self.num_frames,
+            "height": self.height,
+            "width": self.width,
+            "caption": s.caption,
+            "task": s.task,
+            "video": video,
+            "control": control,
+            "mask": mask,
+            "references": references,
+            "first_frame": first_frame,
+            "meta": s.meta,
+        }
+
+
+def collate_samples(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """DataLoader ``collate_fn`` keeping samples as a list (tasks and None-fields differ per sample)."""
+    return list(batch)
+
+
+def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _randint(generator: torch.Generator | None, low: int, high: int) -> int:
+    """Integer in ``[low, high]`` (inclusive)."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def sample_to_vcu(
+    sample: dict[str, Any],
+    *,
+    generator: torch.Generator | None = None,
+    negative_prompt: str = "",
+    outpaint_ratio: tuple[float, float] = (0.05, 0.25),
+    inpaint_box_ratio: tuple[float, float] = (0.2, 0.6),
+) -> VCU:
+    """Turn a :class:`ManifestDataset` item into the task's VCU (``vdot_nodes.core.vcu.build_vcu``).
+
+    The VCU's target is always the sample's video (``F × H × W`` of the dataset). What the manifest
+    leaves open is drawn from ``generator`` (checkpoint it for exact resumes), unless ``meta`` fixes it:
+
+    - outpaint: the source is the video's interior; each expanded side removes a fraction in
+      ``outpaint_ratio`` of that axis, on both horizontal sides, both vertical sides or all four
+      (``meta["expand"] = [top, bottom, left, right]`` pixels fixes it);
+    - extension: mode first / last / random and its clip position (``meta["extension_mode"]``,
+      ``meta["keep_frames"]`` fix them);
+    - inpaint without a mask: a random box, each side a fraction in ``inpaint_box_ratio`` of the frame
+      (``meta["box"] = [x0, y0, x1, y1]`` fixes it);
+    - firstframe_*: the dataset already put the video's first frame in ``first_frame`` if the manifest
+      gave none.
+    """
+    task, meta = sample["task"], sample.get("meta") or {}
+    text = {"prompt": sample["caption"], "negative_prompt": negative_prompt}
+    video, control = sample.get("video"), sample.get("control")
+    if task in ("t2v", "r2v"):
+        shape = {"num_frames": sample["num_frames"], "height": sample["height"], "width": sample["width"]}
+        extra = {"references": sample["references"]} if task == "r2v" else {}
+        return build_vcu(task, **shape, **extra, **text)
+    spec = VCU_TASKS[task]
+    if spec.family == "V2V":
+        return build_vcu(task, control=control, **text)
+    if spec.needs_first_frame:
+        return build_vcu(task, control=control, first_frame=sample["first_frame"], **text)
+    if spec.family == "composite":
+        return build_vcu(task, control=control, references=sample["references"], **text)
+    if video is None:
+        raise VDOTInputError(f"sample line {sample.get('line')}", f"task {task!r} needs the video", "add it to the manifest")
+    f, h, w = video.shape[:3]
+    if task == "outpaint":
+        if "expand" in meta:
+            top, bottom, left, right = (int(v) for v in meta["expand"])
+        else:
+            axes = ("horizontal", "vertical", "all")[_randint(generator, 0, 2)]
+            top = bottom = left = right = 0
+            if axes in ("vertical", "all"):
+                top, bottom = (max(1, round(h * _uniform(generator, *outpaint_ratio))) for _ in range(2))
+            if axes in ("horizontal", "all"):
+                left, right = (max(1, round(w * _uniform(generator, *outpaint_ratio))) for _ in range(2))
+        source = video[:, top : h - bottom, left : w - right]
+        return build_vcu(task, source=source, expand=(top, bottom, left, right), **text)
+    if task == "extension":
+        mode = meta.get("extension_mode") or ("first", "last", "random")[_randint(generator, 0, 2)]
+        opts = {"keep_frames": int(meta["keep_frames"])} if meta.get("keep_frames") else {}
+        return build_vcu(task, source=video, mode=mode, seed=_randint(generator, 0, 2**31 - 1), **opts, **text)
+    if task == "inpaint":
+        if sample.get("mask") is not None:
+            return build_vcu(task, source=video, mask=sample["mask"], **text)
+        if "box" in meta:
+            box = tuple(int(v) for v in meta["box"])
+        else:
+            bh = max(1, round(h * _uniform(generator, *inpaint_box_ratio)))
+            bw = max(1, round(w * _uniform(generator, *inpaint_box_ratio)))
+            y0, x0 = _randint(generator, 0, h - bh), _randint(generator, 0, w - bw)
+            box = (x0, y0, x0 + bw, y0 + bh)
+        return build_vcu(task, source=video, box=box, **text)
+    raise VDOTInputError("task", f"sample_to_vcu does not know task {task!r}", "update training/data/manifest.py")
+
+
+# ----------------------------------------------------------------------------------------------
+# Resumable, rank-sharded order
+
+
+class ResumableSampler(Sampler[int]):
+    """Deterministic epoch-shuffled order, sharded across ranks, resumable to the exact sample.
+
+    Epoch ``e``'s global order is a permutation drawn from ``torch.Generator().manual_seed(seed + e)``
+    (the identity when ``shuffle=False``). Global position ``p`` belongs to rank ``p % world_size``,
+    so ranks get disjoint samples and all ranks get the same number per epoch: ``drop_last=True``
+    drops the last ``len % world_size`` samples of the permutation, ``drop_last=False`` wraps around
+    to fill the last round instead.
+
+    State — ``{"epoch", "position"}``, ``position`` counting global samples already *consumed* in
+    the epoch — is the same on all ranks. Iterating does not change it (a DataLoader's workers read
+    ahead); call :meth:`advance` with the number of samples this rank has actually used, or let
+    :class:`ResumableLoader` do it. ``__iter__`` yields this rank's remaining indices of the current
+    epoch; :meth:`next_epoch` moves on once they are used.
+    """
+
+    def __init__(
+        self,
+        data_source_or_len,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = True,
+    ):
+        from .. import distributed as D
+
+        self.num_samples_total = data_source_or_len if isinstance(data_source_or_len, int) else len(data_source_or_len)
+        self.rank = D.get_rank() if rank is None else int(rank)
+        self.world_size = D.get_world_size() if world_size is None else int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        if self.num_samples_total < 1 or (drop_last and self.num_samples_total < self.world_size):
+            raise VDOTInputError("dataset", f"{self.num_samples_total} samples for {self.world_size} ranks",
+                                 "give at least one sample per rank")
+        self.seed, self.shuffle, self.drop_last = int(seed), bool(shuffle), bool(drop_last)
+        self.epoch = 0
+        self.position = 0
+
+    @property
+    def per_rank(self) -> int:
+        """Samples each rank sees per epoch."""
+        n, w = self.num_samples_total, self.world_size
+        return n // w if self.drop_last else -(-n // w)
+
+    @property
+    def epoch_length(self) -> int:
+        """Global samples per epoch (all ranks together)."""
+        return self.per_rank * self.world_size
+
+    def global_order(self, epoch: int) -> list[int]:
+        n = self.num_samples_total
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + int(epoch))
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        length = self.epoch_length
+        while len(order) < length:
+            order += order[: length - len(order)]
+        return order[:length]
+
+    def __len__(self) -> int:
+        """This rank's remaining samples in the current epoch."""
+        return (self.epoch_length - self.position) // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.global_order(self.epoch)
+        return iter(order[self.position + self.rank :: self.world_size])
+
+    def advance(self, num_samples: int) -> None:
+        """Mark ``num_samples`` more samples used on this rank (so ``num_samples × world`` globally)."""
+        self.position += int(num_samples) * self.world_size
+        if self.position >= self.epoch_length:
+            self.next_epoch()
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.position = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+                "num_samples": self.num_samples_total, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore ``epoch`` / ``position``. Refuses a different seed or dataset size (the order would differ).
+
+        A different world size is accepted: the global position stays exact, only the split of the
+        remaining samples among ranks changes.
+        """
+        if "seed" in state and int(state["seed"]) != self.seed:
+            raise ValueError(f"sampler state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
+        if "num_samples" in state and int(state["num_samples"]) != self.num_samples_total:
+            raise ValueError(
+                f"sampler state was saved for {state['num_samples']} samples, the dataset now has "
+                f"{self.num_samples_total}; resume with the same manifest"
+            )
+        self.epoch = int(state["epoch"])
+        position = int(state["position"])
+        self.position = position - position % self.world_size  # a world-size change rounds down to a full round
+        if self.position >= self.epoch_length:
+            self.next_epoch()
+
+
+class ResumableLoader:
+    """An endless iterator of batches over epochs whose progress is exact in the sampler's state.
+
+    Wraps a fresh :class:`torch.utils.data.DataLoader` per epoch (``drop_last=True`` so every rank
+    takes the same number of steps) and calls ``sampler.advance(len(batch))`` as each batch is
+    handed to the caller, so ``sampler.state_dict()`` saved after step *k* resumes at step *k + 1*
+    even with prefetching workers. ``loader_kwargs`` go to the DataLoader (``num_workers``,
+    ``pin_memory``, ...).
+    """
+
+    def __init__(self, dataset: Dataset, sampler: ResumableSampler, batch_size: int = 1,
+                 collate_fn=collate_samples, **loader_kwargs):
+        if sampler.per_rank < batch_size:
+            raise VDOTInputError("batch_size", f"{batch_size} exceeds the {sampler.per_rank} samples each rank has per epoch",
+                                 "use a smaller batch or more data")
+        self.dataset, self.sampler, self.batch_size = dataset, sampler, int(batch_size)
+        self.collate_fn, self.loader_kwargs = collate_fn, loader_kwargs
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
+
+    def __iter__(self):
+        while True:
+            loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
+                                collate_fn=self.collate_fn, **self.loader_kwargs)
+            epoch = self.sampler.epoch
+            for batch in loader:
+                self.sampler.advance(self.batch_size)
+                yield batch
+            if self.sampler.epoch == epoch:  # the tail shorter than a batch was dropped
+                self.sampler.next_epoch()
