@@ -196,6 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.preprocess.cli import preprocess_main
 
         return preprocess_main(argv[1:])
+    if argv and argv[0] == "train":
+        from training.cli import train_main
+
+        return train_main(argv[1:])
+    if argv and argv[0] == "toy":
+        from training.toy.cli import toy_main
+
+        return toy_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "tasks":
