@@ -45,9 +45,11 @@ def _add_generate_parser(sub) -> None:
     inputs.add_argument("--keep-frames", type=int, help="extension: number of source frames to keep (default: a quarter)")
     inputs.add_argument("--box", type=_int_list, metavar="X0,Y0,X1,Y1", help="inpaint: box to regenerate instead of --mask")
     shape = p.add_argument_group("output shape")
-    shape.add_argument("--frames", type=int, default=17, help="frame count, 4k+1 (default 17)")
-    shape.add_argument("--height", type=int, default=64, help="height, multiple of 16 (default 64; VDOT: 480)")
-    shape.add_argument("--width", type=int, default=64, help="width, multiple of 16 (default 64; VDOT: 832)")
+    shape.add_argument("--frames", type=int, help="frame count, 4k+1 (default: 17 on the embedded toy model, 81 on a real model)")
+    shape.add_argument("--height", type=int,
+                       help="height, multiple of 16 (default: the control/source video's, else 64 toy / 480 real)")
+    shape.add_argument("--width", type=int,
+                       help="width, multiple of 16 (default: the control/source video's, else 64 toy / 832 real)")
     shape.add_argument("--fps", type=float, default=16.0, help="output fps (default 16, Wan's rate)")
     samp = p.add_argument_group("sampling")
     samp.add_argument("--steps", type=int, default=4, help="few-step count (default 4; timesteps spread from 1000)")
@@ -73,13 +75,21 @@ def _add_generate_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out")
 
 
+def _named(flag: str, read, path):
+    """Run ``read(path)`` so that a file error names the CLI flag the path came from."""
+    try:
+        return read(path)
+    except VDOTInputError as exc:
+        raise VDOTInputError(flag, f"{exc.input_name}: {exc.problem}", exc.fix) from None
+
+
 def _load_video_input(path: str | None, frames: int, height: int, width: int, name: str):
     """A user video for the VCU, resized to the output size; exactly ``frames`` frames are taken."""
     if path is None:
         return None
     from .core.video_io import read_video, resize_video
 
-    video, _ = read_video(path)
+    video, _ = _named(f"--{name}", read_video, path)
     if video.shape[0] < frames:
         raise VDOTInputError(
             f"--{name}", f"{path} has {video.shape[0]} frames but --frames is {frames}",
@@ -94,10 +104,30 @@ def _load_mask_input(path: str | None, frames: int, height: int, width: int):
     from .core.video_io import IMAGE_EXTENSIONS, read_image, resize_video
 
     if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        mask = read_image(path).unsqueeze(0).expand(frames, -1, -1, -1)
+        mask = _named("--mask", read_image, path).unsqueeze(0).expand(frames, -1, -1, -1)
     else:
         mask = _load_video_input(path, frames, height, width, "mask")
     return resize_video(mask, height, width).mean(dim=-1)
+
+
+def resolve_output_shape(args, is_toy: bool) -> None:
+    """Fill in --frames/--height/--width left unset: the input video's size, else the model's default.
+
+    An input video is resized to an explicit --height/--width, never silently padded or cropped.
+    """
+    video_path = args.control or args.source
+    defaults = (17, 64, 64) if is_toy else (81, 480, 832)
+    if video_path and (args.height is None or args.width is None):
+        from .core.video_io import read_video
+
+        video, _ = _named("--control" if args.control else "--source",
+                          lambda p: read_video(p, max_frames=1), video_path)
+        height, width = video.shape[1:3]
+        args.height = height if args.height is None else args.height
+        args.width = width if args.width is None else args.width
+    args.frames = defaults[0] if args.frames is None else args.frames
+    args.height = defaults[1] if args.height is None else args.height
+    args.width = defaults[2] if args.width is None else args.width
 
 
 def build_vcu_from_args(args):
@@ -113,9 +143,9 @@ def build_vcu_from_args(args):
     if args.mask:
         inputs["mask"] = _load_mask_input(args.mask, f, h, w)
     if args.ref:
-        inputs["references"] = [read_image(p) for p in args.ref]
+        inputs["references"] = [_named("--ref", read_image, p) for p in args.ref]
     if args.first_frame:
-        inputs["first_frame"] = read_image(args.first_frame)
+        inputs["first_frame"] = _named("--first-frame", read_image, args.first_frame)
     if args.task == "outpaint":
         inputs["expand"] = tuple(args.outpaint or (0, 0, 64, 64))
     if args.task == "extension":
@@ -139,6 +169,8 @@ def cmd_generate(args) -> int:
         raise VDOTInputError("--out", f"{out} already exists", "choose another name or pass --overwrite")
     if args.num_videos < 1:
         raise VDOTInputError("--num-videos", f"must be ≥ 1, got {args.num_videos}", "use 1")
+    # Inputs are checked before any model loads: a bad flag should not cost a 14B load.
+    resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
     vcu = build_vcu_from_args(args)
     started = time.perf_counter()
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
@@ -185,8 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the tasks and what each needs")
     _add_generate_parser(sub)
-    sub.add_parser("preprocess", help="make a control video (grey, scribble, flow, ...): vdot preprocess --help",
+    sub.add_parser("preprocess", help="make a control video (grey, scribble, flow, depth, pose): vdot preprocess --help",
                    add_help=False)
+    sub.add_parser("train", help="distil a VDOT checkpoint from a YAML config: vdot train --help", add_help=False)
+    sub.add_parser("toy", help="build / report the embedded toy world model: vdot toy --help", add_help=False)
     return parser
 
 
