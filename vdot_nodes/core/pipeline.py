@@ -261,6 +261,15 @@ class VDOTPipeline:
             prompt_embeds = self.encode_prompt([vcu.prompt])
         if cfg != 1.0 and negative_embeds is None:
             negative_embeds = self.encode_prompt([vcu.negative_prompt])
+        for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_embeds", negative_embeds)):
+            if embeds is not None and (embeds.ndim != 3 or embeds.shape[-1] != self.text_dim):
+                raise VDOTInputError(
+                    name, f"text embeddings of shape {tuple(embeds.shape)} do not fit this model "
+                    f"(it takes [batch, tokens, {self.text_dim}])",
+                    "encode the prompt with the text encoder that belongs to this model (UMT5-XXL for Wan2.1)",
+                )
+            if embeds is not None and not torch.isfinite(embeds).all():
+                raise VDOTInputError(name, "text embeddings contain NaN/inf", "re-encode the prompt; check the text encoder weights")
         encoded = self.encode_vcu(vcu)
         noise = SeededNoise([seed + i for i in range(num_videos)])
         init_latents = None

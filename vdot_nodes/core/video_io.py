@@ -27,6 +27,17 @@ def from_uint8(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
 
 
+def read_image_alpha(path: str | Path) -> torch.Tensor | None:
+    """The alpha channel of an image as ``[H, W]`` float32 0..1 (1 = opaque), or None if it has none."""
+    import cv2
+
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None or data.ndim != 3 or data.shape[2] != 4:
+        return None
+    scale = 65535.0 if data.dtype == np.uint16 else 255.0
+    return torch.from_numpy(data[..., 3].astype(np.float32) / scale)
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """One image → ``[H, W, 3]`` float32 0..1 (alpha dropped, greyscale expanded)."""
     import cv2

@@ -96,13 +96,37 @@ def resolve_size(src_h: int, src_w: int, height: int | None, width: int | None) 
     return int(height), int(width)
 
 
+FIT_MODES = ("stretch", "crop", "pad")
+
+
+def _crop_or_pad(video: torch.Tensor, height: int, width: int, mode: str, fill: float) -> torch.Tensor:
+    """Aspect-preserving fit: ``crop`` scales to cover then centre-crops; ``pad`` scales to fit then
+    centres on a ``fill`` canvas."""
+    src_h, src_w = video.shape[1:3]
+    scale = (max if mode == "crop" else min)(height / src_h, width / src_w)
+    h, w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
+    video = resize_frames(video, h, w)
+    if mode == "crop":
+        top, left = (h - height) // 2, (w - width) // 2
+        return video[:, top:top + height, left:left + width].contiguous()
+    out = torch.full((video.shape[0], height, width, video.shape[3]), fill, dtype=video.dtype)
+    top, left = (height - h) // 2, (width - w) // 2
+    out[:, top:top + h, left:left + w] = video
+    return out
+
+
 def fit_video(video: torch.Tensor, frames: int | None = None, height: int | None = None,
-              width: int | None = None, name: str = "video") -> torch.Tensor:
+              width: int | None = None, name: str = "video", mode: str = "stretch",
+              fill: float = 0.0) -> torch.Tensor:
     """The first ``frames`` frames of ``video``, resized to height×width (None keeps a dimension).
 
-    Resizing happens *before* a preprocessor runs, so lines are one output pixel thin and flow is in
-    output pixels. A video shorter than ``frames`` is an error rather than silently padded.
+    ``mode``: ``stretch`` (default) resizes to exactly height×width; ``crop`` / ``pad`` keep the
+    aspect ratio, centre-cropping or padding with ``fill``. Resizing happens *before* a preprocessor
+    runs, so lines are one output pixel thin and flow is in output pixels. A video shorter than
+    ``frames`` is an error rather than silently padded.
     """
+    if mode not in FIT_MODES:
+        raise VDOTInputError("mode", f"unknown fit mode {mode!r}", f"use one of {', '.join(FIT_MODES)}")
     video = check_video(video, name)
     if frames is not None:
         if int(frames) != frames or frames < 1:
@@ -112,6 +136,8 @@ def fit_video(video: torch.Tensor, frames: int | None = None, height: int | None
                                  f"ask for at most {video.shape[0]} frames or use a longer video")
         video = video[: int(frames)]
     h, w = resolve_size(video.shape[1], video.shape[2], height, width)
+    if mode != "stretch" and (h, w) != tuple(video.shape[1:3]):
+        return _crop_or_pad(video, h, w, mode, fill)
     return resize_frames(video, h, w)
 
 

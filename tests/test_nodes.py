@@ -1,0 +1,260 @@
+"""Node declarations and node functions on the embedded model, without ComfyUI."""
+
+import shutil
+import sys
+import types
+
+import pytest
+import torch
+
+from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.video_io import read_video
+from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, comfy
+
+KNOWN_TYPES = {"VDOT_MODEL", "VDOT_VAE", "VDOT_TEXT_ENCODER", "VDOT_EMBEDS", "VDOT_VCU", "IMAGE", "MASK", "INT",
+               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING"}
+F, H, W = 5, 32, 48
+
+
+@pytest.fixture()
+def root(tmp_path):
+    for sub in ("input", "output", "models/diffusion_models", "models/vae", "models/text_encoders"):
+        (tmp_path / sub).mkdir(parents=True)
+    comfy.set_fallback_root(tmp_path)
+    yield tmp_path
+    comfy.set_fallback_root(None)
+
+
+def node(name):
+    return NODE_CLASS_MAPPINGS[name]()
+
+
+def call(name, **kwargs):
+    cls = NODE_CLASS_MAPPINGS[name]
+    return getattr(cls(), cls.FUNCTION)(**kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(NODE_CLASS_MAPPINGS))
+def test_declaration(name, root):
+    cls = NODE_CLASS_MAPPINGS[name]
+    assert name.startswith("VDOT") and NODE_DISPLAY_NAME_MAPPINGS[name].startswith("VDOT ")
+    assert cls.CATEGORY.startswith("VDOT/") and cls.DESCRIPTION
+    assert callable(getattr(cls, cls.FUNCTION))
+    assert all(t in KNOWN_TYPES for t in cls.RETURN_TYPES)
+    if cls.RETURN_TYPES:
+        assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"}
+    for section in ("required", "optional"):
+        for input_name, (kind, *rest) in spec.get(section, {}).items():
+            opts = rest[0] if rest else {}
+            assert opts.get("tooltip"), f"{name}.{input_name} has no tooltip"
+            if isinstance(kind, list):
+                assert "default" not in opts or opts["default"] in kind
+            else:
+                assert kind in KNOWN_TYPES, f"{name}.{input_name}: unknown type {kind}"
+            if kind in ("INT", "FLOAT") and "default" in opts:
+                assert opts.get("min", -float("inf")) <= opts["default"] <= opts.get("max", float("inf"))
+    # The function takes exactly the declared inputs.
+    import inspect
+
+    params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+    declared = set(spec.get("required", {})) | set(spec.get("optional", {}))
+    assert declared == set(params) - {"self"}
+
+
+def test_root_package_exports_only_the_mappings():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "__init__.py"
+    spec = importlib.util.spec_from_file_location("comfyui_vdot_root", path, submodule_search_locations=[str(path.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["comfyui_vdot_root"] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["comfyui_vdot_root"]
+    assert module.__all__ == ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    assert set(module.NODE_CLASS_MAPPINGS) == set(NODE_CLASS_MAPPINGS)
+
+
+@pytest.fixture()
+def parts(root):
+    (model,) = call("VDOTModelLoader", model_name=comfy.EMBEDDED, precision="bf16", offload="model")
+    (vae,) = call("VDOTVAELoader", vae_name=comfy.EMBEDDED, precision="fp32")
+    (te,) = call("VDOTTextEncoderLoader", text_encoder_name=comfy.EMBEDDED, precision="bf16")
+    (embeds,) = call("VDOTTextEncode", text_encoder=te, positive="a red ball", negative="blurry")
+    return model, vae, te, embeds
+
+
+def sample(parts, vcu, **kw):
+    model, vae, _, embeds = parts
+    args = dict(model=model, vae=vae, embeds=embeds, vcu=vcu, seed=1, steps=4, shift=5.0, cfg=1.0, denoise=1.0,
+                control_scale=1.0, num_videos=1)
+    args.update(kw)
+    return call("VDOTSampler", **args)[0]
+
+
+def test_t2v_graph_samples_and_saves_without_overwriting(parts, root):
+    (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
+    frames = sample(parts, vcu)
+    assert frames.shape == (F, H, W, 3)
+    again = sample(parts, vcu)
+    assert torch.equal(frames, again)  # same seed, same video
+    out1 = call("VDOTSaveVideo", frames=frames, fps=16.0, filename_prefix="VDOT/test", format="mp4", crf=17)
+    out2 = call("VDOTSaveVideo", frames=frames, fps=16.0, filename_prefix="VDOT/test", format="mp4", crf=17)
+    names = [o["ui"]["images"][0]["filename"] for o in (out1, out2)]
+    assert names == ["test_00001_.mp4", "test_00002_.mp4"]
+    assert out1["ui"]["images"][0]["subfolder"] == "VDOT"
+    video, fps = read_video(root / "output" / "VDOT" / names[0])
+    assert video.shape == (F, H, W, 3) and fps == 16
+    pngs = call("VDOTSaveVideo", frames=frames, fps=16.0, filename_prefix="frames", format="png-frames", crf=17)
+    assert len(list((root / "output" / pngs["ui"]["images"][0]["filename"]).glob("*.png"))) == F
+
+
+def test_sampler_ticks_progress_per_step_and_stops_on_interrupt(parts, root, monkeypatch):
+    ticks = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def update(self, n):
+            ticks.append(n)
+
+    monkeypatch.setattr(comfy, "progress_bar", lambda total, desc="": Bar(total))
+    (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
+    sample(parts, vcu, steps=3)
+    assert ticks == [1, 1, 1]
+
+    # ComfyUI's interrupt: comfy.model_management.throw_exception_if_processing_interrupted raises.
+    class Interrupted(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def throw():
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise Interrupted()
+
+    mm = types.SimpleNamespace(throw_exception_if_processing_interrupted=throw, get_torch_device=lambda: torch.device("cpu"))
+    fake = types.ModuleType("comfy")
+    fake.model_management = mm
+    monkeypatch.setitem(sys.modules, "comfy", fake)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    ticks.clear()
+    with pytest.raises(Interrupted):
+        sample(parts, vcu)
+    assert ticks == [1, 1]  # two steps ran, the third was never started
+
+
+def test_conditioning_to_embeds_samples_and_checks_width(parts, root):
+    model, vae, te, embeds = parts
+    tokens = embeds.positive[:, :7]  # ComfyUI hands over only the real tokens
+    (converted,) = call("VDOTConditioningToEmbeds", positive=[[tokens, {"pooled_output": None}]])
+    assert converted.positive.shape == embeds.positive.shape
+    assert torch.equal(converted.positive, torch.cat([tokens, torch.zeros(1, 505, tokens.shape[-1])], 1))
+    (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
+    assert sample(parts, vcu, embeds=converted).shape == (F, H, W, 3)
+    (wrong,) = call("VDOTConditioningToEmbeds", positive=[[torch.zeros(1, 7, 4096), {}]])
+    with pytest.raises(VDOTInputError, match="prompt_embeds: text embeddings of shape"):
+        sample(parts, vcu, embeds=wrong)
+    with pytest.raises(VDOTInputError, match="cfg 3.0 needs a negative prompt"):
+        sample(parts, vcu, embeds=converted, cfg=3.0)
+
+
+def test_every_vcu_node_feeds_the_sampler(parts, root):
+    gen = torch.Generator().manual_seed(0)
+    video = torch.rand(F, H, W, 3, generator=gen)
+    ref = torch.rand(1, 20, 30, 3, generator=gen)
+    mask = torch.zeros(F, H, W)
+    mask[:, 8:24, 8:40] = 1
+    cases = {
+        "VDOTVCUReference": dict(references=ref, width=W, height=H, num_frames=F),
+        "VDOTVCUControl": dict(control=video, kind="depth"),
+        "VDOTVCUOutpaint": dict(source=video, top=0, bottom=0, left=8, right=8, overlap=0),
+        "VDOTVCUExtension": dict(source=video, keep_frames=2, mode="last", seed=0),
+        "VDOTVCUInpaint": dict(source=video, threshold=0.5, mask=mask),
+        "VDOTVCUFirstFrameControl": dict(control=video, first_frame=video[:1], kind="pose"),
+        "VDOTVCUReferenceControl": dict(control=video, references=ref, kind="grey"),
+        "VDOTVCUCustom": dict(frames=video, masks=mask, references=ref),
+    }
+    for name, kwargs in cases.items():
+        (vcu,) = call(name, **kwargs)
+        out = sample(parts, vcu, steps=1)
+        expected_w = W + 16 if name == "VDOTVCUOutpaint" else W
+        assert out.shape == (F, H, expected_w, 3), name
+    (vcu,) = call("VDOTVCUInpaint", source=video, threshold=0.5, box="8,8,24,24")
+    assert vcu.masks[:, 8:24, 8:24].eq(1).all() and vcu.masks.sum() == F * 16 * 16
+
+
+def test_vcu_node_errors_name_the_input(root):
+    video = torch.rand(F, H, W, 3)
+    with pytest.raises(VDOTInputError, match="box"):
+        call("VDOTVCUInpaint", source=video, threshold=0.5, box="1,2,3")
+    with pytest.raises(VDOTInputError, match="got both"):
+        call("VDOTVCUInpaint", source=video, threshold=0.5, mask=torch.ones(F, H, W), box="0,0,8,8")
+    with pytest.raises(VDOTInputError, match="4k\\+1"):
+        call("VDOTVCUControl", control=torch.rand(6, H, W, 3), kind="depth")
+    with pytest.raises(VDOTInputError, match="first_frame"):
+        call("VDOTVCUFirstFrameControl", control=video, first_frame=video[:2], kind="depth")
+
+
+def test_load_nodes_read_only_listed_inputs(root):
+    examples = comfy.list_inputs(comfy.VIDEO_EXTENSIONS)
+    assert "vdot_examples/ball.mp4" in examples
+    frames, fps, count = call("VDOTLoadVideo", video="vdot_examples/ball.mp4", frame_load_cap=9,
+                              skip_first_frames=2, select_every_nth=2)
+    assert frames.shape == (9, 240, 416, 3) and count == 9 and fps == 8.0
+    shutil.copy(comfy.EXAMPLES_DIR / "star_reference.png", root / "input" / "star.png")
+    image, mask = call("VDOTLoadImage", image="star.png")
+    assert image.shape == (1, 256, 256, 3) and mask.shape == (1, 256, 256) and mask.sum() == 0
+    for bad in ("../secret.mp4", "/etc/passwd", "C:/x.mp4", "missing.mp4"):
+        with pytest.raises(VDOTInputError, match="video"):
+            call("VDOTLoadVideo", video=bad, frame_load_cap=0, skip_first_frames=0, select_every_nth=1)
+    with pytest.raises(VDOTInputError, match="filename_prefix"):
+        call("VDOTSaveVideo", frames=torch.rand(F, H, W, 3), fps=16.0, filename_prefix="../escape", format="mp4", crf=17)
+
+
+def test_loaders_refuse_unlisted_and_pickled_files(root):
+    (root / "models" / "diffusion_models" / "evil.ckpt").write_bytes(b"not listed")
+    assert "evil.ckpt" not in comfy.list_models("diffusion_models")
+    for name in ("evil.ckpt", "../x.safetensors", "nothing.safetensors"):
+        with pytest.raises(VDOTInputError, match="model_name"):
+            call("VDOTModelLoader", model_name=name, precision="bf16", offload="model")
+
+
+def test_loader_reads_a_file_from_the_models_folder(root):
+    from vdot_nodes.core.models import save_transformer
+    from vdot_nodes.core.tiny import build_tiny_transformer
+
+    save_transformer(build_tiny_transformer(seed=4), root / "models" / "diffusion_models" / "mine.safetensors")
+    assert "mine.safetensors" in comfy.list_models("diffusion_models")
+    (model,) = call("VDOTModelLoader", model_name="mine.safetensors", precision="fp32", offload="none")
+    ref = build_tiny_transformer(seed=4)
+    assert torch.equal(model.module.patch_embedding.weight, ref.patch_embedding.weight)
+    assert model.offload is False and not model.is_toy
+
+
+def test_fit_video_and_image_to_mask(root):
+    video = torch.rand(12, 40, 60, 3)
+    (fitted,) = call("VDOTFitVideo", images=video, width=32, height=32, num_frames=9, mode="crop")
+    assert fitted.shape == (9, 32, 32, 3)
+    (padded,) = call("VDOTFitVideo", images=video, width=64, height=64, num_frames=9, mode="pad")
+    assert padded.shape == (9, 64, 64, 3) and padded[:, 0].eq(0).all()  # bars above a wide video
+    with pytest.raises(VDOTInputError, match="has 12 frames but 13"):
+        call("VDOTFitVideo", images=video, width=32, height=32, num_frames=13, mode="crop")
+    images = torch.zeros(2, 4, 4, 3)
+    images[:, :2] = 1.0
+    (mask,) = call("VDOTImageToMask", images=images, channel="luminance", threshold=0.5)
+    assert mask.shape == (2, 4, 4) and mask[:, :2].eq(1).all() and mask[:, 2:].eq(0).all()
+
+
+def test_preprocess_nodes_keep_shape(root):
+    video = torch.rand(5, 32, 32, 3)
+    for name, kwargs in {"VDOTGrey": {}, "VDOTScribble": {"method": "canny", "thin": True},
+                         "VDOTOpticalFlow": {"method": "dis"}}.items():
+        (out,) = call(name, images=video, **kwargs)
+        assert out.shape == video.shape, name

@@ -1,0 +1,252 @@
+"""The one place that touches ComfyUI: model/input/output folders, progress bar, interrupt.
+
+Inside ComfyUI these call ``folder_paths``, ``comfy.utils.ProgressBar`` and
+``comfy.model_management``. Without ComfyUI (tests, scripts) the folders come from
+:func:`set_fallback_root` or the ``VDOT_COMFY_ROOT`` environment variable (a folder holding
+``input/``, ``output/`` and ``models/``), progress goes to tqdm, and interrupt is a no-op.
+
+Workflows are shared between strangers, so every name a workflow gives is checked here: models
+only from the models folders, inputs only from the input folder or the pack's bundled examples,
+outputs only under the output folder and never over an existing file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..core.errors import VDOTInputError
+
+EMBEDDED = "vdot-toy (embedded)"
+MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators")
+EXAMPLES_PREFIX = "vdot_examples/"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".avi")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+WEIGHT_EXTENSIONS = (".safetensors", ".sft")
+
+_fallback_root: Path | None = None
+
+
+def _folder_paths():
+    try:
+        import folder_paths  # ComfyUI's module; absent outside ComfyUI
+
+        return folder_paths
+    except ImportError:
+        return None
+
+
+def _register_annotator_folder() -> None:
+    fp = _folder_paths()
+    if fp is not None and "vdot_annotators" not in fp.folder_names_and_paths:
+        fp.folder_names_and_paths["vdot_annotators"] = (
+            [os.path.join(fp.models_dir, "vdot_annotators")], set(WEIGHT_EXTENSIONS) | {".onnx"}
+        )
+
+
+_register_annotator_folder()
+
+
+def set_fallback_root(path: str | os.PathLike | None) -> None:
+    """Use ``path/input``, ``path/output``, ``path/models`` when ComfyUI is not importable."""
+    global _fallback_root
+    _fallback_root = None if path is None else Path(path)
+
+
+def _root() -> Path:
+    if _fallback_root is not None:
+        return _fallback_root
+    env = os.environ.get("VDOT_COMFY_ROOT")
+    if env:
+        return Path(env)
+    raise VDOTInputError(
+        "VDOT_COMFY_ROOT", "ComfyUI is not running and no folder root is set",
+        "set the environment variable VDOT_COMFY_ROOT to a folder holding input/, output/ and models/",
+    )
+
+
+def models_dir() -> Path:
+    fp = _folder_paths()
+    return Path(fp.models_dir) if fp is not None else _root() / "models"
+
+
+def input_dir() -> Path:
+    fp = _folder_paths()
+    return Path(fp.get_input_directory()) if fp is not None else _root() / "input"
+
+
+def output_dir() -> Path:
+    fp = _folder_paths()
+    return Path(fp.get_output_directory()) if fp is not None else _root() / "output"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in MODEL_KINDS:
+        raise VDOTInputError("kind", f"unknown model folder {kind!r}", f"use one of {MODEL_KINDS}")
+
+
+def _scan(folder: Path, extensions) -> list[str]:
+    if not folder.is_dir():
+        return []
+    names = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in extensions:
+            names.append(path.relative_to(folder).as_posix())
+    return names
+
+
+def list_models(kind: str) -> list[str]:
+    """Weight files in ComfyUI's ``models/<kind>`` folders; the embedded toy model first."""
+    _check_kind(kind)
+    fp = _folder_paths()
+    try:
+        if fp is not None:
+            names = [n for n in fp.get_filename_list(kind) if Path(n).suffix.lower() in WEIGHT_EXTENSIONS + (".onnx",)]
+        else:
+            names = _scan(models_dir() / kind, WEIGHT_EXTENSIONS + (".onnx",))
+    except VDOTInputError:
+        names = []
+    return ([EMBEDDED] if kind != "vdot_annotators" else []) + names
+
+
+def list_model_folders(kind: str = "diffusion_models") -> list[str]:
+    """Diffusers folders (holding ``transformer/``) in ComfyUI's ``models/<kind>`` folders."""
+    _check_kind(kind)
+    fp = _folder_paths()
+    roots = [Path(p) for p in fp.get_folder_paths(kind)] if fp is not None else [models_dir() / kind]
+    found = []
+    for root in roots:
+        if root.is_dir():
+            found += sorted(p.name for p in root.iterdir() if (p / "transformer").is_dir())
+    return found
+
+
+def _reject_unsafe(name: str, input_name: str) -> None:
+    p = Path(name)
+    if p.is_absolute() or ".." in p.parts or name.startswith(("~", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise VDOTInputError(input_name, f"{name!r} is not a plain file name",
+                             "pick a file from the list (absolute paths and '..' are not allowed in workflows)")
+
+
+def model_path(kind: str, name: str, input_name: str = "model_name") -> Path:
+    """Full path of a listed model file (or diffusers folder); anything not listed is refused."""
+    _check_kind(kind)
+    _reject_unsafe(name, input_name)
+    fp = _folder_paths()
+    if kind == "diffusion_models" and name in list_model_folders(kind):
+        roots = [Path(p) for p in fp.get_folder_paths(kind)] if fp is not None else [models_dir() / kind]
+        for root in roots:
+            if (root / name / "transformer").is_dir():
+                return root / name
+    if name not in list_models(kind) or name == EMBEDDED:
+        raise VDOTInputError(input_name, f"{name!r} is not in ComfyUI's models/{kind} folder",
+                             f"put the file in models/{kind}/ and refresh (R), or pick one from the list")
+    if fp is not None:
+        return Path(fp.get_full_path(kind, name))
+    return models_dir() / kind / name
+
+
+def list_inputs(extensions) -> list[str]:
+    """Files in ComfyUI's input folder with these extensions, then the pack's bundled examples."""
+    exts = tuple(e.lower() for e in extensions)
+    try:
+        names = _scan(input_dir(), exts)
+    except VDOTInputError:
+        names = []
+    return names + [EXAMPLES_PREFIX + n for n in _scan(EXAMPLES_DIR, exts)]
+
+
+def input_path(name: str, extensions, input_name: str = "file") -> Path:
+    """Full path of a listed input file; absolute paths, ``..`` and unlisted names are refused."""
+    _reject_unsafe(name, input_name)
+    if name not in list_inputs(extensions):
+        raise VDOTInputError(input_name, f"{name!r} is not in ComfyUI's input folder",
+                             "upload the file (or copy it into ComfyUI/input/) and pick it from the list")
+    if name.startswith(EXAMPLES_PREFIX):
+        return EXAMPLES_DIR / name[len(EXAMPLES_PREFIX):]
+    return input_dir() / name
+
+
+def unique_output_path(filename_prefix: str, extension: str) -> Path:
+    """``<output>/<prefix>_00001_.<ext>`` with the first free counter; never an existing file.
+
+    ``extension`` "" gives a folder name (for PNG frame sequences).
+    """
+    prefix = filename_prefix.strip() or "VDOT/video"
+    _reject_unsafe(prefix, "filename_prefix")
+    out = output_dir()
+    target_dir = (out / prefix).parent
+    stem = Path(prefix).name
+    target_dir.mkdir(parents=True, exist_ok=True)
+    suffix = f".{extension}" if extension else ""
+    pattern = re.compile(rf"^{re.escape(stem)}_(\d+)_")
+    used = [int(m.group(1)) for p in target_dir.iterdir() if (m := pattern.match(p.name))]
+    counter = max(used, default=0) + 1
+    while (path := target_dir / f"{stem}_{counter:05d}_{suffix}").exists():
+        counter += 1
+    return path
+
+
+class _TqdmBar:
+    def __init__(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+        if self._bar.n >= self._bar.total:
+            self._bar.close()
+
+
+def progress_bar(total: int, desc: str = "VDOT"):
+    """ComfyUI's ProgressBar when running in ComfyUI, else a tqdm bar; both have ``update(n)``."""
+    try:
+        import comfy.utils
+
+        return comfy.utils.ProgressBar(total)
+    except ImportError:
+        return _TqdmBar(total, desc)
+
+
+def torch_device():
+    """ComfyUI's compute device when running in ComfyUI, else None (the pipeline picks cuda/cpu)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return None
+    return mm.get_torch_device()
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel (no-op outside ComfyUI)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+def make_progress(total: int, desc: str = "VDOT"):
+    """A ``progress(done, total)`` callback ticking one bar."""
+    bar = progress_bar(total, desc)
+    state = {"done": 0}
+
+    def progress(done: int, _total: int) -> None:
+        if done > state["done"]:
+            bar.update(done - state["done"])
+            state["done"] = done
+
+    return progress
+
+
+def make_cancel():
+    """A ``cancel()`` callback: raises ComfyUI's interrupt when pressed, else returns False."""
+
+    def cancel() -> bool:
+        check_interrupt()
+        return False
+
+    return cancel

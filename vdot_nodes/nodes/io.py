@@ -1,0 +1,186 @@
+"""Load / save nodes, so a workflow runs with this pack alone.
+
+Outputs are standard IMAGE (frames as the batch) / MASK plus fps, so core CreateVideo / SaveVideo
+and VideoHelperSuite plug in too. Loads read only ComfyUI's input folder and the pack's bundled
+examples; saves write only under the output folder and never over an existing file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from ..core import video_io
+from ..core.errors import VDOTInputError
+from ..core.preprocess.masks import binarize_mask
+from ..core.preprocess.video_ops import FIT_MODES, fit_video
+from . import comfy
+
+
+def _file_hash(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class VDOTLoadVideo:
+    DESCRIPTION = "Load a video from ComfyUI's input folder (or the pack's examples) as frames."
+    CATEGORY = "VDOT/io"
+    RETURN_TYPES = ("IMAGE", "FLOAT", "INT")
+    RETURN_NAMES = ("frames", "fps", "frame_count")
+    OUTPUT_TOOLTIPS = ("The frames (batch = frames).", "The video's frame rate.", "How many frames were loaded.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "video": (comfy.list_inputs(comfy.VIDEO_EXTENSIONS), {
+                "video_upload": True, "tooltip": "A video in ComfyUI/input (upload one), or a bundled example."}),
+            "frame_load_cap": ("INT", {"default": 0, "min": 0, "max": 4096,
+                                       "tooltip": "Load at most this many frames (0 = all)."}),
+            "skip_first_frames": ("INT", {"default": 0, "min": 0, "max": 100000,
+                                          "tooltip": "Skip this many frames at the start."}),
+            "select_every_nth": ("INT", {"default": 1, "min": 1, "max": 64,
+                                         "tooltip": "Take every n-th frame (2 halves the frame rate)."}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, video, **_):
+        return _file_hash(comfy.input_path(video, comfy.VIDEO_EXTENSIONS, "video"))
+
+    def load(self, video, frame_load_cap, skip_first_frames, select_every_nth):
+        path = comfy.input_path(video, comfy.VIDEO_EXTENSIONS, "video")
+        last = skip_first_frames + frame_load_cap * select_every_nth if frame_load_cap else None
+        frames, fps = video_io.read_video(path, max_frames=last)
+        frames = frames[skip_first_frames::select_every_nth]
+        if frame_load_cap:
+            frames = frames[:frame_load_cap]
+        if frames.shape[0] == 0:
+            raise VDOTInputError("skip_first_frames", f"skips all frames of {video}", "lower skip_first_frames")
+        return (frames, fps / select_every_nth, int(frames.shape[0]))
+
+
+class VDOTLoadImage:
+    DESCRIPTION = "Load an image from ComfyUI's input folder (or the pack's examples); the mask is its transparency."
+    CATEGORY = "VDOT/io"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("image", "mask")
+    OUTPUT_TOOLTIPS = ("The image as a batch of one.", "1 where the image is transparent (as core Load Image).")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": (comfy.list_inputs(comfy.IMAGE_EXTENSIONS), {
+            "image_upload": True, "tooltip": "An image in ComfyUI/input (upload one), or a bundled example."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, image):
+        return _file_hash(comfy.input_path(image, comfy.IMAGE_EXTENSIONS, "image"))
+
+    def load(self, image):
+        path = comfy.input_path(image, comfy.IMAGE_EXTENSIONS, "image")
+        rgb = video_io.read_image(path)
+        alpha = video_io.read_image_alpha(path)
+        mask = torch.zeros(rgb.shape[:2]) if alpha is None else 1.0 - alpha
+        return (rgb.unsqueeze(0), mask.unsqueeze(0))
+
+
+class VDOTImageToMask:
+    DESCRIPTION = "Turn frames (e.g. a black-and-white mask video) into a binary MASK: 1 where the channel is bright."
+    CATEGORY = "VDOT/io"
+    RETURN_TYPES = ("MASK",)
+    RETURN_NAMES = ("mask",)
+    OUTPUT_TOOLTIPS = ("Binary mask, one per frame.",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE", {"tooltip": "Frames to read the mask from."}),
+            "channel": (["luminance", "red", "green", "blue"], {"default": "luminance",
+                                                                "tooltip": "Which value becomes the mask."}),
+            "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
+                                    "tooltip": "Values above this become 1."}),
+        }}
+
+    def convert(self, images, channel, threshold):
+        if channel == "luminance":
+            values = images[..., 0] * 0.299 + images[..., 1] * 0.587 + images[..., 2] * 0.114
+        else:
+            values = images[..., ["red", "green", "blue"].index(channel)]
+        return (binarize_mask(values, threshold, "images"),)
+
+
+class VDOTFitVideo:
+    DESCRIPTION = ("Cut a video to num_frames and resize it to width×height — the one explicit place frames are cut "
+                   "or resized (VDOT never pads or resizes silently). VACE needs 4k+1 frames and multiples of 16.")
+    CATEGORY = "VDOT/io"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The fitted frames.",)
+    FUNCTION = "fit"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE", {"tooltip": "Frames to fit (a single image is repeated only if num_frames is 1)."}),
+            "width": ("INT", {"default": 832, "min": 16, "max": 2048, "step": 16, "tooltip": "Output width."}),
+            "height": ("INT", {"default": 480, "min": 16, "max": 2048, "step": 16, "tooltip": "Output height."}),
+            "num_frames": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
+                                   "tooltip": "Keep the first num_frames frames (4k+1). Fewer frames is an error."}),
+            "mode": (list(FIT_MODES), {"default": "crop", "tooltip": "crop: keep aspect, cut the overflow; pad: keep "
+                                                                    "aspect, black bars; stretch: distort to fit."}),
+        }}
+
+    def fit(self, images, width, height, num_frames, mode):
+        return (fit_video(images, num_frames, height, width, name="images", mode=mode),)
+
+
+class VDOTSaveVideo:
+    DESCRIPTION = "Save frames as an H.264 mp4 (or PNG frames) under ComfyUI's output folder. Never overwrites."
+    CATEGORY = "VDOT/io"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "frames": ("IMAGE", {"tooltip": "The video's frames."}),
+            "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                              "tooltip": "Frame rate (Wan makes 16 fps)."}),
+            "filename_prefix": ("STRING", {"default": "VDOT/video",
+                                           "tooltip": "Path under ComfyUI/output; a counter is appended."}),
+            "format": (["mp4", "png-frames"], {"default": "mp4", "tooltip": "mp4 (H.264, yuv420p) or a folder of PNGs."}),
+            "crf": ("INT", {"default": 17, "min": 0, "max": 51, "tooltip": "mp4 quality: lower is better, 17 ≈ lossless-looking."}),
+        }}
+
+    def save(self, frames, fps, filename_prefix, format, crf):
+        if format == "mp4":
+            path = comfy.unique_output_path(filename_prefix, "mp4")
+            video_io.write_video(frames, path, fps=fps, crf=crf)
+        else:
+            path = comfy.unique_output_path(filename_prefix, "")
+            video_io.write_frames(frames, path)
+        subfolder = path.parent.relative_to(comfy.output_dir()).as_posix()
+        result = {"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}
+        return {"ui": {"images": [result], "animated": (True,)}, "result": ()}
+
+
+NODE_CLASS_MAPPINGS = {
+    "VDOTLoadVideo": VDOTLoadVideo,
+    "VDOTLoadImage": VDOTLoadImage,
+    "VDOTImageToMask": VDOTImageToMask,
+    "VDOTFitVideo": VDOTFitVideo,
+    "VDOTSaveVideo": VDOTSaveVideo,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "VDOTLoadVideo": "VDOT Load Video",
+    "VDOTLoadImage": "VDOT Load Image",
+    "VDOTImageToMask": "VDOT Image to Mask",
+    "VDOTFitVideo": "VDOT Fit Video",
+    "VDOTSaveVideo": "VDOT Save Video",
+}

@@ -1,0 +1,108 @@
+"""Prompt nodes: UMT5 text encoding (cached), or ComfyUI's own Wan CONDITIONING."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..core.errors import VDOTInputError
+from ..core.pipeline import MAX_TEXT_TOKENS, VDOTPipeline
+from . import comfy
+
+# Wan2.1's recommended negative prompt (from its reference code), in English.
+DEFAULT_NEGATIVE = ("bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, "
+                    "still picture, grey overall, worst quality, low quality, JPEG artifacts, ugly, deformed, "
+                    "extra fingers, poorly drawn hands, poorly drawn face, malformed limbs, fused fingers, "
+                    "cluttered background, three legs, many people in the background, walking backwards")
+
+
+@dataclass
+class Embeds:
+    """What a ``VDOT_EMBEDS`` socket carries: UMT5 embeddings ``[1, 512, D]`` for each prompt."""
+
+    positive: torch.Tensor
+    negative: torch.Tensor | None
+    positive_text: str = ""
+    negative_text: str = ""
+
+
+# (id of the encoder module, text) → embeddings: re-running a graph with the same prompt does not
+# re-encode, so the 11 GB encoder can stay off the GPU. Bounded: prompts are small, encoders few.
+_EMBED_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+_EMBED_CACHE_SIZE = 64
+
+
+def _encode(text_encoder, text: str) -> torch.Tensor:
+    key = (id(text_encoder.module), text)
+    if key not in _EMBED_CACHE:
+        pipe = VDOTPipeline(None, None, text_encoder.module, text_encoder.tokenizer,
+                            device=comfy.torch_device(), offload="model")
+        if len(_EMBED_CACHE) >= _EMBED_CACHE_SIZE:
+            _EMBED_CACHE.pop(next(iter(_EMBED_CACHE)))
+        _EMBED_CACHE[key] = pipe.encode_prompt([text])
+    return _EMBED_CACHE[key]
+
+
+class VDOTTextEncode:
+    DESCRIPTION = ("Encode the prompt and negative prompt with UMT5. Results are cached per prompt, and the "
+                   "encoder leaves the GPU after encoding.")
+    CATEGORY = "VDOT/conditioning"
+    RETURN_TYPES = ("VDOT_EMBEDS",)
+    RETURN_NAMES = ("embeds",)
+    OUTPUT_TOOLTIPS = ("Prompt embeddings for VDOT Sampler.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text_encoder": ("VDOT_TEXT_ENCODER", {"tooltip": "From VDOT Text Encoder Loader."}),
+            "positive": ("STRING", {"multiline": True, "default": "",
+                                    "tooltip": "What the video shows: subject, action, scene, camera, style."}),
+            "negative": ("STRING", {"multiline": True, "default": DEFAULT_NEGATIVE,
+                                    "tooltip": "What to avoid. Only used when the sampler's cfg is above 1."}),
+        }}
+
+    def encode(self, text_encoder, positive, negative):
+        return (Embeds(_encode(text_encoder, positive), _encode(text_encoder, negative), positive, negative),)
+
+
+def _from_conditioning(conditioning, name: str) -> torch.Tensor:
+    """ComfyUI CONDITIONING (``[[tensor [1, L, D], {...}], ...]``) → ``[1, 512, D]`` zero-padded."""
+    try:
+        cond = conditioning[0][0]
+    except (TypeError, IndexError, KeyError):
+        raise VDOTInputError(name, "is not a ComfyUI CONDITIONING", "connect a CLIP Text Encode output") from None
+    if not isinstance(cond, torch.Tensor) or cond.ndim != 3 or cond.shape[0] != 1:
+        raise VDOTInputError(name, f"holds {type(cond).__name__} {getattr(cond, 'shape', '')}, not [1, tokens, dim]",
+                             "connect CLIP Text Encode with a umt5_xxl CLIP (type wan)")
+    cond = cond.float().cpu()[:, :MAX_TEXT_TOKENS]
+    out = torch.zeros(1, MAX_TEXT_TOKENS, cond.shape[-1])
+    out[:, : cond.shape[1]] = cond
+    return out
+
+
+class VDOTConditioningToEmbeds:
+    DESCRIPTION = ("Use ComfyUI's own Wan prompt encoding (Load CLIP with umt5_xxl, type 'wan' → CLIP Text Encode) "
+                   "instead of VDOT Text Encode.")
+    CATEGORY = "VDOT/conditioning"
+    RETURN_TYPES = ("VDOT_EMBEDS",)
+    RETURN_NAMES = ("embeds",)
+    OUTPUT_TOOLTIPS = ("Prompt embeddings for VDOT Sampler.",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"positive": ("CONDITIONING", {"tooltip": "From CLIP Text Encode (umt5_xxl, type wan)."})},
+            "optional": {"negative": ("CONDITIONING", {"tooltip": "Negative prompt; only used with cfg above 1."})},
+        }
+
+    def convert(self, positive, negative=None):
+        neg = None if negative is None else _from_conditioning(negative, "negative")
+        return (Embeds(_from_conditioning(positive, "positive"), neg),)
+
+
+NODE_CLASS_MAPPINGS = {"VDOTTextEncode": VDOTTextEncode, "VDOTConditioningToEmbeds": VDOTConditioningToEmbeds}
+NODE_DISPLAY_NAME_MAPPINGS = {"VDOTTextEncode": "VDOT Text Encode",
+                              "VDOTConditioningToEmbeds": "VDOT Conditioning to Embeds"}
