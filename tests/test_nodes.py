@@ -105,6 +105,7 @@ def test_t2v_graph_samples_and_saves_without_overwriting(parts, root):
     out1 = call("VDOTSaveVideo", frames=frames, fps=16.0, filename_prefix="VDOT/test", format="mp4", crf=17)
     out2 = call("VDOTSaveVideo", frames=frames, fps=16.0, filename_prefix="VDOT/test", format="mp4", crf=17)
     names = [o["ui"]["images"][0]["filename"] for o in (out1, out2)]
+    assert out1["ui"]["animated"] == [True] and out1["ui"]["images"][0]["type"] == "output" and out1["result"] == ()
     assert names == ["test_00001_.mp4", "test_00002_.mp4"]
     assert out1["ui"]["images"][0]["subfolder"] == "VDOT"
     video, fps = read_video(root / "output" / "VDOT" / names[0])
@@ -136,7 +137,7 @@ def test_sampler_ticks_progress_per_step_and_stops_on_interrupt(parts, root, mon
 
     def throw():
         calls["n"] += 1
-        if calls["n"] > 2:
+        if calls["n"] == 5:  # checks: before VCU encode, after it, before steps 1, 2, 3
             raise Interrupted()
 
     mm = types.SimpleNamespace(throw_exception_if_processing_interrupted=throw, get_torch_device=lambda: torch.device("cpu"))
@@ -174,7 +175,7 @@ def test_every_vcu_node_feeds_the_sampler(parts, root):
     cases = {
         "VDOTVCUReference": dict(references=ref, width=W, height=H, num_frames=F),
         "VDOTVCUControl": dict(control=video, kind="depth"),
-        "VDOTVCUOutpaint": dict(source=video, top=0, bottom=0, left=8, right=8, overlap=0),
+        "VDOTVCUOutpaint": dict(source=video, top=0, bottom=0, left=16, right=16, overlap=0),
         "VDOTVCUExtension": dict(source=video, keep_frames=2, mode="last", seed=0),
         "VDOTVCUInpaint": dict(source=video, threshold=0.5, mask=mask),
         "VDOTVCUFirstFrameControl": dict(control=video, first_frame=video[:1], kind="pose"),
@@ -184,8 +185,10 @@ def test_every_vcu_node_feeds_the_sampler(parts, root):
     for name, kwargs in cases.items():
         (vcu,) = call(name, **kwargs)
         out = sample(parts, vcu, steps=1)
-        expected_w = W + 16 if name == "VDOTVCUOutpaint" else W
+        expected_w = W + 32 if name == "VDOTVCUOutpaint" else W
         assert out.shape == (F, H, expected_w, 3), name
+    (vcu,) = call("VDOTVCUCustom", frames=video, masks=mask, task="my edit")
+    assert vcu.task == "my edit" and torch.equal(vcu.masks, mask) and vcu.references == []
     (vcu,) = call("VDOTVCUInpaint", source=video, threshold=0.5, box="8,8,24,24")
     assert vcu.masks[:, 8:24, 8:24].eq(1).all() and vcu.masks.sum() == F * 16 * 16
 
@@ -252,9 +255,101 @@ def test_fit_video_and_image_to_mask(root):
     assert mask.shape == (2, 4, 4) and mask[:, :2].eq(1).all() and mask[:, 2:].eq(0).all()
 
 
+def _defaults(name, **overrides):
+    """Every widget of a node at its declared default (combos: the first entry), then ``overrides``."""
+    spec = NODE_CLASS_MAPPINGS[name].INPUT_TYPES()["required"]
+    kwargs = {}
+    for key, (kind, *rest) in spec.items():
+        opts = rest[0] if rest else {}
+        if isinstance(kind, list):
+            kwargs[key] = opts.get("default", kind[0])
+        elif "default" in opts:
+            kwargs[key] = opts["default"]
+    kwargs.update(overrides)
+    return kwargs
+
+
 def test_preprocess_nodes_keep_shape(root):
     video = torch.rand(5, 32, 32, 3)
-    for name, kwargs in {"VDOTGrey": {}, "VDOTScribble": {"method": "canny", "thin": True},
-                         "VDOTOpticalFlow": {"method": "dis"}}.items():
-        (out,) = call(name, images=video, **kwargs)
+    for name, method in {"VDOTGrey": None, "VDOTScribble": "canny", "VDOTOpticalFlow": "dis"}.items():
+        kwargs = _defaults(name, images=video, **({"method": method} if method else {}))
+        (out,) = call(name, **kwargs)
         assert out.shape == video.shape, name
+
+
+def test_adapter_refuses_unsafe_names_and_needs_a_root(root, monkeypatch):
+    (root / "input" / "clip.mp4").write_bytes(b"x")
+    assert comfy.input_path("clip.mp4") == root / "input" / "clip.mp4"
+    assert comfy.input_path("vdot_examples/star_reference.png") == comfy.EXAMPLES_DIR / "star_reference.png"
+    for bad in ("../x", "/etc/passwd", "sub/../../x.mp4", "~/x.mp4", "nothing.mp4"):
+        with pytest.raises(VDOTInputError, match="file"):
+            comfy.input_path(bad)
+    for bad in ("/tmp/x", "../x", "a/../../x"):
+        with pytest.raises(VDOTInputError, match="filename_prefix"):
+            comfy.unique_output_path(bad, "mp4")
+    # Safetensors only for models; ONNX only for annotators; unknown folders refused.
+    for name in ("a.safetensors", "b.onnx", "c.pt"):
+        (root / "models" / "diffusion_models" / name).write_bytes(b"x")
+    assert comfy.list_models("diffusion_models") == [comfy.EMBEDDED, "a.safetensors"]
+    (root / "models" / "vdot_annotators").mkdir()
+    (root / "models" / "vdot_annotators" / "depth.onnx").write_bytes(b"x")
+    assert comfy.list_models("vdot_annotators") == ["depth.onnx"]
+    assert comfy.model_path("vdot_annotators", "depth.onnx") == root / "models" / "vdot_annotators" / "depth.onnx"
+    with pytest.raises(VDOTInputError, match="kind"):
+        comfy.list_models("checkpoints")
+    # Without ComfyUI and without a root, a folder is never invented.
+    comfy.set_fallback_root(None)
+    monkeypatch.delenv("VDOT_COMFY_ROOT", raising=False)
+    with pytest.raises(VDOTInputError, match="VDOT_COMFY_ROOT"):
+        comfy.output_dir()
+    assert comfy.list_inputs(comfy.IMAGE_EXTENSIONS) == [
+        comfy.EXAMPLES_PREFIX + p.name for p in sorted(comfy.EXAMPLES_DIR.glob("*.png"))]
+    monkeypatch.setenv("VDOT_COMFY_ROOT", str(root))
+    assert comfy.output_dir() == root / "output"
+
+
+def test_load_nodes_is_changed_follows_the_file(root):
+    import hashlib
+
+    path = root / "input" / "a.png"
+    shutil.copy(comfy.EXAMPLES_DIR / "star_reference.png", path)
+    first = NODE_CLASS_MAPPINGS["VDOTLoadImage"].IS_CHANGED(image="a.png")
+    assert first == hashlib.sha256(path.read_bytes()).hexdigest()
+    shutil.copy(comfy.EXAMPLES_DIR / "box_mask.png", path)
+    assert NODE_CLASS_MAPPINGS["VDOTLoadImage"].IS_CHANGED(image="a.png") != first
+    video_hash = NODE_CLASS_MAPPINGS["VDOTLoadVideo"].IS_CHANGED(
+        video="vdot_examples/ball.mp4", frame_load_cap=0, skip_first_frames=0, select_every_nth=1)
+    assert video_hash == hashlib.sha256((comfy.EXAMPLES_DIR / "ball.mp4").read_bytes()).hexdigest()
+
+
+def test_text_encode_caches_per_encoder_and_text(parts, root):
+    model, vae, te, embeds = parts
+    (again,) = call("VDOTTextEncode", text_encoder=te, positive="a red ball", negative="blurry")
+    assert again.positive is embeds.positive and again.negative is embeds.negative  # not re-encoded
+    (other,) = call("VDOTTextEncode", text_encoder=te, positive="a blue cube", negative="blurry")
+    assert other.positive.shape == embeds.positive.shape and not torch.equal(other.positive, embeds.positive)
+    # A different encoder with the same text is encoded by that encoder, not served from the cache.
+    from vdot_nodes.core.tiny import build_tiny_text_encoder
+    from vdot_nodes.nodes.loaders import LoadedModel
+
+    fresh = LoadedModel(build_tiny_text_encoder(seed=123).eval(), "fresh", tokenizer=te.tokenizer)
+    (mine,) = call("VDOTTextEncode", text_encoder=fresh, positive="a red ball", negative="blurry")
+    assert not torch.equal(mine.positive, embeds.positive)
+
+
+def test_diffusers_loader_reads_a_pipeline_folder(root):
+    from vdot_nodes.core.tiny import build_tiny_text_encoder, build_tiny_tokenizer, build_tiny_transformer, build_tiny_vae
+
+    folder = root / "models" / "diffusion_models" / "tiny-vace-diffusers"
+    build_tiny_transformer(seed=7).save_pretrained(folder / "transformer")
+    build_tiny_vae(seed=7).save_pretrained(folder / "vae")
+    build_tiny_text_encoder(seed=7).save_pretrained(folder / "text_encoder")
+    build_tiny_tokenizer().save_pretrained(folder / "tokenizer")
+    assert NODE_CLASS_MAPPINGS["VDOTDiffusersLoader"].INPUT_TYPES()["required"]["folder_name"][0] == ["tiny-vace-diffusers"]
+    model, vae, te = call("VDOTDiffusersLoader", folder_name="tiny-vace-diffusers", precision="fp32", offload="model")
+    assert torch.equal(model.module.patch_embedding.weight, build_tiny_transformer(seed=7).patch_embedding.weight)
+    (embeds,) = call("VDOTTextEncode", text_encoder=te, positive="a red ball", negative="")
+    (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
+    assert sample((model, vae, te, embeds), vcu, steps=1).shape == (F, H, W, 3)
+    with pytest.raises(VDOTInputError, match="folder_name"):
+        call("VDOTDiffusersLoader", folder_name="../tiny-vace-diffusers", precision="fp32", offload="model")

@@ -22,6 +22,7 @@ import torch
 
 from .errors import VDOTInputError
 from .sampling import (
+    check_cancel,
     VDOT_SHIFT,
     VDOT_TIMESTEPS,
     CancelFn,
@@ -270,7 +271,11 @@ class VDOTPipeline:
                 )
             if embeds is not None and not torch.isfinite(embeds).all():
                 raise VDOTInputError(name, "text embeddings contain NaN/inf", "re-encode the prompt; check the text encoder weights")
+        # Cancel is honoured between every phase, not only between steps: at 832x480x81 the VAE
+        # encode and decode take as long as several transformer calls.
+        check_cancel(cancel)
         encoded = self.encode_vcu(vcu)
+        check_cancel(cancel)
         noise = SeededNoise([seed + i for i in range(num_videos)])
         init_latents = None
         if denoise < 1.0:
@@ -303,4 +308,5 @@ class VDOTPipeline:
             )
         if return_latents:
             return latents
+        check_cancel(cancel)
         return self.decode(latents)

@@ -90,7 +90,7 @@ def cfg_velocity(cond_fn: VelocityFn, uncond_fn: VelocityFn | None, guidance_sca
     return guided
 
 
-def _check_cancel(cancel: CancelFn | None) -> None:
+def check_cancel(cancel: CancelFn | None) -> None:
     if cancel is not None and cancel():
         raise VDOTCancelled("generation interrupted by the user")
 
@@ -133,7 +133,7 @@ def sample_vdot(
         x_t = (1 - sigmas[0]) * init + sigmas[0] * x_t
     x0 = x_t
     for k, sigma in enumerate(sigmas):
-        _check_cancel(cancel)
+        check_cancel(cancel)
         v = velocity_fn(x_t, _timestep_batch(sigma, batch, device)).float()
         x0 = x_t - sigma * v
         if k + 1 < len(sigmas):
@@ -174,7 +174,7 @@ def sample_teacher(
     if solver == "euler":
         sigmas = teacher_sigmas(num_steps, shift)
         for i in range(num_steps):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             v = velocity_fn(x, _timestep_batch(sigmas[i], batch, device)).float()
             x = x + (sigmas[i + 1] - sigmas[i]) * v
             if progress is not None:
@@ -191,7 +191,7 @@ def sample_teacher(
         )
         scheduler.set_timesteps(num_steps, device=device)
         for i, t in enumerate(scheduler.timesteps):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             timestep = torch.full((batch,), float(t), device=device, dtype=torch.float32)
             v = velocity_fn(x, timestep).float()
             x = scheduler.step(v, t, x, return_dict=False)[0]
