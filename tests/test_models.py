@@ -447,3 +447,16 @@ def test_scaled_fp8_and_unreadable_spiece_are_refused(tiny_original, tmp_path):
     save_file(state, tmp_path / "no_tokenizer.safetensors")
     with pytest.raises(VDOTInputError, match="holds no tokenizer"):
         models.load_text_encoder(tmp_path / "no_tokenizer.safetensors")
+
+
+def test_vdot_export_of_a_custom_size_loads_without_a_config(tiny, tmp_path):
+    """`vdot train` exports in the ComfyUI layout with the architecture in the metadata, so custom
+    sizes (the toy model) load from the file alone — as the ComfyUI loader node needs."""
+    from training.export import export_generator
+
+    path = export_generator(tiny, tmp_path / "student.safetensors", precision="fp32")
+    info = models.describe_checkpoint(path)
+    assert info["kind"] == "transformer" and info["layout"] == "original" and info["size"] == "custom"
+    loaded = models.load_transformer(path, precision="fp32")
+    for key, value in tiny.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -445,7 +445,13 @@ class _Source:
                 key_map = {k: stored[k] for k in keys}
             facts = _transformer_facts(header)
             info["size"] = {(1536, 30): "1.3B", (5120, 40): "14B"}.get((facts["dim"], facts["num_layers"]), "custom")
-            if info["variant"] == "vace" and info["problem"] is None:
+            meta_config = self.metadata.get("vdot_transformer_config")
+            if info["variant"] == "vace" and info["problem"] is None and meta_config:
+                # A VDOT export names its architecture; shapes alone can't tell custom sizes apart
+                # (e.g. head count). A wrong config still fails the shape check when loading.
+                info["config"] = _public_config(json.loads(meta_config))
+                info["size"] = _transformer_size(info["config"])
+            elif info["variant"] == "vace" and info["problem"] is None:
                 info["config"], info["problem"] = _transformer_config_from_facts(facts)
                 if info["config"] is not None and info["size"] != "custom" and _transformer_size(info["config"]) == "custom":
                     info["size"] = "custom"
