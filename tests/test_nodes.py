@@ -353,3 +353,18 @@ def test_diffusers_loader_reads_a_pipeline_folder(root):
     assert sample((model, vae, te, embeds), vcu, steps=1).shape == (F, H, W, 3)
     with pytest.raises(VDOTInputError, match="folder_name"):
         call("VDOTDiffusersLoader", folder_name="../tiny-vace-diffusers", precision="fp32", offload="model")
+
+
+def test_sampler_batches_videos_and_restyles_init_frames(parts, root):
+    (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
+    two = sample(parts, vcu, steps=1, num_videos=2, seed=5)
+    assert two.shape == (2 * F, H, W, 3) and not torch.equal(two[:F], two[F:])
+    # Video i uses seed + i (equal up to batched-matmul rounding).
+    assert torch.allclose(two[F:], sample(parts, vcu, steps=1, seed=6), atol=1e-4)
+    init = torch.rand(F, H, W, 3, generator=torch.Generator().manual_seed(3))
+    restyled = sample(parts, vcu, steps=1, seed=5, denoise=0.5, init_frames=init)
+    assert restyled.shape == (F, H, W, 3) and not torch.allclose(restyled, two[:F], atol=1e-2)
+    with pytest.raises(VDOTInputError, match="denoise"):
+        sample(parts, vcu, steps=1, denoise=0.5)
+    with pytest.raises(VDOTInputError, match="seed"):
+        sample(parts, vcu, steps=1, seed=0xFFFFFFFFFFFFFFFF, num_videos=2)

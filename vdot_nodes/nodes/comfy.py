@@ -100,12 +100,14 @@ def _scan(folder: Path, extensions) -> list[str]:
 def list_models(kind: str) -> list[str]:
     """Weight files in ComfyUI's ``models/<kind>`` folders; the embedded toy model first."""
     _check_kind(kind)
+    # Safetensors only (never pickle); annotators may also be ONNX graphs (no code execution either).
+    extensions = WEIGHT_EXTENSIONS + ((".onnx",) if kind == "vdot_annotators" else ())
     fp = _folder_paths()
     try:
         if fp is not None:
-            names = [n for n in fp.get_filename_list(kind) if Path(n).suffix.lower() in WEIGHT_EXTENSIONS + (".onnx",)]
+            names = [n for n in fp.get_filename_list(kind) if Path(n).suffix.lower() in extensions]
         else:
-            names = _scan(models_dir() / kind, WEIGHT_EXTENSIONS + (".onnx",))
+            names = _scan(models_dir() / kind, extensions)
     except VDOTInputError:
         names = []
     return ([EMBEDDED] if kind != "vdot_annotators" else []) + names
@@ -158,7 +160,7 @@ def list_inputs(extensions) -> list[str]:
     return names + [EXAMPLES_PREFIX + n for n in _scan(EXAMPLES_DIR, exts)]
 
 
-def input_path(name: str, extensions, input_name: str = "file") -> Path:
+def input_path(name: str, extensions=VIDEO_EXTENSIONS + IMAGE_EXTENSIONS, input_name: str = "file") -> Path:
     """Full path of a listed input file; absolute paths, ``..`` and unlisted names are refused."""
     _reject_unsafe(name, input_name)
     if name not in list_inputs(extensions):

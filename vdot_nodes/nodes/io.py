@@ -167,7 +167,7 @@ class VDOTSaveVideo:
             video_io.write_frames(frames, path)
         subfolder = path.parent.relative_to(comfy.output_dir()).as_posix()
         result = {"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}
-        return {"ui": {"images": [result], "animated": (True,)}, "result": ()}
+        return {"ui": {"images": [result], "animated": [True]}, "result": ()}
 
 
 NODE_CLASS_MAPPINGS = {

@@ -7,6 +7,8 @@ from ..core.pipeline import VDOTPipeline
 from ..core.sampling import VDOT_SHIFT, vdot_timesteps_for
 from . import comfy
 
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
 
 class VDOTSampler:
     DESCRIPTION = ("Generate a video with the VDOT few-step sampler (4 steps: timesteps 1000, 750, 500, 250 warped "
@@ -26,7 +28,7 @@ class VDOTSampler:
                 "vae": ("VDOT_VAE", {"tooltip": "From VDOT VAE Loader."}),
                 "embeds": ("VDOT_EMBEDS", {"tooltip": "From VDOT Text Encode or VDOT Conditioning to Embeds."}),
                 "vcu": ("VDOT_VCU", {"tooltip": "From a VDOT VCU node: what to generate and what to keep."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Noise seed; video i of a batch uses seed + i."}),
                 "steps": ("INT", {"default": 4, "min": 1, "max": 8,
                                   "tooltip": "Few-step count. VDOT is distilled for 4."}),
@@ -53,6 +55,9 @@ class VDOTSampler:
         if cfg != 1.0 and embeds.negative is None:
             raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
                                  "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
+        if seed + num_videos - 1 > MAX_SEED:  # torch generators take 64-bit seeds; video i uses seed + i
+            raise VDOTInputError("seed", f"{seed} + {num_videos - 1} (one seed per video) exceeds 2^64 - 1",
+                                 f"use a seed of at most {MAX_SEED - num_videos + 1}")
         pipe = VDOTPipeline(model.module, vae.module, device=comfy.torch_device(),
                             offload="model" if model.offload else "none", is_toy=model.is_toy)
         total = steps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -27,21 +28,26 @@ class Embeds:
     negative_text: str = ""
 
 
-# (id of the encoder module, text) → embeddings: re-running a graph with the same prompt does not
-# re-encode, so the 11 GB encoder can stay off the GPU. Bounded: prompts are small, encoders few.
-_EMBED_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+# (id of the encoder module, text) → (weak reference to that module, embeddings): re-running a graph
+# with the same prompt does not re-encode, so the 11 GB encoder can stay off the GPU. The weak
+# reference guards against a freed encoder's id being reused by a newly loaded one. Bounded:
+# prompts are small, encoders few.
+_EMBED_CACHE: dict[tuple[int, str], tuple[weakref.ref, torch.Tensor]] = {}
 _EMBED_CACHE_SIZE = 64
 
 
 def _encode(text_encoder, text: str) -> torch.Tensor:
     key = (id(text_encoder.module), text)
-    if key not in _EMBED_CACHE:
-        pipe = VDOTPipeline(None, None, text_encoder.module, text_encoder.tokenizer,
-                            device=comfy.torch_device(), offload="model")
-        if len(_EMBED_CACHE) >= _EMBED_CACHE_SIZE:
-            _EMBED_CACHE.pop(next(iter(_EMBED_CACHE)))
-        _EMBED_CACHE[key] = pipe.encode_prompt([text])
-    return _EMBED_CACHE[key]
+    hit = _EMBED_CACHE.get(key)
+    if hit is not None and hit[0]() is text_encoder.module:
+        return hit[1]
+    pipe = VDOTPipeline(None, None, text_encoder.module, text_encoder.tokenizer,
+                        device=comfy.torch_device(), offload="model")
+    embeds = pipe.encode_prompt([text])
+    if len(_EMBED_CACHE) >= _EMBED_CACHE_SIZE:
+        _EMBED_CACHE.pop(next(iter(_EMBED_CACHE)))
+    _EMBED_CACHE[key] = (weakref.ref(text_encoder.module), embeds)
+    return embeds
 
 
 class VDOTTextEncode:

@@ -75,7 +75,7 @@ class VDOTVCUOutpaint(_VCUNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        side = {"default": 0, "min": 0, "max": 2048, "step": 8}
+        side = {"default": 0, "min": 0, "max": 2048, "step": 16}
         return {"required": {
             "source": _SOURCE,
             "top": ("INT", {**side, "tooltip": "Pixels to add above the source."}),
@@ -181,16 +181,21 @@ class VDOTVCUCustom(_VCUNode):
                 "frames": ("IMAGE", {"tooltip": "Conditioning frames (kept where the mask is 0)."}),
                 "masks": ("MASK", {"tooltip": "1 = generate, 0 = keep; one mask or one per frame."}),
             },
-            "optional": {"references": _REFS},
+            "optional": {
+                "references": _REFS,
+                "task": ("STRING", {"default": "custom",
+                                    "tooltip": "A label for this VCU (shown in errors and logs); it does not change "
+                                               "what is generated."}),
+            },
         }
 
-    def build(self, frames, masks, references=None):
+    def build(self, frames, masks, references=None, task="custom"):
         video = core.as_video(frames, "frames")
         f, h, w = video.shape[:3]
         mask = binarize_mask(core.as_mask(masks, "masks", f, h, w), 0.5, "masks")
         refs = [] if references is None else [core.place_on_white_canvas(r, h, w)
                                               for r in core.as_references(_images(references))]
-        return (core.validate_vcu(core.VCU("custom", video, mask, refs)),)
+        return (core.validate_vcu(core.VCU(task.strip() or "custom", video, mask, refs)),)
 
 
 NODE_CLASS_MAPPINGS = {
