@@ -117,7 +117,10 @@ def list_model_folders(kind: str = "diffusion_models") -> list[str]:
     """Diffusers folders (holding ``transformer/``) in ComfyUI's ``models/<kind>`` folders."""
     _check_kind(kind)
     fp = _folder_paths()
-    roots = [Path(p) for p in fp.get_folder_paths(kind)] if fp is not None else [models_dir() / kind]
+    try:
+        roots = [Path(p) for p in fp.get_folder_paths(kind)] if fp is not None else [models_dir() / kind]
+    except VDOTInputError:  # no ComfyUI and no root: nothing to list (declarations must still load)
+        return []
     found = []
     for root in roots:
         if root.is_dir():
