@@ -111,6 +111,7 @@ def sample_vdot(
     device: torch.device | str = "cpu",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    exit_step: int | None = None,
 ) -> torch.Tensor:
     """The VDOT few-step sampler (Self-Forcing style, bidirectional); returns the last x0.
 
@@ -120,6 +121,10 @@ def sample_vdot(
 
     ``denoise < 1`` scales the timesteps and starts from ``init_latents`` noised to the first σ
     (video-to-video re-generation); the default 1 starts from pure noise.
+
+    ``exit_step`` (training rollout, Self-Forcing's backward simulation): stop after step
+    ``exit_step`` and return its x0; the steps before it run without grad and only that step keeps
+    the caller's grad mode, so backprop goes through exactly one model call.
     """
     if not 0 < denoise <= 1:
         raise VDOTInputError("denoise", f"must be in (0, 1], got {denoise}", "use 1.0 to generate from noise")
@@ -131,12 +136,18 @@ def sample_vdot(
     if denoise < 1:
         init = init_latents.to(device=device, dtype=torch.float32)
         x_t = (1 - sigmas[0]) * init + sigmas[0] * x_t
+    last = len(sigmas) - 1 if exit_step is None else int(exit_step)
+    if not 0 <= last < len(sigmas):
+        raise VDOTInputError("exit_step", f"{exit_step} is not a step of this {len(sigmas)}-step sampler",
+                             f"use 0..{len(sigmas) - 1}")
+    grad_enabled = torch.is_grad_enabled()
     x0 = x_t
-    for k, sigma in enumerate(sigmas):
+    for k, sigma in enumerate(sigmas[: last + 1]):
         check_cancel(cancel)
-        v = velocity_fn(x_t, _timestep_batch(sigma, batch, device)).float()
-        x0 = x_t - sigma * v
-        if k + 1 < len(sigmas):
+        with torch.set_grad_enabled(grad_enabled and (exit_step is None or k == last)):
+            v = velocity_fn(x_t, _timestep_batch(sigma, batch, device)).float()
+            x0 = x_t - sigma * v
+        if k < last:
             next_sigma = sigmas[k + 1]
             x_t = (1 - next_sigma) * x0 + next_sigma * noise.draw(sample_shape, device)
         if progress is not None:

@@ -1,0 +1,249 @@
+"""The VDOT distillation trainer on tiny Wan models: schedule, GAN + OTD paths, exact resume, export, FSDP2.
+
+Sizes are the smallest the real classes take (5 frames of 16×16 → latents [16, 2, 2, 2]), so one
+iteration is a few forwards of a 2-block transformer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from training.config import config_from_dict, load_config
+from training.trainer import Trainer, generator_objective
+from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = {"num_frames": 5, "height": 16, "width": 16}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The tiny models are far too small to gain from intra-op threads; on a shared CPU they only contend.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _write_manifest(folder: Path, n: int = 2) -> Path:
+    from vdot_nodes.core.video_io import write_video
+
+    lines = []
+    for i in range(n):
+        g = torch.Generator().manual_seed(i)
+        frames = torch.rand(5, 16, 16, 3, generator=g)
+        write_video(frames, folder / f"clip{i}.mp4", fps=8)
+        lines.append(json.dumps({"video": f"clip{i}.mp4", "caption": f"a red ball {i}", "task": "inpaint"}))
+    path = folder / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _stage2_config(folder: Path, out: str, **loss) -> dict:
+    return {
+        "stage": 2, "seed": 3, "out": out, "max_steps": 4,
+        "guidance": {"cfg_scale": 2.0, "negative_prompt": "blurry"},
+        "loss": {"dm": "otd", "otd_cloud": "samples", "otd_variant": "paper", "gan_weight": 0.5, "gan_d_weight": 0.5, **loss},
+        "schedule": {"ttur": 2, "generator_objectives": ["dm", "adv"]},
+        "optim": {"lr": 1e-3, "critic_lr": 1e-3, "ema_decay": 0.5},
+        "runtime": {"device": "cpu", "mixed_precision": "fp32", "gradient_checkpointing": True},
+        "models": {"teacher_precision": "fp32"},
+        "data": {"manifest": str(folder / "train.jsonl"), "batch_size": 2, **SHAPE},
+        "logging": {"checkpoint_every": 2, "export_precision": "fp32"},
+    }
+
+
+def _export_config(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["vdot_transformer_config"])
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_schedule_and_config_errors(tmp_path):
+    objs = [generator_objective(s, 5, ["dm", "adv"]) for s in range(16)]
+    assert objs == ["dm", None, None, None, None, "adv", None, None, None, None, "dm", None, None, None, None, "adv"]
+    assert [generator_objective(s, 1, ["dm", "adv", "dm+adv"]) for s in range(4)] == ["dm", "adv", "dm+adv", "dm"]
+    base = {"data": {"captions": "c.txt"}, "schedule": {"generator_objectives": ["dm"]}}
+    cfg = config_from_dict(base)
+    assert cfg.schedule.ttur == 5 and cfg.optim.betas == [0.0, 0.999] and cfg.guidance.cfg_scale == 5.0
+    with pytest.raises(VDOTInputError, match=r"loss\.dmm"):
+        config_from_dict({**base, "loss": {"dmm": "otd"}})
+    with pytest.raises(VDOTInputError, match="learning_rate"):
+        config_from_dict({**base, "learning_rate": 1})
+    with pytest.raises(VDOTInputError, match="real videos"):  # ADV with captions only
+        config_from_dict({"data": {"captions": "c.txt"}})
+    with pytest.raises(VDOTInputError, match="loss.dm"):
+        config_from_dict({**base, "loss": {"dm": "kl"}})
+    for name in ("toy_stage1", "toy_stage2", "wan1.3b_stage1", "wan1.3b_stage2", "wan14b_stage1", "wan14b_stage2"):
+        assert load_config(ROOT / "training" / "configs" / f"{name}.yaml").max_steps > 0
+
+
+@pytest.fixture(scope="module")
+def stage2_run(tmp_path_factory):
+    """3 iterations (DM, critic, ADV) with a checkpoint at step 2, weights recorded per step."""
+    folder = tmp_path_factory.mktemp("stage2")
+    _write_manifest(folder)
+    cfg = config_from_dict(_stage2_config(folder, str(folder / "run_a")))
+    trainer = Trainer(cfg)
+    history = []
+    for _ in range(3):
+        gen_before, critic_before = _params(trainer.generator), _params(trainer.critic)
+        metrics = trainer.train_step()
+        history.append((metrics, gen_before, critic_before, _params(trainer.generator), _params(trainer.critic)))
+        if trainer.step == 2:
+            trainer.save()
+    return folder, cfg, trainer, history
+
+
+def _moved(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_losses_finite_and_generator_moves_only_on_ttur_steps(stage2_run):
+    _, _, _, history = stage2_run
+    assert [m["objective"] for m, *_ in history] == ["dm", "critic", "adv"]
+    for step, (m, g0, c0, g1, c1) in enumerate(history):
+        assert all(v == v and abs(v) != float("inf") for v in m.values() if isinstance(v, float)), m
+        assert _moved(c0, c1) > 0  # the critic is updated every iteration
+        if step % 2 == 0:
+            assert _moved(g0, g1) > 0 and "grad_norm_generator" in m
+        else:
+            assert _moved(g0, g1) == 0 and "grad_norm_generator" not in m
+    dm, adv = history[0][0], history[2][0]
+    # OTD path: its diagnostics are logged; one sample per rank-batch of 2 -> a real 2x2 plan.
+    assert 0.5 <= dm["otd_plan_diag_mass"] <= 1.0 and dm["otd_rel_diff_dmd"] >= 0 and "loss_dm" in dm
+    assert "loss_gan_g" in adv and "loss_dm" not in adv  # GAN path, alternating with DM
+    assert all("loss_gan_d" in m for m, *_ in history)  # discriminator trained in every critic update
+    assert 0 <= dm["exit_step"] < 4
+
+
+def test_resume_matches_uninterrupted_run(stage2_run):
+    folder, cfg, trainer_a, _ = stage2_run
+    out_b = folder / "run_b"
+    (out_b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(folder / "run_a" / "checkpoints" / "step_000002", out_b / "checkpoints" / "step_000002")
+    (out_b / "checkpoints" / "latest").write_text("step_000002\n")
+    cfg_b = config_from_dict({**_stage2_config(folder, str(out_b))})
+    trainer_b = Trainer(cfg_b, resume=True)
+    assert trainer_b.step == 2
+    while trainer_b.step < 3:
+        trainer_b.train_step()
+    for name, ref in _params(trainer_a.generator).items():
+        torch.testing.assert_close(dict(trainer_b.generator.named_parameters())[name].detach(), ref, rtol=0, atol=1e-6)
+    for name, ref in _params(trainer_a.critic).items():
+        torch.testing.assert_close(dict(trainer_b.critic.named_parameters())[name].detach(), ref, rtol=0, atol=1e-6)
+
+
+def test_export_loads_and_generates(stage2_run):
+    from vdot_nodes.core.models import load_transformer
+    from vdot_nodes.core.pipeline import VDOTPipeline
+    from vdot_nodes.core.vcu import build_t2v_vcu
+
+    _, _, trainer, _ = stage2_run
+    path = trainer.export()
+    assert path.is_file() and path.suffix == ".safetensors"
+    model = load_transformer(path, precision="fp32", config=_export_config(path))  # tiny = custom size: config rides along
+    shadow = trainer.ema.state_dict()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), shadow[name], rtol=0, atol=0, msg=name)
+    assert trainer.export() == path  # same step again: the file is kept, never rewritten
+    trainer.cfg.logging.export_layout = "diffusers"  # a folder: custom sizes reload without a config
+    folder = trainer.export()
+    assert folder.is_dir() and (folder / "config.json").is_file()
+    for name, p in load_transformer(folder, precision="fp32").named_parameters():
+        torch.testing.assert_close(p.detach(), shadow[name], rtol=0, atol=0, msg=name)
+    pipe = trainer.pipeline
+    video = VDOTPipeline(model, pipe.vae, pipe.text_encoder, pipe.tokenizer, device="cpu", offload="none").generate(
+        build_t2v_vcu(**SHAPE, prompt="a red ball"), seed=1)
+    assert video.shape == (1, 5, 16, 16, 3) and torch.isfinite(video).all()
+
+
+def test_stage1_captions_dmd_then_accwaninit(tmp_path):
+    """Stage 1 (Wan T2V, captions only, DMD) exports a T2V file that stage 2's AccWanInit reads."""
+    from training.init import init_vace_from_t2v
+    from vdot_nodes.core.tiny import build_tiny_transformer
+
+    (tmp_path / "caps.txt").write_text("a red ball\na blue cat\n")
+    cfg = config_from_dict({
+        "stage": 1, "out": str(tmp_path / "run"), "max_steps": 2, "guidance": {"cfg_scale": 1.0},
+        "loss": {"dm": "dmd"}, "schedule": {"ttur": 1, "generator_objectives": ["dm"]},
+        "optim": {"lr": 1e-3, "critic_lr": 1e-3}, "models": {"teacher_precision": "fp32"},
+        "runtime": {"device": "cpu", "mixed_precision": "fp32", "gradient_checkpointing": False},
+        "data": {"captions": "caps.txt", "batch_size": 1, **SHAPE}, "logging": {"export_precision": "fp32"},
+    }, config_dir=str(tmp_path))
+    trainer = Trainer(cfg)
+    with pytest.raises(VDOTCancelled):  # cancel between iterations: a checkpoint is saved first
+        trainer.train(progress=False, cancel=lambda: True)
+    assert trainer.step == 1 and (tmp_path / "run" / "checkpoints" / "step_000001" / "meta.json").is_file()
+    done = []
+    result = Trainer(cfg, resume=True).train(progress=False, progress_fn=lambda d, t: done.append((d, t)))
+    assert done == [(2, 2)]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["objective"] for x in lines] == ["dm", "dm"] and all(x["loss_dm"] >= 0 for x in lines)
+    vace = build_tiny_transformer(seed=5)
+    report = init_vace_from_t2v(vace, result["export"])
+    assert report["copied"] and all(k.startswith("vace") for k in report["vace_only"])
+    exported = load_file(result["export"])
+    torch.testing.assert_close(vace.blocks[0].attn1.to_q.weight, exported["blocks.0.attn1.to_q.weight"], rtol=0, atol=0)
+
+
+def test_fsdp2_two_process_cli_run(tmp_path):
+    """torchrun, 2 CPU ranks (gloo), FSDP2-sharded generator / critic / teacher: trains, checkpoints, exports."""
+    _write_manifest(tmp_path, n=4)
+    cfg = _stage2_config(tmp_path, str(tmp_path / "run"))
+    cfg["data"]["batch_size"] = 1
+    cfg["max_steps"] = 3
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.cli",
+           str(tmp_path / "cfg.yaml"), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["objective"] for x in lines] == ["dm", "critic", "adv"]
+    assert all(x["loss_critic"] == x["loss_critic"] for x in lines)
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "step_000003" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["step"] == 3
+    from vdot_nodes.core.models import load_transformer
+
+    path = tmp_path / "run" / "exports" / "generator_vace_step000003.safetensors"
+    model = load_transformer(path, precision="fp32", config=_export_config(path))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_sample_vdot_exit_step_backprops_through_one_call():
+    from vdot_nodes.core.sampling import SeededNoise, few_step_sigmas, sample_vdot
+
+    w = torch.tensor(0.5, requires_grad=True)
+    grad_modes, inputs = [], []
+
+    def velocity(x_t, t):
+        grad_modes.append(torch.is_grad_enabled())
+        inputs.append(x_t.detach())
+        return w * x_t + (t / 1000).view(-1, 1, 1, 1, 1)
+
+    out = sample_vdot(velocity, SeededNoise([4]), (16, 2, 2, 2), exit_step=2)
+    assert grad_modes == [False, False, True]
+    with torch.no_grad():  # stopping at step 2 == the 3-step sampler over the first three timesteps
+        ref = sample_vdot(velocity, SeededNoise([4]), (16, 2, 2, 2), timesteps=(1000, 750, 500))
+    torch.testing.assert_close(out.detach(), ref, rtol=0, atol=0)
+    out.sum().backward()  # x0 = x_t − σ·(w·x_t + t): only the exit step's call depends on w
+    sigma = few_step_sigmas()[2]
+    torch.testing.assert_close(w.grad, -sigma * inputs[2].sum(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(VDOTInputError, match="exit_step"):
+        sample_vdot(velocity, SeededNoise([4]), (16, 2, 2, 2), exit_step=4)

@@ -1,0 +1,60 @@
+"""``vdot train CONFIG`` and ``torchrun --nproc-per-node N -m training.cli CONFIG``.
+
+One process, or one per GPU under torchrun / ``accelerate launch`` (FSDP2). ``--resume`` continues from
+the newest checkpoint in ``OUT/checkpoints`` (models, optimisers, EMA, RNG, step, data position).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
+
+__all__ = ["train_main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vdot train", description="Distil a 4-step VDOT generator (DMD/OTD + GAN).")
+    p.add_argument("config", help="training YAML, e.g. training/configs/toy_stage1.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many iterations in total (overrides the config)")
+    p.add_argument("--out", default=None, help="run folder (overrides the config's out)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    return p
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, train, return an exit code (0 ok, 2 bad input, 130 interrupted)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .config import load_config
+    from .distributed import destroy_distributed, is_main_process
+
+    try:
+        overrides = {}
+        if args.out is not None:
+            overrides["out"] = args.out
+        if args.max_steps is not None:
+            overrides["max_steps"] = args.max_steps
+        cfg = load_config(args.config, overrides)
+        from .trainer import Trainer
+
+        trainer = Trainer(cfg, resume=args.resume)
+        result = trainer.train(progress=not args.no_progress)
+        if is_main_process():
+            print(f"done: step {trainer.step}, checkpoint {result.get('checkpoint')}, export {result.get('export')}")
+        return 0
+    except VDOTInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, VDOTCancelled):
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    finally:
+        destroy_distributed()
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())

@@ -1,0 +1,318 @@
+"""The training configuration: one dataclass per section, every key documented, loaded from YAML.
+
+A config file mirrors :class:`TrainConfig` section by section (see ``training/configs/*.yaml``). Unknown
+keys are an error naming the key and its section (a typo must never be silently ignored); missing keys
+take the defaults below, which are VDOT / Self-Forcing's values for the real runs.
+
+CFG convention (``guidance``): Wan's, ``v = v_neg + w·(v_pos − v_neg)`` — the same as
+:func:`vdot_nodes.core.sampling.cfg_velocity`; ``w = 1`` means no guidance (one model call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vdot_nodes.core.errors import VDOTInputError
+
+__all__ = ["TrainConfig", "load_config", "config_from_dict", "config_to_dict"]
+
+
+@dataclass
+class ModelsConfig:
+    """Where the networks come from. A path, or ``"tiny"`` (random tiny Wan from ``vdot_nodes.core.tiny``, tests only)."""
+
+    teacher: str = "tiny"
+    """Real score and the initial weights of generator and fake score. Stage 1: a Wan2.1 T2V transformer
+    (diffusers folder or single file); stage 2: a Wan2.1-VACE transformer (anything ``load_transformer`` reads)."""
+    teacher_config: str | None = None
+    """Stage 1 single files only: the Wan-VACE config whose Wan part describes the T2V teacher
+    (a shipped name such as ``wan2.1_vace_14b_transformer.json`` or a path)."""
+    generator_init: str | None = None
+    """Stage 2: the stage-1 generator export; its Wan blocks replace the teacher's in the generator (AccWanInit)."""
+    vae: str = "tiny"
+    """Wan2.1 VAE (encodes VCU conditions and the GAN's real videos)."""
+    text_encoder: str = "tiny"
+    """UMT5 encoder file/folder carrying its tokenizer."""
+    teacher_precision: str = "bf16"
+    """Storage dtype of the frozen real score: bf16 | fp32 (trainable models always keep fp32 masters unless
+    ``optim.state_dtype`` is bf16)."""
+    trainable: str = "all"
+    """Generator parameters trained: ``all`` or ``vace`` (stage 2: only ``vace_blocks`` / ``vace_patch_embedding``)."""
+    tiny_seed: int = 0
+    """Seed of the random ``tiny`` models."""
+    tiny_layers: int = 2
+    """Blocks of the ``tiny`` transformer."""
+    tiny_overrides: dict | None = None
+    """Other ``TINY_TRANSFORMER_CONFIG`` entries of the ``tiny`` transformer (benchmarks: e.g. a wider model)."""
+
+
+@dataclass
+class GuidanceConfig:
+    """The real score's classifier-free guidance (Wan convention, see module docstring)."""
+
+    cfg_scale: float = 5.0
+    """w in ``v = v_neg + w·(v_pos − v_neg)``; 1 = off. Wan2.1 T2V samples with 5."""
+    negative_prompt: str = ""
+    """Negative prompt of the real score (Wan's default Chinese negative prompt is a good choice)."""
+
+
+@dataclass
+class SamplerConfig:
+    """The generator's few-step sampler (``vdot_nodes.core.sampling.sample_vdot``)."""
+
+    timesteps: list[int] = field(default_factory=lambda: [1000, 750, 500, 250])
+    """Few-step timesteps (before the shift)."""
+    shift: float = 5.0
+    """Timestep shift of the sampler."""
+    last_step_only: bool = False
+    """Always exit (take the gradient) at the last step instead of a random step shared by all ranks."""
+
+
+@dataclass
+class LossConfig:
+    """Objectives. DM = DMD or OTD (``training.losses``); ADV = relativistic GAN on fake-score features."""
+
+    dm: str = "otd"
+    """Distribution-matching objective: ``dmd`` or ``otd``."""
+    otd_variant: str = "paper"
+    """``paper`` (direction f − r̄, eqs. 7-8) or ``debiased`` (f̄ − r̄)."""
+    otd_cloud: str = "samples"
+    """``samples`` (batch rows gathered across ranks) or ``frame_tokens`` (latent frames of each sample)."""
+    otd_eps: float = 0.1
+    """Entropic regularisation ε, in cost units ‖f − r‖²/(2d)."""
+    dm_weight: float = 1.0
+    """Weight of the DM loss in the generator's DM updates."""
+    gan_weight: float = 0.01
+    """Weight of the generator's GAN loss in ADV updates (0 disables the GAN and the discriminator)."""
+    gan_d_weight: float = 0.01
+    """Weight of the discriminator loss added to the fake score's denoising loss."""
+    min_t: float = 0.02
+    """Lowest timestep fraction drawn for the score evaluations."""
+    max_t: float = 0.98
+    """Highest timestep fraction drawn for the score evaluations."""
+    timestep_shift: float = 5.0
+    """Shift applied to the drawn timestep (σ = s·u / (1 + (s−1)·u))."""
+    critic_weighting: str = "none"
+    """Fake-score denoising loss weighting: ``none`` (v-space MSE) or ``x0``."""
+    disc_attn_dim: int | None = None
+    """Width of the discriminator's register tokens (None = the transformer width)."""
+    disc_taps: list[int] | None = None
+    """Fake-score blocks the discriminator reads (None = last block and every 8th before it)."""
+
+
+@dataclass
+class ScheduleConfig:
+    """Which network is updated when."""
+
+    ttur: int = 5
+    """Two-time-scale update rule: the critic every iteration, the generator every ``ttur``-th (step % ttur == 0)."""
+    generator_objectives: list[str] = field(default_factory=lambda: ["dm", "adv"])
+    """Cycled over generator updates: ``dm``, ``adv`` or ``dm+adv``. [dm, adv] alternates them."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW for both the generator and the critic (fake score + discriminator)."""
+
+    lr: float = 2e-6
+    """Generator learning rate."""
+    critic_lr: float = 4e-7
+    """Fake score + discriminator learning rate."""
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+    """AdamW betas (β1 = 0 as in DMD2 / Self-Forcing)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 10.0
+    """Max global grad norm (0 = no clipping)."""
+    ema_decay: float = 0.99
+    """Generator EMA decay (the EMA is what is exported)."""
+    state_dtype: str = "fp32"
+    """fp32 | bf16. AdamW keeps its moments in the parameters' dtype, so bf16 stores the trainable master
+    weights and both moments in bf16 (halves optimiser memory, coarser updates)."""
+
+
+@dataclass
+class RuntimeConfig:
+    """Devices, precision, sharding."""
+
+    device: str = "auto"
+    """auto (cuda if available) | cpu | cuda."""
+    mixed_precision: str = "bf16"
+    """Compute dtype: bf16 (FSDP2 MixedPrecisionPolicy, or autocast in one process) | fp32."""
+    gradient_checkpointing: bool = True
+    """Recompute each block in backward (generator and fake score)."""
+    cpu_offload: bool = False
+    """FSDP2 CPUOffloadPolicy: sharded parameters, gradients and optimiser states live on the CPU."""
+    offload_encoders: bool = True
+    """Keep the VAE / text encoder on the CPU except while they run."""
+
+
+@dataclass
+class DataConfig:
+    """Training data: a caption list (stage 1) or a manifest JSONL (stage 1 captions + videos, stage 2 VCUs)."""
+
+    captions: str | None = None
+    """Text file, one caption per line (stage 1 only; no real videos, so ADV is unavailable)."""
+    manifest: str | None = None
+    """JSONL manifest (``training/data/manifest.py``)."""
+    tasks: list[str] | None = None
+    """Stage 2: keep only these tasks (None = all)."""
+    num_frames: int = 81
+    """Frames per clip (4k+1)."""
+    height: int = 480
+    """Clip height (multiple of 16)."""
+    width: int = 832
+    """Clip width (multiple of 16)."""
+    batch_size: int = 1
+    """Samples per rank per iteration (samples of one batch must have the same latent shape)."""
+    num_workers: int = 0
+    """DataLoader workers."""
+    shuffle: bool = True
+    """Shuffle each epoch (seeded, resumable)."""
+
+
+@dataclass
+class LoggingConfig:
+    """Metrics, checkpoints, exports."""
+
+    log_every: int = 1
+    """Write a metrics line every N iterations."""
+    checkpoint_every: int = 500
+    """Save a resumable checkpoint every N iterations (and at the end)."""
+    keep_last: int = 3
+    """Checkpoints kept."""
+    export_every: int = 0
+    """Also export the EMA generator every N iterations (0 = only at the end)."""
+    export_precision: str = "bf16"
+    """Precision of exported generators: fp32 | bf16 | fp16."""
+    export_layout: str = "comfy"
+    """Stage-2 export: ``comfy`` (one .safetensors, original Wan key names, what ComfyUI loads) or
+    ``diffusers`` (a folder with config.json; custom sizes such as the toy world's reload without a config)."""
+
+
+@dataclass
+class TrainConfig:
+    """A VDOT distillation run."""
+
+    stage: int = 1
+    """1 = distil Wan T2V from captions; 2 = VACE multi-task (generator from stage 1 via AccWanInit)."""
+    seed: int = 0
+    """Seed of every random draw (noise, timesteps, exit steps, data order)."""
+    out: str = "runs/vdot"
+    """Run folder: checkpoints/, exports/, metrics.jsonl, config.yaml."""
+    max_steps: int = 1000
+    """Iterations (one critic update each)."""
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    config_dir: str = ""
+    """Folder of the YAML file (set by :func:`load_config`; relative paths start there)."""
+
+    def resolve(self, path: str | None) -> str | None:
+        """A path from the config, relative to the config file's folder; ``tiny`` and None pass through."""
+        if path is None or path == "tiny" or os.path.isabs(os.path.expanduser(path)):
+            return None if path is None else os.path.expanduser(path)
+        return str(Path(self.config_dir or ".") / path)
+
+    def validate(self) -> "TrainConfig":
+        def bad(key: str, problem: str, fix: str):
+            raise VDOTInputError(key, problem, fix)
+
+        if self.stage not in (1, 2):
+            bad("stage", f"must be 1 or 2, got {self.stage}", "stage: 1 (T2V) or stage: 2 (VACE)")
+        choices = {
+            "loss.dm": (self.loss.dm, ("dmd", "otd")),
+            "loss.otd_variant": (self.loss.otd_variant, ("paper", "debiased")),
+            "loss.otd_cloud": (self.loss.otd_cloud, ("samples", "frame_tokens")),
+            "loss.critic_weighting": (self.loss.critic_weighting, ("none", "x0")),
+            "models.trainable": (self.models.trainable, ("all", "vace")),
+            "models.teacher_precision": (self.models.teacher_precision, ("bf16", "fp32")),
+            "optim.state_dtype": (self.optim.state_dtype, ("fp32", "bf16")),
+            "runtime.mixed_precision": (self.runtime.mixed_precision, ("bf16", "fp32")),
+            "runtime.device": (self.runtime.device, ("auto", "cpu", "cuda")),
+            "logging.export_precision": (self.logging.export_precision, ("fp32", "bf16", "fp16")),
+            "logging.export_layout": (self.logging.export_layout, ("comfy", "diffusers")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                bad(key, f"{value!r} is not one of {allowed}", f"set {key} to one of {', '.join(allowed)}")
+        for key in ("ttur",):
+            if getattr(self.schedule, key) < 1:
+                bad(f"schedule.{key}", "must be >= 1", "use 5 (VDOT) or 1 (update the generator every step)")
+        objs = self.schedule.generator_objectives
+        if not objs or any(o not in ("dm", "adv", "dm+adv") for o in objs):
+            bad("schedule.generator_objectives", f"{objs} must be a non-empty list of dm, adv, dm+adv", "e.g. [dm, adv]")
+        if self.uses_gan and self.loss.gan_weight <= 0:
+            bad("loss.gan_weight", "ADV generator updates are scheduled but gan_weight is 0",
+                "set gan_weight > 0, or use generator_objectives: [dm]")
+        if self.models.trainable == "vace" and self.stage != 2:
+            bad("models.trainable", "'vace' needs the VACE model of stage 2", "use trainable: all in stage 1")
+        if (self.data.captions is None) == (self.data.manifest is None):
+            bad("data", "give exactly one of data.captions and data.manifest", "set data.manifest: train.jsonl (or captions: captions.txt)")
+        if self.stage == 2 and self.data.manifest is None:
+            bad("data.manifest", "stage 2 needs a manifest of VCU samples", "set data.manifest")
+        if self.uses_gan and self.data.captions is not None:
+            bad("schedule.generator_objectives", "ADV needs real videos, and a caption list has none",
+                "use a manifest with videos, or generator_objectives: [dm]")
+        if not 0 <= self.loss.min_t < self.loss.max_t <= 1:
+            bad("loss.min_t/max_t", f"need 0 <= min_t < max_t <= 1, got {self.loss.min_t}, {self.loss.max_t}", "use 0.02 and 0.98")
+        if self.guidance.cfg_scale < 1:
+            bad("guidance.cfg_scale", f"{self.guidance.cfg_scale} < 1", "use 1 (off) or more (Wan: 5)")
+        if self.max_steps < 0:
+            bad("max_steps", "must be >= 0", "give the number of iterations")
+        return self
+
+    @property
+    def uses_gan(self) -> bool:
+        return any("adv" in o for o in self.schedule.generator_objectives)
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise VDOTInputError(where or "config", f"expected a mapping, got {type(data).__name__}", "write key: value pairs")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise VDOTInputError(name, "unknown config key", f"remove it or use one of {', '.join(sorted(fields))}")
+        default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
+        kwargs[key] = _build(type(default), value, name) if dataclasses.is_dataclass(default) else value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, config_dir: str = "") -> TrainConfig:
+    """Build and validate a :class:`TrainConfig`; unknown keys raise ``VDOTInputError`` naming them."""
+    cfg = _build(TrainConfig, data or {}, "")
+    if config_dir:
+        cfg.config_dir = config_dir
+    return cfg.validate()
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
+    """Read a YAML config (``overrides`` — e.g. from the CLI — are merged in on top, top-level keys only)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise VDOTInputError("config", f"{path} not found", "give the path of a training YAML, e.g. training/configs/toy_stage1.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise VDOTInputError("config", f"{path} is not valid YAML: {exc}", "fix the YAML syntax") from None
+    data.update(overrides or {})
+    return config_from_dict(data, config_dir=str(path.resolve().parent))
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)

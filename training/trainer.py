@@ -1,0 +1,405 @@
+"""The VDOT distillation loop: DMD / OTD + relativistic GAN, two-time-scale updates (after Self-Forcing / DMD2).
+
+One iteration (``step`` counts from 0):
+
+1. *Generator* (only when ``step % ttur == 0``): roll the 4-step sampler out to a random exit step
+   (:mod:`training.rollout`), giving x̂0 with grad through that step's call. The objective cycles
+   through ``schedule.generator_objectives`` over generator updates (``[dm, adv]``: DM, ADV, DM, ...):
+
+   - DM: noise x̂0 to a random σ, ``f`` = fake-score and ``r`` = real-score (CFG, negative prompt)
+     x0-predictions, then :func:`~training.losses.dmd_loss` or :func:`~training.losses.otd_loss`;
+   - ADV: ``L_G = softplus(−(D(x_t^fake) − D(x_t^real)))``, D reading the fake score's hidden states,
+     the real clip's latents noised with the same σ and ε; the gradient reaches x̂0 through the fake
+     score (whose parameters are not stepped here).
+
+   AdamW step with grad clipping, then the EMA.
+2. *Critic* (every step): a fresh no-grad rollout; fake score trained with the flow-matching denoising
+   loss on x̂0, plus (when ADV is scheduled) the discriminator loss
+   ``L_D = softplus(−(D(x_t^real) − D(x_t^fake)))`` on the same forward's features.
+
+Sharding: FSDP2 ``fully_shard`` per block (:func:`training.distributed.shard_model`) for generator,
+fake score, teacher and discriminator head; in one process the same code runs unsharded. Every random
+draw comes from seeded per-rank generators saved in the checkpoint, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.sampling import cfg_velocity, shift_sigma
+
+from . import distributed as D
+from .batches import EncodedBatch, build_loader, encode_batch
+from .checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, config_to_dict
+from .discriminator import capture_block_hidden_states
+from .ema import EMA
+from .losses import critic_denoising_loss, dmd_loss, flow_matching_noise, gan_d_loss, gan_g_loss, otd_loss
+from .models import build_networks, is_vace, velocity_fn
+from .rollout import draw_exit_step, rollout
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Trainer", "generator_objective"]
+
+
+def generator_objective(step: int, ttur: int, objectives: list[str]) -> str | None:
+    """The generator's objective at iteration ``step`` (None: critic-only iteration)."""
+    if step % ttur:
+        return None
+    return objectives[(step // ttur) % len(objectives)]
+
+
+def _to_float(v) -> float:
+    if isinstance(v, torch.Tensor):
+        v = v.full_tensor() if hasattr(v, "full_tensor") else v
+        return float(v.detach().float().cpu())
+    return float(v)
+
+
+class Trainer:
+    """Builds the networks, optimisers, EMA and data from a :class:`TrainConfig`; :meth:`train` runs it."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False):
+        self.cfg = cfg
+        self.info = D.init_distributed()
+        self.device = self._device()
+        self.out = Path(cfg.resolve(cfg.out) if not os.path.isabs(cfg.out) else cfg.out)
+        self.ckpt_dir = self.out / "checkpoints"
+        torch.manual_seed(cfg.seed)  # identical initial weights (discriminator head) on every rank
+        nets = build_networks(cfg, self.device)
+        self.pipeline = nets.pipeline
+        self.init_report = nets.init_report
+        rt = cfg.runtime
+        if rt.gradient_checkpointing:
+            D.enable_gradient_checkpointing(nets.generator)
+            D.enable_gradient_checkpointing(nets.fake_score)
+        shard = dict(mixed_precision=rt.mixed_precision, cpu_offload=rt.cpu_offload)
+        models = [nets.generator, nets.fake_score, nets.teacher] + ([nets.discriminator] if nets.discriminator else [])
+        if not (D.is_distributed() and rt.cpu_offload):
+            for m in models:
+                m.to(self.device)
+        self.generator = D.shard_model(nets.generator, **shard)
+        self.fake_score = D.shard_model(nets.fake_score, **shard)
+        self.teacher = D.shard_model(nets.teacher, **shard)
+        self.discriminator = (D.shard_model(nets.discriminator, block_attrs=("attns",), **shard)
+                              if nets.discriminator is not None else None)
+        self.pipeline.transformer = self.teacher
+        critic = {"fake_score": self.fake_score}
+        if self.discriminator is not None:
+            critic["discriminator"] = self.discriminator
+        self.critic = nn.ModuleDict(critic)  # one optimiser, one checkpoint entry
+
+        o = cfg.optim
+        adamw = dict(betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.gen_opt = torch.optim.AdamW([p for p in self.generator.parameters() if p.requires_grad], lr=o.lr, **adamw)
+        self.critic_opt = torch.optim.AdamW([p for p in self.critic.parameters() if p.requires_grad], lr=o.critic_lr, **adamw)
+        self.ema = EMA(self.generator, decay=o.ema_decay)
+
+        rank = self.info.rank
+        self.rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 * rank + 1)  # noise, σ, exit steps
+        self.data_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 * rank + 2)  # VCU draws
+        self.loader = build_loader(cfg)
+        self.step = 0
+        if resume and find_latest_checkpoint(self.ckpt_dir) is not None:
+            self.step, data_state, _ = load_checkpoint(
+                self.ckpt_dir, self._models(), self._optimizers(), {"generator": self.ema},
+                generators={"trainer": self.rng, "data": self.data_rng},
+            )
+            self.loader.load_state_dict(data_state)
+            self._log(f"resumed from {find_latest_checkpoint(self.ckpt_dir)} at step {self.step}")
+        self._batches = None
+        self.negative_embeds = None
+        if cfg.guidance.cfg_scale != 1.0:
+            self.negative_embeds = self.pipeline.encode_prompt([cfg.guidance.negative_prompt])
+
+    # ------------------------------------------------------------------ plumbing
+    def _device(self) -> torch.device:
+        want = self.cfg.runtime.device
+        if want == "cuda" and not torch.cuda.is_available():
+            raise VDOTInputError("runtime.device", "cuda was asked for but no GPU is visible", "use device: auto or cpu")
+        if want == "cpu":
+            return torch.device("cpu")
+        return self.info.device
+
+    def _models(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "critic": self.critic}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.gen_opt, "critic": self.critic_opt}
+
+    def _autocast(self):
+        # Sharded runs get bf16 from FSDP2's MixedPrecisionPolicy; one process uses autocast.
+        if self.cfg.runtime.mixed_precision == "bf16" and not D.is_distributed():
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _log(self, msg: str) -> None:
+        if D.is_main_process():
+            logger.info(msg)
+
+    def _seeds(self, n: int) -> list[int]:
+        return torch.randint(0, 2**31 - 1, (n,), generator=self.rng).tolist()
+
+    def _sigma(self, n: int) -> torch.Tensor:
+        """Per-sample σ: u ~ U[min_t, max_t], shifted (Self-Forcing's timestep sampling)."""
+        lo, hi = self.cfg.loss.min_t, self.cfg.loss.max_t
+        u = lo + (hi - lo) * torch.rand(n, generator=self.rng, dtype=torch.float64)
+        return shift_sigma(u, self.cfg.loss.timestep_shift).float().to(self.device)
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.rng, dtype=torch.float32).to(self.device)
+
+    @staticmethod
+    def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return sigma.view(-1, *([1] * (x.ndim - 1)))
+
+    def _x0(self, velocity, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x0 = x_t − σ·v(x_t, σ·1000)."""
+        return x_t - self._bcast(sigma, x_t) * velocity(x_t, sigma * 1000)
+
+    def _real_velocity(self, enc: EncodedBatch):
+        cond = velocity_fn(self.teacher, enc.prompt_embeds, enc.control, self.device)
+        uncond = None
+        if self.negative_embeds is not None:
+            neg = self.negative_embeds.expand(enc.prompt_embeds.shape[0], -1, -1)
+            uncond = velocity_fn(self.teacher, neg, enc.control, self.device)
+        return cfg_velocity(cond, uncond, self.cfg.guidance.cfg_scale)
+
+    def _generate(self, enc: EncodedBatch, grad: bool) -> tuple[torch.Tensor, int]:
+        s = self.cfg.sampler
+        k = draw_exit_step(len(s.timesteps), self.rng, s.last_step_only)
+        v = velocity_fn(self.generator, enc.prompt_embeds, enc.control, self.device)
+        x0 = rollout(v, enc.latent_shape, self._seeds(enc.prompt_embeds.shape[0]), timesteps=s.timesteps,
+                     shift=s.shift, exit_step=k, device=self.device, grad=grad)
+        return x0, k
+
+    def _real_x0(self, enc: EncodedBatch, fake_x0: torch.Tensor) -> torch.Tensor:
+        """Real clips' latents laid out like x̂0: reference-frame slots copied from x̂0 (D compares the video)."""
+        real = enc.real_latents.to(self.device)
+        if enc.num_reference_frames:
+            real = torch.cat([fake_x0[:, :, : enc.num_reference_frames].detach(), real], dim=2)
+        if real.shape != fake_x0.shape:
+            raise VDOTInputError("data", f"real latents {tuple(real.shape)} do not match generated {tuple(fake_x0.shape)}",
+                                 "check data.num_frames / height / width against the clips")
+        return real
+
+    def _disc_logits(self, x_t: torch.Tensor, sigma: torch.Tensor, enc: EncodedBatch):
+        """D(x_t) and the fake score's velocity from the same forward."""
+        fake_v = velocity_fn(self.fake_score, enc.prompt_embeds, enc.control, self.device)
+        with capture_block_hidden_states(self.fake_score, self.discriminator.tap_blocks) as feats:
+            v = fake_v(x_t, sigma * 1000)
+        return self.discriminator(feats), v
+
+    def _clip(self, params) -> float:
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return 0.0
+        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        return _to_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    # ------------------------------------------------------------------ updates
+    def generator_step(self, enc: EncodedBatch, objective: str) -> dict:
+        cfg, logs = self.cfg, {}
+        self.gen_opt.zero_grad(set_to_none=True)
+        with self._autocast():
+            x0, k = self._generate(enc, grad=True)
+            logs["exit_step"] = k
+            loss = x0.new_zeros((), dtype=torch.float64)
+            if "dm" in objective.split("+"):
+                sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
+                with torch.no_grad():
+                    x_t = flow_matching_noise(x0.detach(), eps, sigma)
+                    fake = self._x0(velocity_fn(self.fake_score, enc.prompt_embeds, enc.control, self.device), x_t, sigma)
+                    real = self._x0(self._real_velocity(enc), x_t, sigma)
+                if cfg.loss.dm == "otd":
+                    gather = D.is_distributed() and cfg.loss.otd_cloud == "samples"
+                    dm, dm_logs = otd_loss(x0, fake, real, cfg.loss.otd_eps, variant=cfg.loss.otd_variant,
+                                           cloud=cfg.loss.otd_cloud, gather=gather)
+                else:
+                    dm, dm_logs = dmd_loss(x0, fake, real)
+                loss = loss + cfg.loss.dm_weight * dm
+                logs["loss_dm"] = dm
+                logs.update(dm_logs)
+            if "adv" in objective.split("+"):
+                sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
+                d_fake, _ = self._disc_logits(flow_matching_noise(x0, eps, sigma), sigma, enc)
+                with torch.no_grad():
+                    d_real, _ = self._disc_logits(flow_matching_noise(self._real_x0(enc, x0), eps, sigma), sigma, enc)
+                g_loss = gan_g_loss(d_fake, d_real)
+                loss = loss + cfg.loss.gan_weight * g_loss
+                logs["loss_gan_g"] = g_loss
+        loss.backward()
+        logs["grad_norm_generator"] = self._clip(self.generator.parameters())
+        self.gen_opt.step()
+        self.ema.update(self.generator)
+        self.critic_opt.zero_grad(set_to_none=True)  # ADV's backward went through the fake score
+        logs["loss_generator"] = loss
+        return logs
+
+    def critic_step(self, enc: EncodedBatch) -> dict:
+        cfg, logs = self.cfg, {}
+        self.critic_opt.zero_grad(set_to_none=True)
+        with self._autocast():
+            with torch.no_grad():
+                x0, _ = self._generate(enc, grad=False)
+            sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
+            x_t = flow_matching_noise(x0, eps, sigma)
+            if self.discriminator is not None:
+                d_fake, v = self._disc_logits(x_t, sigma, enc)
+                d_real, _ = self._disc_logits(flow_matching_noise(self._real_x0(enc, x0), eps, sigma), sigma, enc)
+                d_loss = gan_d_loss(d_real, d_fake)
+                logs["loss_gan_d"] = d_loss
+                logs["d_real_minus_fake"] = (d_real - d_fake).mean().detach()
+            else:
+                v = velocity_fn(self.fake_score, enc.prompt_embeds, enc.control, self.device)(x_t, sigma * 1000)
+                d_loss = 0.0
+            denoise = critic_denoising_loss(v, x0, eps, sigma, weighting=cfg.loss.critic_weighting)
+            loss = denoise + cfg.loss.gan_d_weight * d_loss
+        loss.backward()
+        logs["grad_norm_critic"] = self._clip(self.critic.parameters())
+        self.critic_opt.step()
+        logs["loss_critic_denoise"] = denoise
+        logs["loss_critic"] = loss
+        return logs
+
+    def train_step(self) -> dict:
+        """One iteration; returns its metrics (floats)."""
+        cfg = self.cfg
+        if self._batches is None:
+            self._batches = iter(self.loader)
+        start = time.perf_counter()
+        batch = next(self._batches)
+        enc = encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None)
+        objective = generator_objective(self.step, cfg.schedule.ttur, cfg.schedule.generator_objectives)
+        metrics: dict = {"step": self.step, "objective": objective or "critic"}
+        t0 = time.perf_counter()
+        if objective is not None:
+            metrics.update(self.generator_step(enc, objective))
+        t1 = time.perf_counter()
+        metrics.update(self.critic_step(enc))
+        t2 = time.perf_counter()
+        metrics.update(time_data_s=t0 - start, time_generator_s=t1 - t0, time_critic_s=t2 - t1, time_step_s=t2 - start)
+        self.step += 1
+        out = {}
+        for k, v in metrics.items():
+            out[k] = v if isinstance(v, (str, int)) else _to_float(v)
+        for k in ("loss_generator", "loss_critic"):
+            if k in out and not math.isfinite(out[k]):
+                raise FloatingPointError(f"{k} is {out[k]} at step {self.step - 1}; lower the learning rates or use fp32")
+        return out
+
+    # ------------------------------------------------------------------ saving
+    def save(self) -> Path:
+        return save_checkpoint(
+            self.ckpt_dir, self.step, models=self._models(), optimizers=self._optimizers(), emas={"generator": self.ema},
+            generators={"trainer": self.rng, "data": self.data_rng}, data_state=self.loader.state_dict(),
+            extra={"stage": self.cfg.stage, "config": config_to_dict(self.cfg)}, keep_last=self.cfg.logging.keep_last,
+        )
+
+    def export(self) -> Path | None:
+        """Write the EMA generator to ``out/exports/``. Stage 2: a Wan-VACE file in ComfyUI layout, or a
+        diffusers folder (``logging.export_layout``; ``training.export.export_generator``); stage 1: the T2V generator with diffusers names, which
+        stage 2's ``generator_init`` reads. Collective when sharded; returns the path (rank 0)."""
+        from .export import export_generator, generator_state_dict
+
+        vace = is_vace(self.generator)
+        folder = vace and self.cfg.logging.export_layout == "diffusers"
+        name = f"generator_{'vace' if vace else 't2v'}_step{self.step:06d}" + ("" if folder else ".safetensors")
+        path = self.out / "exports" / name
+        precision = self.cfg.logging.export_precision
+        if D.is_distributed():  # gather on all ranks (collectives), write on rank 0
+            weights = D.full_model_state_dict(self.generator)
+            shadow = self.ema.state_dict()
+            if not D.is_main_process():
+                D.barrier()
+                return None
+            from diffusers import WanTransformer3DModel, WanVACETransformer3DModel
+
+            cls = WanVACETransformer3DModel if vace else WanTransformer3DModel
+            with torch.device("meta"):
+                model = cls.from_config(dict(self.generator.config))
+            model.load_state_dict(weights, strict=False, assign=True)
+            ema = shadow
+        else:
+            model, ema = self.generator, self.ema
+        if path.exists():
+            self._log(f"{path} exists (same step after a resume); kept as it is")
+        elif vace:
+            export_generator(model, path, ema=ema, layout=self.cfg.logging.export_layout, precision=precision,
+                             metadata={"vdot_step": str(self.step), "vdot_stage": "2"})
+        else:
+            from safetensors.torch import save_file
+
+            from .export import EXPORT_PRECISIONS
+
+            state = generator_state_dict(model, ema)
+            dtype = EXPORT_PRECISIONS[precision]
+            tensors = {k: (v.to(dtype) if v.is_floating_point() else v).cpu().contiguous() for k, v in state.items()}
+            config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.config).items() if not k.startswith("_")}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            save_file(tensors, str(tmp), metadata={"vdot_transformer_config": json.dumps(config), "vdot_step": str(self.step)})
+            os.replace(tmp, path)
+        if D.is_distributed():
+            D.barrier()
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def train(self, max_steps: int | None = None, progress: bool = True, progress_fn=None, cancel=None) -> dict:
+        """Run up to ``max_steps`` iterations in total (default: the config's); checkpoint, export, log.
+
+        ``progress_fn(done, total)`` is called after every iteration (e.g. the toy world's progress);
+        ``cancel()`` is polled between iterations: when it returns True a checkpoint is saved (resume
+        with ``--resume``) and :class:`VDOTCancelled` is raised. Under torchrun rank 0 decides.
+        """
+        from tqdm import tqdm
+
+        from vdot_nodes.core.errors import VDOTCancelled
+
+        cfg, lg = self.cfg, self.cfg.logging
+        total = cfg.max_steps if max_steps is None else max_steps
+        main = D.is_main_process()
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            (self.out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8") if main else None
+        bar = tqdm(total=total, initial=self.step, desc=f"VDOT stage {cfg.stage}", disable=not (main and progress))
+        last: dict = {}
+        try:
+            while self.step < total:
+                last = self.train_step()
+                if metrics_file is not None and (self.step % lg.log_every == 0 or self.step == total):
+                    metrics_file.write(json.dumps(last) + "\n")
+                    metrics_file.flush()
+                bar.update(1)
+                bar.set_postfix(critic=f"{last['loss_critic']:.4g}", gen=f"{last.get('loss_generator', float('nan')):.4g}")
+                if lg.checkpoint_every and self.step % lg.checkpoint_every == 0 and self.step < total:
+                    self.save()
+                if lg.export_every and self.step % lg.export_every == 0 and self.step < total:
+                    self.export()
+                if progress_fn is not None:
+                    progress_fn(self.step, total)
+                if cancel is not None and D.broadcast_object(bool(cancel())):
+                    self.save()
+                    raise VDOTCancelled(f"training stopped at step {self.step}; a checkpoint was saved in {self.ckpt_dir}")
+            last["checkpoint"] = str(self.save())
+            exported = self.export()
+            last["export"] = str(exported) if exported is not None else None
+        finally:
+            bar.close()
+            if metrics_file is not None:
+                metrics_file.close()
+        return last
