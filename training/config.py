@@ -190,8 +190,8 @@ class LoggingConfig:
     export_precision: str = "bf16"
     """Precision of exported generators: fp32 | bf16 | fp16."""
     export_layout: str = "comfy"
-    """Stage-2 export: ``comfy`` (one .safetensors, original Wan key names, what ComfyUI loads) or
-    ``diffusers`` (a folder with config.json; custom sizes such as the toy world's reload without a config)."""
+    """Stage-2 export: ``comfy`` (one .safetensors, original Wan key names and the architecture in its
+    metadata — what ComfyUI's loaders read) or ``diffusers`` (a folder with config.json)."""
 
 
 @dataclass
