@@ -1,0 +1,130 @@
+"""Toy components and teacher: tokenizer covers the grammar, VAE latent statistics, flow-matching steps
+reduce the loss on a fixed batch, checkpoints reload, the T2V twin matches the VACE teacher."""
+
+import pytest
+import torch
+
+from training.toy.captions import caption_vocabulary
+from training.toy.components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae, train_vae
+from training.toy.dataset import write_toy_dataset
+from training.toy.teacher import (EncodedManifest, TeacherTrainer, build_t2v_teacher, build_toy_teacher,
+                                  flow_matching_loss, sample_sigmas)
+from training.toy.world import WorldConfig, make_clip
+from vdot_nodes.core.models import load_text_encoder, load_transformer, load_vae, save_text_encoder, save_vae
+from vdot_nodes.core.pipeline import VDOTPipeline
+
+SMALL = WorldConfig(height=32, width=32, num_frames=5, max_objects=2)
+TASKS = ["t2v", "r2v", "depth", "reference_pose"]
+SMALL_TEACHER = dict(num_layers=2, vace_layers=[0], ffn_dim=64)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    manifest = write_toy_dataset(root / "world", 1, seed=3, config=SMALL)
+    pipe = VDOTPipeline(build_toy_teacher(seed=0, **SMALL_TEACHER), build_toy_vae(seed=0), build_toy_text_encoder(seed=0),
+                        build_toy_tokenizer(), device="cpu", offload="none")
+    data = EncodedManifest(pipe, manifest, SMALL.num_frames, SMALL.height, SMALL.width, tasks=TASKS)
+    return root, pipe, data
+
+
+def test_tokenizer_has_one_token_per_grammar_word():
+    tok = build_toy_tokenizer()
+    words = caption_vocabulary()
+    ids = tok(" ".join(words), add_special_tokens=False).input_ids
+    assert len(ids) == len(words) and tok.unk_token_id not in ids
+    caption = make_clip(4).caption
+    assert tok.unk_token_id not in tok(caption).input_ids
+
+
+def test_text_encoder_round_trip(tmp_path):
+    enc, tok = build_toy_text_encoder(seed=1), build_toy_tokenizer()
+    path = save_text_encoder(enc, tok, tmp_path / "te.safetensors")
+    enc2, tok2 = load_text_encoder(path, precision="fp32")
+    ids = tok("a red circle moves left", return_tensors="pt").input_ids
+    assert ids.tolist() == tok2("a red circle moves left", return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        assert torch.allclose(enc(ids).last_hidden_state, enc2(ids).last_hidden_state, atol=1e-6)
+
+
+def test_vae_training_runs_and_latents_are_normalised(tmp_path):
+    vae = build_toy_vae(seed=0)
+    seeds = [11, 12, 13]
+    result = train_vae(vae, steps=1, config=SMALL, train_frames=5, eval_seeds=[1], stat_seeds=seeds, lr=1e-3)
+    assert set(result) >= {"psnr_before", "psnr_after"} and result["psnr_after"] > 5
+    path = save_vae(vae, tmp_path / "vae.safetensors")
+    vae2 = load_vae(path, precision="fp32")
+    assert vae2.config.latents_mean == pytest.approx(vae.config.latents_mean)
+    pipe = VDOTPipeline(build_toy_teacher(), vae2, device="cpu", offload="none")
+    z = torch.cat([pipe.encode_latents(torch.from_numpy(make_clip(s, SMALL).frames)).flatten(2) for s in seeds], 2)
+    assert z.mean(dim=2).abs().max() < 1e-3  # per channel, on the clips the statistics came from
+    assert torch.allclose(z.std(dim=2), torch.ones(1, 16), atol=1e-2)
+
+
+def test_encoded_rows_follow_the_vace_layout(toy):
+    _, pipe, data = toy
+    by_task = {data.dataset.samples[i].task: data[i] for i in range(len(data))}
+    assert set(by_task) == set(TASKS)
+    t2v, r2v = by_task["t2v"], by_task["r2v"]
+    assert t2v.x0.shape == (1, 16, 2, 4, 4) and t2v.control.shape == (1, 96, 2, 4, 4)
+    refs = r2v.x0.shape[2] - 2
+    assert refs >= 1 and r2v.control.shape[2] == r2v.x0.shape[2]
+    assert torch.equal(r2v.x0[:, :, :refs], r2v.control[:, :16, :refs])  # references' own latents in front
+    assert torch.equal(r2v.control[:, 32:, :refs], torch.zeros_like(r2v.control[:, 32:, :refs]))  # mask 0 = keep
+    assert t2v.text.shape == (1, 512, 32)
+
+
+def test_flow_matching_loss_matches_its_equation():
+    model = build_toy_teacher(seed=0, num_layers=1, vace_layers=[0]).eval()
+    x0, noise = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 16, 2, 4, 4)
+    control, text, sigma = torch.randn(1, 96, 2, 4, 4), torch.randn(1, 8, 32), torch.tensor([0.3])
+    with torch.no_grad():
+        loss = flow_matching_loss(model, x0, text, sigma, noise, control)
+        v = model(hidden_states=0.7 * x0 + 0.3 * noise, timestep=torch.tensor([300.0]), encoder_hidden_states=text,
+                  control_hidden_states=control, control_hidden_states_scale=torch.ones(1), return_dict=False)[0]
+    assert loss.item() == pytest.approx(((v - (noise - x0)) ** 2).mean().item(), rel=1e-5)
+    s = sample_sigmas(10000, 3.0, torch.Generator().manual_seed(0))
+    assert 0 < s.min() and s.max() <= 1 and s.median() > 0.6  # shift 3 puts the median at 0.75
+
+
+def test_teacher_steps_reduce_loss_and_checkpoint_reloads(toy, tmp_path):
+    _, pipe, data = toy
+    cfg = {"lr": 3e-3, "batch_size": 2, "text_dropout": 0.0, "ema_decay": 0.9, "warmup": 1, "seed": 0}
+    trainer = TeacherTrainer(pipe.transformer, data, tmp_path / "run", cfg)
+    batch = [data[i] for i in range(len(data))]
+
+    def eval_loss():
+        with torch.no_grad():
+            trainer.model.eval()
+            return float(trainer.loss_on(batch, torch.Generator().manual_seed(123)))
+
+    before = eval_loss()
+    for _ in range(8):
+        trainer.train_step(batch)
+    after = eval_loss()
+    assert after < 0.8 * before, (before, after)
+    trainer.save()
+    exported = trainer.export(tmp_path / "teacher.safetensors")
+
+    fresh = TeacherTrainer(build_toy_teacher(seed=9, **SMALL_TEACHER), data, tmp_path / "run", cfg)
+    assert fresh.resume() and fresh.step == 8
+    for (name, p), q in zip(trainer.model.state_dict().items(), fresh.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert all(torch.equal(trainer.ema.shadow[k], fresh.ema.shadow[k]) for k in trainer.ema.shadow)
+    loaded = load_transformer(exported, precision="fp32")
+    for name, p in loaded.named_parameters():
+        assert torch.allclose(p, trainer.ema.shadow[name]), name
+    fresh.train(10)  # continues from step 8 and checkpoints at the end
+    assert fresh.step == 10 and (tmp_path / "run" / "metrics.jsonl").read_text().count('"teacher"') == 2
+
+
+def test_t2v_twin_equals_vace_teacher_without_control():
+    vace = build_toy_teacher(seed=2).eval()
+    t2v = build_t2v_teacher(vace)
+    x, text = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 8, 32)
+    with torch.no_grad():
+        a = vace(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text,
+                 control_hidden_states=torch.randn(1, 96, 2, 4, 4), control_hidden_states_scale=torch.zeros(2),
+                 return_dict=False)[0]
+        b = t2v(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text, return_dict=False)[0]
+    assert torch.allclose(a, b, atol=1e-5)

@@ -1,0 +1,268 @@
+"""Flow-matching pre-training of the toy-world VACE teacher (and its text-only Wan T2V twin).
+
+The teacher is a small diffusers ``WanVACETransformer3DModel`` — the class of Wan2.1-VACE-14B — trained
+on every task of the toy manifest through the same VCU → VACE context path the pipeline uses at
+inference (``sample_to_vcu`` → ``VDOTPipeline.encode_vcu``). Objective (rectified flow, Wan's
+convention)::
+
+    σ = shift(u, s) = s·u / (1 + (s − 1)·u),  u ~ U(0, 1)
+    x_t = (1 − σ)·x0 + σ·ε,                    ε ~ N(0, I)
+    L   = E ‖v_θ(x_t, 1000·σ, text, VACE context) − (ε − x0)‖²
+
+``x0`` = [reference latents | video latents] (each reference image is one latent frame in front, as
+``encode_vcu`` lays out the context). With probability ``text_dropout`` the caption is replaced by the
+empty prompt, so the teacher supports classifier-free guidance. AdamW, EMA (``training.ema``),
+atomic safetensors checkpoints (``training.checkpoint``), tqdm progress and a JSONL metrics file.
+
+VAE and text encoder are frozen: each manifest row is encoded once (VCU draws fixed by a per-row
+seed) and cached in memory — on a CPU the VAE would otherwise cost more than the teacher's step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
+from vdot_nodes.core.sampling import shift_sigma
+
+# Toy teacher: 4 Wan blocks of width 64 (4 heads × 16; rope split 8/4/4 over t/h/w), VACE blocks on
+# 0 and 2, text width 32 = the toy UMT5's d_model. ~0.4 M parameters: a few steps per second on a CPU.
+TOY_TEACHER_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=4,
+    attention_head_dim=16,
+    in_channels=16,
+    out_channels=16,
+    text_dim=32,
+    freq_dim=64,
+    ffn_dim=128,
+    num_layers=4,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+    vace_layers=[0, 2],
+    vace_in_channels=96,
+)
+
+
+def build_toy_teacher(seed: int = 0, **overrides):
+    from diffusers import WanVACETransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanVACETransformer3DModel(**{**TOY_TEACHER_CONFIG, **overrides})
+
+
+def build_t2v_teacher(vace_teacher):
+    """The text-only ``WanTransformer3DModel`` with the same Wan blocks (for stage-1 T2V distillation):
+    every non-VACE weight is copied name for name."""
+    from diffusers import WanTransformer3DModel
+
+    from training.init import t2v_config_from_vace, vace_only_keys
+
+    t2v = WanTransformer3DModel(**t2v_config_from_vace(vace_teacher.config))
+    state = vace_teacher.state_dict()
+    skip = set(vace_only_keys(state))
+    missing, unexpected = t2v.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"T2V twin does not match the VACE teacher: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return t2v.eval()
+
+
+def sample_sigmas(batch: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training noise levels: u ~ U(0, 1) warped by Wan's shift (s > 1 favours the noisy end)."""
+    u = torch.rand(batch, generator=generator)
+    return shift_sigma(u, shift).clamp(1e-3, 1.0)
+
+
+def flow_matching_loss(model, x0: torch.Tensor, text: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                       control: torch.Tensor | None = None, control_scale: float = 1.0) -> torch.Tensor:
+    """L = mean ‖v_θ(x_t, 1000σ, text, control) − (ε − x0)‖², x_t = (1 − σ)·x0 + σ·ε.
+
+    ``x0`` / ``noise`` ``[B, 16, f, h, w]``; ``sigma`` ``[B]``; ``text`` ``[B, L, D]``; ``control`` the VACE
+    context ``[B, 96, f, h, w]`` (None for a T2V ``WanTransformer3DModel``).
+    """
+    s = sigma.view(-1, 1, 1, 1, 1).to(x0)
+    x_t = (1 - s) * x0 + s * noise
+    kwargs = {}
+    if control is not None:
+        num_vace = len(model.config.vace_layers)
+        kwargs = {"control_hidden_states": control,
+                  "control_hidden_states_scale": torch.full((num_vace,), control_scale, dtype=x0.dtype)}
+    v = model(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=text, return_dict=False, **kwargs)[0]
+    return F.mse_loss(v.float(), (noise - x0).float())
+
+
+@dataclass
+class TeacherExample:
+    """One encoded manifest row: target latents, VACE context and caption embedding (batch dim 1)."""
+
+    task: str
+    x0: torch.Tensor  # [1, 16, R + f, h, w]
+    control: torch.Tensor  # [1, 96, R + f, h, w]
+    text: torch.Tensor  # [1, L, D]
+
+
+class EncodedManifest:
+    """Manifest rows encoded by the frozen VAE / text encoder, lazily, cached in memory.
+
+    Row i's open VCU choices (outpaint sides, extension clip, ...) come from a generator seeded with
+    ``seed + i``, so the cache is reproducible. ``tasks`` keeps only rows of those tasks.
+    """
+
+    def __init__(self, pipe, manifest, num_frames: int, height: int, width: int, *, seed: int = 0, tasks=None):
+        from training.data.manifest import ManifestDataset
+
+        self.pipe, self.seed = pipe, int(seed)
+        self.dataset = ManifestDataset(manifest, num_frames, height, width, tasks=tasks)
+        self.cache: dict[int, TeacherExample] = {}
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def text(self, caption: str) -> torch.Tensor:
+        if caption not in self._text_cache:
+            self._text_cache[caption] = self.pipe.encode_prompt([caption])
+        return self._text_cache[caption]
+
+    def __getitem__(self, i: int) -> TeacherExample:
+        if i not in self.cache:
+            from training.data.manifest import sample_to_vcu
+
+            sample = self.dataset[i]
+            vcu = sample_to_vcu(sample, generator=torch.Generator().manual_seed(self.seed + i))
+            encoded = self.pipe.encode_vcu(vcu)
+            video = self.pipe.encode_latents(sample["video"])
+            refs = encoded.control[:, :16, : encoded.num_reference_frames]  # the references' own latents
+            self.cache[i] = TeacherExample(sample["task"], torch.cat([refs, video], dim=2), encoded.control,
+                                           self.text(sample["caption"]))
+        return self.cache[i]
+
+
+class TeacherTrainer:
+    """Flow-matching training of a VACE teacher over an :class:`EncodedManifest`.
+
+    ``train_cfg`` keys (defaults in ``training/configs/toy_teacher.yaml``): lr, weight_decay, betas,
+    batch_size (rows per step; rows are run one by one and their losses averaged, since reference
+    counts differ), shift, text_dropout, ema_decay, grad_clip, checkpoint_every, keep_last, seed.
+    """
+
+    def __init__(self, model, data: EncodedManifest, out_dir: str | Path, train_cfg: dict):
+        from training.ema import EMA
+
+        self.model, self.data, self.cfg = model, data, dict(train_cfg)
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=float(self.cfg.get("lr", 3e-4)),
+                                     betas=tuple(self.cfg.get("betas", (0.9, 0.99))),
+                                     weight_decay=float(self.cfg.get("weight_decay", 0.01)))
+        self.ema = EMA(model, decay=float(self.cfg.get("ema_decay", 0.999)))
+        self.generator = torch.Generator().manual_seed(int(self.cfg.get("seed", 0)))
+        self.step = 0
+        self.empty_text = data.text("")
+
+    def loss_on(self, examples: list[TeacherExample], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean flow-matching loss over ``examples`` (fresh σ, ε and text dropout from ``generator``)."""
+        g = self.generator if generator is None else generator
+        shift, drop = float(self.cfg.get("shift", 3.0)), float(self.cfg.get("text_dropout", 0.1))
+        losses = []
+        for ex in examples:
+            sigma = sample_sigmas(1, shift, g)
+            noise = torch.randn(ex.x0.shape, generator=g)
+            text = self.empty_text if float(torch.rand((), generator=g)) < drop else ex.text
+            losses.append(flow_matching_loss(self.model, ex.x0, text, sigma, noise, ex.control))
+        return torch.stack(losses).mean()
+
+    def train_step(self, examples: list[TeacherExample]) -> float:
+        self.model.train()
+        loss = self.loss_on(examples)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.get("grad_clip", 1.0)))
+        self.opt.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return float(loss.detach())
+
+    def next_batch(self) -> list[TeacherExample]:
+        n = len(self.data)
+        idx = torch.randint(0, n, (int(self.cfg.get("batch_size", 4)),), generator=self.generator).tolist()
+        return [self.data[i] for i in idx]
+
+    def save(self) -> Path:
+        from training.checkpoint import save_checkpoint
+
+        return save_checkpoint(self.out_dir / "checkpoints", self.step, models={"teacher": self.model},
+                               optimizers={"teacher": self.opt}, emas={"teacher": self.ema},
+                               generators={"teacher_data": self.generator},
+                               extra={"model_config": json.loads(json.dumps(dict(self.model.config), default=list))},
+                               keep_last=int(self.cfg.get("keep_last", 2)))
+
+    def resume(self) -> bool:
+        """Continue from ``out_dir/checkpoints/latest`` if there is one."""
+        from training.checkpoint import find_latest_checkpoint, load_checkpoint
+
+        if find_latest_checkpoint(self.out_dir / "checkpoints") is None:
+            return False
+        self.step, _, _ = load_checkpoint(self.out_dir / "checkpoints", {"teacher": self.model}, {"teacher": self.opt},
+                                          {"teacher": self.ema}, generators={"teacher_data": self.generator})
+        return True
+
+    def export(self, path: str | Path) -> Path:
+        """Write the EMA weights as a transformer file the loaders read (``save_transformer``)."""
+        from vdot_nodes.core.models import save_transformer
+
+        snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.ema.copy_to(self.model)
+        try:
+            return save_transformer(self.model, path)
+        finally:
+            self.model.load_state_dict(snapshot)
+
+    def train(self, steps: int, *, progress: Callable[[int, int, dict], None] | None = None,
+              cancel: Callable[[], bool] | None = None, time_limit_s: float | None = None) -> list[dict]:
+        """Train until ``steps`` total steps (or the time limit); checkpoints every ``checkpoint_every``."""
+        every = int(self.cfg.get("checkpoint_every", 200))
+        lr0 = float(self.cfg.get("lr", 3e-4))
+        warmup = int(self.cfg.get("warmup", 50))
+        start, history, first = time.perf_counter(), [], self.step
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
+            while self.step < steps:
+                if cancel is not None and cancel():
+                    self.save()
+                    raise VDOTCancelled("teacher training cancelled (checkpoint saved)")
+                # Linear warm-up then cosine decay to 10 %.
+                frac = min(self.step / max(steps, 1), 1.0)
+                scale = min(1.0, (self.step + 1) / max(warmup, 1)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+                for group in self.opt.param_groups:
+                    group["lr"] = lr0 * scale
+                batch = self.next_batch()
+                loss = self.train_step(batch)
+                record = {"phase": "teacher", "step": self.step, "loss": loss, "lr": lr0 * scale,
+                          "tasks": [ex.task for ex in batch], "seconds": round(time.perf_counter() - start, 2)}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                history.append(record)
+                if progress is not None:
+                    progress(self.step, steps, record)
+                if self.step % every == 0:
+                    self.save()
+                if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
+                    break
+        if self.step > first and self.step % every:
+            self.save()
+        return history
+
+
+def check_teacher_data(manifest: Path) -> None:
+    if not Path(manifest).is_file():
+        raise VDOTInputError("data", f"manifest {manifest} not found", "run `vdot toy world --out DIR` first")

@@ -1,0 +1,295 @@
+"""Procedural toy-world clips with exact ground truth.
+
+A scene is a textured background seen by a panning camera, plus 1–3 objects (circles, squares,
+triangles, stick figures) at distinct depths, each translating at a constant integer velocity in
+pixels per frame. Everything is rasterised without anti-aliasing at integer pixel positions, so the
+motion model is exact:
+
+- frame ``t`` shows, at pixel ``p``, the nearest surface covering ``p`` (painter's algorithm, far to near);
+- the background is an infinite periodic texture ``T`` sampled at ``p + pan·t`` — the camera moves by
+  ``pan`` per frame, the background content by ``−pan``;
+- forward flow ``flow[t](p)`` (t → t+1) is the velocity of the surface visible at ``p`` (object
+  velocity, or ``−pan`` for the background), so ``frame[t+1](p + flow) == frame[t](p)`` wherever the
+  same surface is still visible at ``p + flow`` (not occluded, not out of view);
+- depth is per surface (background far, objects nearer); ``ids`` say which surface each pixel shows;
+- stick figures carry OpenPose-18 body keypoints (nose, neck, r/l shoulder-elbow-wrist, r/l
+  hip-knee-ankle, r/l eye, r/l ear); they translate rigidly (limbs do not swing: that would make the
+  flow of limb pixels non-rigid, and exactness is the point of this world).
+
+Everything is a pure function of the seed (``numpy.random.default_rng(seed)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vdot_nodes.core.errors import VDOTInputError
+
+from .captions import BACKGROUND_COLORS, FIGURE, OBJECT_COLORS, PATTERNS, SHAPES, scene_caption
+
+BACKGROUND_DEPTH = 10.0
+NEAR_DEPTH, FAR_DEPTH = 1.0, BACKGROUND_DEPTH  # range used to render depth control videos
+
+# OpenPose-18 keypoints of a standing figure, in units of the figure's half height, relative to the
+# body centre (x right, y down). Variants lift the arms so figures differ.
+_BODY = {
+    "nose": (0.0, -0.80), "neck": (0.0, -0.55),
+    "r_shoulder": (-0.22, -0.55), "r_elbow": (-0.30, -0.28), "r_wrist": (-0.34, -0.02),
+    "l_shoulder": (0.22, -0.55), "l_elbow": (0.30, -0.28), "l_wrist": (0.34, -0.02),
+    "r_hip": (-0.14, 0.05), "r_knee": (-0.18, 0.50), "r_ankle": (-0.20, 0.95),
+    "l_hip": (0.14, 0.05), "l_knee": (0.18, 0.50), "l_ankle": (0.20, 0.95),
+    "r_eye": (-0.06, -0.86), "l_eye": (0.06, -0.86), "r_ear": (-0.12, -0.82), "l_ear": (0.12, -0.82),
+}
+KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
+                  "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
+_ARM_VARIANTS = {
+    "down": {},
+    "up": {"r_elbow": (-0.30, -0.80), "r_wrist": (-0.34, -1.05), "l_elbow": (0.30, -0.80), "l_wrist": (0.34, -1.05)},
+    "out": {"r_elbow": (-0.50, -0.55), "r_wrist": (-0.78, -0.55), "l_elbow": (0.50, -0.55), "l_wrist": (0.78, -0.55)},
+}
+# Stick-figure segments drawn as the body (keypoint index pairs): spine, arms, legs, hips, shoulders.
+_BODY_SEGMENTS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
+                  (12, 13), (8, 11))
+
+
+@dataclass
+class WorldConfig:
+    height: int = 64
+    width: int = 64
+    num_frames: int = 17
+    max_objects: int = 3
+    figure_probability: float = 0.35
+    max_speed: int = 2  # pixels per frame, per axis
+    max_pan: int = 1  # camera pixels per frame, per axis
+
+    def check(self) -> None:
+        if self.num_frames < 1 or (self.num_frames - 1) % 4:
+            raise VDOTInputError("num_frames", f"{self.num_frames} is not 4k+1", "use 17, 33, ...")
+        if self.height < 32 or self.width < 32 or self.height % 16 or self.width % 16:
+            raise VDOTInputError("height/width", f"{self.height}x{self.width}: need multiples of 16, at least 32",
+                                 "use e.g. 64x64")
+        if not 1 <= self.max_objects <= 6:
+            raise VDOTInputError("max_objects", f"{self.max_objects} is outside 1..6", "use 1..6")
+
+
+@dataclass
+class SceneObject:
+    kind: str  # circle | square | triangle | figure
+    color: str
+    size: int  # radius / half side / half height in pixels
+    x0: int  # centre at frame 0 (integer pixels)
+    y0: int
+    vx: int
+    vy: int
+    depth: float
+    arms: str = "down"  # stick figures only
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return np.asarray(OBJECT_COLORS[self.color], np.float32)
+
+    def centre(self, t: int) -> tuple[int, int]:
+        return self.x0 + self.vx * t, self.y0 + self.vy * t
+
+    def keypoint_offsets(self) -> np.ndarray:
+        """``[18, 2]`` offsets of the OpenPose keypoints from the centre, in pixels."""
+        body = {**_BODY, **_ARM_VARIANTS[self.arms]}
+        return np.asarray([body[n] for n in KEYPOINT_NAMES], np.float64) * self.size
+
+    def mask_at(self, xs: np.ndarray, ys: np.ndarray, t: int) -> np.ndarray:
+        """Boolean coverage of the pixel grid at frame t (depends only on p − centre: exact translation)."""
+        cx, cy = self.centre(t)
+        dx, dy = xs - cx, ys - cy
+        r = self.size
+        if self.kind == "circle":
+            return dx * dx + dy * dy <= r * r
+        if self.kind == "square":
+            return (np.abs(dx) <= r) & (np.abs(dy) <= r)
+        if self.kind == "triangle":  # apex up, base at dy = r
+            return (dy <= r) & (dy >= -r) & (2 * np.abs(dx) <= dy + r)
+        if self.kind == FIGURE:
+            pts = self.keypoint_offsets()
+            thickness = max(1.0, self.size / 10)
+            cover = (dx - pts[0, 0]) ** 2 + (dy - pts[0, 1] + 0.02 * r) ** 2 <= (0.2 * r) ** 2  # head
+            for a, b in _BODY_SEGMENTS:
+                cover |= _segment_distance(dx, dy, pts[a], pts[b]) <= thickness
+            return cover
+        raise ValueError(f"unknown object kind {self.kind!r}")
+
+
+def _segment_distance(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = b - a
+    denom = float(ab @ ab) or 1.0
+    s = np.clip(((x - a[0]) * ab[0] + (y - a[1]) * ab[1]) / denom, 0.0, 1.0)
+    return np.hypot(x - (a[0] + s * ab[0]), y - (a[1] + s * ab[1]))
+
+
+@dataclass
+class Scene:
+    seed: int
+    config: WorldConfig
+    background: str  # colour name
+    pattern: str
+    period: int
+    pan: tuple[int, int]  # camera motion per frame (the background moves by -pan)
+    objects: list[SceneObject] = field(default_factory=list)  # far to near
+
+    def texture(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Background colour at world coordinates (integer arrays) → ``[..., 3]``."""
+        a, b = (np.asarray(c, np.float32) for c in BACKGROUND_COLORS[self.background])
+        p = self.period
+        if self.pattern == "striped":
+            second = ((u + v) // p) % 2 == 1
+        elif self.pattern == "checkered":
+            second = ((u // p) + (v // p)) % 2 == 1
+        elif self.pattern == "dotted":
+            second = ((u % p) - p // 2) ** 2 + ((v % p) - p // 2) ** 2 <= (p // 4) ** 2
+        else:
+            raise ValueError(f"unknown pattern {self.pattern!r}")
+        return np.where(second[..., None], b, a)
+
+    @property
+    def caption(self) -> str:
+        front_first = [(o.kind, o.color, o.vx, o.vy) for o in reversed(self.objects)]
+        return scene_caption(front_first, self.background, self.pattern, self.pan)
+
+
+@dataclass
+class Clip:
+    """One rendered clip and its ground truth (numpy, ``F`` frames of ``H×W``).
+
+    ``frames`` [F,H,W,3] float32 0..1; ``depth`` [F,H,W] float32 (larger = farther); ``ids`` [F,H,W]
+    int16 (0 background, k+1 object k in ``scene.objects`` order); ``flow`` [F−1,H,W,2] float32
+    forward flow (dx, dy) from t to t+1; ``object_masks`` [K,F,H,W] bool full (unoccluded) coverage;
+    ``poses`` [F,P,18,3] float32 (x, y, visible) of the P stick figures; ``edges`` [F,H,W] bool
+    silhouette boundaries (pixels whose id differs from a 4-neighbour's).
+    """
+
+    scene: Scene
+    frames: np.ndarray
+    depth: np.ndarray
+    ids: np.ndarray
+    flow: np.ndarray
+    object_masks: np.ndarray
+    poses: np.ndarray
+    edges: np.ndarray
+
+    @property
+    def caption(self) -> str:
+        return self.scene.caption
+
+    def visible_mask(self, k: int) -> np.ndarray:
+        """``[F,H,W]`` bool: where object k is what the camera sees."""
+        return self.ids == k + 1
+
+    def figure_indices(self) -> list[int]:
+        return [k for k, o in enumerate(self.scene.objects) if o.kind == FIGURE]
+
+
+def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
+    """Draw a scene from ``seed``: background, camera pan, objects with speeds that keep them in view."""
+    config = config or WorldConfig()
+    config.check()
+    rng = np.random.default_rng(seed)
+    h, w, n = config.height, config.width, config.num_frames
+    background = str(rng.choice(list(BACKGROUND_COLORS)))
+    pattern = str(rng.choice(PATTERNS))
+    period = int(rng.integers(4, 9))
+    pan = tuple(int(v) for v in rng.integers(-config.max_pan, config.max_pan + 1, size=2))
+    count = int(rng.integers(1, config.max_objects + 1))
+    colors = list(rng.permutation(list(OBJECT_COLORS)))[:count]
+    depths = np.sort(rng.uniform(2.0, 8.0, size=count))[::-1]  # far to near
+    objects = []
+    for k in range(count):
+        kind = FIGURE if rng.random() < config.figure_probability else str(rng.choice(SHAPES))
+        size = int(rng.integers(max(h, w) // 7, max(h, w) // 4 + 1)) if kind == FIGURE else \
+            int(rng.integers(max(h, w) // 14, max(h, w) // 7 + 1))
+        while True:  # a non-zero velocity whose path keeps the centre inside the frame
+            vx, vy = (int(v) for v in rng.integers(-config.max_speed, config.max_speed + 1, size=2))
+            if (vx or vy) and abs(vx) * (n - 1) < w - 2 * size and abs(vy) * (n - 1) < h - 2 * size:
+                break
+        x_lo, x_hi = max(size, -vx * (n - 1) + size), min(w - 1 - size, w - 1 - size - vx * (n - 1))
+        y_lo, y_hi = max(size, -vy * (n - 1) + size), min(h - 1 - size, h - 1 - size - vy * (n - 1))
+        x0 = int(rng.integers(x_lo, x_hi + 1)) if x_hi >= x_lo else w // 2
+        y0 = int(rng.integers(y_lo, y_hi + 1)) if y_hi >= y_lo else h // 2
+        arms = str(rng.choice(list(_ARM_VARIANTS))) if kind == FIGURE else "down"
+        objects.append(SceneObject(kind, str(colors[k]), size, x0, y0, vx, vy, float(depths[k]), arms))
+    return Scene(seed, config, background, pattern, period, pan, objects)
+
+
+def render_scene(scene: Scene) -> Clip:
+    """Rasterise a scene and its ground truth (see :class:`Clip`)."""
+    cfg = scene.config
+    h, w, n, k_count = cfg.height, cfg.width, cfg.num_frames, len(scene.objects)
+    ys, xs = np.mgrid[0:h, 0:w]
+    frames = np.empty((n, h, w, 3), np.float32)
+    depth = np.full((n, h, w), BACKGROUND_DEPTH, np.float32)
+    ids = np.zeros((n, h, w), np.int16)
+    masks = np.zeros((k_count, n, h, w), bool)
+    figures = [k for k, o in enumerate(scene.objects) if o.kind == FIGURE]
+    poses = np.zeros((n, len(figures), 18, 3), np.float32)
+    for t in range(n):
+        frames[t] = scene.texture(xs + scene.pan[0] * t, ys + scene.pan[1] * t)
+        for k, obj in enumerate(scene.objects):  # far to near: nearer objects paint over
+            cover = obj.mask_at(xs, ys, t)
+            masks[k, t] = cover
+            frames[t][cover] = obj.rgb
+            depth[t][cover] = obj.depth
+            ids[t][cover] = k + 1
+        for p, k in enumerate(figures):
+            cx, cy = scene.objects[k].centre(t)
+            pts = scene.objects[k].keypoint_offsets() + (cx, cy)
+            inside = (pts[:, 0] >= 0) & (pts[:, 0] <= w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= h - 1)
+            poses[t, p] = np.concatenate([pts, inside[:, None]], axis=1)
+    # Forward flow: velocity of the visible surface.
+    velocity = np.zeros((k_count + 1, 2), np.float32)
+    velocity[0] = (-scene.pan[0], -scene.pan[1])
+    for k, obj in enumerate(scene.objects):
+        velocity[k + 1] = (obj.vx, obj.vy)
+    flow = velocity[ids[:-1].astype(np.int64)]
+    edges = np.zeros_like(ids, dtype=bool)
+    edges[:, 1:, :] |= ids[:, 1:, :] != ids[:, :-1, :]
+    edges[:, :-1, :] |= ids[:, 1:, :] != ids[:, :-1, :]
+    edges[:, :, 1:] |= ids[:, :, 1:] != ids[:, :, :-1]
+    edges[:, :, :-1] |= ids[:, :, 1:] != ids[:, :, :-1]
+    return Clip(scene, frames, depth, ids, flow, masks, poses, edges)
+
+
+def make_clip(seed: int, config: WorldConfig | None = None) -> Clip:
+    """The clip of ``seed``: :func:`sample_scene` then :func:`render_scene`."""
+    return render_scene(sample_scene(seed, config))
+
+
+def object_reference(clip: Clip, k: int) -> np.ndarray:
+    """Object k as a reference image: its frame-0 appearance, unoccluded, cropped to its box, on white."""
+    obj = clip.scene.objects[k]
+    mask = clip.object_masks[k, 0]
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        raise ValueError(f"object {k} is not in frame 0")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    crop = np.ones((y1 - y0, x1 - x0, 3), np.float32)
+    crop[mask[y0:y1, x0:x1]] = obj.rgb
+    pad = 2  # a white margin, like a product shot
+    return np.pad(crop, ((pad, pad), (pad, pad), (0, 0)), constant_values=1.0)
+
+
+def depth_to_video(depth: np.ndarray) -> torch.Tensor:
+    """GT depth ``[F,H,W]`` → depth control video ``[F,H,W,3]`` 0..1, near = bright (as MiDaS/VACE)."""
+    value = (FAR_DEPTH - np.clip(depth, NEAR_DEPTH, FAR_DEPTH)) / (FAR_DEPTH - NEAR_DEPTH)
+    return torch.from_numpy(np.repeat(value[..., None], 3, axis=-1).astype(np.float32))
+
+
+def edges_to_scribble(edges: np.ndarray) -> torch.Tensor:
+    """GT edges ``[F,H,W]`` → scribble video: dark strokes on white (VACE's scribble polarity)."""
+    value = 1.0 - edges.astype(np.float32)
+    return torch.from_numpy(np.repeat(value[..., None], 3, axis=-1))
+
+
+def flow_for_video(flow: np.ndarray) -> np.ndarray:
+    """``F−1`` forward flows → ``F`` by VACE's padding (first rendering repeated): out[0]=flow(0→1),
+    out[t]=flow(t−1→t)."""
+    return np.concatenate([flow[:1], flow], axis=0)
