@@ -16,7 +16,12 @@ import pytest
 import torch
 
 from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
-from vdot_nodes.core.preprocess import PREPROCESSORS, flow_to_color, optical_flow, run_preprocessor
+from vdot_nodes.core.preprocess import (
+    flow_to_color,
+    optical_flow,
+    run_preprocessor,
+    weight_free_preprocessors,
+)
 from vdot_nodes.core.preprocess.cli import preprocess_main
 from vdot_nodes.core.preprocess.flow import make_colorwheel, wheel_color
 from vdot_nodes.core.preprocess.grey import grey
@@ -213,7 +218,7 @@ def test_colour_wheel_known_colours():
 # --------------------------------------------------------------------- registry / batching / io
 def test_run_preprocessor_size_frames_and_errors():
     video = _moving_video([(1, 1)] * 6)  # 7 frames of 96×128
-    for name in PREPROCESSORS:
+    for name in weight_free_preprocessors():  # learned ones: tests/test_preprocess_learned.py
         out = run_preprocessor(name, video, frames=5, height=48, width=64)
         assert out.shape == (5, 48, 64, 3) and out.dtype == torch.float32
         assert 0.0 <= out.min() and out.max() <= 1.0

@@ -7,8 +7,10 @@ is in output pixels), then runs the preprocessor in batches with ``progress(done
 ``cancel()`` callbacks.
 
 The weight-free ones here (grey, scribble_xdog, scribble_canny, flow) are always available.
-Learned annotators (depth, pose, learned scribble, RAFT flow) register themselves with
-:func:`register_preprocessor`. Importing this package imports neither OpenCV nor torchvision.
+The learned ones — ``depth`` (Depth Anything V2), ``pose`` (DWPose ONNX + OpenPose renderer),
+``scribble_hed`` (ControlNetHED) and ``flow_raft`` (RAFT) — load local weight files only; file names,
+URLs and folders are in :mod:`.weights` (``Preprocessor.annotator`` names the entry). Importing this
+package imports neither OpenCV, transformers, onnxruntime nor torchvision (never needed).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Preprocessor:
     name: str
     fn: Callable[..., torch.Tensor]
     description: str
+    annotator: str | None = None  # key in .weights.ANNOTATOR_WEIGHTS when it needs a weight file; None = weight-free
 
     @property
     def options(self) -> dict[str, object]:
@@ -48,11 +51,11 @@ ALIASES = {"gray": "grey", "greyscale": "grey", "grayscale": "grey", "scribble":
 
 
 def register_preprocessor(name: str, fn: Callable[..., torch.Tensor], description: str,
-                          replace: bool = False) -> Preprocessor:
+                          replace: bool = False, annotator: str | None = None) -> Preprocessor:
     """Add a preprocessor: ``fn(video, *, batch_size, progress, cancel, **options) -> video``."""
     if name in PREPROCESSORS and not replace:
         raise ValueError(f"preprocessor {name!r} is already registered")
-    spec = Preprocessor(name, fn, description)
+    spec = Preprocessor(name, fn, description, annotator)
     PREPROCESSORS[name] = spec
     return spec
 
@@ -63,6 +66,32 @@ register_preprocessor("scribble_xdog", scribble_xdog,
 register_preprocessor("scribble_canny", scribble_canny, "scribble: Canny edges, one pixel wide (same polarity as scribble_xdog)")
 register_preprocessor("flow", flow_video,
                       "optical flow (OpenCV DIS/Farnebäck) drawn with the Middlebury colour wheel, as VACE's RAFT flow")
+
+# Learned annotators: weights from local files only (see .weights for names, URLs and folders).
+from .depth import depth_video  # noqa: E402  (transformers is imported only when a model is loaded)
+from .hed import scribble_hed  # noqa: E402
+from .pose import draw_pose, pose_video  # noqa: E402  (onnxruntime is imported only when a model is loaded)
+from .raft import raft_flow_video  # noqa: E402
+
+register_preprocessor("depth", depth_video,
+                      "depth: Depth Anything V2 relative depth, min-max normalised, near = bright (VACE's depth annotator)",
+                      annotator="depth_anything_v2")
+register_preprocessor("pose", pose_video,
+                      "pose: DWPose (ONNX) body/hands/face drawn as OpenPose skeletons on black (VACE's pose annotator)",
+                      annotator="dwpose_pose")
+register_preprocessor("scribble_hed", scribble_hed,
+                      "scribble: HED soft edges (ControlNetHED_Apache2), dark on white like the other scribbles",
+                      annotator="hed")
+register_preprocessor("flow_raft", raft_flow_video,
+                      "optical flow: RAFT (torchvision raft_large/raft_small layout) on the colour wheel, as VACE's flow",
+                      annotator="raft")
+ALIASES.update({"raft": "flow_raft", "hed": "scribble_hed", "depth_anything": "depth", "depth_anything_v2": "depth", "dwpose": "pose",
+                "openpose": "pose"})
+
+
+def weight_free_preprocessors() -> list[str]:
+    """Names of the preprocessors that need no weight file (always runnable)."""
+    return [name for name, spec in PREPROCESSORS.items() if spec.annotator is None]
 
 
 def resolve_name(name: str) -> str:
@@ -92,6 +121,8 @@ def run_preprocessor(name: str, video: torch.Tensor, *, frames: int | None = Non
 
 
 __all__ = [
-    "ALIASES", "PREPROCESSORS", "Preprocessor", "flow_to_color", "flow_video", "grey", "optical_flow",
+    "ALIASES", "PREPROCESSORS", "Preprocessor", "depth_video", "draw_pose", "flow_to_color", "flow_video", "grey",
+    "optical_flow", "pose_video", "raft_flow_video", "scribble_hed",
     "register_preprocessor", "resolve_name", "run_preprocessor", "scribble_canny", "scribble_xdog",
+    "weight_free_preprocessors",
 ]

@@ -27,6 +27,8 @@ KIND_OPTIONS = {
     "weights": "weights", "sigma": "sigma", "k": "k", "tau": "tau", "threshold": "threshold", "phi": "phi",
     "thin": "thin", "background": "background", "low": "low", "high": "high", "blur": "blur",
     "method": "method", "preset": "preset", "pad": "pad", "max_magnitude": "max_magnitude",
+    "normalize": "normalize", "input_size": "input_size", "detector": "detector", "no_hands": "hands",
+    "no_face": "face", "no_body": "body", "num_flow_updates": "num_flow_updates",
 }
 
 
@@ -55,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("grey options")
-    g.add_argument("--weights", choices=["rgb", "vace"], help="rgb = 0.299R+0.587G+0.114B (default); vace = R/B swapped, as VACE's annotator")
+    g.add_argument("--weights", help="grey: rgb = 0.299R+0.587G+0.114B (default) or vace = R/B swapped, as VACE's "
+                   "annotator; depth/pose/scribble_hed: the weight file or its folder (default: $VDOT_ANNOTATOR_DIR, "
+                   "then ComfyUI's models/vdot_annotators)")
     s = p.add_argument_group("scribble options (scribble_xdog, scribble_canny)")
     s.add_argument("--sigma", type=float, help="xdog: inner Gaussian sigma in px (default 1.0)")
     s.add_argument("--k", type=float, help="xdog: outer/inner sigma ratio (default 1.6)")
@@ -74,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--pad", choices=["first", "last"],
                    help="first = VACE (out[t] = flow t-1→t, first repeated; default); last = out[t] = flow t→t+1")
     f.add_argument("--max-magnitude", type=float, help="flow length (px) of full saturation (default: per-frame max, as VACE)")
+    a = p.add_argument_group("learned annotators (depth, pose, scribble_hed; weights via --weights)")
+    a.add_argument("--normalize", choices=["frame", "video"], help="depth: min-max per frame (VACE, default) or per video")
+    a.add_argument("--input-size", type=int, help="depth: network short side in px, multiple of 14 (default 518)")
+    a.add_argument("--detector", help="pose: yolox_l.onnx path (default: next to the pose model)")
+    a.add_argument("--no-body", action="store_const", const=False, help="pose: do not draw the body")
+    a.add_argument("--no-hands", action="store_const", const=False, help="pose: do not draw hands")
+    a.add_argument("--no-face", action="store_const", const=False, help="pose: do not draw the face")
+    a.add_argument("--num-flow-updates", type=int, help="flow_raft: RAFT refinement iterations (default 20, as VACE)")
     return p
 
 
