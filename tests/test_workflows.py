@@ -1,0 +1,197 @@
+"""The shipped workflows (``workflows/``): every one validates and runs end to end on the embedded
+toy model, its UI and API twins describe the same graph, and they are what the generator writes.
+
+CI shrink rule (the only change made to a shipped workflow before running it, see ``shrink``):
+every ``width``/``height`` widget becomes 64, every frame-count widget (``num_frames``,
+``frame_load_cap``) above 1 becomes 9, outpaint sides that are not 0 become 16, and extension's
+``keep_frames`` becomes 5. Everything else — model names, prompts, seeds, steps, example files —
+runs as shipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workflow_executor import WorkflowError, execute, load_workflow, ui_to_api, validate  # noqa: E402
+
+from vdot_nodes.core.vcu import TASKS  # noqa: E402
+from vdot_nodes.core.video_io import read_video  # noqa: E402
+from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, comfy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "workflows"
+API = WORKFLOWS / "api"
+TINY_SIZE, TINY_FRAMES, TINY_SIDE, TINY_KEEP = 64, 9, 16, 5
+OUTPAINT_SIDES = ("top", "bottom", "left", "right")
+
+
+def shrink(workflow: dict) -> dict:
+    """The documented CI shrink rule (module docstring); returns a changed copy."""
+    workflow = copy.deepcopy(workflow)
+    for node in workflow.values():
+        inputs = node["inputs"]
+        for name, value in inputs.items():
+            if isinstance(value, list):  # a link
+                continue
+            if name in ("width", "height"):
+                inputs[name] = TINY_SIZE
+            elif name in ("num_frames", "frame_load_cap") and value > 1:
+                inputs[name] = TINY_FRAMES
+            elif node["class_type"] == "VDOTVCUOutpaint" and name in OUTPAINT_SIDES and value:
+                inputs[name] = TINY_SIDE
+            elif node["class_type"] == "VDOTVCUExtension" and name == "keep_frames":
+                inputs[name] = TINY_KEEP
+    return workflow
+
+
+@pytest.fixture()
+def comfy_root(tmp_path):
+    for sub in ("input", "output", "models"):
+        (tmp_path / sub).mkdir()
+    comfy.set_fallback_root(tmp_path)
+    yield tmp_path
+    comfy.set_fallback_root(None)
+
+
+def test_one_workflow_per_task():
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(f"vdot_{t}" for t in TASKS)
+    assert sorted(p.stem for p in API.glob("*.json")) == sorted(f"vdot_{t}" for t in TASKS)
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_workflow_runs_and_saves_video(task, comfy_root):
+    workflow = shrink(load_workflow(API / f"vdot_{task}.json"))
+    results = execute(workflow, NODE_CLASS_MAPPINGS)
+
+    saves = [nid for nid, node in workflow.items() if node["class_type"] == "VDOTSaveVideo"]
+    assert len(saves) == 1
+    (saved,) = results[saves[0]]["ui"]["images"]
+    assert saved["type"] == "output" and saved["subfolder"] == "VDOT"
+    path = comfy_root / "output" / saved["subfolder"] / saved["filename"]
+    frames, fps = read_video(path)
+    width = TINY_SIZE + (2 * TINY_SIDE if task == "outpaint" else 0)  # outpaint adds left + right
+    assert tuple(frames.shape) == (TINY_FRAMES, TINY_SIZE, width, 3)
+    assert fps == 16.0
+    # the sampler's output is what was saved (mp4 is lossy: compare loosely)
+    (sampled,) = [results[nid]["outputs"][0] for nid, n in workflow.items() if n["class_type"] == "VDOTSampler"]
+    assert tuple(sampled.shape) == (TINY_FRAMES, TINY_SIZE, width, 3)
+    assert (frames - sampled).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_ui_and_api_twins_match(task):
+    ui = load_workflow(WORKFLOWS / f"vdot_{task}.json")
+    api = load_workflow(API / f"vdot_{task}.json")
+    converted = ui_to_api(ui, NODE_CLASS_MAPPINGS)
+    assert converted == {nid: {k: v for k, v in node.items() if k != "_meta"} for nid, node in api.items()}
+    validate(api, NODE_CLASS_MAPPINGS)
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_ui_workflow_structure(task):
+    ui = load_workflow(WORKFLOWS / f"vdot_{task}.json")
+    assert ui["version"] == 0.4
+    uuid.UUID(ui["id"])  # the frontend's schema (zComfyWorkflow) wants a UUID or no id
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == max(link[0] for link in ui["links"])
+    for link_id, src, src_slot, dst, dst_slot, type_ in ui["links"]:
+        assert link_id in nodes[src]["outputs"][src_slot]["links"]
+        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
+        assert nodes[src]["outputs"][src_slot]["type"] == type_ == nodes[dst]["inputs"][dst_slot]["type"]
+    for node in ui["nodes"]:
+        for key in ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
+                    "widgets_values"):
+            assert key in node, (node["type"], key)
+    assert {g["title"] for g in ui["groups"]} == {"Load models", "Inputs", "Prompt", "Sampling", "Save"}
+    (markdown,) = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+    for file in ("wan2.1_vace_14B_fp16.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors"):
+        assert f"/split_files/" in markdown["widgets_values"][0] and file in markdown["widgets_values"][0]
+    (note,) = [n for n in ui["nodes"] if n["type"] == "Note"]
+    assert task in note["widgets_values"][0]
+    loaders = {n["type"]: n for n in ui["nodes"] if n["type"].endswith("Loader")}
+    for loader, folder in (("VDOTModelLoader", "diffusion_models"), ("VDOTVAELoader", "vae"),
+                           ("VDOTTextEncoderLoader", "text_encoders")):
+        (entry,) = loaders[loader]["properties"]["models"]
+        assert entry["directory"] == folder and entry["url"].endswith("/" + entry["name"])
+        assert entry["url"].startswith("https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/")
+        assert loaders[loader]["widgets_values"][0] == comfy.EMBEDDED
+    (sampler,) = [n for n in ui["nodes"] if n["type"] == "VDOTSampler"]
+    assert sampler["widgets_values"][1] == "fixed"  # control_after_generate follows the seed
+
+
+def test_generator_matches_shipped_files():
+    """The shipped files are exactly what tools/build_workflows.py writes from the node declarations."""
+    spec = importlib.util.spec_from_file_location("build_workflows", ROOT / "tools" / "build_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, "run: python tools/build_workflows.py"
+
+
+def test_readme_lists_every_workflow():
+    readme = (WORKFLOWS / "README.md").read_text(encoding="utf-8")
+    for task in TASKS:
+        assert f"vdot_{task}.json" in readme
+
+
+# --- negative: the executor refuses broken graphs with a message naming the problem ----------------
+
+def _t2v() -> dict:
+    return load_workflow(API / "vdot_t2v.json")
+
+
+def _node(workflow: dict, class_type: str) -> str:
+    return next(nid for nid, node in workflow.items() if node["class_type"] == class_type)
+
+
+def test_unknown_node_class_is_refused():
+    workflow = _t2v()
+    workflow[_node(workflow, "VDOTSaveVideo")]["class_type"] = "VHS_VideoCombine"
+    with pytest.raises(WorkflowError, match=r"unknown node class 'VHS_VideoCombine'"):
+        validate(workflow, NODE_CLASS_MAPPINGS)
+
+
+def test_mismatched_socket_type_is_refused():
+    workflow = _t2v()
+    sampler = workflow[_node(workflow, "VDOTSampler")]
+    sampler["inputs"]["model"] = [_node(workflow, "VDOTVAELoader"), 0]  # a VAE into the model socket
+    with pytest.raises(WorkflowError, match=r"input 'model' expects VDOT_MODEL .* of type VDOT_VAE"):
+        validate(workflow, NODE_CLASS_MAPPINGS)
+
+
+def test_undeclared_input_bad_combo_and_range_are_refused():
+    workflow = _t2v()
+    workflow[_node(workflow, "VDOTSampler")]["inputs"]["guidance"] = 3.0
+    with pytest.raises(WorkflowError, match=r"input 'guidance' is not declared"):
+        validate(workflow, NODE_CLASS_MAPPINGS)
+    workflow = _t2v()
+    workflow[_node(workflow, "VDOTModelLoader")]["inputs"]["precision"] = "int4"
+    with pytest.raises(WorkflowError, match=r"precision='int4' is not one of the options"):
+        validate(workflow, NODE_CLASS_MAPPINGS)
+    workflow = _t2v()
+    workflow[_node(workflow, "VDOTSampler")]["inputs"]["steps"] = 50
+    with pytest.raises(WorkflowError, match=r"steps=50 is above the maximum 8"):
+        validate(workflow, NODE_CLASS_MAPPINGS)
+    workflow = _t2v()
+    del workflow[_node(workflow, "VDOTSampler")]["inputs"]["vcu"]
+    with pytest.raises(WorkflowError, match=r"required input\(s\) \['vcu'\] missing"):
+        validate(workflow, NODE_CLASS_MAPPINGS)
+
+
+def test_cycle_is_refused():
+    workflow = _t2v()
+    fit = {"class_type": "VDOTFitVideo", "inputs": {"images": ["101", 0], "width": 64, "height": 64,
+                                                    "num_frames": 9, "mode": "crop"}}
+    workflow["100"], workflow["101"] = fit, copy.deepcopy(fit)
+    workflow["101"]["inputs"]["images"] = ["100", 0]
+    with pytest.raises(WorkflowError, match="cycle"):
+        validate(workflow, NODE_CLASS_MAPPINGS)
