@@ -47,7 +47,7 @@ def train_main(argv: list[str] | None = None) -> int:
             print(f"done: step {trainer.step}, checkpoint {result.get('checkpoint')}, export {result.get('export')}")
         return 0
     except VDOTInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"vdot train: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, VDOTCancelled):
         print("interrupted; resume with --resume", file=sys.stderr)

@@ -286,7 +286,7 @@ def toy_main(argv: list[str] | None = None) -> int:
                        [t.strip() for t in args.tasks.split(",") if t.strip()], Path(args.json) if args.json else None)
         return 0
     except VDOTInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"vdot toy: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, VDOTCancelled):
         print("interrupted; run the same command again to continue", file=sys.stderr)

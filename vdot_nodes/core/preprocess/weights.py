@@ -5,7 +5,7 @@ to download it, and how to convert it when the public file is a pickle (we never
 runs the one-line conversion themselves, once). Files are searched, in order, in
 
 1. an explicit ``weights`` path (a file, or a folder holding one of the expected names) —
-   ``vdot preprocess --model PATH`` or a node's file choice;
+   ``vdot preprocess --weights PATH`` or a node's file choice;
 2. ``$VDOT_ANNOTATOR_DIR``;
 3. ComfyUI's ``models/vdot_annotators/`` (when running inside ComfyUI, or with ``VDOT_COMFY_ROOT``).
 
