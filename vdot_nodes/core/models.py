@@ -114,7 +114,8 @@ def load_transformer(path, precision: str = "bf16", device="cpu", *, config=None
             input_name, f"{src.name}: {info['problem']}",
             "use a 1.3B/14B Wan2.1-VACE file or a diffusers folder (it has config.json), or pass config=<config.json>",
         )
-    if config is None and info["size"] == "custom" and src.folder_config is None and info["layout"] != "vdot":
+    if (config is None and info["size"] == "custom" and src.folder_config is None and info["layout"] != "vdot"
+            and "vdot_transformer_config" not in src.metadata):
         logger.warning("%s: custom-size Wan-VACE, assuming 128-wide heads and VACE blocks at layers %s", src.name, cfg["vace_layers"])
     model = _materialise(
         lambda: WanVACETransformer3DModel.from_config(cfg), src, key_map, dtype,
