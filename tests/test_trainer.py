@@ -247,3 +247,19 @@ def test_sample_vdot_exit_step_backprops_through_one_call():
     torch.testing.assert_close(w.grad, -sigma * inputs[2].sum(), rtol=1e-5, atol=1e-5)
     with pytest.raises(VDOTInputError, match="exit_step"):
         sample_vdot(velocity, SeededNoise([4]), (16, 2, 2, 2), exit_step=4)
+
+
+def test_approximate_r1_r2_penalties_enter_the_critic_loss(tmp_path):
+    """The rarely-run regulariser path: both penalties are computed, logged and added with their weights."""
+    _write_manifest(tmp_path)
+    cfg = config_from_dict(_stage2_config(tmp_path, str(tmp_path / "run"), r1_weight=2.0, r2_weight=3.0, r1_sigma=0.05))
+    trainer = Trainer(cfg)
+    critic_before = _params(trainer.critic)
+    trainer.step = 1  # a critic-only iteration
+    metrics = trainer.train_step()
+    assert metrics["objective"] == "critic"
+    r1, r2 = metrics["loss_r1"], metrics["loss_r2"]
+    assert 0 < r1 < 1e3 and 0 < r2 < 1e3
+    expected = metrics["loss_critic_denoise"] + 0.5 * metrics["loss_gan_d"] + 2.0 * r1 + 3.0 * r2
+    assert abs(metrics["loss_critic"] - expected) < 1e-5 * max(1.0, abs(expected))
+    assert _moved(critic_before, _params(trainer.critic)) > 0

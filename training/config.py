@@ -90,6 +90,14 @@ class LossConfig:
     """Weight of the generator's GAN loss in ADV updates (0 disables the GAN and the discriminator)."""
     gan_d_weight: float = 0.01
     """Weight of the discriminator loss added to the fake score's denoising loss."""
+    r1_weight: float = 0.0
+    """Weight of the approximate R1 penalty mean((D(x_real) − D(x_real + r1_sigma·ε))²) added to the critic loss
+    (a finite difference instead of a double backward through the fake score); 0 = off. Self-Forcing-Plus /
+    Seaweed-APT2 use weights of order 100-1000 with r1_sigma 0.01."""
+    r2_weight: float = 0.0
+    """The same penalty at generated inputs (approximate R2); 0 = off."""
+    r1_sigma: float = 0.01
+    """Perturbation scale of the approximate R1 / R2 penalties."""
     min_t: float = 0.02
     """Lowest timestep fraction drawn for the score evaluations."""
     max_t: float = 0.98

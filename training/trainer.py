@@ -44,7 +44,15 @@ from .checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .discriminator import capture_block_hidden_states
 from .ema import EMA
-from .losses import critic_denoising_loss, dmd_loss, flow_matching_noise, gan_d_loss, gan_g_loss, otd_loss
+from .losses import (
+    approx_r1_penalty,
+    critic_denoising_loss,
+    dmd_loss,
+    flow_matching_noise,
+    gan_d_loss,
+    gan_g_loss,
+    otd_loss,
+)
 from .models import build_networks, is_vace, velocity_fn
 from .rollout import draw_exit_step, rollout
 
@@ -255,17 +263,28 @@ class Trainer:
                 x0, _ = self._generate(enc, grad=False)
             sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
             x_t = flow_matching_noise(x0, eps, sigma)
+            penalties = 0.0
             if self.discriminator is not None:
                 d_fake, v = self._disc_logits(x_t, sigma, enc)
-                d_real, _ = self._disc_logits(flow_matching_noise(self._real_x0(enc, x0), eps, sigma), sigma, enc)
+                x_real_t = flow_matching_noise(self._real_x0(enc, x0), eps, sigma)
+                d_real, _ = self._disc_logits(x_real_t, sigma, enc)
                 d_loss = gan_d_loss(d_real, d_fake)
                 logs["loss_gan_d"] = d_loss
                 logs["d_real_minus_fake"] = (d_real - d_fake).mean().detach()
+                # Approximate R1 (real inputs) / R2 (generated inputs): D's local sensitivity by a finite
+                # difference, so no double backward through the fake score is needed.
+                for name, weight, x_in, d_in in (("r1", cfg.loss.r1_weight, x_real_t, d_real),
+                                                 ("r2", cfg.loss.r2_weight, x_t, d_fake)):
+                    if weight > 0:
+                        penalty = approx_r1_penalty(lambda x: self._disc_logits(x, sigma, enc)[0], x_in,
+                                                    cfg.loss.r1_sigma, d_x=d_in, noise=self._noise(x_in))
+                        penalties = penalties + weight * penalty
+                        logs[f"loss_{name}"] = penalty
             else:
                 v = velocity_fn(self.fake_score, enc.prompt_embeds, enc.control, self.device)(x_t, sigma * 1000)
                 d_loss = 0.0
             denoise = critic_denoising_loss(v, x0, eps, sigma, weighting=cfg.loss.critic_weighting)
-            loss = denoise + cfg.loss.gan_d_weight * d_loss
+            loss = denoise + cfg.loss.gan_d_weight * d_loss + penalties
         loss.backward()
         logs["grad_norm_critic"] = self._clip(self.critic.parameters())
         self.critic_opt.step()

@@ -43,7 +43,7 @@ def gan_g_loss(d_fake: torch.Tensor, d_real: torch.Tensor) -> torch.Tensor:
 
 def approx_r1_penalty(d_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                       sigma_noise: float = 0.01, d_x: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     r"""Approximate R1 (or R2 when ``x`` is fake): ``mean((D(x) − D(x + σ_n·ε))²)``.
 
     The exact R1 ``‖∇_x D(x)‖²`` needs a double backward through the 14B fake score, which FSDP and
@@ -56,10 +56,12 @@ def approx_r1_penalty(d_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
         d_fn: maps inputs to logits ``[B]`` (e.g. fake-score forward + discriminator head).
         x: the (noised) inputs of D; real for R1, fake for R2. Treated as constants.
         d_x: ``D(x)`` if already computed (keeps its graph, saves one forward).
+        noise: the perturbation ε (e.g. drawn from a trainer's resumable RNG); else drawn with ``generator``.
     """
     x = x.detach()
     if d_x is None:
         d_x = d_fn(x)
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+    if noise is None:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     d_pert = d_fn(x + sigma_noise * noise.to(x.dtype))
     return (d_x.float() - d_pert.float()).square().mean()
