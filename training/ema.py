@@ -69,11 +69,20 @@ class EMA:
         for name, p in model.named_parameters():
             _local(p).copy_(_local(self.shadow[name]))
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Full float32 CPU tensors ``{param_name: shadow}``. Collective when sharded: call on every rank."""
+    def state_dict(self, rank0_only: bool = False) -> dict[str, torch.Tensor]:
+        """Full float32 CPU tensors ``{param_name: shadow}``. Collective when sharded: call on every rank.
+
+        ``rank0_only``: other ranks take part in each gather but keep nothing (``{}``), so at 14B only
+        the writing rank holds the full EMA, one gathered tensor at a time elsewhere.
+        """
+        import torch.distributed as dist
+
+        keep = not rank0_only or not dist.is_initialized() or dist.get_rank() == 0
         out = {}
         for name, s in self.shadow.items():
-            out[name] = (s.full_tensor() if _is_dtensor(s) else s).detach().cpu().clone()
+            full = s.full_tensor() if _is_dtensor(s) else s
+            if keep:
+                out[name] = full.detach().cpu().clone()
         return out
 
     @torch.no_grad()

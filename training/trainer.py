@@ -338,8 +338,8 @@ class Trainer:
         path = self.out / "exports" / name
         precision = self.cfg.logging.export_precision
         if D.is_distributed():  # gather on all ranks (collectives), write on rank 0
-            weights = D.full_model_state_dict(self.generator)
-            shadow = self.ema.state_dict()
+            weights = D.full_model_state_dict(self.generator)  # rank 0 only (cpu_offload full state dict)
+            shadow = self.ema.state_dict(rank0_only=True)
             if not D.is_main_process():
                 D.barrier()
                 return None
