@@ -343,7 +343,7 @@ def save_checkpoint(
         del osd
     ema_meta = {}
     for ename, ema in emas.items():
-        sd = ema.state_dict()
+        sd = ema.state_dict(rank0_only=True)  # only the writing rank keeps the gathered tensors
         if main:
             _save_tensors(sd, tmp / f"ema_{ename}.safetensors")
         ema_meta[ename] = {"decay": ema.decay, "num_updates": ema.num_updates}
