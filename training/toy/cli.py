@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -215,6 +216,37 @@ def run_report(cfg: dict, manifest: Path, components: Path, models: dict[str, tu
     return results
 
 
+# ------------------------------------------------------------------------------------------ install
+def run_install(build: Path, dest: Path | None = None, overwrite: bool = False) -> Path:
+    """Copy a build's newest stage-2 student and its toy VAE / text encoder into the embedded-default
+    folder (``vdot_nodes/assets/toy``), after loading each through the real loaders."""
+    import shutil
+
+    from vdot_nodes.core.components import TOY_DIR, TOY_FILES
+    from vdot_nodes.core.models import load_text_encoder, load_transformer, load_vae
+
+    dest = TOY_DIR if dest is None else Path(dest)
+    exports = sorted((build / "stage2" / "exports").glob("generator_vace_step*.safetensors"))
+    if not exports:
+        raise VDOTInputError("--build", f"{build}/stage2/exports holds no generator_vace_step*.safetensors",
+                             "run `vdot toy build` to the end first (stage 2 writes the student)")
+    sources = {"transformer": exports[-1], "vae": build / "components" / "vae.safetensors",
+               "text_encoder": build / "components" / "text_encoder.safetensors"}
+    load_transformer(sources["transformer"], precision="fp32", input_name="--build")
+    load_vae(sources["vae"], precision="fp32", input_name="--build")
+    load_text_encoder(sources["text_encoder"], precision="fp32", input_name="--build")
+    existing = [dest / name for name in TOY_FILES.values() if (dest / name).exists()]
+    if existing and not overwrite:
+        raise VDOTInputError("--dest", f"{existing[0]} already exists", "pass --overwrite to replace the embedded model")
+    dest.mkdir(parents=True, exist_ok=True)
+    for kind, src in sources.items():
+        tmp = dest / f".{TOY_FILES[kind]}.partial"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest / TOY_FILES[kind])
+        print(f"install: {src} → {dest / TOY_FILES[kind]}")
+    return dest
+
+
 # ------------------------------------------------------------------------------------------ parser
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vdot toy", description="Build / measure the toy-world VDOT model.")
@@ -240,6 +272,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--teacher-steps", type=int)
     b.add_argument("--teacher-minutes", type=float)
     b.add_argument("--no-distill", action="store_true", help="stop after the teacher")
+    i = sub.add_parser("install", help="make a build's student the embedded default (vdot_nodes/assets/toy)")
+    i.add_argument("--build", default="runs/toy", help="build folder from `vdot toy build` (default runs/toy)")
+    i.add_argument("--dest", default=None, help="target folder (default: the package's assets/toy)")
+    i.add_argument("--overwrite", action="store_true", help="replace an installed embedded model")
     r = sub.add_parser("report", help="teacher vs students: PSNR to ground truth and seconds per video")
     r.add_argument("--data", required=True)
     r.add_argument("--components", required=True)
@@ -279,6 +315,8 @@ def toy_main(argv: list[str] | None = None) -> int:
             run_teacher(cfg, manifest, out / "components", out / "teacher", args.teacher_steps, args.teacher_minutes)
             if not args.no_distill:
                 return run_distillation(out, cfg)
+        elif args.command == "install":
+            run_install(Path(args.build), Path(args.dest) if args.dest else None, args.overwrite)
         elif args.command == "report":
             models = {"teacher": (args.teacher, args.teacher_steps)}
             models.update({f"student{i}": (s, 4) for i, s in enumerate(args.student)})
