@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from training.toy.captions import caption_vocabulary
-from training.toy.components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae, train_vae
+from training.toy.components import build_toy_text_encoder, build_toy_tokenizer, train_vae
 from training.toy.dataset import write_toy_dataset
 from training.toy.teacher import (EncodedManifest, TeacherTrainer, build_t2v_teacher, build_toy_teacher,
                                   flow_matching_loss, sample_sigmas)
 from training.toy.world import WorldConfig, make_clip
 from vdot_nodes.core.models import load_text_encoder, load_transformer, load_vae, save_text_encoder, save_vae
 from vdot_nodes.core.pipeline import VDOTPipeline
+from vdot_nodes.core.tiny import build_tiny_vae
 
 SMALL = WorldConfig(height=32, width=32, num_frames=5, max_objects=2)
 TASKS = ["t2v", "r2v", "depth", "reference_pose"]
@@ -22,7 +23,7 @@ SMALL_TEACHER = dict(num_layers=2, vace_layers=[0], ffn_dim=64)
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     manifest = write_toy_dataset(root / "world", 1, seed=3, config=SMALL)
-    pipe = VDOTPipeline(build_toy_teacher(seed=0, **SMALL_TEACHER), build_toy_vae(seed=0), build_toy_text_encoder(seed=0),
+    pipe = VDOTPipeline(build_toy_teacher(seed=0, **SMALL_TEACHER), build_tiny_vae(seed=0), build_toy_text_encoder(seed=0),
                         build_toy_tokenizer(), device="cpu", offload="none")
     data = EncodedManifest(pipe, manifest, SMALL.num_frames, SMALL.height, SMALL.width, tasks=TASKS)
     return root, pipe, data
@@ -48,7 +49,7 @@ def test_text_encoder_round_trip(tmp_path):
 
 
 def test_vae_training_runs_and_latents_are_normalised(tmp_path):
-    vae = build_toy_vae(seed=0)
+    vae = build_tiny_vae(seed=0)
     seeds = [11, 12, 13]
     result = train_vae(vae, steps=1, config=SMALL, train_frames=5, eval_seeds=[1], stat_seeds=seeds, lr=1e-3)
     assert set(result) >= {"psnr_before", "psnr_after"} and result["psnr_after"] > 5

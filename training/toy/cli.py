@@ -75,8 +75,9 @@ def run_world(cfg: dict, out: Path) -> Path:
 
 def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
     from vdot_nodes.core.models import save_text_encoder, save_vae
+    from vdot_nodes.core.tiny import build_tiny_vae
 
-    from .components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae, train_vae
+    from .components import build_toy_text_encoder, build_toy_tokenizer, train_vae
 
     out.mkdir(parents=True, exist_ok=True)
     vae_path, text_path = out / "vae.safetensors", out / "text_encoder.safetensors"
@@ -86,7 +87,7 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
     if not vae_path.is_file():
         v = cfg["vae"]
         steps = int(v.get("steps", 300))
-        vae = build_toy_vae(seed=int(v.get("seed", 0)))
+        vae = build_tiny_vae(seed=int(v.get("seed", 0)))
         with _bar(steps, "toy VAE") as bar:
             def progress(step, total, record):
                 bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['train_psnr']:.1f}", refresh=False)

@@ -30,14 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from vdot_nodes.core.errors import VDOTCancelled
-from vdot_nodes.core.tiny import TINY_TEXT_ENCODER_CONFIG, TINY_VAE_CONFIG
+from vdot_nodes.core.tiny import build_tiny_text_encoder
 
 from .captions import caption_vocabulary
 from .world import WorldConfig, make_clip
-
-TOY_TEXT_ENCODER_CONFIG = dict(TINY_TEXT_ENCODER_CONFIG)  # d_model 32 = the toy teacher's text_dim
-TOY_VAE_CONFIG = dict(TINY_VAE_CONFIG)
-
 
 def toy_vocab() -> list[tuple[str, float]]:
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0), (",", -1.0)]
@@ -53,18 +49,8 @@ def build_toy_tokenizer():
 
 
 def build_toy_text_encoder(seed: int = 0, **overrides):
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    torch.manual_seed(seed)
-    cfg = UMT5Config(vocab_size=len(toy_vocab()), **{**TOY_TEXT_ENCODER_CONFIG, **overrides})
-    return UMT5EncoderModel(cfg).eval()
-
-
-def build_toy_vae(seed: int = 0, **overrides):
-    from diffusers import AutoencoderKLWan
-
-    torch.manual_seed(seed)
-    return AutoencoderKLWan(**{**TOY_VAE_CONFIG, **overrides}).eval()
+    """The tiny UMT5 (d_model 32 = the toy teacher's text_dim) over the caption grammar's vocabulary."""
+    return build_tiny_text_encoder(seed, **{"vocab_size": len(toy_vocab()), **overrides})
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

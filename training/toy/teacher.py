@@ -32,33 +32,24 @@ import torch.nn.functional as F
 
 from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
 from vdot_nodes.core.sampling import shift_sigma
+from vdot_nodes.core.tiny import TINY_TRANSFORMER_CONFIG, build_tiny_transformer
 
 # Toy teacher: 4 Wan blocks of width 64 (4 heads × 16; rope split 8/4/4 over t/h/w), VACE blocks on
 # 0 and 2, text width 32 = the toy UMT5's d_model. ~0.4 M parameters: a few steps per second on a CPU.
 TOY_TEACHER_CONFIG = dict(
-    patch_size=(1, 2, 2),
+    TINY_TRANSFORMER_CONFIG,
     num_attention_heads=4,
     attention_head_dim=16,
-    in_channels=16,
-    out_channels=16,
-    text_dim=32,
     freq_dim=64,
     ffn_dim=128,
     num_layers=4,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    rope_max_seq_len=1024,
     vace_layers=[0, 2],
-    vace_in_channels=96,
 )
 
 
 def build_toy_teacher(seed: int = 0, **overrides):
-    from diffusers import WanVACETransformer3DModel
-
-    torch.manual_seed(seed)
-    return WanVACETransformer3DModel(**{**TOY_TEACHER_CONFIG, **overrides})
+    """The toy VACE teacher, in training mode."""
+    return build_tiny_transformer(seed, **{**TOY_TEACHER_CONFIG, **overrides}).train()
 
 
 def build_t2v_teacher(vace_teacher):

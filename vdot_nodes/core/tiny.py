@@ -90,5 +90,5 @@ def build_tiny_text_encoder(seed: int = 0, **overrides):
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
-    cfg = UMT5Config(vocab_size=len(tiny_vocab()), **{**TINY_TEXT_ENCODER_CONFIG, **overrides})
+    cfg = UMT5Config(**{"vocab_size": len(tiny_vocab()), **TINY_TEXT_ENCODER_CONFIG, **overrides})
     return UMT5EncoderModel(cfg).eval()
