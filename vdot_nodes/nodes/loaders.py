@@ -50,11 +50,6 @@ def _embedded():
     return _cached("embedded", ("embedded",), lambda: default_pipeline(device="cpu"))
 
 
-def _model_list(kind: str) -> dict:
-    names = comfy.list_models(kind)
-    return {"default": names[0]} if names else {}
-
-
 class VDOTModelLoader:
     DESCRIPTION = ("Load a Wan2.1-VACE transformer (1.3B or 14B, original/ComfyUI single file or a VDOT export) "
                    "from ComfyUI/models/diffusion_models. 'vdot-toy (embedded)' is the tiny built-in toy model.")
@@ -68,7 +63,7 @@ class VDOTModelLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (comfy.list_models("diffusion_models"), {
-                **_model_list("diffusion_models"),
+                "default": comfy.EMBEDDED,
                 "tooltip": "Weight file in models/diffusion_models (e.g. wan2.1_vace_14B_fp16.safetensors or your "
                            "distilled VDOT checkpoint). Safetensors only."}),
             "precision": (TRANSFORMER_PRECISIONS, {
@@ -104,7 +99,7 @@ class VDOTVAELoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "vae_name": (comfy.list_models("vae"), {
-                **_model_list("vae"), "tooltip": "Weight file in models/vae, e.g. wan_2.1_vae.safetensors."}),
+                "default": comfy.EMBEDDED, "tooltip": "Weight file in models/vae, e.g. wan_2.1_vae.safetensors."}),
             "precision": (VAE_PRECISIONS, {
                 "default": "fp32", "tooltip": "fp32 is exact; bf16 halves the VAE's memory at a small quality cost."}),
         }}
@@ -131,7 +126,7 @@ class VDOTTextEncoderLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "text_encoder_name": (comfy.list_models("text_encoders"), {
-                **_model_list("text_encoders"),
+                "default": comfy.EMBEDDED,
                 "tooltip": "Weight file in models/text_encoders, e.g. umt5_xxl_fp16.safetensors."}),
             "precision": (TEXT_PRECISIONS, {
                 "default": "bf16", "tooltip": "bf16 needs about 11 GB while encoding; fp8_e4m3fn about half."}),
