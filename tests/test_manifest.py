@@ -62,6 +62,10 @@ def test_valid_manifest_parses(media):
     assert samples[0].video is None and samples[1].video == media / "clips" / "0001.mp4"
     assert samples[2].control.is_dir() and samples[2].meta == {"source": "test"}
     assert samples[3].references == [media / "refs" / "a.png"]
+    assert all(s.reward is None for s in samples)
+    rated = write_manifest(media, [{"caption": "r", "video": "clips/0001.mp4", "reward": 3}, {"caption": "n", "reward": None}],
+                           "rated.jsonl")  # the optional label of a latent reward model (python -m training.reward)
+    assert [s.reward for s in read_manifest(rated)] == [3.0, None]
     absolute = write_manifest(media, [{"caption": "abs", "video": str(media / "clips" / "0001.mp4")}], "abs.jsonl")
     assert read_manifest(absolute)[0].video.is_file()
     assert len(TASKS) == 20 and all(t in TASKS for t in ("reference_pose", "outpaint", "extension"))
@@ -83,6 +87,8 @@ def test_valid_manifest_parses(media):
         ({"caption": "x", "refrences": ["refs/a.png"]}, "refrences", "unknown field"),
         ({"caption": "x", "video": 3}, "video", "path string"),
         ({"caption": "x", "meta": [1]}, "meta", "JSON object"),
+        ({"caption": "x", "reward": "high"}, "reward", "finite number"),
+        ({"caption": "x", "reward": True}, "reward", "finite number"),
     ],
 )
 def test_each_invalid_line_reports_line_field_and_fix(media, line, field, words):

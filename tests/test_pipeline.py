@@ -152,3 +152,23 @@ def test_interrupt_between_steps(pipe):
     with pytest.raises(VDOTCancelled):
         pipe.generate(masked_vcu(), progress=lambda i, n: calls.append(i), cancel=lambda: len(calls) == 1)
     assert calls == [1]
+
+
+def test_vae_compression_comes_from_the_vae_config():
+    """A VAE with 4× spatial compression (the toy VAE's) gives 4×4-unshuffled masks (16 channels), and
+    a transformer built for Wan's 8× VAE is refused with an error naming the VAE."""
+    from vdot_nodes.core.errors import VDOTInputError
+
+    vae4 = build_tiny_vae(seed=2, dim_mult=[1, 2, 4], temperal_downsample=[True, True], scale_factor_spatial=4)
+    with pytest.raises(VDOTInputError, match=r"vace_in_channels=96.*4× spatial.*gives 48"):
+        VDOTPipeline(build_tiny_transformer(seed=1), vae4, device="cpu")
+    pipe4 = VDOTPipeline(build_tiny_transformer(seed=1, patch_size=(1, 4, 4), vace_in_channels=48), vae4,
+                         build_tiny_text_encoder(seed=3), build_tiny_tokenizer(), device="cpu")
+    vcu = masked_vcu()
+    encoded = pipe4.encode_vcu(vcu)
+    assert encoded.latent_shape == (16, 3, H // 4, W // 4) == pipe4.latent_shape(F, H, W)
+    mask = encoded.control[0, 32:]  # [16, f, h, w]: channel i·4 + j holds pixel (i, j) of each 4×4 block
+    assert mask.shape == (16, 3, H // 4, W // 4)
+    assert torch.equal(mask[:, -1], vcu.masks[-1].view(H // 4, 4, W // 4, 4).permute(1, 3, 0, 2).flatten(0, 1))
+    video = pipe4.generate(vcu, seed=0, num_inference_steps=4)
+    assert video.shape == (1, F, H, W, 3) and torch.isfinite(video).all()

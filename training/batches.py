@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.pipeline import VAE_SPATIAL, VAE_TEMPORAL, VDOTPipeline
+from vdot_nodes.core.pipeline import VDOTPipeline
 
 from .config import TrainConfig
 from .data.manifest import ManifestDataset, ResumableLoader, ResumableSampler, sample_to_vcu
@@ -78,8 +78,7 @@ def encode_batch(cfg: TrainConfig, pipeline: VDOTPipeline, batch: list[dict], ge
         control = torch.cat([e.control for e in encoded])
         latent_shape, refs = encoded[0].latent_shape, encoded[0].num_reference_frames
     else:
-        f = (cfg.data.num_frames - 1) // VAE_TEMPORAL + 1
-        latent_shape = (16, f, cfg.data.height // VAE_SPATIAL, cfg.data.width // VAE_SPATIAL)
+        latent_shape = pipeline.latent_shape(cfg.data.num_frames, cfg.data.height, cfg.data.width)
     real = None
     if need_real:
         missing = [s.get("line", s.get("index")) for s in batch if s.get("video") is None]

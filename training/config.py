@@ -48,6 +48,10 @@ class ModelsConfig:
     """Blocks of the ``tiny`` transformer."""
     tiny_overrides: dict | None = None
     """Other ``TINY_TRANSFORMER_CONFIG`` entries of the ``tiny`` transformer (benchmarks: e.g. a wider model)."""
+    reward_model: str | None = None
+    """DOLLAR latent reward model: a ``.safetensors`` file written by ``python -m training.reward`` (or
+    ``training.reward.save_reward_model``), frozen during training. With ``loss.reward_weight`` > 0 the generator's
+    DM updates maximise its reward of x̂0; with weight 0 the reward is only logged (``reward`` in metrics.jsonl)."""
 
 
 @dataclass
@@ -110,6 +114,15 @@ class LossConfig:
     """Width of the discriminator's register tokens (None = the transformer width)."""
     disc_taps: list[int] | None = None
     """Fake-score blocks the discriminator reads (None = last block and every 8th before it)."""
+    consistency_weight: float = 0.0
+    """DOLLAR consistency distillation, added to the generator's DM updates; 0 = off. The student's x̂0 at its exit
+    step k is pulled towards sg(x̂_{k+1} − σ_{k+1}·v_student(x̂_{k+1})), x̂_{k+1} = one Euler step of the CFG teacher
+    (``guidance``) from σ_k to the next student σ (0 after the last step: the teacher's x0 itself)."""
+    consistency_huber_c: float | None = None
+    """Distance of the consistency loss: None = squared error, c > 0 = pseudo-Huber √((a − b)² + c²) − c."""
+    reward_weight: float = 0.0
+    """Weight of the reward term −mean(R(x̂0)) in the generator's DM updates (R = ``models.reward_model``, frozen);
+    0 = off."""
 
 
 @dataclass
@@ -274,6 +287,19 @@ class TrainConfig:
                 "use a manifest with videos, or generator_objectives: [dm]")
         if not 0 <= self.loss.min_t < self.loss.max_t <= 1:
             bad("loss.min_t/max_t", f"need 0 <= min_t < max_t <= 1, got {self.loss.min_t}, {self.loss.max_t}", "use 0.02 and 0.98")
+        for key in ("consistency_weight", "reward_weight"):
+            weight = getattr(self.loss, key)
+            if weight < 0:
+                bad(f"loss.{key}", f"must be >= 0, got {weight}", "use 0 (off) or a positive weight")
+            if weight > 0 and not any("dm" in o.split("+") for o in objs):
+                bad(f"loss.{key}", "the term is added to DM generator updates, but schedule.generator_objectives has none",
+                    "add dm to schedule.generator_objectives, or set the weight to 0")
+        c = self.loss.consistency_huber_c
+        if c is not None and not c > 0:
+            bad("loss.consistency_huber_c", f"must be > 0 or null, got {c}", "use null (squared error) or e.g. 0.03")
+        if self.loss.reward_weight > 0 and not self.models.reward_model:
+            bad("loss.reward_weight", "a reward weight needs a reward model, and models.reward_model is not set",
+                "set models.reward_model to a file from `python -m training.reward`, or reward_weight: 0")
         if self.guidance.cfg_scale < 1:
             bad("guidance.cfg_scale", f"{self.guidance.cfg_scale} < 1", "use 1 (off) or more (Wan: 5)")
         if self.max_steps < 0:

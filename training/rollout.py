@@ -28,12 +28,21 @@ def draw_exit_step(num_steps: int, generator: torch.Generator, last_step_only: b
 
 
 def rollout(velocity: VelocityFn, sample_shape: Sequence[int], seeds: Sequence[int], *, timesteps: Sequence[int],
-            shift: float, exit_step: int, device, grad: bool) -> torch.Tensor:
+            shift: float, exit_step: int, device, grad: bool, return_input: bool = False):
     """x̂0 ``[len(seeds), *sample_shape]`` from the few-step sampler stopped at ``exit_step``.
 
     ``grad=True``: the graph holds the exit step's model call only (the generator update);
-    ``grad=False``: no graph at all (the critic update's samples).
+    ``grad=False``: no graph at all (the critic update's samples). ``return_input=True`` returns
+    ``(x̂0, x_k)`` with ``x_k`` the (detached) noisy latent the exit step's model call read — what
+    consistency distillation needs; the sampler itself is unchanged.
     """
+    seen: dict[str, torch.Tensor] = {}
+
+    def recording(x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        seen["x_t"] = x_t.detach()  # the last call is the exit step's
+        return velocity(x_t, timestep)
+
     with torch.set_grad_enabled(grad):
-        return sample_vdot(velocity, SeededNoise(seeds), sample_shape, timesteps=timesteps, shift=shift,
-                           device=device, exit_step=exit_step)
+        x0 = sample_vdot(recording if return_input else velocity, SeededNoise(seeds), sample_shape,
+                         timesteps=timesteps, shift=shift, device=device, exit_step=exit_step)
+    return (x0, seen["x_t"]) if return_input else x0

@@ -12,6 +12,11 @@ One iteration (``step`` counts from 0):
      the real clip's latents noised with the same σ and ε; the gradient reaches x̂0 through the fake
      score (whose parameters are not stepped here).
 
+   DM updates may add DOLLAR's optional objectives (each off at weight 0, and then not computed):
+   consistency distillation (``loss.consistency_weight``: x̂0 vs the stop-grad student's x0 after one
+   CFG-teacher ODE step to the next student σ, :func:`~training.losses.consistency_distillation_loss`)
+   and the latent reward (``loss.reward_weight``: ``−mean R(x̂0)``, R = ``models.reward_model``, frozen).
+
    AdamW step with grad clipping, then the EMA.
 2. *Critic* (every step): a fresh no-grad rollout; fake score trained with the flow-matching denoising
    loss on x̂0, plus (when ADV is scheduled) the discriminator loss
@@ -36,7 +41,7 @@ import torch
 from torch import nn
 
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.sampling import cfg_velocity, shift_sigma
+from vdot_nodes.core.sampling import cfg_velocity, few_step_sigmas, shift_sigma
 
 from . import distributed as D
 from .batches import EncodedBatch, build_loader, encode_batch
@@ -46,6 +51,7 @@ from .discriminator import capture_block_hidden_states
 from .ema import EMA
 from .losses import (
     approx_r1_penalty,
+    consistency_distillation_loss,
     critic_denoising_loss,
     dmd_loss,
     flow_matching_noise,
@@ -54,6 +60,7 @@ from .losses import (
     otd_loss,
 )
 from .models import build_networks, is_vace, velocity_fn
+from .reward import load_reward_model, reward_loss
 from .rollout import draw_exit_step, rollout
 
 logger = logging.getLogger(__name__)
@@ -113,6 +120,7 @@ class Trainer:
         self.gen_opt = torch.optim.AdamW([p for p in self.generator.parameters() if p.requires_grad], lr=o.lr, **adamw)
         self.critic_opt = torch.optim.AdamW([p for p in self.critic.parameters() if p.requires_grad], lr=o.critic_lr, **adamw)
         self.ema = EMA(self.generator, decay=o.ema_decay)
+        self.reward_model = self._reward_model(int(nets.generator.config.in_channels))  # frozen; None if unset
 
         rank = self.info.rank
         self.rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 * rank + 1)  # noise, σ, exit steps
@@ -139,6 +147,17 @@ class Trainer:
         if want == "cpu":
             return torch.device("cpu")
         return self.info.device
+
+    def _reward_model(self, latent_channels: int) -> nn.Module | None:
+        if not self.cfg.models.reward_model:
+            return None
+        model = load_reward_model(self.cfg.resolve(self.cfg.models.reward_model), input_name="models.reward_model",
+                                  device=self.device)
+        if model.in_channels != latent_channels:
+            raise VDOTInputError("models.reward_model", f"the reward model reads {model.in_channels}-channel latents, the "
+                                 f"generator makes {latent_channels}-channel ones", "fit the reward model on latents of "
+                                 "this run's VAE (python -m training.reward --vae ...)")
+        return model
 
     def _models(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "critic": self.critic}
@@ -184,13 +203,15 @@ class Trainer:
             uncond = velocity_fn(self.teacher, neg, enc.control, self.device)
         return cfg_velocity(cond, uncond, self.cfg.guidance.cfg_scale)
 
-    def _generate(self, enc: EncodedBatch, grad: bool) -> tuple[torch.Tensor, int]:
+    def _generate(self, enc: EncodedBatch, grad: bool, return_input: bool = False
+                  ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """``(x̂0, k, x_k)``: the sample, its exit step and (``return_input``, else None) the exit step's noisy input."""
         s = self.cfg.sampler
         k = draw_exit_step(len(s.timesteps), self.rng, s.last_step_only)
         v = velocity_fn(self.generator, enc.prompt_embeds, enc.control, self.device)
-        x0 = rollout(v, enc.latent_shape, self._seeds(enc.prompt_embeds.shape[0]), timesteps=s.timesteps,
-                     shift=s.shift, exit_step=k, device=self.device, grad=grad)
-        return x0, k
+        out = rollout(v, enc.latent_shape, self._seeds(enc.prompt_embeds.shape[0]), timesteps=s.timesteps,
+                      shift=s.shift, exit_step=k, device=self.device, grad=grad, return_input=return_input)
+        return (out[0], k, out[1]) if return_input else (out, k, None)
 
     def _real_x0(self, enc: EncodedBatch, fake_x0: torch.Tensor) -> torch.Tensor:
         """Real clips' latents laid out like x̂0: reference-frame slots copied from x̂0 (D compares the video)."""
@@ -216,12 +237,36 @@ class Trainer:
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         return _to_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
+    def _dollar_terms(self, enc: EncodedBatch, x0: torch.Tensor, k: int, x_k: torch.Tensor | None,
+                      loss: torch.Tensor, logs: dict) -> torch.Tensor:
+        """DOLLAR's optional DM-update objectives added to ``loss``: consistency distillation, latent reward."""
+        lc = self.cfg.loss
+        if lc.consistency_weight > 0:
+            sigmas = few_step_sigmas(self.cfg.sampler.timesteps, self.cfg.sampler.shift)
+            sigma_next = sigmas[k + 1] if k + 1 < len(sigmas) else 0.0  # after the last step: the teacher's x0
+            student = velocity_fn(self.generator, enc.prompt_embeds, enc.control, self.device)  # target, no grad
+            cd = consistency_distillation_loss(x0, x_k, sigmas[k], sigma_next, self._real_velocity(enc), student,
+                                               huber_c=lc.consistency_huber_c)
+            loss = loss + lc.consistency_weight * cd
+            logs["loss_consistency"] = cd
+        if self.reward_model is not None:
+            video = x0[:, :, enc.num_reference_frames:]  # reference-image latent frames are not the video
+            if lc.reward_weight > 0:
+                r_loss = reward_loss(self.reward_model, video)
+                loss = loss + lc.reward_weight * r_loss
+            else:  # weight 0: only logged
+                with torch.no_grad():
+                    r_loss = reward_loss(self.reward_model, video.detach())
+            logs["reward"] = -r_loss.detach()
+        return loss
+
     # ------------------------------------------------------------------ updates
     def generator_step(self, enc: EncodedBatch, objective: str) -> dict:
         cfg, logs = self.cfg, {}
         self.gen_opt.zero_grad(set_to_none=True)
+        cd_on = "dm" in objective.split("+") and cfg.loss.consistency_weight > 0
         with self._autocast():
-            x0, k = self._generate(enc, grad=True)
+            x0, k, x_k = self._generate(enc, grad=True, return_input=cd_on)
             logs["exit_step"] = k
             loss = x0.new_zeros((), dtype=torch.float64)
             if "dm" in objective.split("+"):
@@ -239,6 +284,8 @@ class Trainer:
                 loss = loss + cfg.loss.dm_weight * dm
                 logs["loss_dm"] = dm
                 logs.update(dm_logs)
+                if cd_on or self.reward_model is not None:
+                    loss = self._dollar_terms(enc, x0, k, x_k, loss, logs)
             if "adv" in objective.split("+"):
                 sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
                 d_fake, _ = self._disc_logits(flow_matching_noise(x0, eps, sigma), sigma, enc)
@@ -260,7 +307,7 @@ class Trainer:
         self.critic_opt.zero_grad(set_to_none=True)
         with self._autocast():
             with torch.no_grad():
-                x0, _ = self._generate(enc, grad=False)
+                x0, _, _ = self._generate(enc, grad=False)
             sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
             x_t = flow_matching_noise(x0, eps, sigma)
             penalties = 0.0

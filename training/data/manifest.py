@@ -13,6 +13,8 @@ folder of PNG/JPG frames read in name order. Fields::
      "mask": "masks/0001.mp4",             # or null; a video, frame folder or one image (white = generate)
      "references": ["refs/0001_a.png"],    # reference images (r2v, reference_* tasks)
      "first_frame": null,                  # image for firstframe_* tasks; null = the video's first frame
+     "reward": 0.73,                       # optional: a score of the video (any scale), the label of the
+                                           # latent reward model (python -m training.reward); ignored otherwise
      "meta": {...}}                        # anything else (source, licence, scores...), passed through
 
 Stage 1 (text-to-video distillation) needs only ``{"caption": ...}`` per line, plus ``"video"`` for
@@ -83,7 +85,7 @@ def _task_table() -> dict[str, tuple[str, ...]]:
 TASKS: dict[str, tuple[str, ...]] = _task_table()
 """Task name (as in ``vdot_nodes.core.vcu.TASKS``) → fields a manifest line for it must have (besides ``caption``)."""
 
-FIELDS = ("video", "caption", "task", "control", "mask", "references", "first_frame", "meta")
+FIELDS = ("video", "caption", "task", "control", "mask", "references", "first_frame", "reward", "meta")
 _PATH_FIELDS = ("video", "control", "mask", "first_frame")
 
 
@@ -113,6 +115,7 @@ class ManifestSample:
     mask: Path | None = None
     references: list[Path] = field(default_factory=list)
     first_frame: Path | None = None
+    reward: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,6 +166,10 @@ def _parse_line(text: str, line: int, base: Path, check_files: bool, errors: lis
         err("references", f"must be a list of image paths, got {refs_value!r}", 'write ["refs/a.png", ...] or []')
     else:
         references = [(base / r) if not os.path.isabs(r) else Path(r) for r in refs_value]
+    reward = obj.get("reward")
+    if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward)):
+        err("reward", f"must be a finite number or null, got {reward!r}", 'write e.g. "reward": 0.73 (or leave it out)')
+        reward = None
     meta = obj.get("meta")
     if meta is None:
         meta = {}
@@ -198,6 +205,7 @@ def _parse_line(text: str, line: int, base: Path, check_files: bool, errors: lis
         mask=paths["mask"],
         references=references,
         first_frame=paths["first_frame"],
+        reward=None if reward is None else float(reward),
         meta=meta,
     )
 
@@ -258,7 +266,8 @@ class ManifestDataset(Dataset):
     - ``references``: list of ``[h, w, 3]`` images at their own size (the VCU builder places them on
       the white canvas);
     - ``first_frame``: ``[H, W, 3]`` fitted like the video; for ``firstframe_*`` tasks without one,
-      the video's first frame; otherwise None.
+      the video's first frame; otherwise None;
+    - ``reward``: the line's ``reward`` (float) or None.
 
     ``tasks`` keeps only samples of those tasks. Items differ in which fields are None, so batch
     them with :func:`collate_samples` (a list of dicts), not the default collate.
@@ -337,6 +346,7 @@ class ManifestDataset(Dataset):
             "mask": mask,
             "references": references,
             "first_frame": first_frame,
+            "reward": s.reward,
             "meta": s.meta,
         }
 

@@ -1,6 +1,6 @@
-"""VDOT distillation losses: DMD, OTD (entropic OT), fake-score denoising, relativistic GAN."""
+"""VDOT distillation losses: DMD, OTD (entropic OT), fake-score denoising, relativistic GAN, consistency (DOLLAR)."""
 
-from .consistency import consistency_loss, consistency_target, teacher_ode_step
+from .consistency import consistency_distillation_loss, consistency_loss, consistency_target, teacher_ode_step
 from .critic import critic_denoising_loss, flow_matching_noise
 from .dmd import dmd_gradient, dmd_loss, dmd_normalizer, stopgrad_mse
 from .gan import approx_r1_penalty, gan_d_loss, gan_g_loss
@@ -22,7 +22,7 @@ from .otd import (
 
 __all__ = [
     "CLOUDS", "VARIANTS", "OTDTargets", "SinkhornResult",
-    "approx_r1_penalty", "consistency_loss", "consistency_target", "critic_denoising_loss", "dmd_gradient", "dmd_loss", "dmd_normalizer",
+    "approx_r1_penalty", "consistency_distillation_loss", "consistency_loss", "consistency_target", "critic_denoising_loss", "dmd_gradient", "dmd_loss", "dmd_normalizer",
     "entropic_ot_value", "flow_matching_noise", "from_point_cloud", "gan_d_loss", "gan_g_loss",
     "gather_cloud", "local_rows", "ot_cost_matrix", "otd_loss", "otd_targets", "sinkhorn_log",
     "stopgrad_mse", "teacher_ode_step", "to_point_cloud",

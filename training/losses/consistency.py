@@ -16,13 +16,21 @@ At ``σ_{k'} = 0`` the target is ``x̂_0`` itself (the boundary condition f(x, 0
 velocity may be classifier-free guided; the target network is the EMA in the original CD and the
 stop-gradient student in DOLLAR's few-step setting — both are a caller's choice, this module only
 fixes the arithmetic. Everything is computed in fp64 by default, like the other losses here.
+
+:func:`consistency_distillation_loss` is the whole term as the trainer uses it
+(``loss.consistency_weight``): teacher step, target (the stop-grad student) and distance, given the
+student's exit-step input ``x_k`` and its x0-prediction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["consistency_loss", "consistency_target", "teacher_ode_step"]
+__all__ = ["consistency_distillation_loss", "consistency_loss", "consistency_target", "teacher_ode_step"]
+
+NUM_TRAIN_TIMESTEPS = 1000  # the networks see t = σ·1000 (Wan)
 
 
 def _sigma(sigma, like: torch.Tensor, dtype) -> torch.Tensor:
@@ -77,3 +85,39 @@ def consistency_loss(student_x0: torch.Tensor, target_x0: torch.Tensor, *, huber
     if weight is not None:
         d = d * _sigma(weight, d, dtype)
     return d.mean()
+
+
+def consistency_distillation_loss(
+    student_x0: torch.Tensor,
+    x_t: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    teacher_velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    target_velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    huber_c: float | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """``L_CD`` for a student x0-prediction ``student_x0 = f_θ(x_t, σ)`` (with grad) at one of its steps.
+
+    ``teacher_velocity(x, t)`` / ``target_velocity(x, t)`` are velocity functions (``t = σ·1000``, ``[B]``):
+    the (CFG) teacher, and the target network — the student itself in DOLLAR, called here without grad.
+    ``sigma_next < sigma`` is the student's next step (0 after its last: the target is then the teacher's
+    one-step x0 and the target network is not called). Returns the scalar loss (fp64 by default);
+    gradient reaches only ``student_x0``.
+    """
+    if not 0 <= sigma_next < sigma:
+        raise ValueError(f"need 0 <= sigma_next < sigma, got sigma={sigma}, sigma_next={sigma_next}")
+    batch = x_t.shape[0]
+
+    def timestep(s: float) -> torch.Tensor:
+        return torch.full((batch,), s * NUM_TRAIN_TIMESTEPS, device=x_t.device, dtype=torch.float32)
+
+    with torch.no_grad():
+        x_t = x_t.detach()
+        x_next = teacher_ode_step(x_t, teacher_velocity(x_t, timestep(sigma)), sigma, sigma_next, dtype=dtype)
+        v_target = None
+        if sigma_next > 0:
+            v_target = target_velocity(x_next.to(x_t.dtype), timestep(sigma_next))
+        target = consistency_target(x_next, sigma_next, v_target, dtype=dtype)
+    return consistency_loss(student_x0, target, huber_c=huber_c, dtype=dtype)

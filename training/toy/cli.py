@@ -3,8 +3,10 @@
     vdot toy world      --out DIR [--clips N]          synthetic clips + task inputs + manifest.jsonl
     vdot toy components --out DIR [--vae-steps N]      toy tokenizer/UMT5 + Wan VAE trained on the world
     vdot toy teacher    --data M --components DIR --out DIR [--steps N] [--minutes M]
-    vdot toy build      --out DIR                      all of the above, then the distillation trainer
-    vdot toy report     --data M --components DIR --teacher F [--student F ...]
+    vdot toy build      --out DIR [--variants all]     all of the above, then the distillation trainer
+                                                       (stage 1, stage 2 once per student variant)
+    vdot toy install    --build DIR                    make the build's full-method student the embedded default
+    vdot toy report     --build DIR [--clips 4 --seeds 3]  teacher vs students on held-out clips
 
 Defaults come from ``training/configs/toy_teacher.yaml`` (``--config`` for another). Every step writes
 into its own sub-folder of the build folder and is skipped when its outputs exist, so an interrupted
@@ -75,9 +77,7 @@ def run_world(cfg: dict, out: Path) -> Path:
 
 def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
     from vdot_nodes.core.models import save_text_encoder, save_vae
-    from vdot_nodes.core.tiny import build_tiny_vae
-
-    from .components import build_toy_text_encoder, build_toy_tokenizer, train_vae
+    from .components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae, train_vae
 
     out.mkdir(parents=True, exist_ok=True)
     vae_path, text_path = out / "vae.safetensors", out / "text_encoder.safetensors"
@@ -87,7 +87,7 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
     if not vae_path.is_file():
         v = cfg["vae"]
         steps = int(v.get("steps", 300))
-        vae = build_tiny_vae(seed=int(v.get("seed", 0)))
+        vae = build_toy_vae(seed=int(v.get("seed", 0)))
         with _bar(steps, "toy VAE") as bar:
             def progress(step, total, record):
                 bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['train_psnr']:.1f}", refresh=False)
@@ -96,10 +96,26 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
             result = train_vae(vae, steps=steps, config=_world_config(cfg), lr=float(v.get("lr", 1e-3)),
                                batch_size=int(v.get("batch_size", 2)), kl_weight=float(v.get("kl_weight", 1e-6)),
                                seed=int(v.get("seed", 0)), train_frames=int(v.get("train_frames", 5)),
-                               metrics_path=out / "metrics.jsonl", progress=progress)
+                               latent_noise=float(v.get("latent_noise", 0.05)),
+                               object_weight=float(v.get("object_weight", 0.0)), metrics_path=out / "metrics.jsonl", progress=progress)
+        long_steps = int(v.get("long_steps", 0))
+        if long_steps:  # phase 2: full-length clips, so every chunk of the causal VAE's cache is trained
+            with _bar(long_steps, "toy VAE, full-length clips") as bar:
+                def progress(step, total, record):
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['train_psnr']:.1f}", refresh=False)
+                    bar.update(1)
+
+                phase2 = train_vae(vae, steps=long_steps, config=_world_config(cfg), lr=float(v.get("long_lr", 5e-4)),
+                                   batch_size=1, kl_weight=float(v.get("kl_weight", 1e-6)), seed=int(v.get("seed", 0)) + 1,
+                                   train_frames=None, latent_noise=float(v.get("latent_noise", 0.05)),
+                                   object_weight=float(v.get("long_object_weight", 0.0)),
+                                   metrics_path=out / "metrics.jsonl", progress=progress)
+            result = {**result, "psnr_after_phase1": result["psnr_after"], "psnr_after": phase2["psnr_after"],
+                      "object_psnr_after": phase2["object_psnr_after"],
+                      "seconds": result["seconds"] + phase2["seconds"], "long_steps": long_steps}
         save_vae(vae, vae_path)
         print(f"components: VAE reconstruction PSNR {result['psnr_before']:.2f} → {result['psnr_after']:.2f} dB "
-              f"in {result['seconds']:.0f} s → {vae_path}")
+              f"(objects {result['object_psnr_after']:.2f} dB) in {result['seconds']:.0f} s → {vae_path}")
         with open(out / "vae_result.json", "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)
     return vae_path, text_path
@@ -143,78 +159,190 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
     return path
 
 
-def run_distillation(out: Path, cfg: dict) -> int:
-    """Stage 1 then stage 2 of ``training.trainer`` on the toy world, with run configs written into ``out``."""
+# The report's ablation: stage-2 loss overrides per student. The full method is written to stage2/ and is
+# what `vdot toy install` makes the embedded default; the others go to stage2_<name>/.
+STUDENT_VARIANTS = {
+    "dmd+otd+gan": {"loss": {"dm": "otd"}},
+    "dmd": {"loss": {"dm": "dmd", "gan_weight": 0.0}, "schedule": {"generator_objectives": ["dm"]}},
+    "dmd+otd": {"loss": {"dm": "otd", "gan_weight": 0.0}, "schedule": {"generator_objectives": ["dm"]}},
+    "dmd+gan": {"loss": {"dm": "dmd"}},
+}
+FULL_VARIANT = "dmd+otd+gan"
+
+
+def variant_dir(out: Path, name: str) -> Path:
+    return out / ("stage2" if name == FULL_VARIANT else "stage2_" + name.replace("+", "_"))
+
+
+def _run_stage(out: Path, name: str, run: dict) -> int:
+    from training.cli import train_main
+
+    path = out / f"{name}.yaml"
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(run, f, sort_keys=False)
+    print(f"build: {name} ({path})")
+    resume = (Path(run["out"]) / "checkpoints").is_dir()
+    return train_main([str(path), "--resume"] if resume else [str(path)])
+
+
+def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None) -> int:
+    """Stage 1, then stage 2 once per student variant (:data:`STUDENT_VARIANTS`), with ``training.trainer``."""
     if importlib.util.find_spec("training.trainer") is None:
         print("build: the toy teacher is ready, but the distillation trainer (training/trainer.py) is not "
               "installed in this checkout; run `vdot train` once it is.", file=sys.stderr)
         return 3
-    from training.cli import train_main
-
     configs = Path(__file__).resolve().parent.parent / "configs"
     world = _world_config(cfg)
     common_models = {"vae": str(out / "components" / "vae.safetensors"),
                      "text_encoder": str(out / "components" / "text_encoder.safetensors")}
     data = {"num_frames": world.num_frames, "height": world.height, "width": world.width}
-    for stage in (1, 2):
+
+    def stage_config(stage: int) -> dict:
         with open(configs / f"toy_stage{stage}.yaml", encoding="utf-8") as f:
             run = yaml.safe_load(f)
-        run["out"] = str(out / f"stage{stage}")
         run["models"].update(common_models)
         run["data"] = {**{k: v for k, v in run.get("data", {}).items() if k not in ("captions", "manifest")}, **data,
                        "manifest": str(out / "world" / "manifest.jsonl")}
-        if stage == 1:
-            run["models"]["teacher"] = str(out / "teacher" / TEACHER_T2V)
-        else:
-            run["models"]["teacher"] = str(out / "teacher" / TEACHER_VACE)
-            exports = sorted((out / "stage1" / "exports").glob("*.safetensors"))
-            if not exports:
-                print("build: stage 1 left no export; stage 2 needs it", file=sys.stderr)
-                return 1
-            run["models"]["generator_init"] = str(exports[-1])
-        path = out / f"toy_stage{stage}.yaml"
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(run, f, sort_keys=False)
-        print(f"build: distillation stage {stage} ({path})")
-        code = train_main([str(path), "--resume"] if (out / f"stage{stage}" / "checkpoints").is_dir() else [str(path)])
+        return run
+
+    run = stage_config(1)
+    run["out"] = str(out / "stage1")
+    run["models"]["teacher"] = str(out / "teacher" / TEACHER_T2V)
+    code = _run_stage(out, "toy_stage1", run)
+    if code:
+        return code
+    exports = sorted((out / "stage1" / "exports").glob("*.safetensors"))
+    if not exports:
+        print("build: stage 1 left no export; stage 2 needs it", file=sys.stderr)
+        return 1
+    for name in variants or list(STUDENT_VARIANTS):
+        if name not in STUDENT_VARIANTS:
+            raise VDOTInputError("--variants", f"unknown variant {name!r}", f"use some of {', '.join(STUDENT_VARIANTS)}")
+        run = stage_config(2)
+        run["out"] = str(variant_dir(out, name))
+        run["models"]["teacher"] = str(out / "teacher" / TEACHER_VACE)
+        run["models"]["generator_init"] = str(exports[-1])
+        for section, values in STUDENT_VARIANTS[name].items():
+            run.setdefault(section, {}).update(values)
+        code = _run_stage(out, "toy_stage2" if name == FULL_VARIANT else "toy_stage2_" + name.replace("+", "_"), run)
         if code:
             return code
     return 0
 
 
 # ------------------------------------------------------------------------------------------ report
-def run_report(cfg: dict, manifest: Path, components: Path, models: dict[str, tuple[str, int]], clips: int,
-               tasks: list[str], out_json: Path | None) -> dict:
-    """Generate each eval row with each model; PSNR against the clip (the ground truth) and seconds per video."""
+EVAL_SEED = 1_000_000  # held-out clips: the training world uses seeds 0..clips-1
+REAL_SEED = 2_000_000  # real reference sets for the Fréchet distance (two disjoint ones: the noise floor)
+SPATIAL_TASKS = ("depth", "pose", "flow", "scribble", "grey", "layout", "inpaint", "outpaint", "firstframe_depth",
+                 "firstframe_pose", "firstframe_flow", "firstframe_scribble")
+
+
+def _otd_diagnostics(run: Path) -> dict:
+    """Mean OTD plan diagonal mass and ‖g_OT − g_DMD‖/‖g_DMD‖ over a run's logged generator steps."""
+    import math
+
+    diag, rel = [], []
+    path = run / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if "otd_plan_diag_mass" in rec and math.isfinite(rec["otd_plan_diag_mass"]):
+                diag.append(rec["otd_plan_diag_mass"])
+                rel.append(rec.get("otd_rel_diff_dmd", float("nan")))
+    if not diag:
+        return {}
+    return {"otd_plan_diag_mass": sum(diag) / len(diag), "otd_rel_diff_dmd": sum(rel) / len(rel), "otd_steps": len(diag)}
+
+
+def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seeds: int, tasks: list[str],
+               out_dir: Path | None, cfg_scale: float) -> dict:
+    """Generate every held-out row with every model (``seeds`` seeds each) and measure it against truth
+    (``training.toy.metrics``); write ``report.json``, ``REPORT.md`` (table) and ``report.svg`` (plot)."""
+    import numpy as np
     import torch
 
     from training.data.manifest import ManifestDataset, sample_to_vcu
     from vdot_nodes.core.models import load_transformer
 
+    from . import metrics
     from .components import psnr
+    from .dataset import write_toy_dataset
+    from .world import make_clip
 
     world = _world_config(cfg)
-    data = ManifestDataset(manifest, world.num_frames, world.height, world.width, tasks=tasks)
-    rows = list(range(min(len(data), clips * len(tasks))))
+    eval_dir = build / "eval_world"
+    if not (eval_dir / "manifest.jsonl").is_file():
+        write_toy_dataset(eval_dir, clips, seed=EVAL_SEED, config=world)
+    data = ManifestDataset(eval_dir / "manifest.jsonl", world.num_frames, world.height, world.width, tasks=tasks)
+    rows = [i for i in range(len(data)) if data.samples[i].meta.get("clip", 0) < clips]
     results: dict = {}
-    for name, (path, steps) in models.items():
-        pipe = _toy_pipeline(load_transformer(path, precision="fp32", input_name=name), components)
-        scores, seconds = {}, []
-        for i in rows:
-            sample = data[i]
-            vcu = sample_to_vcu(sample, generator=torch.Generator().manual_seed(i))
-            start = time.perf_counter()
-            video = pipe.generate(vcu, seed=i, sampler="vdot" if steps == 4 else "euler", num_inference_steps=steps)[0]
-            seconds.append(time.perf_counter() - start)
-            scores.setdefault(sample["task"], []).append(psnr(video, sample["video"]))
-        results[name] = {"steps": steps, "seconds_per_video": sum(seconds) / len(seconds),
-                         "psnr": {k: sum(v) / len(v) for k, v in scores.items()}}
-        print(f"{name:>10} ({steps:>2} steps): {results[name]['seconds_per_video']:.2f} s/video, PSNR "
-              + ", ".join(f"{k} {v:.2f}" for k, v in results[name]["psnr"].items()))
-    if out_json is not None:
-        with open(out_json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
-    return results
+    sheet: dict[str, dict] = {}
+    for name, spec in models.items():
+        pipe = _toy_pipeline(load_transformer(spec["path"], precision="fp32", input_name=name), build / "components")
+        teacher = spec["steps"] != 4
+        per_task: dict[str, dict[str, list]] = {}
+        features, seconds = [], []
+        with _bar(len(rows), f"report {name}") as bar:
+            for i in rows:
+                sample = data[i]
+                clip = make_clip(int(sample["meta"]["toy_seed"]), world)
+                vcu = sample_to_vcu(sample, generator=torch.Generator().manual_seed(i))
+                start = time.perf_counter()
+                videos = pipe.generate(vcu, seed=1000 * i, num_videos=seeds, sampler="euler" if teacher else "vdot",
+                                       num_inference_steps=spec["steps"], cfg=cfg_scale if teacher else 1.0)
+                seconds.append((time.perf_counter() - start) / seeds)
+                features.append(metrics.video_features(list(videos)))
+                if sample["meta"].get("clip") == 0:  # contact sheet: first held-out clip, seed 0, per task
+                    sheet.setdefault(sample["task"], {"truth": sample["video"]})[name] = videos[0]
+                m = per_task.setdefault(sample["task"], {})
+                m.setdefault("psnr", []).append(np.mean([psnr(v, sample["video"]) for v in videos]))
+                m.setdefault("object_iou", []).append(np.mean([metrics.object_iou(v, clip) for v in videos]))
+                m.setdefault("flow_epe", []).append(np.mean([metrics.flow_epe(v, clip) for v in videos]))
+                if sample["task"] in ("inpaint", "outpaint"):
+                    m.setdefault("kept_psnr", []).append(np.mean([metrics.kept_psnr(v, sample["video"], vcu.masks) for v in videos]))
+                if seeds > 1:
+                    m.setdefault("diversity", []).append(metrics.seed_diversity(list(videos)))
+                bar.update(1)
+        feats = np.concatenate(features)
+        task_means = {t: {k: float(np.mean(v)) for k, v in m.items()} for t, m in per_task.items()}
+        spatial = [t for t in task_means if t in SPATIAL_TASKS]
+
+        def over(key, names):
+            vals = [task_means[t][key] for t in names if key in task_means.get(t, {})]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        results[name] = {
+            "steps": spec["steps"], "transformer_evals": spec["steps"] * (2 if teacher and cfg_scale != 1 else 1),
+            "seconds_per_video": float(np.mean(seconds)), "features": feats,
+            "object_iou": over("object_iou", spatial), "flow_epe": over("flow_epe", spatial),
+            "kept_psnr": over("kept_psnr", ["inpaint", "outpaint"]), "diversity": over("diversity", list(task_means)),
+            "diversity_t2v": over("diversity", ["t2v"]), "tasks": task_means, **spec.get("extra", {}),
+        }
+    n = max(len(r["features"]) for r in results.values())
+    real = metrics.video_features([torch.from_numpy(make_clip(REAL_SEED + k, world).frames) for k in range(n)])
+    real2 = metrics.video_features([torch.from_numpy(make_clip(REAL_SEED + n + k, world).frames) for k in range(n)])
+    scale = metrics.feature_scale(np.concatenate([real, real2]))
+    floor = metrics.frechet_distance(real / scale, real2 / scale)
+    for r in results.values():
+        r["fd"] = metrics.frechet_distance(r.pop("features") / scale, real / scale)
+    report = {"world": dataclasses_asdict(world), "clips": clips, "seeds": seeds, "tasks": tasks, "cfg_scale": cfg_scale,
+              "fd_real_vs_real": floor, "models": results}
+    for name, r in results.items():
+        print(f"{name:>14}: {r['transformer_evals']:>3} evals, {r['seconds_per_video']:.2f} s/video, FD {r['fd']:.3f}, "
+              f"IoU {r['object_iou']:.3f}, EPE {r['flow_epe']:.2f}, kept PSNR {r['kept_psnr']:.2f}, diversity {r['diversity']:.3f}")
+    print(f"{'real vs real':>14}: FD {floor:.3f} (noise floor)")
+    if out_dir is not None:
+        from .report import write_report
+
+        write_report(report, out_dir, sheet)
+        print(f"report: {out_dir}/REPORT.md, report.svg, report.json")
+    return report
+
+
+def dataclasses_asdict(obj) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
 
 
 # ------------------------------------------------------------------------------------------ install
@@ -273,19 +401,24 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--teacher-steps", type=int)
     b.add_argument("--teacher-minutes", type=float)
     b.add_argument("--no-distill", action="store_true", help="stop after the teacher")
+    b.add_argument("--variants", default="all",
+                   help=f"stage-2 students to train: all, or a comma list of {', '.join(STUDENT_VARIANTS)} "
+                        f"({FULL_VARIANT} is the full method and the one `install` uses)")
     i = sub.add_parser("install", help="make a build's student the embedded default (vdot_nodes/assets/toy)")
     i.add_argument("--build", default="runs/toy", help="build folder from `vdot toy build` (default runs/toy)")
     i.add_argument("--dest", default=None, help="target folder (default: the package's assets/toy)")
     i.add_argument("--overwrite", action="store_true", help="replace an installed embedded model")
-    r = sub.add_parser("report", help="teacher vs students: PSNR to ground truth and seconds per video")
-    r.add_argument("--data", required=True)
-    r.add_argument("--components", required=True)
-    r.add_argument("--teacher", required=True, help="VACE teacher .safetensors")
-    r.add_argument("--teacher-steps", type=int, default=20)
-    r.add_argument("--student", action="append", default=[], help="4-step student .safetensors (repeatable)")
-    r.add_argument("--clips", type=int, default=2, help="eval rows per task")
-    r.add_argument("--tasks", default="t2v,depth,pose,flow,inpaint", help="comma-separated tasks")
-    r.add_argument("--json", default=None, help="write the numbers here")
+    r = sub.add_parser("report", help="teacher vs students on held-out clips: Fréchet distance, condition "
+                                      "adherence, diversity, seconds per video → REPORT.md + report.svg")
+    r.add_argument("--build", default="runs/toy", help="build folder from `vdot toy build` (default runs/toy)")
+    r.add_argument("--teacher-steps", type=int, default=50, help="teacher Euler steps (default 50)")
+    r.add_argument("--cfg", type=float, default=None, help="teacher CFG scale (default: guidance.cfg_scale of toy_stage2.yaml)")
+    r.add_argument("--student", action="append", default=[], metavar="NAME=FILE",
+                   help="a 4-step student to include (repeatable; default: every variant the build trained)")
+    r.add_argument("--clips", type=int, default=4, help="held-out clips per task (default 4)")
+    r.add_argument("--seeds", type=int, default=3, help="seeds per clip (default 3)")
+    r.add_argument("--tasks", default="t2v,depth,pose,flow,scribble,inpaint,outpaint", help="comma-separated tasks")
+    r.add_argument("--out", default=None, help="folder for REPORT.md, report.svg, report.json (default BUILD/report)")
     return p
 
 
@@ -315,14 +448,33 @@ def toy_main(argv: list[str] | None = None) -> int:
             run_components(cfg, out / "components")
             run_teacher(cfg, manifest, out / "components", out / "teacher", args.teacher_steps, args.teacher_minutes)
             if not args.no_distill:
-                return run_distillation(out, cfg)
+                variants = None if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+                return run_distillation(out, cfg, variants)
         elif args.command == "install":
             run_install(Path(args.build), Path(args.dest) if args.dest else None, args.overwrite)
         elif args.command == "report":
-            models = {"teacher": (args.teacher, args.teacher_steps)}
-            models.update({f"student{i}": (s, 4) for i, s in enumerate(args.student)})
-            run_report(cfg, Path(args.data), Path(args.components), models, args.clips,
-                       [t.strip() for t in args.tasks.split(",") if t.strip()], Path(args.json) if args.json else None)
+            build = Path(args.build)
+            models = {"teacher": {"path": build / "teacher" / TEACHER_VACE, "steps": args.teacher_steps}}
+            if args.student:
+                for item in args.student:
+                    name, sep, path = item.partition("=")
+                    if not sep:
+                        raise VDOTInputError("--student", f"{item!r} is not NAME=FILE", "e.g. --student mine=runs/x.safetensors")
+                    models[name] = {"path": Path(path), "steps": 4}
+            else:
+                for name in STUDENT_VARIANTS:
+                    run = variant_dir(build, name)
+                    exports = sorted((run / "exports").glob("generator_vace_step*.safetensors"))
+                    if exports:
+                        models[name] = {"path": exports[-1], "steps": 4, "extra": _otd_diagnostics(run)}
+            for name, spec in models.items():
+                if not Path(spec["path"]).is_file():
+                    raise VDOTInputError(name, f"{spec['path']} not found", "run `vdot toy build` first, or pass --student NAME=FILE")
+            if args.cfg is None:
+                with open(Path(__file__).resolve().parent.parent / "configs" / "toy_stage2.yaml", encoding="utf-8") as f:
+                    args.cfg = float(yaml.safe_load(f)["guidance"]["cfg_scale"])
+            run_report(cfg, build, models, args.clips, args.seeds, [t.strip() for t in args.tasks.split(",") if t.strip()],
+                       Path(args.out) if args.out else build / "report", args.cfg)
         return 0
     except VDOTInputError as exc:
         print(f"vdot toy: error: {exc}", file=sys.stderr)

@@ -36,8 +36,12 @@ from vdot_nodes.core.tiny import TINY_TRANSFORMER_CONFIG, build_tiny_transformer
 
 # Toy teacher: 4 Wan blocks of width 64 (4 heads × 16; rope split 8/4/4 over t/h/w), VACE blocks on
 # 0 and 2, text width 32 = the toy UMT5's d_model. ~0.4 M parameters: a few steps per second on a CPU.
+# It pairs with the toy VAE (4× spatial): 4×4 patches keep 16 tokens per latent frame at 64×64, and the
+# VACE context is 16 + 16 latent channels + a 4×4-unshuffled mask (16) = 48.
 TOY_TEACHER_CONFIG = dict(
     TINY_TRANSFORMER_CONFIG,
+    patch_size=(1, 4, 4),
+    vace_in_channels=48,
     num_attention_heads=4,
     attention_head_dim=16,
     freq_dim=64,
@@ -98,7 +102,7 @@ class TeacherExample:
 
     task: str
     x0: torch.Tensor  # [1, 16, R + f, h, w]
-    control: torch.Tensor  # [1, 96, R + f, h, w]
+    control: torch.Tensor  # [1, 2·16 + s² (96 for Wan, 48 for the toy VAE), R + f, h, w]
     text: torch.Tensor  # [1, L, D]
 
 

@@ -112,7 +112,7 @@ class SceneObject:
             return (dy <= r) & (dy >= -r) & (2 * np.abs(dx) <= dy + r)
         if self.kind == FIGURE:
             pts = self.keypoint_offsets()
-            thickness = max(1.0, self.size / 10)
+            thickness = max(1.5, self.size / 7)
             cover = (dx - pts[0, 0]) ** 2 + (dy - pts[0, 1] + 0.02 * r) ** 2 <= (0.2 * r) ** 2  # head
             for a, b in _BODY_SEGMENTS:
                 cover |= _segment_distance(dx, dy, pts[a], pts[b]) <= thickness
@@ -197,7 +197,7 @@ def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
     h, w, n = config.height, config.width, config.num_frames
     background = str(rng.choice(list(BACKGROUND_COLORS)))
     pattern = str(rng.choice(PATTERNS))
-    period = int(rng.integers(4, 9))
+    period = int(rng.integers(12, 25))  # ≥ 1.5 latent pixels: a texture the 8× VAE can carry
     pan = tuple(int(v) for v in rng.integers(-config.max_pan, config.max_pan + 1, size=2))
     count = int(rng.integers(1, config.max_objects + 1))
     colors = list(rng.permutation(list(OBJECT_COLORS)))[:count]
@@ -205,8 +205,9 @@ def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
     objects = []
     for k in range(count):
         kind = FIGURE if rng.random() < config.figure_probability else str(rng.choice(SHAPES))
-        size = int(rng.integers(max(h, w) // 7, max(h, w) // 4 + 1)) if kind == FIGURE else \
-            int(rng.integers(max(h, w) // 14, max(h, w) // 7 + 1))
+        # Objects span ≥ 1.5 latent pixels (the VAE downsamples 8×): smaller ones would be invisible to it.
+        size = int(rng.integers(max(h, w) // 5, max(h, w) // 3 + 1)) if kind == FIGURE else \
+            int(rng.integers(max(h, w) // 10, max(h, w) // 6 + 1))
         while True:  # a non-zero velocity whose path keeps the centre inside the frame
             vx, vy = (int(v) for v in rng.integers(-config.max_speed, config.max_speed + 1, size=2))
             if (vx or vy) and abs(vx) * (n - 1) < w - 2 * size and abs(vy) * (n - 1) < h - 2 * size:

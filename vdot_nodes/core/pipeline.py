@@ -36,7 +36,7 @@ from .sampling import (
 from .vcu import VCU
 
 MAX_TEXT_TOKENS = 512  # Wan2.1 pads/truncates prompts to 512 UMT5 tokens
-VAE_SPATIAL = 8
+VAE_SPATIAL = 8  # Wan2.1 VAE compression; a VAE whose config says otherwise (scale_factor_*) wins
 VAE_TEMPORAL = 4
 OFFLOAD_MODES = ("none", "model")
 
@@ -100,6 +100,22 @@ class VDOTPipeline:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.offload = offload == "model"
         self.is_toy = is_toy
+        if transformer is not None and vae is not None:
+            self._check_vae_matches_transformer()
+
+    def _check_vae_matches_transformer(self) -> None:
+        """The transformer's latent width and VACE context width must be what this VAE produces."""
+        t, z, s = self.transformer.config, int(self.vae.config.z_dim), self.vae_spatial
+        expected = {"in_channels": z}
+        if getattr(t, "vace_in_channels", None) is not None:
+            expected["vace_in_channels"] = 2 * z + s * s  # inactive + reactive latents + s×s-unshuffled mask
+        for key, want in expected.items():
+            have = int(getattr(t, key))
+            if have != want:
+                raise VDOTInputError(
+                    "vae", f"the transformer expects {key}={have}, but this VAE ({z} latent channels, {s}× spatial "
+                    f"compression) gives {want}", "load the VAE that belongs to this transformer (the Wan2.1 VAE for "
+                    "Wan2.1-VACE; the toy VAE for the toy model)")
 
     # ---------------------------------------------------------------- text
     @property
@@ -135,6 +151,21 @@ class VDOTPipeline:
         return embeds
 
     # ---------------------------------------------------------------- VAE
+    @property
+    def vae_spatial(self) -> int:
+        """Pixels per latent pixel (8 for Wan2.1's VAE; diffusers keeps it in ``scale_factor_spatial``)."""
+        return int(getattr(self.vae.config, "scale_factor_spatial", None) or VAE_SPATIAL)
+
+    @property
+    def vae_temporal(self) -> int:
+        """Frames per latent frame after the first (4 for Wan2.1's VAE)."""
+        return int(getattr(self.vae.config, "scale_factor_temporal", None) or VAE_TEMPORAL)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """``[C, f, h, w]`` of the normalised latents of a ``num_frames``×``height``×``width`` video."""
+        return (int(self.vae.config.z_dim), (num_frames - 1) // self.vae_temporal + 1,
+                height // self.vae_spatial, width // self.vae_spatial)
+
     def _latent_stats(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.vae.config
         mean = torch.tensor(cfg.latents_mean, dtype=torch.float32, device=device).view(1, cfg.z_dim, 1, 1, 1)
@@ -173,7 +204,7 @@ class VDOTPipeline:
         """VACE context: [inactive 16 | reactive 16 | mask 64] channels, reference frames first.
 
         inactive = frames·(1 − m), reactive = frames·m, in [-1, 1], each VAE-encoded; the mask is
-        8×8 pixel-unshuffled to 64 channels and resampled to the latent frame count (nearest-exact).
+        8×8 pixel-unshuffled to 64 channels (s×s to s² for a VAE with spatial factor s) and resampled to the latent frame count (nearest-exact).
         Each reference image is one extra latent frame: its latent, zeros as "reactive", mask zeros.
         """
         from .vcu import validate_vcu
@@ -192,16 +223,17 @@ class VDOTPipeline:
                 refs.append(torch.cat([ref_latent, torch.zeros_like(ref_latent)], dim=1))
         context = torch.cat([*refs, context], dim=2).cpu()
         latent_frames = context.shape[2] - len(refs)
-        h, w = vcu.height // VAE_SPATIAL, vcu.width // VAE_SPATIAL
-        mask64 = vcu.masks.float().view(vcu.num_frames, h, VAE_SPATIAL, w, VAE_SPATIAL)
-        mask64 = mask64.permute(2, 4, 0, 1, 3).flatten(0, 1)  # [64, F, h, w]
+        s = self.vae_spatial
+        h, w = vcu.height // s, vcu.width // s
+        mask64 = vcu.masks.float().view(vcu.num_frames, h, s, w, s)
+        mask64 = mask64.permute(2, 4, 0, 1, 3).flatten(0, 1)  # [s·s (64 for Wan), F, h, w]
         mask64 = torch.nn.functional.interpolate(
             mask64.unsqueeze(0), size=(latent_frames, h, w), mode="nearest-exact"
         )
         if refs:
             mask64 = torch.cat([torch.zeros_like(mask64[:, :, : len(refs)]), mask64], dim=2)
         control = torch.cat([context, mask64], dim=1)
-        return EncodedVCU(control, len(refs), (16, control.shape[2], h, w))
+        return EncodedVCU(control, len(refs), (int(self.vae.config.z_dim), control.shape[2], h, w))
 
     # ---------------------------------------------------------------- transformer
     def velocity_fn(

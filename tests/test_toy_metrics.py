@@ -1,0 +1,133 @@
+"""Toy-world report metrics against known answers, and `vdot toy report` end to end on tiny models."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from training.toy import metrics
+from training.toy.captions import BACKGROUND_COLORS
+from training.toy.report import markdown_table, write_report
+from training.toy.world import WorldConfig, make_clip
+
+
+def _reference_fd(a, b):
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(ca @ cb).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
+
+
+def test_frechet_distance_matches_the_scipy_formula_and_its_invariances():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 6)) @ rng.standard_normal((6, 6))
+    b = rng.standard_normal((150, 6)) * 2 + 1
+    assert metrics.frechet_distance(a, b) == pytest.approx(_reference_fd(a, b), rel=1e-6)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    shift = np.arange(6.0)
+    assert metrics.frechet_distance(a, a + shift) == pytest.approx(float((shift ** 2).sum()), rel=1e-6)
+    with pytest.raises(ValueError, match="feature sets"):
+        metrics.frechet_distance(a, b[:, :3])
+
+
+def test_features_are_fixed_and_catch_collapsed_or_frozen_videos():
+    world = WorldConfig(height=32, width=32, num_frames=5)
+    real = [torch.from_numpy(make_clip(s, world).frames) for s in range(40)]
+    other = [torch.from_numpy(make_clip(100 + s, world).frames) for s in range(40)]
+    f1 = metrics.video_features(real)
+    assert f1.shape == (40, metrics.FEATURE_DIM) and np.array_equal(f1, metrics.video_features(real))
+    scale = metrics.feature_scale(metrics.video_features([torch.from_numpy(make_clip(500 + s, world).frames)
+                                                          for s in range(100)]))
+    fd = lambda videos: metrics.frechet_distance(f1 / scale, metrics.video_features(videos) / scale)
+    floor = fd(other)
+    assert fd([v.mean(dim=(0, 1, 2), keepdim=True).expand_as(v) for v in other]) > 20 * floor  # mean colour
+    assert fd([v[:1].expand_as(v) for v in other]) > 2 * floor  # frozen frames
+    assert fd([torch.rand(5, 32, 32, 3, generator=torch.Generator().manual_seed(s)) for s in range(40)]) > 100 * floor
+
+
+def test_object_iou_is_high_on_truth_and_zero_on_background():
+    clip = make_clip(3, WorldConfig(height=64, width=64, num_frames=9))
+    assert metrics.object_iou(torch.from_numpy(clip.frames), clip) > 0.95
+    bg = torch.tensor(BACKGROUND_COLORS[clip.scene.background][0]).expand(9, 64, 64, 3)
+    assert metrics.object_iou(bg, clip) == 0.0
+
+
+def test_flow_epe_is_small_on_truth_and_large_on_a_frozen_video():
+    clip = make_clip(5, WorldConfig(height=64, width=64, num_frames=9))
+    frames = torch.from_numpy(clip.frames)
+    frozen = frames[:1].expand_as(frames)
+    speed = float(np.linalg.norm(clip.flow, axis=-1)[clip.ids[:-1] > 0].mean())
+    assert speed > 0.5
+    assert metrics.flow_epe(frames, clip) < 0.5 * metrics.flow_epe(frozen, clip)
+    assert metrics.flow_epe(frozen, clip) == pytest.approx(speed, rel=0.3)
+
+
+def test_kept_psnr_and_diversity_known_answers():
+    src = torch.rand(5, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(5, 16, 16)
+    masks[:, :, 8:] = 1  # right half generated
+    out = src.clone()
+    out[:, :, 8:] = 0.5  # anything in the generated half does not count
+    out[:, :, :8] += 0.1  # the kept half is off by 0.1 → PSNR 20 dB
+    assert metrics.kept_psnr(out, src, masks) == pytest.approx(20.0, abs=1e-3)
+    assert metrics.seed_diversity([src, src, src]) == 0.0
+    assert metrics.seed_diversity([src, src + 0.1]) == pytest.approx(0.1, rel=1e-5)
+    with pytest.raises(ValueError, match="two videos"):
+        metrics.seed_diversity([src])
+
+
+def _fake_report():
+    model = lambda steps, fd, iou: {"steps": steps, "transformer_evals": steps * (2 if steps != 4 else 1),
+                                    "seconds_per_video": 0.5, "fd": fd, "object_iou": iou, "flow_epe": 1.0,
+                                    "kept_psnr": 20.0, "diversity": 0.1, "tasks": {"depth": {"object_iou": iou}}}
+    return {"world": {"num_frames": 17, "height": 64, "width": 64}, "clips": 2, "seeds": 3, "tasks": ["depth"],
+            "cfg_scale": 3.0, "fd_real_vs_real": 0.2,
+            "models": {"teacher": model(50, 1.0, 0.5), "dmd": {**model(4, 1.2, 0.45), "otd_plan_diag_mass": float("nan")}}}
+
+
+def test_report_files(tmp_path):
+    report = _fake_report()
+    table = markdown_table(report)
+    assert "| dmd | 4 |" in table and "1.200 (+20 %)" in table and "0.450 (-10 %)" in table
+    out = write_report(report, tmp_path / "rep")
+    assert json.loads((out / "report.json").read_text())["models"]["dmd"]["fd"] == 1.2
+    root = ET.fromstring((out / "report.svg").read_text())  # well-formed SVG
+    assert root.tag.endswith("svg") and len(root) > 10
+    assert "![toy report](report.svg)" in (out / "REPORT.md").read_text()
+
+
+def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
+    """The whole `vdot toy report` path (held-out world, teacher with CFG, a student, all metrics, files)."""
+    from training.toy.cli import TEACHER_VACE, toy_main
+    from training.toy.components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae, set_latent_statistics
+    from training.toy.teacher import build_toy_teacher
+    from vdot_nodes.core.models import save_text_encoder, save_transformer, save_vae
+
+    build = tmp_path / "build"
+    (build / "components").mkdir(parents=True)
+    (build / "teacher").mkdir()
+    world = WorldConfig(height=32, width=32, num_frames=5)
+    vae = build_toy_vae(seed=0)
+    set_latent_statistics(vae, [1, 2], world)
+    save_vae(vae, build / "components" / "vae.safetensors")
+    save_text_encoder(build_toy_text_encoder(seed=0), build_toy_tokenizer(), build / "components" / "text_encoder.safetensors")
+    save_transformer(build_toy_teacher(seed=0, num_layers=2, vace_layers=[0]).eval(), build / "teacher" / TEACHER_VACE)
+    config = tmp_path / "toy.yaml"
+    config.write_text("world: {height: 32, width: 32, num_frames: 5}\n")
+    code = toy_main(["--config", str(config), "report", "--build", str(build), "--clips", "1", "--seeds", "2",
+                     "--tasks", "t2v,inpaint", "--teacher-steps", "2",
+                     "--student", f"same={build / 'teacher' / TEACHER_VACE}"])
+    assert code == 0
+    report = json.loads((build / "report" / "report.json").read_text())
+    teacher, student = report["models"]["teacher"], report["models"]["same"]
+    assert teacher["transformer_evals"] == 4 and student["transformer_evals"] == 4  # 2 steps × CFG vs 4 steps
+    assert set(student["tasks"]) == {"t2v", "inpaint"} and 0 <= student["object_iou"] <= 1
+    assert np.isfinite([student["fd"], teacher["fd"], student["diversity"], report["fd_real_vs_real"]]).all()
+    assert student["diversity"] > 0  # two seeds, two different videos
+    assert (build / "eval_world" / "manifest.jsonl").is_file() and (build / "report" / "report.svg").is_file()
+    assert (build / "report" / "samples.png").is_file() and "![samples](samples.png)" in (build / "report" / "REPORT.md").read_text()
+    assert toy_main(["report", "--build", str(tmp_path / "none")]) == 2
+    assert "not found" in capsys.readouterr().err

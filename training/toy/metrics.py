@@ -1,0 +1,137 @@
+"""Measurements of generated toy videos against the toy world's ground truth.
+
+Each generated video answers a held-out manifest row whose clip can be re-rendered exactly from its
+seed (``meta.toy_seed``), so quality is measured against truth, not against another model:
+
+- **Fréchet distance** (:func:`frechet_distance`) between Gaussian fits of :func:`video_features` of
+  generated and real held-out videos. The feature encoder is fixed and hand-designed (no learning, no
+  weights to download): 28 statistics of colour, sharpness (gradient magnitudes), motion (frame
+  differences), background contrast and the saturated "object" pixels (coverage, centroid, spread,
+  colour at the first and last frame) — few enough that the covariances of a few dozen videos are well
+  conditioned, and sensitive to the failures a small generator has (blur, mean-colour collapse, frozen
+  or flickering frames). Lower is better; the distance between two disjoint sets of real clips is
+  the noise floor. Features are standardised by their spread over real clips (:func:`feature_scale`).
+- **Object IoU** (:func:`object_iou`): pixels whose colour is far from both background colours of the
+  scene are "object"; IoU with the true object pixels. For depth / pose / flow / scribble / layout
+  controls this is condition adherence: the control fixes where the objects are.
+- **Flow error** (:func:`flow_epe`): DIS optical flow of the generated video against the exact flow,
+  mean end-point error in pixels over the true object pixels (motion adherence).
+- **Kept-region PSNR** (:func:`kept_psnr`): for inpaint / outpaint, PSNR to the source inside the
+  region the mask says to keep (mask fidelity).
+- **Seed diversity** (:func:`seed_diversity`): mean pairwise RMS difference between videos of the same
+  row generated with different seeds (0 = mode collapse).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .captions import BACKGROUND_COLORS
+from .components import psnr
+from .world import Clip
+
+FEATURE_DIM = 28
+OBJECT_COLOR_DISTANCE = 0.12  # a pixel this far (RGB, 0..1) from both background colours is "object"
+
+
+def _object_stats(sat: torch.Tensor, frame: torch.Tensor) -> list[torch.Tensor]:
+    """Coverage, centroid and spread of the saturated ("object") pixels of one frame, and their mean colour."""
+    h, w = sat.shape
+    area = sat.float().mean()
+    if not sat.any():
+        return [area, *torch.full((4,), 0.5), *torch.zeros(3)]
+    ys, xs = torch.nonzero(sat, as_tuple=True)
+    pos = [xs.float().mean() / w, ys.float().mean() / h, xs.float().std(correction=0) / w, ys.float().std(correction=0) / h]
+    return [area, *pos, *frame[sat].mean(0)]
+
+
+def _raw_features(video: torch.Tensor) -> torch.Tensor:
+    """``[F, H, W, 3]`` 0..1 → 28 hand-designed statistics of how a toy video looks and moves."""
+    v = video.float().clamp(0, 1)
+    n = v.shape[0]
+    sat = (v.amax(-1) - v.amin(-1)) > 0.3  # object colours are saturated, backgrounds are greys/browns
+    grey = v.mean(-1)
+    gx, gy = grey[:, :, 1:] - grey[:, :, :-1], grey[:, 1:] - grey[:, :-1]
+    grad = torch.cat([gx.abs().flatten(), gy.abs().flatten()])
+    change = (v[1:] - v[:-1]).abs().mean(-1) if n > 1 else torch.zeros_like(grey)
+    background = grey[~sat] if (~sat).any() else grey.flatten()
+    feats = [*v.mean((0, 1, 2)), *v.std((0, 1, 2)),  # colour
+             grad.mean(), (grad > 0.1).float().mean(), (grad > 0.3).float().mean(),  # sharpness / edges
+             change.mean(), (change > 0.1).float().mean(),  # motion
+             background.std(),  # background texture contrast
+             *_object_stats(sat[0], v[0]), *_object_stats(sat[-1], v[-1])]  # objects at the start / end
+    return torch.stack([torch.as_tensor(f, dtype=torch.float32) for f in feats])
+
+
+def video_features(videos: list[torch.Tensor] | torch.Tensor) -> np.ndarray:
+    """Features of the fixed toy encoder: ``[N, 28]`` float64 for N videos ``[F, H, W, 3]`` in 0..1."""
+    return torch.stack([_raw_features(v) for v in videos]).double().numpy()
+
+
+def feature_scale(reference: np.ndarray) -> np.ndarray:
+    """Per-feature scale (std over real clips, + 1e-3): divide features by it before
+    :func:`frechet_distance` so every statistic counts, not only those with large raw variance."""
+    return reference.std(0) + 1e-3
+
+
+def _sqrt_psd(m: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """‖μa − μb‖² + tr(Σa + Σb − 2 (Σa^½ Σb Σa^½)^½) of Gaussians fitted to the rows of ``a`` and ``b``."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need two [N≥2, D] feature sets of the same D, got {a.shape} and {b.shape}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_a = _sqrt_psd(cov_a)
+    cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+    return max(value, 0.0)
+
+
+def object_mask(video: torch.Tensor, background: str) -> torch.Tensor:
+    """``[F, H, W]`` bool: pixels farther than :data:`OBJECT_COLOR_DISTANCE` from both colours of the
+    scene's background (``background`` = the colour name, e.g. ``"grey"``)."""
+    v = video.float()
+    dist = [torch.linalg.vector_norm(v - torch.tensor(c), dim=-1) for c in BACKGROUND_COLORS[background]]
+    return torch.minimum(*dist) > OBJECT_COLOR_DISTANCE
+
+
+def object_iou(video: torch.Tensor, clip: Clip) -> float:
+    """IoU of :func:`object_mask` of ``video`` with the clip's true object pixels (``ids > 0``)."""
+    pred = object_mask(video, clip.scene.background)
+    truth = torch.from_numpy(clip.ids > 0)
+    union = (pred | truth).sum().item()
+    return float((pred & truth).sum().item() / union) if union else 1.0
+
+
+def flow_epe(video: torch.Tensor, clip: Clip) -> float:
+    """Mean end-point error (pixels) of DIS flow of ``video`` vs the exact flow, on true object pixels."""
+    from vdot_nodes.core.preprocess.flow import optical_flow
+
+    est = optical_flow(video.float().clamp(0, 1), method="dis", pad="last")[:-1]  # [F-1, H, W, 2]: t → t+1
+    truth = torch.from_numpy(clip.flow)
+    where = torch.from_numpy(clip.ids[:-1] > 0)
+    if not where.any():
+        return 0.0
+    return float(torch.linalg.vector_norm(est - truth, dim=-1)[where].mean())
+
+
+def kept_psnr(video: torch.Tensor, source: torch.Tensor, masks: torch.Tensor) -> float:
+    """PSNR to ``source`` where the VCU mask is 0 (keep); ``masks`` ``[F, H, W]`` in 0..1."""
+    return psnr(video, source, masks < 0.5)
+
+
+def seed_diversity(videos: list[torch.Tensor]) -> float:
+    """Mean pairwise RMS difference (0..1 pixels) between videos of one row from different seeds."""
+    if len(videos) < 2:
+        raise ValueError("diversity needs at least two videos of the same row")
+    return float(np.mean([torch.sqrt(((a.float() - b.float()) ** 2).mean()).item()
+                          for a, b in itertools.combinations(videos, 2)]))

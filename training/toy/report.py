@@ -1,0 +1,149 @@
+"""Write the toy-world report (``vdot toy report``): ``report.json``, a Markdown table and an SVG plot.
+
+The plot is plain SVG written here (no plotting library is a dependency of the pack): one panel per
+metric, one bar per model, the teacher's value as a dashed line and a ±10 % band around it (the
+"within 10 % of the teacher" target).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+# (key, title, better) — the metrics shown in the table and the plot.
+METRICS = (
+    ("fd", "Fréchet distance ↓", "lower"),
+    ("object_iou", "object IoU ↑", "higher"),
+    ("flow_epe", "flow EPE (px) ↓", "lower"),
+    ("kept_psnr", "kept-region PSNR (dB) ↑", "higher"),
+    ("diversity", "seed diversity", "neither"),
+)
+
+
+def _fmt(v, digits=3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def markdown_table(report: dict) -> str:
+    models = report["models"]
+    teacher = next((r for r in models.values() if r["steps"] != 4), None)
+    head = "| model | transformer evals / video | s / video | " + " | ".join(t for _, t, _ in METRICS) + " | OTD plan diag. mass |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in models.items():
+        cells = []
+        for key, _, better in METRICS:
+            cell = _fmt(r.get(key))
+            if teacher is not None and r is not teacher and better != "neither":
+                t, v = teacher.get(key), r.get(key)
+                if t and v is not None and not math.isnan(v) and not math.isnan(t):
+                    cell += f" ({100 * (v - t) / abs(t):+.0f} %)"
+            cells.append(cell)
+        diag = _fmt(r.get("otd_plan_diag_mass"))
+        lines.append(f"| {name} | {r['transformer_evals']} | {r['seconds_per_video']:.2f} | " + " | ".join(cells) + f" | {diag} |")
+    lines.append(f"| real vs real (noise floor) | | | {_fmt(report['fd_real_vs_real'])} | | | | | |")
+    return "\n".join(lines)
+
+
+def task_table(report: dict, key: str = "object_iou") -> str:
+    models = report["models"]
+    tasks = sorted({t for r in models.values() for t, m in r["tasks"].items() if key in m})
+    lines = ["| model | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+    for name, r in models.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(r["tasks"].get(t, {}).get(key)) for t in tasks) + " |")
+    return "\n".join(lines)
+
+
+def svg_plot(report: dict) -> str:
+    """One panel per metric; bars per model; the teacher's value dashed with a ±10 % band."""
+    models = list(report["models"].items())
+    panel_w, panel_h, top, bottom, left = 230, 200, 30, 60, 40
+    colors = ["#555555", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    width = left + panel_w * len(METRICS) + 20
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + panel_h + bottom + 40}" '
+           'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
+    teacher = next((r for _, r in models if r["steps"] != 4), None)
+    for p, (key, title, _) in enumerate(METRICS):
+        x0 = left + p * panel_w
+        vals = [r.get(key) for _, r in models]
+        finite = [v for v in vals if v is not None and not math.isnan(v)]
+        vmax = max(finite) * 1.15 if finite and max(finite) > 0 else 1.0
+        out.append(f'<text x="{x0 + panel_w / 2 - 10}" y="{top - 10}" text-anchor="middle" font-weight="bold">{title}</text>')
+        out.append(f'<line x1="{x0}" y1="{top + panel_h}" x2="{x0 + panel_w - 20}" y2="{top + panel_h}" stroke="black"/>')
+        bar_w = (panel_w - 30) / max(len(models), 1)
+        if teacher is not None and teacher.get(key) is not None and not math.isnan(teacher[key]):
+            ty = top + panel_h * (1 - teacher[key] / vmax)
+            band = panel_h * 0.1 * abs(teacher[key]) / vmax
+            out.append(f'<rect x="{x0}" y="{ty - band}" width="{panel_w - 20}" height="{2 * band}" fill="#cccccc" opacity="0.4"/>')
+            out.append(f'<line x1="{x0}" y1="{ty}" x2="{x0 + panel_w - 20}" y2="{ty}" stroke="#555" stroke-dasharray="4 3"/>')
+        for i, v in enumerate(vals):
+            if v is None or math.isnan(v):
+                continue
+            h = panel_h * max(v, 0) / vmax
+            x = x0 + 5 + i * bar_w
+            out.append(f'<rect x="{x:.1f}" y="{top + panel_h - h:.1f}" width="{bar_w - 4:.1f}" height="{h:.1f}" '
+                       f'fill="{colors[i % len(colors)]}"/>')
+            out.append(f'<text x="{x + (bar_w - 4) / 2:.1f}" y="{top + panel_h - h - 3:.1f}" text-anchor="middle" '
+                       f'font-size="9">{v:.2f}</text>')
+    for i, (name, _) in enumerate(models):
+        x = left + i * 150
+        y = top + panel_h + bottom
+        out.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{colors[i % len(colors)]}"/>')
+        out.append(f'<text x="{x + 14}" y="{y}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def contact_sheet(sheet: dict[str, dict], path: Path, scale: int = 2) -> None:
+    """PNG: one row per task, one column group per video (truth first, then each model), frames first /
+    middle / last; ``sheet[task][name]`` = ``[F, H, W, 3]`` 0..1."""
+    import cv2
+    import numpy as np
+
+    rows = []
+    for videos in sheet.values():
+        groups = []
+        for v in videos.values():
+            n = v.shape[0]
+            groups.append(np.concatenate([v[t].numpy() for t in (0, n // 2, n - 1)], axis=1))
+            groups.append(np.ones((v.shape[1], 4, 3), np.float32))  # white gap between videos
+        rows.append(np.concatenate(groups, axis=1))
+    img = (np.concatenate(rows, axis=0) * 255).clip(0, 255).astype(np.uint8)
+    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(path), img[..., ::-1])
+
+
+def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = None) -> Path:
+    """Write ``report.json``, ``REPORT.md``, ``report.svg`` (and ``samples.png`` from ``sheet``) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if sheet:
+        contact_sheet(sheet, out / "samples.png")
+    (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    (out / "report.svg").write_text(svg_plot(report), encoding="utf-8")
+    world = report["world"]
+    text = [
+        "# Toy-world report",
+        "",
+        f"Held-out toy clips ({report['clips']} per task, tasks {', '.join(report['tasks'])}), "
+        f"{report['seeds']} seeds each, {world['num_frames']}×{world['height']}×{world['width']}; the teacher samples "
+        f"with Euler and CFG {report['cfg_scale']}, the students with the 4-step VDOT sampler and no CFG. "
+        "Metrics: `training/toy/metrics.py` (object IoU and flow EPE over the spatially controlled tasks; "
+        "kept-region PSNR over inpaint/outpaint; percentages are relative to the teacher).",
+        "",
+        markdown_table(report),
+        "",
+        "Object IoU per task:",
+        "",
+        task_table(report, "object_iou"),
+        "",
+        "![toy report](report.svg)",
+        "",
+    ]
+    if sheet:
+        names = next(iter(sheet.values())).keys()
+        text += [f"Samples (first held-out clip per task, seed 0; frames first / middle / last; columns: "
+                 f"{', '.join(names)}; rows: {', '.join(sheet)}):", "", "![samples](samples.png)", ""]
+    (out / "REPORT.md").write_text("\n".join(text), encoding="utf-8")
+    return out
