@@ -115,6 +115,20 @@ def train_reward_model(
     if steps < 1:
         raise VDOTInputError("steps", f"must be at least 1, got {steps}", "train the reward model for some steps")
     optimizer = optimizer or torch.optim.AdamW(reward_model.parameters(), lr=lr, weight_decay=0.0)
+
+    def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        latents = sample_latents(step).detach()
+        with torch.no_grad():
+            return latents, reward_fn(decode(latents) if decode is not None else latents)
+
+    return _regress(reward_model, next_batch, steps, optimizer, progress, cancel)
+
+
+def _regress(reward_model: nn.Module, next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]], steps: int,
+             optimizer: torch.optim.Optimizer, progress: bool | Callable[[int, int], None],
+             cancel: Callable[[], bool] | None) -> list[float]:
+    """``steps`` optimizer steps of :func:`reward_model_loss` on ``next_batch(step)`` = (latents, rewards);
+    returns every step's loss and leaves the model in eval mode with no gradients."""
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
@@ -126,9 +140,7 @@ def train_reward_model(
         for step in range(steps):
             if cancel is not None and cancel():
                 raise VDOTCancelled(f"reward-model training cancelled after {step} of {steps} steps")
-            latents = sample_latents(step).detach()
-            with torch.no_grad():
-                rewards = reward_fn(decode(latents) if decode is not None else latents)
+            latents, rewards = next_batch(step)
             loss = reward_model_loss(reward_model, latents, rewards)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -182,33 +194,12 @@ def fit_reward_model(
     val, train = order[:n_val], order[n_val:]
     device = next(reward_model.parameters()).device
     optimizer = torch.optim.AdamW(reward_model.parameters(), lr=lr, weight_decay=0.0)
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc="reward model", unit="step")
-    losses: list[float] = []
-    reward_model.train()
-    try:
-        for step in range(steps):
-            if cancel is not None and cancel():
-                raise VDOTCancelled(f"reward-model training cancelled after {step} of {steps} steps")
-            pick = train[torch.randperm(len(train), generator=gen)[:batch_size]]
-            loss = reward_model_loss(reward_model, latents[pick].to(device), rewards[pick].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(mse=f"{losses[-1]:.4g}")
-            elif callable(progress):
-                progress(step + 1, steps)
-    finally:
-        if bar is not None:
-            bar.close()
-        optimizer.zero_grad(set_to_none=True)
-        reward_model.eval()
+    def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = train[torch.randperm(len(train), generator=gen)[:batch_size]]
+        return latents[pick].to(device), rewards[pick].to(device)
+
+    losses = _regress(reward_model, next_batch, steps, optimizer, progress, cancel)
     result = {"train_losses": losses, "n_train": len(train), "n_val": n_val,
               "reward_mean": float(rewards[train].mean()), "reward_std": float(rewards[train].std()) if len(train) > 1 else 0.0,
               "val_mse": None, "val_baseline_mse": None}

@@ -86,30 +86,26 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
         print(f"components: text encoder → {text_path}")
     if not vae_path.is_file():
         v = cfg["vae"]
-        steps = int(v.get("steps", 300))
         vae = build_toy_vae(seed=int(v.get("seed", 0)))
-        with _bar(steps, "toy VAE") as bar:
-            def progress(step, total, record):
-                bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['train_psnr']:.1f}", refresh=False)
-                bar.update(1)
 
-            result = train_vae(vae, steps=steps, config=_world_config(cfg), lr=float(v.get("lr", 1e-3)),
-                               batch_size=int(v.get("batch_size", 2)), kl_weight=float(v.get("kl_weight", 1e-6)),
-                               seed=int(v.get("seed", 0)), train_frames=int(v.get("train_frames", 5)),
-                               latent_noise=float(v.get("latent_noise", 0.05)),
-                               object_weight=float(v.get("object_weight", 0.0)), metrics_path=out / "metrics.jsonl", progress=progress)
-        long_steps = int(v.get("long_steps", 0))
-        if long_steps:  # phase 2: full-length clips, so every chunk of the causal VAE's cache is trained
-            with _bar(long_steps, "toy VAE, full-length clips") as bar:
+        def train_phase(steps: int, desc: str, **kwargs) -> dict:
+            with _bar(steps, desc) as bar:
                 def progress(step, total, record):
                     bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['train_psnr']:.1f}", refresh=False)
                     bar.update(1)
 
-                phase2 = train_vae(vae, steps=long_steps, config=_world_config(cfg), lr=float(v.get("long_lr", 5e-4)),
-                                   batch_size=1, kl_weight=float(v.get("kl_weight", 1e-6)), seed=int(v.get("seed", 0)) + 1,
-                                   train_frames=None, latent_noise=float(v.get("latent_noise", 0.05)),
-                                   object_weight=float(v.get("long_object_weight", 0.0)),
-                                   metrics_path=out / "metrics.jsonl", progress=progress)
+                return train_vae(vae, steps=steps, config=_world_config(cfg), kl_weight=float(v.get("kl_weight", 1e-6)),
+                                 latent_noise=float(v.get("latent_noise", 0.05)), metrics_path=out / "metrics.jsonl",
+                                 progress=progress, **kwargs)
+
+        result = train_phase(int(v.get("steps", 300)), "toy VAE", lr=float(v.get("lr", 1e-3)),
+                             batch_size=int(v.get("batch_size", 2)), seed=int(v.get("seed", 0)),
+                             train_frames=int(v.get("train_frames", 5)), object_weight=float(v.get("object_weight", 0.0)))
+        long_steps = int(v.get("long_steps", 0))
+        if long_steps:  # phase 2: full-length clips, so every chunk of the causal VAE's cache is trained
+            phase2 = train_phase(long_steps, "toy VAE, full-length clips", lr=float(v.get("long_lr", 5e-4)), batch_size=1,
+                                 seed=int(v.get("seed", 0)) + 1, train_frames=None,
+                                 object_weight=float(v.get("long_object_weight", 0.0)))
             result = {**result, "psnr_after_phase1": result["psnr_after"], "psnr_after": phase2["psnr_after"],
                       "object_psnr_after": phase2["object_psnr_after"],
                       "seconds": result["seconds"] + phase2["seconds"], "long_steps": long_steps}
@@ -258,6 +254,8 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
                out_dir: Path | None, cfg_scale: float) -> dict:
     """Generate every held-out row with every model (``seeds`` seeds each) and measure it against truth
     (``training.toy.metrics``); write ``report.json``, ``REPORT.md`` (table) and ``report.svg`` (plot)."""
+    import dataclasses
+
     import numpy as np
     import torch
 
@@ -325,7 +323,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     floor = metrics.frechet_distance(real / scale, real2 / scale)
     for r in results.values():
         r["fd"] = metrics.frechet_distance(r.pop("features") / scale, real / scale)
-    report = {"world": dataclasses_asdict(world), "clips": clips, "seeds": seeds, "tasks": tasks, "cfg_scale": cfg_scale,
+    report = {"world": dataclasses.asdict(world), "clips": clips, "seeds": seeds, "tasks": tasks, "cfg_scale": cfg_scale,
               "fd_real_vs_real": floor, "models": results}
     for name, r in results.items():
         print(f"{name:>14}: {r['transformer_evals']:>3} evals, {r['seconds_per_video']:.2f} s/video, FD {r['fd']:.3f}, "
@@ -337,12 +335,6 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
         write_report(report, out_dir, sheet)
         print(f"report: {out_dir}/REPORT.md, report.svg, report.json")
     return report
-
-
-def dataclasses_asdict(obj) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(obj)
 
 
 # ------------------------------------------------------------------------------------------ install
