@@ -440,7 +440,7 @@ def test_resume_is_exact_with_consistency_and_reward_on(run_dir):
 
 
 # ------------------------------------------------------------------------------------------------
-# python -m training.reward: fit a reward model to a manifest's labels
+# vdot train-reward (= python -m training.reward): fit a reward model to a manifest's labels
 # ------------------------------------------------------------------------------------------------
 
 
@@ -460,7 +460,9 @@ def test_reward_cli_fits_manifest_labels_and_the_trainer_reads_the_file(run_dir,
     args = ["--manifest", str(manifest), "--out", str(out), "--vae", "tiny", "--num-frames", "5", "--height", "16",
             "--width", "16", "--steps", "60", "--batch-size", "3", "--lr", "3e-3", "--hidden", "8", "--mlp-hidden", "16",
             "--val-fraction", "0.25", "--device", "cpu", "--no-progress"]
-    assert reward_main(args) == 0
+    from vdot_nodes.cli import main as vdot_main
+
+    assert vdot_main(["train-reward", *args]) == 0  # the CLI alias runs reward_main
     report = capsys.readouterr().out
     assert "3 training / 1 held-out clips" in report and str(out) in report
     model = load_reward_model(out)

@@ -332,7 +332,9 @@ def test_text_encode_caches_per_encoder_and_text(parts, root):
     from vdot_nodes.core.tiny import build_tiny_text_encoder
     from vdot_nodes.nodes.loaders import LoadedModel
 
-    fresh = LoadedModel(build_tiny_text_encoder(seed=123).eval(), "fresh", tokenizer=te.tokenizer)
+    # (same vocabulary size as ``te``: the embedded toy encoder's tokenizer has more words than the tiny one)
+    fresh = LoadedModel(build_tiny_text_encoder(seed=123, vocab_size=te.module.config.vocab_size).eval(), "fresh",
+                        tokenizer=te.tokenizer)
     (mine,) = call("VDOTTextEncode", text_encoder=fresh, positive="a red ball", negative="blurry")
     assert not torch.equal(mine.positive, embeds.positive)
 

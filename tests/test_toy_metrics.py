@@ -127,7 +127,8 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
     assert set(student["tasks"]) == {"t2v", "inpaint"} and 0 <= student["object_iou"] <= 1
     assert np.isfinite([student["fd"], teacher["fd"], student["diversity"], report["fd_real_vs_real"]]).all()
     assert student["diversity"] > 0  # two seeds, two different videos
-    assert (build / "eval_world" / "manifest.jsonl").is_file() and (build / "report" / "report.svg").is_file()
+    assert (build / "eval_world_1" / "manifest.jsonl").is_file() and (build / "report" / "report.svg").is_file()
+    assert report["clips"] == 1 and report["rows"] == 2  # one held-out clip × two tasks
     assert (build / "report" / "samples.png").is_file() and "![samples](samples.png)" in (build / "report" / "REPORT.md").read_text()
     assert toy_main(["report", "--build", str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 Stage 1 reads captions (a text file, or a manifest's captions and — for the GAN — its videos) and
 conditions on text only. Stage 2 turns each manifest sample into its task's VCU
 (:func:`training.data.manifest.sample_to_vcu`) and encodes it with :meth:`VDOTPipeline.encode_vcu`,
-the same path inference takes. Real videos are VAE-encoded with :meth:`VDOTPipeline.encode_latents`.
+the same path inference takes. Real videos are VAE-encoded with :meth:`VDOTPipeline.encode_latents`. With ``data.encode_cache``
+stage 2 reads both from :class:`training.encode_cache.EncodeCache` (each row encoded once).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import torch
 from torch.utils.data import Dataset
 
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.pipeline import VDOTPipeline
+from vdot_nodes.core.pipeline import EncodedVCU, VDOTPipeline
 
 from .config import TrainConfig
+from .encode_cache import EncodeCache
 from .data.manifest import ManifestDataset, ResumableLoader, ResumableSampler, sample_to_vcu
 
 __all__ = ["CaptionDataset", "EncodedBatch", "build_loader", "encode_batch"]
@@ -64,14 +66,20 @@ class EncodedBatch:
 
 
 def encode_batch(cfg: TrainConfig, pipeline: VDOTPipeline, batch: list[dict], generator: torch.Generator,
-                 need_real: bool) -> EncodedBatch:
-    """Encode one batch of dataset items (all must give the same latent shape)."""
+                 need_real: bool, cache: EncodeCache | None = None) -> EncodedBatch:
+    """Encode one batch of dataset items (all must give the same latent shape). With ``cache`` (stage 2),
+    VAE encodings come from / go to it and ``generator`` is not drawn from."""
     prompt_embeds = pipeline.encode_prompt([s["caption"] for s in batch])
     control, refs = None, 0
+    rows = None
     if cfg.stage == 2:
-        encoded = [pipeline.encode_vcu(sample_to_vcu(s, generator=generator, negative_prompt=cfg.guidance.negative_prompt))
-                   for s in batch]
-        shapes = {e.latent_shape for e in encoded}
+        if cache is not None:
+            rows = [cache.get(s) for s in batch]
+            encoded = [EncodedVCU(r.control, r.num_reference_frames, r.latent_shape) for r in rows]
+        else:
+            encoded = [pipeline.encode_vcu(sample_to_vcu(s, generator=generator, negative_prompt=cfg.guidance.negative_prompt))
+                       for s in batch]
+        shapes = {tuple(e.latent_shape) for e in encoded}
         if len(shapes) > 1:
             raise VDOTInputError("data.batch_size", f"samples of one batch have different latent shapes {sorted(shapes)} "
                                  "(reference images add latent frames)", "use batch_size: 1, or one task family per run")
@@ -85,5 +93,5 @@ def encode_batch(cfg: TrainConfig, pipeline: VDOTPipeline, batch: list[dict], ge
         if missing:
             raise VDOTInputError("data", f"samples {missing} have no video, and the GAN needs real clips",
                                  "give every manifest line a video, or train without adv")
-        real = torch.cat([pipeline.encode_latents(s["video"]) for s in batch])
+        real = torch.cat([r.real for r in rows] if rows is not None else [pipeline.encode_latents(s["video"]) for s in batch])
     return EncodedBatch(prompt_embeds, control, tuple(latent_shape), refs, real)

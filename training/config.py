@@ -49,7 +49,7 @@ class ModelsConfig:
     tiny_overrides: dict | None = None
     """Other ``TINY_TRANSFORMER_CONFIG`` entries of the ``tiny`` transformer (benchmarks: e.g. a wider model)."""
     reward_model: str | None = None
-    """DOLLAR latent reward model: a ``.safetensors`` file written by ``python -m training.reward`` (or
+    """DOLLAR latent reward model: a ``.safetensors`` file written by ``vdot train-reward`` (or
     ``training.reward.save_reward_model``), frozen during training. With ``loss.reward_weight`` > 0 the generator's
     DM updates maximise its reward of x̂0; with weight 0 the reward is only logged (``reward`` in metrics.jsonl)."""
 
@@ -194,6 +194,10 @@ class DataConfig:
     """DataLoader workers."""
     shuffle: bool = True
     """Shuffle each epoch (seeded, resumable)."""
+    encode_cache: str | None = None
+    """Stage 2: folder keeping each row's VAE encodings (VACE context, real latents) on disk, so every row is
+    encoded once across visits and runs. A cached row's open VCU choices are drawn once (seed + line) instead
+    of on every visit. None = encode every visit."""
 
 
 @dataclass
@@ -299,7 +303,7 @@ class TrainConfig:
             bad("loss.consistency_huber_c", f"must be > 0 or null, got {c}", "use null (squared error) or e.g. 0.03")
         if self.loss.reward_weight > 0 and not self.models.reward_model:
             bad("loss.reward_weight", "a reward weight needs a reward model, and models.reward_model is not set",
-                "set models.reward_model to a file from `python -m training.reward`, or reward_weight: 0")
+                "set models.reward_model to a file from `vdot train-reward`, or reward_weight: 0")
         if self.guidance.cfg_scale < 1:
             bad("guidance.cfg_scale", f"{self.guidance.cfg_scale} < 1", "use 1 (off) or more (Wan: 5)")
         if self.max_steps < 0:

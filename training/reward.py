@@ -284,14 +284,14 @@ def load_reward_model(path: str | os.PathLike, *, input_name: str = "reward_mode
 
 
 # ------------------------------------------------------------------------------------------------
-# CLI: python -m training.reward --manifest M --out F
+# CLI: vdot train-reward --manifest M --out F  (= python -m training.reward ...)
 
 
 def _parser():
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m training.reward",
+        prog="vdot train-reward",
         description="Fit a DOLLAR latent reward model to the \"reward\" labels of a manifest's videos (VAE latents → "
                     "reward); the output file is what a training config's models.reward_model reads.")
     p.add_argument("--manifest", required=True, help='JSONL manifest; every line needs "video" and a numeric "reward"')

@@ -45,6 +45,7 @@ from vdot_nodes.core.sampling import cfg_velocity, few_step_sigmas, shift_sigma
 
 from . import distributed as D
 from .batches import EncodedBatch, build_loader, encode_batch
+from .encode_cache import EncodeCache
 from .checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .discriminator import capture_block_hidden_states
@@ -126,6 +127,10 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 * rank + 1)  # noise, σ, exit steps
         self.data_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 * rank + 2)  # VCU draws
         self.loader = build_loader(cfg)
+        self.encode_cache = None
+        if cfg.stage == 2 and cfg.data.encode_cache:
+            self.encode_cache = EncodeCache(cfg.resolve(cfg.data.encode_cache), self.pipeline, seed=cfg.seed,
+                                            negative_prompt=cfg.guidance.negative_prompt)
         self.step = 0
         if resume and find_latest_checkpoint(self.ckpt_dir) is not None:
             self.step, data_state, _ = load_checkpoint(
@@ -346,7 +351,8 @@ class Trainer:
             self._batches = iter(self.loader)
         start = time.perf_counter()
         batch = next(self._batches)
-        enc = encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None)
+        enc = encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None,
+                           cache=self.encode_cache)
         objective = generator_objective(self.step, cfg.schedule.ttur, cfg.schedule.generator_objectives)
         metrics: dict = {"step": self.step, "objective": objective or "critic"}
         t0 = time.perf_counter()
@@ -444,14 +450,17 @@ class Trainer:
         metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8") if main else None
         bar = tqdm(total=total, initial=self.step, desc=f"VDOT stage {cfg.stage}", disable=not (main and progress))
         last: dict = {}
+        gen_loss = "-"  # the generator updates every ttur-th iteration: show its latest loss meanwhile
         try:
             while self.step < total:
                 last = self.train_step()
+                if "loss_generator" in last:
+                    gen_loss = f"{last['loss_generator']:.4g} ({last['objective']})"
                 if metrics_file is not None and (self.step % lg.log_every == 0 or self.step == total):
                     metrics_file.write(json.dumps(last) + "\n")
                     metrics_file.flush()
                 bar.update(1)
-                bar.set_postfix(critic=f"{last['loss_critic']:.4g}", gen=f"{last.get('loss_generator', float('nan')):.4g}")
+                bar.set_postfix(critic=f"{last['loss_critic']:.4g}", gen=gen_loss)
                 if lg.checkpoint_every and self.step % lg.checkpoint_every == 0 and self.step < total:
                     self.save()
                 if lg.export_every and self.step % lg.export_every == 0 and self.step < total:

@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("preprocess", help="make a control video (grey, scribble, flow, depth, pose): vdot preprocess --help",
                    add_help=False)
     sub.add_parser("train", help="distil a VDOT checkpoint from a YAML config: vdot train --help", add_help=False)
+    sub.add_parser("train-reward", help="fit a DOLLAR latent reward model to a manifest's \"reward\" labels: "
+                                        "vdot train-reward --help", add_help=False)
     sub.add_parser("toy", help="build / report the embedded toy world model: vdot toy --help", add_help=False)
     return parser
 
@@ -234,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.cli import train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "train-reward":
+        from training.reward import reward_main
+
+        return reward_main(argv[1:])
     if argv and argv[0] == "toy":
         from training.toy.cli import toy_main
 

@@ -4,7 +4,8 @@
     vdot toy components --out DIR [--vae-steps N]      toy tokenizer/UMT5 + Wan VAE trained on the world
     vdot toy teacher    --data M --components DIR --out DIR [--steps N] [--minutes M]
     vdot toy build      --out DIR [--variants all]     all of the above, then the distillation trainer
-                                                       (stage 1, stage 2 once per student variant)
+                                                       (stage 1, stage 2 for the full method, or once
+                                                       per student variant with --variants all)
     vdot toy install    --build DIR                    make the build's full-method student the embedded default
     vdot toy report     --build DIR [--clips 4 --seeds 3]  teacher vs students on held-out clips
 
@@ -30,6 +31,7 @@ from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy_teacher.yaml"
 TEACHER_VACE = "teacher_vace.safetensors"
 TEACHER_T2V = "teacher_t2v"  # diffusers folder (WanTransformer3DModel), stage 1's teacher
+ENCODE_CACHE = "encode_cache"  # VAE encodings of the manifest rows, shared by the teacher and the stage-2 runs
 
 
 def load_toy_config(path: str | Path | None) -> dict:
@@ -127,7 +129,9 @@ def _toy_pipeline(transformer, components: Path):
 
 
 def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: int | None = None,
-                minutes: float | None = None) -> Path:
+                minutes: float | None = None, encode_cache: Path | None = None) -> Path:
+    """Train (or resume) the toy teacher; rows' VAE encodings are kept in ``encode_cache``
+    (default ``out/encode_cache``) for the stage-2 runs to reuse."""
     from .teacher import EncodedManifest, TeacherTrainer, build_t2v_teacher, build_toy_teacher, check_teacher_data
 
     check_teacher_data(manifest)
@@ -136,7 +140,8 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
     minutes = float(minutes if minutes is not None else t.get("time_limit_minutes", 30))
     teacher = build_toy_teacher(seed=int(t.get("seed", 0)))
     pipe = _toy_pipeline(teacher, components)
-    data = EncodedManifest(pipe, manifest, world.num_frames, world.height, world.width, seed=int(t.get("seed", 0)))
+    data = EncodedManifest(pipe, manifest, world.num_frames, world.height, world.width, seed=int(t.get("seed", 0)),
+                           encode_cache=encode_cache or out / ENCODE_CACHE)
     trainer = TeacherTrainer(teacher, data, out, t)
     if trainer.resume():
         print(f"teacher: resumed at step {trainer.step}")
@@ -164,6 +169,7 @@ STUDENT_VARIANTS = {
     "dmd+gan": {"loss": {"dm": "dmd"}},
 }
 FULL_VARIANT = "dmd+otd+gan"
+UNDISTILLED = "teacher@4 steps"  # report baseline: the teacher on the 4-step VDOT sampler, no CFG, not distilled
 
 
 def variant_dir(out: Path, name: str) -> Path:
@@ -218,6 +224,7 @@ def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None) ->
         run["out"] = str(variant_dir(out, name))
         run["models"]["teacher"] = str(out / "teacher" / TEACHER_VACE)
         run["models"]["generator_init"] = str(exports[-1])
+        run["data"]["encode_cache"] = str(out / ENCODE_CACHE)  # the teacher's encodings (same seed, same VAE)
         for section, values in STUDENT_VARIANTS[name].items():
             run.setdefault(section, {}).update(values)
         code = _run_stage(out, "toy_stage2" if name == FULL_VARIANT else "toy_stage2_" + name.replace("+", "_"), run)
@@ -268,7 +275,8 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     from .world import make_clip
 
     world = _world_config(cfg)
-    eval_dir = build / "eval_world"
+    # Held-out clips EVAL_SEED + k: a world of n clips is the first n of a larger one, so each size has its folder.
+    eval_dir = build / f"eval_world_{clips}"
     if not (eval_dir / "manifest.jsonl").is_file():
         write_toy_dataset(eval_dir, clips, seed=EVAL_SEED, config=world)
     data = ManifestDataset(eval_dir / "manifest.jsonl", world.num_frames, world.height, world.width, tasks=tasks)
@@ -323,7 +331,8 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     floor = metrics.frechet_distance(real / scale, real2 / scale)
     for r in results.values():
         r["fd"] = metrics.frechet_distance(r.pop("features") / scale, real / scale)
-    report = {"world": dataclasses.asdict(world), "clips": clips, "seeds": seeds, "tasks": tasks, "cfg_scale": cfg_scale,
+    report = {"world": dataclasses.asdict(world), "clips": clips, "rows": len(rows), "seeds": seeds, "tasks": tasks,
+              "cfg_scale": cfg_scale,
               "fd_real_vs_real": floor, "models": results}
     for name, r in results.items():
         print(f"{name:>14}: {r['transformer_evals']:>3} evals, {r['seconds_per_video']:.2f} s/video, FD {r['fd']:.3f}, "
@@ -393,9 +402,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--teacher-steps", type=int)
     b.add_argument("--teacher-minutes", type=float)
     b.add_argument("--no-distill", action="store_true", help="stop after the teacher")
-    b.add_argument("--variants", default="all",
-                   help=f"stage-2 students to train: all, or a comma list of {', '.join(STUDENT_VARIANTS)} "
-                        f"({FULL_VARIANT} is the full method and the one `install` uses)")
+    b.add_argument("--variants", default=FULL_VARIANT,
+                   help=f"stage-2 students to train: a comma list of {', '.join(STUDENT_VARIANTS)}, or all (the "
+                        f"report's ablation, ~8 min each); default {FULL_VARIANT}, the full method and the one "
+                        f"`install` uses")
     i = sub.add_parser("install", help="make a build's student the embedded default (vdot_nodes/assets/toy)")
     i.add_argument("--build", default="runs/toy", help="build folder from `vdot toy build` (default runs/toy)")
     i.add_argument("--dest", default=None, help="target folder (default: the package's assets/toy)")
@@ -406,7 +416,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--teacher-steps", type=int, default=50, help="teacher Euler steps (default 50)")
     r.add_argument("--cfg", type=float, default=None, help="teacher CFG scale (default: guidance.cfg_scale of toy_stage2.yaml)")
     r.add_argument("--student", action="append", default=[], metavar="NAME=FILE",
-                   help="a 4-step student to include (repeatable; default: every variant the build trained)")
+                   help="a 4-step student to include (repeatable; default: every variant the build trained, and the "
+                        "teacher on the same 4-step sampler as the undistilled baseline)")
     r.add_argument("--clips", type=int, default=4, help="held-out clips per task (default 4)")
     r.add_argument("--seeds", type=int, default=3, help="seeds per clip (default 3)")
     r.add_argument("--tasks", default="t2v,depth,pose,flow,scribble,inpaint,outpaint", help="comma-separated tasks")
@@ -438,7 +449,8 @@ def toy_main(argv: list[str] | None = None) -> int:
                 cfg["vae"]["steps"] = args.vae_steps
             manifest = run_world(cfg, out / "world")
             run_components(cfg, out / "components")
-            run_teacher(cfg, manifest, out / "components", out / "teacher", args.teacher_steps, args.teacher_minutes)
+            run_teacher(cfg, manifest, out / "components", out / "teacher", args.teacher_steps, args.teacher_minutes,
+                        encode_cache=out / ENCODE_CACHE)
             if not args.no_distill:
                 variants = None if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
                 return run_distillation(out, cfg, variants)
@@ -452,8 +464,11 @@ def toy_main(argv: list[str] | None = None) -> int:
                     name, sep, path = item.partition("=")
                     if not sep:
                         raise VDOTInputError("--student", f"{item!r} is not NAME=FILE", "e.g. --student mine=runs/x.safetensors")
-                    models[name] = {"path": Path(path), "steps": 4}
+                    # A trainer export (RUN/exports/x.safetensors) brings its run's OTD diagnostics.
+                    models[name] = {"path": Path(path), "steps": 4, "extra": _otd_diagnostics(Path(path).parent.parent)}
             else:
+                # The baseline distillation must beat: the teacher itself on the students' 4-step sampler.
+                models[UNDISTILLED] = {"path": build / "teacher" / TEACHER_VACE, "steps": 4}
                 for name in STUDENT_VARIANTS:
                     run = variant_dir(build, name)
                     exports = sorted((run / "exports").glob("generator_vace_step*.safetensors"))

@@ -95,7 +95,7 @@ def svg_plot(report: dict) -> str:
     return "\n".join(out)
 
 
-def contact_sheet(sheet: dict[str, dict], path: Path, scale: int = 2) -> None:
+def contact_sheet(sheet: dict[str, dict], path: Path, scale: int = 1) -> None:
     """PNG: one row per task, one column group per video (truth first, then each model), frames first /
     middle / last; ``sheet[task][name]`` = ``[F, H, W, 3]`` 0..1."""
     import cv2
@@ -111,7 +111,7 @@ def contact_sheet(sheet: dict[str, dict], path: Path, scale: int = 2) -> None:
         rows.append(np.concatenate(groups, axis=1))
     img = (np.concatenate(rows, axis=0) * 255).clip(0, 255).astype(np.uint8)
     img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    cv2.imwrite(str(path), img[..., ::-1])
+    cv2.imwrite(str(path), img[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = None) -> Path:

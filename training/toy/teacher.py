@@ -15,7 +15,7 @@ empty prompt, so the teacher supports classifier-free guidance. AdamW, EMA (``tr
 atomic safetensors checkpoints (``training.checkpoint``), tqdm progress and a JSONL metrics file.
 
 VAE and text encoder are frozen: each manifest row is encoded once (VCU draws fixed by a per-row
-seed) and cached in memory — on a CPU the VAE would otherwise cost more than the teacher's step.
+seed) and cached in memory (and on disk with ``encode_cache``) — on a CPU the VAE would otherwise cost more than the teacher's step.
 """
 
 from __future__ import annotations
@@ -110,14 +110,19 @@ class EncodedManifest:
     """Manifest rows encoded by the frozen VAE / text encoder, lazily, cached in memory.
 
     Row i's open VCU choices (outpaint sides, extension clip, ...) come from a generator seeded with
-    ``seed + i``, so the cache is reproducible. ``tasks`` keeps only rows of those tasks.
+    ``seed + line``, so the cache is reproducible. ``tasks`` keeps only rows of those tasks.
+    ``encode_cache`` (a folder) also keeps the encodings on disk (:class:`training.encode_cache.EncodeCache`),
+    where the distillation trainer finds them under ``data.encode_cache`` with the same seed.
     """
 
-    def __init__(self, pipe, manifest, num_frames: int, height: int, width: int, *, seed: int = 0, tasks=None):
+    def __init__(self, pipe, manifest, num_frames: int, height: int, width: int, *, seed: int = 0, tasks=None,
+                 encode_cache: str | Path | None = None):
         from training.data.manifest import ManifestDataset
+        from training.encode_cache import EncodeCache
 
         self.pipe, self.seed = pipe, int(seed)
         self.dataset = ManifestDataset(manifest, num_frames, height, width, tasks=tasks)
+        self.disk = EncodeCache(encode_cache, pipe, seed=self.seed) if encode_cache is not None else None
         self.cache: dict[int, TeacherExample] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
 
@@ -131,14 +136,15 @@ class EncodedManifest:
 
     def __getitem__(self, i: int) -> TeacherExample:
         if i not in self.cache:
-            from training.data.manifest import sample_to_vcu
+            from training.encode_cache import encode_row
 
             sample = self.dataset[i]
-            vcu = sample_to_vcu(sample, generator=torch.Generator().manual_seed(self.seed + i))
-            encoded = self.pipe.encode_vcu(vcu)
-            video = self.pipe.encode_latents(sample["video"])
-            refs = encoded.control[:, :16, : encoded.num_reference_frames]  # the references' own latents
-            self.cache[i] = TeacherExample(sample["task"], torch.cat([refs, video], dim=2), encoded.control,
+            if self.disk is not None:
+                row = self.disk.get(sample)
+            else:
+                row = encode_row(self.pipe, sample, torch.Generator().manual_seed(self.seed + sample["line"]))
+            refs = row.control[:, : row.latent_shape[0], : row.num_reference_frames]  # the references' own latents
+            self.cache[i] = TeacherExample(sample["task"], torch.cat([refs, row.real], dim=2), row.control,
                                            self.text(sample["caption"]))
         return self.cache[i]
 

@@ -1,0 +1,104 @@
+"""On-disk cache of what the frozen VAE makes of a manifest row: its VACE context and its real latents.
+
+The VAE is frozen in both the teacher pre-training and the distillation, yet encoding a row (its
+inactive and reactive halves plus the real clip: three VAE passes) costs more than a whole trainer step
+on a CPU, and a large share of one on a GPU. With ``data.encode_cache: DIR`` every row is encoded once
+and read back on later visits, by later runs (the toy build's four stage-2 students) and by the toy
+teacher.
+
+What changes when it is on: the choices a row's task leaves open (outpaint sides, extension clip, a
+random box, ...) are drawn once, from a generator seeded with ``seed + line``, instead of afresh on
+every visit. A file is named by a hash of everything that determines its content — the VAE's weights,
+the seed, the line number, the clip size and the row's loaded tensors, caption and task — so a changed
+VAE, manifest row or seed never reads a stale entry; it encodes anew under a new name. Files are written
+atomically (temp file + rename), so parallel ranks and a kill mid-write leave no torn entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+__all__ = ["EncodeCache", "EncodedRow", "encode_row", "vae_fingerprint"]
+
+
+@dataclass
+class EncodedRow:
+    """One manifest row through the frozen VAE (batch dim 1)."""
+
+    control: torch.Tensor  # [1, 2·z + s², R + f, h, w] VACE context
+    num_reference_frames: int
+    latent_shape: tuple[int, ...]  # [z, R + f, h, w]
+    real: torch.Tensor | None  # [1, z, f, h, w] latents of the row's video, None without one
+
+
+def encode_row(pipeline, sample: dict, generator: torch.Generator, negative_prompt: str = "") -> EncodedRow:
+    """Encode one dataset item: its VCU (open choices from ``generator``) and its video (if any)."""
+    from .data.manifest import sample_to_vcu
+
+    encoded = pipeline.encode_vcu(sample_to_vcu(sample, generator=generator, negative_prompt=negative_prompt))
+    real = pipeline.encode_latents(sample["video"]) if sample.get("video") is not None else None
+    return EncodedRow(encoded.control, encoded.num_reference_frames, tuple(encoded.latent_shape), real)
+
+
+def vae_fingerprint(vae: torch.nn.Module) -> str:
+    """SHA-256 over the VAE's config and every weight (a few seconds for Wan's 127 M parameters)."""
+    h = hashlib.sha256(json.dumps(dict(getattr(vae, "config", {})), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _row_hash(sample: dict) -> str:
+    h = hashlib.sha256(json.dumps({k: sample.get(k) for k in ("caption", "task", "meta", "line", "num_frames", "height",
+                                                              "width")}, sort_keys=True, default=str).encode())
+    for key in ("video", "control", "mask", "first_frame"):
+        t = sample.get(key)
+        h.update(key.encode() + (b"-" if t is None else t.contiguous().numpy().tobytes()))
+    for ref in sample.get("references") or []:
+        h.update(ref.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class EncodeCache:
+    """``folder`` of encoded rows for one VAE; ``get(sample)`` encodes on a miss and stores the result."""
+
+    def __init__(self, folder: str | os.PathLike, pipeline, seed: int = 0, negative_prompt: str = ""):
+        self.folder, self.pipeline, self.seed, self.negative_prompt = Path(folder), pipeline, int(seed), negative_prompt
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.vae_id = vae_fingerprint(pipeline.vae)
+        self.hits = self.misses = 0
+
+    def path(self, sample: dict) -> Path:
+        key = hashlib.sha256(f"{self.vae_id}|{self.seed}|{_row_hash(sample)}".encode()).hexdigest()[:32]
+        return self.folder / f"row-{key}.safetensors"
+
+    def get(self, sample: dict) -> EncodedRow:
+        path = self.path(sample)
+        if path.is_file():
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                if "latent_shape" in meta:  # written by this module; anything else is encoded anew below
+                    self.hits += 1
+                    return EncodedRow(f.get_tensor("control"), int(meta["num_reference_frames"]),
+                                      tuple(json.loads(meta["latent_shape"])),
+                                      f.get_tensor("real") if "real" in f.keys() else None)
+        self.misses += 1
+        generator = torch.Generator().manual_seed(self.seed + int(sample.get("line", sample.get("index", 0))))
+        row = encode_row(self.pipeline, sample, generator, self.negative_prompt)
+        tensors = {"control": row.control.contiguous()}
+        if row.real is not None:
+            tensors["real"] = row.real.contiguous()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        save_file(tensors, tmp, metadata={"num_reference_frames": str(row.num_reference_frames),
+                                          "latent_shape": json.dumps(list(row.latent_shape))})
+        os.replace(tmp, path)
+        return row
