@@ -1,10 +1,8 @@
 """The on-disk VAE encode cache: a hit returns exactly what encoding gives, anything that changes the
 encoding changes the entry, and a stage-2 run on a filled cache trains identically without encoding."""
 
-import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from training.config import config_from_dict
@@ -14,28 +12,7 @@ from training.trainer import Trainer
 from vdot_nodes.core.pipeline import VDOTPipeline
 from vdot_nodes.core.tiny import build_tiny_text_encoder, build_tiny_tokenizer, build_tiny_transformer, build_tiny_vae
 
-SHAPE = {"num_frames": 5, "height": 16, "width": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _write_manifest(folder: Path, n: int = 2) -> Path:
-    from vdot_nodes.core.video_io import write_video
-
-    lines = []
-    for i in range(n):
-        frames = torch.rand(5, 16, 16, 3, generator=torch.Generator().manual_seed(i))
-        write_video(frames, folder / f"clip{i}.mp4", fps=8)
-        lines.append(json.dumps({"video": f"clip{i}.mp4", "caption": f"a red ball {i}", "task": "outpaint"}))
-    path = folder / "train.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from tests.test_trainer import SHAPE, _write_manifest, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 
 def _pipeline(vae_seed: int = 0) -> VDOTPipeline:
