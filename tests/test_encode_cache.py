@@ -7,7 +7,7 @@ import torch
 
 from training.config import config_from_dict
 from training.data.manifest import ManifestDataset
-from training.encode_cache import EncodeCache, encode_row
+from training.encode_cache import EncodeCache, encode_row, row_generator
 from training.trainer import Trainer
 from vdot_nodes.core.pipeline import VDOTPipeline
 from vdot_nodes.core.tiny import build_tiny_text_encoder, build_tiny_tokenizer, build_tiny_transformer, build_tiny_vae
@@ -26,12 +26,13 @@ def test_hit_equals_encoding_and_keys_follow_what_changes_it(tmp_path):
     cache = EncodeCache(tmp_path / "cache", pipe, seed=7)
     first = cache.get(data[0])
     assert (cache.hits, cache.misses) == (0, 1) and len(list((tmp_path / "cache").glob("row-*.safetensors"))) == 1
-    reference = encode_row(pipe, data[0], torch.Generator().manual_seed(7 + data[0]["line"]))
+    reference = encode_row(pipe, data[0], row_generator(7, data[0]))
     again = EncodeCache(tmp_path / "cache", pipe, seed=7).get(data[0])  # a new run reads the file
     for row in (first, again):
-        torch.testing.assert_close(row.control, reference.control, rtol=0, atol=0)
+        torch.testing.assert_close(row.vcu.control, reference.vcu.control, rtol=0, atol=0)
         torch.testing.assert_close(row.real, reference.real, rtol=0, atol=0)
-        assert row.latent_shape == reference.latent_shape and row.num_reference_frames == reference.num_reference_frames
+        assert tuple(row.vcu.latent_shape) == tuple(reference.vcu.latent_shape)
+        assert row.vcu.num_reference_frames == reference.vcu.num_reference_frames
 
     other_row = dict(data[0], caption="a blue ball")
     assert cache.path(other_row) != cache.path(data[0])
@@ -47,7 +48,7 @@ def test_hit_equals_encoding_and_keys_follow_what_changes_it(tmp_path):
     path = cache.path(data[1])
     save_file({"control": torch.zeros(1)}, path)
     row = cache.get(data[1])
-    assert cache.misses == 2 and row.control.shape[1] == reference.control.shape[1]
+    assert cache.misses == 2 and row.vcu.control.shape[1] == reference.vcu.control.shape[1]
 
 
 def _config(folder: Path, out: str) -> dict:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.pipeline import EncodedVCU, VDOTPipeline
+from vdot_nodes.core.pipeline import VDOTPipeline
 
 from .config import TrainConfig
 from .encode_cache import EncodeCache
@@ -75,7 +75,7 @@ def encode_batch(cfg: TrainConfig, pipeline: VDOTPipeline, batch: list[dict], ge
     if cfg.stage == 2:
         if cache is not None:
             rows = [cache.get(s) for s in batch]
-            encoded = [EncodedVCU(r.control, r.num_reference_frames, r.latent_shape) for r in rows]
+            encoded = [r.vcu for r in rows]
         else:
             encoded = [pipeline.encode_vcu(sample_to_vcu(s, generator=generator, negative_prompt=cfg.guidance.negative_prompt))
                        for s in batch]

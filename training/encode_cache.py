@@ -26,17 +26,22 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["EncodeCache", "EncodedRow", "encode_row", "vae_fingerprint"]
+from vdot_nodes.core.pipeline import EncodedVCU
+
+__all__ = ["EncodeCache", "EncodedRow", "encode_row", "row_generator", "vae_fingerprint"]
 
 
 @dataclass
 class EncodedRow:
     """One manifest row through the frozen VAE (batch dim 1)."""
 
-    control: torch.Tensor  # [1, 2·z + s², R + f, h, w] VACE context
-    num_reference_frames: int
-    latent_shape: tuple[int, ...]  # [z, R + f, h, w]
+    vcu: EncodedVCU  # VACE context [1, 2·z + s², R + f, h, w], reference-frame count, latent shape
     real: torch.Tensor | None  # [1, z, f, h, w] latents of the row's video, None without one
+
+
+def row_generator(seed: int, sample: dict) -> torch.Generator:
+    """The generator of a row's open VCU choices when they are drawn once per row: ``seed + line``."""
+    return torch.Generator().manual_seed(int(seed) + int(sample.get("line", sample.get("index", 0))))
 
 
 def encode_row(pipeline, sample: dict, generator: torch.Generator, negative_prompt: str = "") -> EncodedRow:
@@ -45,7 +50,7 @@ def encode_row(pipeline, sample: dict, generator: torch.Generator, negative_prom
 
     encoded = pipeline.encode_vcu(sample_to_vcu(sample, generator=generator, negative_prompt=negative_prompt))
     real = pipeline.encode_latents(sample["video"]) if sample.get("video") is not None else None
-    return EncodedRow(encoded.control, encoded.num_reference_frames, tuple(encoded.latent_shape), real)
+    return EncodedRow(encoded, real)
 
 
 def vae_fingerprint(vae: torch.nn.Module) -> str:
@@ -88,17 +93,16 @@ class EncodeCache:
                 meta = f.metadata() or {}
                 if "latent_shape" in meta:  # written by this module; anything else is encoded anew below
                     self.hits += 1
-                    return EncodedRow(f.get_tensor("control"), int(meta["num_reference_frames"]),
-                                      tuple(json.loads(meta["latent_shape"])),
-                                      f.get_tensor("real") if "real" in f.keys() else None)
+                    vcu = EncodedVCU(f.get_tensor("control"), int(meta["num_reference_frames"]),
+                                     tuple(json.loads(meta["latent_shape"])))
+                    return EncodedRow(vcu, f.get_tensor("real") if "real" in f.keys() else None)
         self.misses += 1
-        generator = torch.Generator().manual_seed(self.seed + int(sample.get("line", sample.get("index", 0))))
-        row = encode_row(self.pipeline, sample, generator, self.negative_prompt)
-        tensors = {"control": row.control.contiguous()}
+        row = encode_row(self.pipeline, sample, row_generator(self.seed, sample), self.negative_prompt)
+        tensors = {"control": row.vcu.control.contiguous()}
         if row.real is not None:
             tensors["real"] = row.real.contiguous()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        save_file(tensors, tmp, metadata={"num_reference_frames": str(row.num_reference_frames),
-                                          "latent_shape": json.dumps(list(row.latent_shape))})
+        save_file(tensors, tmp, metadata={"num_reference_frames": str(row.vcu.num_reference_frames),
+                                          "latent_shape": json.dumps(list(row.vcu.latent_shape))})
         os.replace(tmp, path)
         return row

@@ -136,15 +136,16 @@ class EncodedManifest:
 
     def __getitem__(self, i: int) -> TeacherExample:
         if i not in self.cache:
-            from training.encode_cache import encode_row
+            from training.encode_cache import encode_row, row_generator
 
             sample = self.dataset[i]
             if self.disk is not None:
                 row = self.disk.get(sample)
             else:
-                row = encode_row(self.pipe, sample, torch.Generator().manual_seed(self.seed + sample["line"]))
-            refs = row.control[:, : row.latent_shape[0], : row.num_reference_frames]  # the references' own latents
-            self.cache[i] = TeacherExample(sample["task"], torch.cat([refs, row.real], dim=2), row.control,
+                row = encode_row(self.pipe, sample, row_generator(self.seed, sample))
+            vcu = row.vcu
+            refs = vcu.control[:, : vcu.latent_shape[0], : vcu.num_reference_frames]  # the references' own latents
+            self.cache[i] = TeacherExample(sample["task"], torch.cat([refs, row.real], dim=2), vcu.control,
                                            self.text(sample["caption"]))
         return self.cache[i]
 
