@@ -263,3 +263,41 @@ def test_approximate_r1_r2_penalties_enter_the_critic_loss(tmp_path):
     expected = metrics["loss_critic_denoise"] + 0.5 * metrics["loss_gan_d"] + 2.0 * r1 + 3.0 * r2
     assert abs(metrics["loss_critic"] - expected) < 1e-5 * max(1.0, abs(expected))
     assert _moved(critic_before, _params(trainer.critic)) > 0
+
+
+def test_bf16_autocast_and_bf16_optimizer_state_single_process(tmp_path):
+    """The GPU memory knobs on one CPU process: ``runtime.mixed_precision: bf16`` (autocast) and
+    ``optim.state_dtype: bf16`` (bf16 weights, so AdamW moments are bf16 too) train DM, critic and ADV
+    iterations to finite losses close to the fp32 run's, and export a generator that loads and generates."""
+    from vdot_nodes.core.models import load_transformer
+    from vdot_nodes.core.pipeline import VDOTPipeline
+    from vdot_nodes.core.vcu import build_t2v_vcu
+
+    _write_manifest(tmp_path)
+    base = _stage2_config(tmp_path, str(tmp_path / "fp32"))
+    base["runtime"]["gradient_checkpointing"] = False
+    first_losses = {}
+    for name, runtime, optim in (("fp32", {}, {}), ("autocast", {"mixed_precision": "bf16"}, {}),
+                                 ("bf16", {"mixed_precision": "bf16"}, {"state_dtype": "bf16"})):
+        cfg = config_from_dict({**base, "out": str(tmp_path / name), "runtime": {**base["runtime"], **runtime},
+                                "optim": {**base["optim"], **optim}})
+        trainer = Trainer(cfg)
+        history = [trainer.train_step() for _ in range(3)]
+        assert [m["objective"] for m in history] == ["dm", "critic", "adv"]
+        assert all(v == v and abs(v) != float("inf") for m in history for v in m.values() if isinstance(v, float)), history
+        first_losses[name] = history[0]["loss_critic"]
+        want = torch.bfloat16 if name == "bf16" else torch.float32
+        assert {p.dtype for p in trainer.generator.parameters()} == {want}
+        assert {p.dtype for p in trainer.critic.parameters()} == {want}
+        moments = [s["exp_avg"] for s in trainer._optimizers()["generator"].state.values()]
+        assert moments and {m.dtype for m in moments} == {want}
+    # Autocast really computes in bf16 (the loss moves) and stays close to fp32 (it is the same step).
+    assert first_losses["autocast"] != first_losses["fp32"]
+    assert abs(first_losses["autocast"] - first_losses["fp32"]) <= 0.05 * abs(first_losses["fp32"]) + 1e-3, first_losses
+    path = trainer.export()  # export_precision fp32 from bf16 training weights
+    model = load_transformer(path, precision="fp32", config=_export_config(path))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    pipe = trainer.pipeline
+    video = VDOTPipeline(model, pipe.vae, pipe.text_encoder, pipe.tokenizer, device="cpu", offload="none").generate(
+        build_t2v_vcu(**SHAPE, prompt="a red ball"), seed=1)
+    assert video.shape == (1, 5, 16, 16, 3) and torch.isfinite(video).all()

@@ -161,14 +161,15 @@ def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
     teacher = teacher.to(_DTYPES[cfg.models.teacher_precision]).requires_grad_(False).eval()
     set_trainable(generator, cfg.models.trainable)
     fake_score.requires_grad_(True)
-    if cfg.optim.state_dtype == "bf16":  # AdamW states follow the parameter dtype
-        generator.to(torch.bfloat16)
-        fake_score.to(torch.bfloat16)
     discriminator = None
     if cfg.uses_gan:
         discriminator = RegisterTokenDiscriminator.from_transformer(
             fake_score, tap_blocks=cfg.loss.disc_taps, attn_dim=cfg.loss.disc_attn_dim
         ).train()
+    if cfg.optim.state_dtype == "bf16":  # AdamW states follow the parameter dtype (the critic's optimiser
+        for net in (generator, fake_score, discriminator):  # also steps the discriminator head)
+            if net is not None:
+                net.to(torch.bfloat16)
     vae, encoder, tokenizer = _load_encoders(cfg)
     offload = "model" if cfg.runtime.offload_encoders and device.type != "cpu" else "none"
     pipeline = VDOTPipeline(teacher, vae, encoder, tokenizer, device=device, offload=offload)
