@@ -74,6 +74,16 @@ def _params(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
+def _generate_t2v(trainer, model) -> torch.Tensor:
+    """A T2V video from ``model`` with the trainer's VAE and text encoder (an exported generator in use)."""
+    from vdot_nodes.core.pipeline import VDOTPipeline
+    from vdot_nodes.core.vcu import build_t2v_vcu
+
+    pipe = trainer.pipeline
+    return VDOTPipeline(model, pipe.vae, pipe.text_encoder, pipe.tokenizer, device="cpu", offload="none").generate(
+        build_t2v_vcu(**SHAPE, prompt="a red ball"), seed=1)
+
+
 def test_schedule_and_config_errors(tmp_path):
     objs = [generator_objective(s, 5, ["dm", "adv"]) for s in range(16)]
     assert objs == ["dm", None, None, None, None, "adv", None, None, None, None, "dm", None, None, None, None, "adv"]
@@ -151,8 +161,6 @@ def test_resume_matches_uninterrupted_run(stage2_run):
 
 def test_export_loads_and_generates(stage2_run):
     from vdot_nodes.core.models import load_transformer
-    from vdot_nodes.core.pipeline import VDOTPipeline
-    from vdot_nodes.core.vcu import build_t2v_vcu
 
     _, _, trainer, _ = stage2_run
     path = trainer.export()
@@ -167,9 +175,7 @@ def test_export_loads_and_generates(stage2_run):
     assert folder.is_dir() and (folder / "config.json").is_file()
     for name, p in load_transformer(folder, precision="fp32").named_parameters():
         torch.testing.assert_close(p.detach(), shadow[name], rtol=0, atol=0, msg=name)
-    pipe = trainer.pipeline
-    video = VDOTPipeline(model, pipe.vae, pipe.text_encoder, pipe.tokenizer, device="cpu", offload="none").generate(
-        build_t2v_vcu(**SHAPE, prompt="a red ball"), seed=1)
+    video = _generate_t2v(trainer, model)
     assert video.shape == (1, 5, 16, 16, 3) and torch.isfinite(video).all()
 
 
@@ -270,8 +276,6 @@ def test_bf16_autocast_and_bf16_optimizer_state_single_process(tmp_path):
     ``optim.state_dtype: bf16`` (bf16 weights, so AdamW moments are bf16 too) train DM, critic and ADV
     iterations to finite losses close to the fp32 run's, and export a generator that loads and generates."""
     from vdot_nodes.core.models import load_transformer
-    from vdot_nodes.core.pipeline import VDOTPipeline
-    from vdot_nodes.core.vcu import build_t2v_vcu
 
     _write_manifest(tmp_path)
     base = _stage2_config(tmp_path, str(tmp_path / "fp32"))
@@ -289,7 +293,7 @@ def test_bf16_autocast_and_bf16_optimizer_state_single_process(tmp_path):
         want = torch.bfloat16 if name == "bf16" else torch.float32
         assert {p.dtype for p in trainer.generator.parameters()} == {want}
         assert {p.dtype for p in trainer.critic.parameters()} == {want}
-        moments = [s["exp_avg"] for s in trainer._optimizers()["generator"].state.values()]
+        moments = [s["exp_avg"] for s in trainer.gen_opt.state.values()]
         assert moments and {m.dtype for m in moments} == {want}
     # Autocast really computes in bf16 (the loss moves) and stays close to fp32 (it is the same step).
     assert first_losses["autocast"] != first_losses["fp32"]
@@ -297,7 +301,5 @@ def test_bf16_autocast_and_bf16_optimizer_state_single_process(tmp_path):
     path = trainer.export()  # export_precision fp32 from bf16 training weights
     model = load_transformer(path, precision="fp32", config=_export_config(path))
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    pipe = trainer.pipeline
-    video = VDOTPipeline(model, pipe.vae, pipe.text_encoder, pipe.tokenizer, device="cpu", offload="none").generate(
-        build_t2v_vcu(**SHAPE, prompt="a red ball"), seed=1)
+    video = _generate_t2v(trainer, model)
     assert video.shape == (1, 5, 16, 16, 3) and torch.isfinite(video).all()
