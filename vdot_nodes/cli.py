@@ -1,4 +1,4 @@
-"""The ``vdot`` command line: ``vdot tasks``, ``vdot generate``, ``vdot preprocess``.
+"""The ``vdot`` command line: ``vdot tasks``, ``vdot generate``, ``vdot preprocess``, ``vdot convert``.
 
 Bad input exits with status 2 and one line saying what to fix; nothing the user made is overwritten
 unless ``--overwrite`` is given.
@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_parser(sub)
     sub.add_parser("preprocess", help="make a control video (grey, scribble, flow, depth, pose): vdot preprocess --help",
                    add_help=False)
+    sub.add_parser("convert", help="convert the official VDOT release (.pt/.pth from huggingface.co/yutongwang1012/VDOT) "
+                                   "to safetensors: vdot convert --help", add_help=False)
     sub.add_parser("train", help="distil a VDOT checkpoint from a YAML config: vdot train --help", add_help=False)
     sub.add_parser("train-reward", help="fit a DOLLAR latent reward model to a manifest's \"reward\" labels: "
                                         "vdot train-reward --help", add_help=False)
@@ -232,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.preprocess.cli import preprocess_main
 
         return preprocess_main(argv[1:])
+    if argv and argv[0] == "convert":
+        from .convert_cli import convert_main
+
+        return convert_main(argv[1:])
     if argv and argv[0] == "train":
         from training.cli import train_main
 

@@ -538,8 +538,8 @@ def _refuse_non_safetensors(path: Path, input_name: str) -> None:
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise VDOTInputError(
-            input_name, f"{path.name} is a PyTorch pickle ({suffix}); VDOT never unpickles files (loading one can run code)",
-            "convert it to .safetensors in an environment you trust (safetensors.torch.save_file), or download the .safetensors release",
+            input_name, f"{path.name} is a PyTorch pickle ({suffix}); VDOT loads only .safetensors (a pickle can run code)",
+            f"convert it: vdot convert {path} <folder> (reads it with torch's weights-only unpickler)",
         )
     if suffix == ".gguf":
         raise VDOTInputError(input_name, f"{path.name} is a GGUF file; VDOT reads safetensors", "use the .safetensors release")
@@ -549,7 +549,7 @@ def _pickle_hint(path: Path) -> str | None:
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "it is a PyTorch pickle with a .safetensors name; VDOT never unpickles files"
+        return f"it is a PyTorch pickle with a .safetensors name; convert it: vdot convert {path} <folder>"
     return None
 
 
