@@ -105,9 +105,11 @@ def assert_same(model, reference):
 
 def test_release_folder_converts_bit_exactly_and_loads(parts, tmp_path, capsys):
     src = write_release(tmp_path / "VDOT", parts)
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
     out = tmp_path / "out"
     rc, stdout, err = run_cli(capsys, src, out)
     assert rc == 0, err
+    assert before == {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}  # mapped shared, never written
     names = sorted(p.name for p in out.iterdir())
     assert names == ["umt5_custom_bf16.safetensors", "vdot_custom_bf16.safetensors", "wan_2.1_vae.safetensors"]
     assert stdout.count("wrote ") == 3

@@ -98,10 +98,7 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
                f"use the release file from huggingface.co/{HF_REPO}, or re-save it with a current torch.save")
         raise VDOTInputError(input_name, f"{path.name} is {what}", fix)
     try:
-        # A private mapping is charged against RAM + swap in full and refused for a 35 GB file on a
-        # 24 GB machine without swap; a shared one is not. Nothing here writes to a mapped tensor.
-        with _shared_mmap():
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        obj = _load_mapped(path)
     except pickle.UnpicklingError as e:
         raise VDOTInputError(
             input_name, f"{path.name} is not a plain tensor checkpoint: it contains {_unpickle_culprit(e)}; refusing to unpickle it",
@@ -109,6 +106,12 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
         ) from None
     except RuntimeError as e:
         msg = str(e)
+        if "Cannot allocate memory" in msg:
+            raise VDOTInputError(
+                input_name, f"{path.name} ({path.stat().st_size / 1e9:.1f} GB) cannot be memory-mapped: the file is read-only, "
+                "so it needs a private mapping, which this system refuses beyond RAM + swap",
+                f"make it writable (chmod u+w {path}; it is never written) or add swap",
+            ) from None
         if "central directory" in msg or "zip archive" in msg or "PytorchStreamReader" in msg:
             raise VDOTInputError(input_name, f"{path.name} is truncated or damaged ({_first_line(msg)})",
                                  f"download it again from huggingface.co/{HF_REPO}") from None
@@ -138,12 +141,24 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
     return state, notes
 
 
-def _shared_mmap():
-    import contextlib
+def _load_mapped(path: Path):
+    """``torch.load(weights_only=True, mmap=True)``, mapped shared where possible.
 
+    A private mapping (torch's default) is charged against RAM + swap in full, and Linux refuses it
+    for a 35 GB file on a 24 GB machine without swap; a shared one is not charged. torch opens a
+    shared mapping read-write, so a read-only file falls back to the private mapping. Nothing here
+    writes to a mapped tensor (every cast makes a new tensor), so the file is never modified.
+    """
+    load = lambda: torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # noqa: E731
     if os.name == "nt" or not hasattr(torch.serialization, "set_default_mmap_options"):
-        return contextlib.nullcontext()
-    return torch.serialization.set_default_mmap_options(mmap.MAP_SHARED)
+        return load()
+    try:
+        with torch.serialization.set_default_mmap_options(mmap.MAP_SHARED):
+            return load()
+    except RuntimeError as e:
+        if "read-write mode" not in str(e):
+            raise
+    return load()
 
 
 def _unpickle_culprit(e: Exception) -> str:
