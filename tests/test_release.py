@@ -8,7 +8,6 @@ module structure, independently of the converters under test); the Wan T5 names 
 from ``T5Encoder`` / ``T5SelfAttention``.
 """
 
-import json
 import re
 from pathlib import Path
 

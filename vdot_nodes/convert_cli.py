@@ -20,7 +20,7 @@ DESCRIPTION = """\
 Convert the official VDOT release to safetensors files that ComfyUI's own loaders and `vdot generate` read.
 
 The release is on Hugging Face, huggingface.co/yutongwang1012/VDOT:
-  vdot-weights/vdot_14b.pt           the VDOT-14B transformer (pickled {'generator': state dict}, bf16)
+  vdot-weights/vdot_14b.pt           the VDOT-14B transformer (pickled {'generator': state dict})
   models_t5_umt5-xxl-enc-bf16.pth    the UMT5-XXL text encoder (Wan's module names)
   Wan2.1_VAE.pth                     the Wan2.1 VAE
   google/umt5-xxl/                   the tokenizer (its spiece.model goes into the text encoder file)
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC", help="the downloaded release folder, or one of its .pt/.pth files")
     p.add_argument("out", metavar="OUT", help="output folder (created if missing)")
     p.add_argument("--dtype", choices=list(CONVERT_DTYPES), default="bf16",
-                   help="stored precision of the transformer and text encoder (default bf16 = the release's own, bit-exact)")
+                   help="stored precision of the transformer and text encoder (default bf16: bit-exact for a bf16 source)")
     p.add_argument("--tokenizer", metavar="DIR",
                    help="the google/umt5-xxl tokenizer folder (default: google/umt5-xxl beside the text encoder file)")
     p.add_argument("--overwrite", action="store_true", help="allow replacing existing files in OUT")
