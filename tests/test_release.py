@@ -387,3 +387,23 @@ def test_nan_weights_and_fp16_overflow_stop_the_conversion(parts, tmp_path, caps
     else:
         assert last == "vdot convert: error: " + expect
     assert list((tmp_path / "out").iterdir()) == []  # the partial file was removed
+
+
+def test_expected_14b_key_set_is_the_official_vace_model():
+    """VDOT_REFERENCE §1.1: the official VaceWanModel (inference/models/wan/vace-14b-config.json) has 1331
+    tensors and 17,337,592,896 parameters, 3.049 B of them in vace_*; the converter checks against this set."""
+    from vdot_nodes.core.wan_layout import comfy_key_names
+
+    cfg = models.load_config(models.TRANSFORMER_CONFIGS["14B"])
+    official = dict(dim=5120, ffn_dim=13824, freq_dim=256, num_heads=40, num_layers=40, in_dim=16, out_dim=16, eps=1e-6,
+                    vace_layers=[0, 5, 10, 15, 20, 25, 30, 35], vace_in_dim=96)
+    ours = dict(dim=cfg["num_attention_heads"] * cfg["attention_head_dim"], ffn_dim=cfg["ffn_dim"], freq_dim=cfg["freq_dim"],
+                num_heads=cfg["num_attention_heads"], num_layers=cfg["num_layers"], in_dim=cfg["in_channels"],
+                out_dim=cfg["out_channels"], eps=cfg["eps"], vace_layers=cfg["vace_layers"], vace_in_dim=cfg["vace_in_channels"])
+    assert ours == official
+    shapes = release._meta_shapes("transformer", cfg)
+    original = {orig: shapes[d] for d, orig in comfy_key_names(shapes).items()}
+    numel = {k: torch.Size(s).numel() for k, s in original.items()}
+    assert len(original) == 1331 and sum(numel.values()) == 17_337_592_896
+    assert round(sum(n for k, n in numel.items() if k.startswith("vace_")) / 1e9, 3) == 3.049
+    assert "vace_blocks.0.before_proj.weight" in original and "vace_blocks.1.before_proj.weight" not in original
