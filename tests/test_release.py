@@ -271,6 +271,13 @@ def test_truncated_and_non_checkpoint_files(parts, tmp_path, capsys):
     data = src.read_bytes()
     src.write_bytes(data[: len(data) * 2 // 3])
     assert "vdot_14b.pt is truncated or damaged" in one_error_line(capsys, src, tmp_path / "out")
+    # The pre-zip torch.save format cannot be memory-mapped; a small one is read whole, still weights-only.
+    legacy = tmp_path / "legacy" / "Wan2.1_VAE.pth"
+    legacy.parent.mkdir()
+    torch.save({wan_vae_original_name(k): v for k, v in parts["vae"].state_dict().items()}, legacy,
+               _use_new_zipfile_serialization=False)
+    assert run_cli(capsys, legacy, tmp_path / "legacy_out")[0] == 0
+    assert_same(models.load_vae(tmp_path / "legacy_out" / "wan_2.1_vae.safetensors", precision="fp32"), parts["vae"])
     junk = tmp_path / "Wan2.1_VAE.pth"
     junk.write_bytes(b"<html>404</html>")
     assert "Wan2.1_VAE.pth is not a torch.save checkpoint" in one_error_line(capsys, junk, tmp_path / "out")

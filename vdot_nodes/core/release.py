@@ -50,6 +50,7 @@ FP8_E4M3_MAX = 448.0  # largest finite float8_e4m3fn; larger magnitudes are clam
 # Chunk of one tensor converted and written at a time (elements): 64 MB of bf16.
 CHUNK_ELEMENTS = 32 * 1024 * 1024
 STRIP_PREFIXES = ("model.", "_fsdp_wrapped_module.")
+LEGACY_MAX_BYTES = 2 * 1024**3  # an old-format pickle (no mmap) is read whole: allowed up to this size
 
 _SAFETENSORS_DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -90,15 +91,17 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
         raise VDOTInputError(input_name, f"{path} does not exist", f"download it from huggingface.co/{HF_REPO}")
     with open(path, "rb") as f:
         head = f.read(4)
-    if head != b"PK\x03\x04":
-        what = ("an old-format torch.save pickle, which cannot be memory-mapped" if head[:1] == b"\x80"
-                else "a safetensors file: it needs no conversion" if path.suffix == ".safetensors"
+    # The legacy (pre-zip) torch.save format cannot be memory-mapped: read small ones into memory.
+    legacy = head[:1] == b"\x80" and path.stat().st_size <= LEGACY_MAX_BYTES
+    if head != b"PK\x03\x04" and not legacy:
+        what = (f"an old-format torch.save pickle over {LEGACY_MAX_BYTES / 1e9:.0f} GB, which cannot be memory-mapped"
+                if head[:1] == b"\x80" else "a safetensors file: it needs no conversion" if path.suffix == ".safetensors"
                 else "not a torch.save checkpoint")
         fix = ("load it directly (--model/--vae/--text-encoder)" if path.suffix == ".safetensors" else
                f"use the release file from huggingface.co/{HF_REPO}, or re-save it with a current torch.save")
         raise VDOTInputError(input_name, f"{path.name} is {what}", fix)
     try:
-        obj = _load_mapped(path)
+        obj = torch.load(path, map_location="cpu", weights_only=True) if legacy else _load_mapped(path)
     except pickle.UnpicklingError as e:
         raise VDOTInputError(
             input_name, f"{path.name} is not a plain tensor checkpoint: it contains {_unpickle_culprit(e)}; refusing to unpickle it",
