@@ -152,6 +152,9 @@ def _run(args) -> int:
         clamp = f", {report.clamped} values clamped to ±448 for fp8" if args.dtype == "fp8_e4m3fn" else ""
         print(f"wrote {report.path} ({report.num_tensors} tensors, {report.nbytes / 1e9:.2f} GB{clamp})")
     print(f"converted in {elapsed:.1f}s", file=sys.stderr)
+    flags = {"transformer": "--model", "text_encoder": "--text-encoder", "vae": "--vae"}
+    use = " ".join(f"{flags[c.kind]} {r.path}" for (c, *_), r in zip(plans, reports))
+    print(f"use them with: vdot generate {use} ... (or from ComfyUI's models folders)", file=sys.stderr)
     return 0
 
 
