@@ -274,8 +274,8 @@ def _check_transformer(path: Path, info: dict, key_map: dict, header: dict, inpu
     facts = _transformer_facts({d: header[s] for d, s in key_map.items()})
     # A release-size width picks the shipped config, so a file missing whole blocks is reported key by
     # key instead of being taken for a smaller custom model.
-    config = next((load_config(n) for n in TRANSFORMER_CONFIGS.values()
-                   if load_config(n)["num_attention_heads"] * load_config(n)["attention_head_dim"] == facts["dim"]), info["config"])
+    shipped = [load_config(n) for n in TRANSFORMER_CONFIGS.values()]
+    config = next((c for c in shipped if c["num_attention_heads"] * c["attention_head_dim"] == facts["dim"]), info["config"])
     if config is None:
         raise VDOTInputError(input_name, f"{path.name}: {info['problem']}", f"use {RELEASE_FILES['transformer']} from huggingface.co/{HF_REPO}")
     expected_d = _meta_shapes("transformer", config)
