@@ -359,10 +359,15 @@ def test_interrupted_write_leaves_no_file(parts, tmp_path):
     assert list(target.parent.iterdir()) == []
 
 
-def test_loaders_refuse_the_release_pickles_and_point_at_convert(parts, tmp_path):
+def test_loaders_refuse_the_release_pickles_and_point_at_convert(parts, tmp_path, capsys):
     src = write_release(tmp_path / "VDOT", parts)
     with pytest.raises(VDOTInputError, match=r"convert it: vdot convert .*vdot_14b\.pt <folder>"):
         models.load_transformer(src / "vdot-weights" / "vdot_14b.pt")
+    rc = main(["generate", "--model", str(src / "vdot-weights" / "vdot_14b.pt"), "--vae", str(src / "Wan2.1_VAE.pth"),
+               "--text-encoder", str(src / "models_t5_umt5-xxl-enc-bf16.pth"), "--out", str(tmp_path / "x.mp4")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Fix: convert it: vdot convert " in err[0], err
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_help_names_the_release_files(capsys):
