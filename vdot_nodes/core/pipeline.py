@@ -225,7 +225,9 @@ class VDOTPipeline:
         latent_frames = context.shape[2] - len(refs)
         s = self.vae_spatial
         h, w = vcu.height // s, vcu.width // s
-        mask64 = vcu.masks.float().view(vcu.num_frames, h, s, w, s)
+        # VACE thresholds the mask (> 0.5) for inactive/reactive but unshuffles the soft one.
+        soft = vcu.soft_masks if vcu.soft_masks is not None else vcu.masks
+        mask64 = soft.float().view(vcu.num_frames, h, s, w, s)
         mask64 = mask64.permute(2, 4, 0, 1, 3).flatten(0, 1)  # [s·s (64 for Wan), F, h, w]
         mask64 = torch.nn.functional.interpolate(
             mask64.unsqueeze(0), size=(latent_frames, h, w), mode="nearest-exact"
