@@ -255,11 +255,12 @@ class ManifestDataset(Dataset):
 
     - ``caption`` (str), ``task`` (str), ``index`` (int), ``line`` (int), ``meta`` (dict),
       ``num_frames`` / ``height`` / ``width`` (the dataset's clip size);
-    - ``video``: ``[F, H, W, 3]`` float32 0..1, the first ``num_frames`` frames resized to cover
-      ``height``×``width`` and centre-cropped, or None (t2v without video);
+    - ``video``: ``[F, H, W, 3]`` float32 0..1, ``num_frames`` frames spread uniformly over the clip,
+      resized to cover ``height``×``width`` and centre-cropped (``core.source_prep``), or None (t2v
+      without video);
     - ``control``: same layout as ``video`` (or None);
-    - ``mask``: ``[F, H, W]`` float32 exactly 0/1 (1 = generate), or None; one mask image is repeated
-      over the frames;
+    - ``mask``: ``[F, H, W]`` float32 exactly 0/1 (1 = generate; channel 0 > 0.5), or None; one mask
+      image is repeated over the frames;
     - ``references``: list of ``[h, w, 3]`` images at their own size (the VCU builder places them on
       the white canvas);
     - ``first_frame``: ``[H, W, 3]`` fitted like the video; for ``firstframe_*`` tasks without one,
