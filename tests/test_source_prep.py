@@ -252,3 +252,14 @@ def test_cli_mask_image_is_fitted_like_the_video(tmp_path):
     # cover 32×32 from 32×64: no scaling, centre crop columns 16..47 → right half of the crop is white
     assert vcu.masks.shape == (9, 32, 32)
     assert vcu.masks[:, :, :16].max() == 0 and vcu.masks[:, :, 16:].min() == 1
+
+
+def test_cli_first_frame_is_fitted_like_the_control(tmp_path):
+    control, first = tmp_path / "control", tmp_path / "first.png"
+    _numbered_video(control, 17, 16, height=64, width=112)
+    write_image(torch.full((64, 112, 3), 0.25), first)
+    args = _args("--task", "firstframe_depth", "--control", control, "--first-frame", first)
+    resolve_output_shape(args, is_toy=True)  # 64×112 → 48×80: another aspect ratio than the image
+    vcu = build_vcu_from_args(args)
+    assert vcu.frames.shape == (17, 48, 80, 3)
+    torch.testing.assert_close(vcu.frames[0], torch.full((48, 80, 3), 64 / 255))

@@ -183,7 +183,12 @@ def build_vcu_from_args(args):
     if args.ref:
         inputs["references"] = [_named("--ref", read_image, p) for p in args.ref]
     if args.first_frame:
-        inputs["first_frame"] = _named("--first-frame", read_image, args.first_frame)
+        image = _named("--first-frame", read_image, args.first_frame)
+        if plan is not None:  # the first frame is part of the source in VACE: the same cover + crop
+            from .core.source_prep import fit_clip
+
+            image = fit_clip(image[None], h, w)[0]
+        inputs["first_frame"] = image
     if args.task == "outpaint":
         inputs["expand"] = tuple(args.outpaint or (0, 0, 64, 64))
     if args.task == "extension":
