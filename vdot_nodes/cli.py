@@ -108,13 +108,11 @@ def _source_timestamps(args):
 
 def _source_plan(args):
     """Frame ids and size for the driving video, after resolve_output_shape filled frames/height/width."""
-    from .core.source_prep import SourcePlan, plan_source
+    from .core.source_prep import plan_source
 
-    _, flag = _source_path(args)
     probe, timestamps = _source_timestamps(args)
-    plan = plan_source(timestamps, probe.height, probe.width, frames=args.frames, height=args.height,
-                       width=args.width, sampling=args.frame_sampling, name=flag)
-    return SourcePlan(plan.frame_ids, args.height, args.width)
+    return plan_source(timestamps, probe.height, probe.width, frames=args.frames, height=args.height,
+                       width=args.width, sampling=args.frame_sampling, name=_source_path(args)[1])
 
 
 def _load_video_input(path: str | None, plan, name: str):

@@ -24,7 +24,6 @@ training clip loader:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,22 +215,3 @@ def fit_clip(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     from .video_io import to_uint8
 
     return unit_frames(cover_crop(torch.from_numpy(to_uint8(frames)), height, width))
-
-
-def select_frames(num_available: int, timestamps: np.ndarray | None, n: int, sampling: str = "uniform",
-                  fps: float = 16.0) -> list[int]:
-    """``n`` frame ids out of ``num_available`` (timestamps default to a constant ``fps``)."""
-    if sampling == "first":
-        return list(range(n))
-    if timestamps is None:
-        from .video_io import constant_rate_timestamps
-
-        timestamps = constant_rate_timestamps(num_available, fps)
-    return sample_frame_ids(np.asarray(timestamps)[:num_available], n)
-
-
-__all__: Sequence[str] = (
-    "DOWNSAMPLE", "FRAME_SAMPLING", "OFFICIAL_POLICY", "TOY_POLICY", "SourcePlan", "SourcePolicy", "cover_crop",
-    "fit_clip", "load_mask", "load_video", "official_shape", "plan_source", "sample_frame_ids", "select_frames",
-    "soft_mask", "unit_frames",
-)

@@ -155,9 +155,12 @@ def probe_video(path: str | Path) -> VideoProbe:
         raise VDOTInputError(str(path), f"not a readable video ({exc})", "use an mp4/webm/mov file or a folder of frames") from None
     if not packets:
         raise VDOTInputError(str(path), "video has no frames", "check the file")
-    pts = np.array(packets, dtype=np.float64)
-    timestamps = np.stack([(pts[:, 0] - start) * tb, (pts[:, 0] + pts[:, 1] - start) * tb], axis=1)
-    return VideoProbe(len(packets), height, width, fps, timestamps.astype(np.float32))
+    pts = np.array(packets, dtype=np.int64)
+    # decord subtracts the start time as C++ float (int64 pts rounded to float32), then scales in double.
+    offset = np.float32(start)
+    begin = (pts[:, 0].astype(np.float32) - offset).astype(np.float64) * tb
+    end = ((pts[:, 0] + pts[:, 1]).astype(np.float32) - offset).astype(np.float64) * tb
+    return VideoProbe(len(packets), height, width, fps, np.stack([begin, end], axis=1).astype(np.float32))
 
 
 def read_video_frames(path: str | Path, frame_ids: Sequence[int]) -> np.ndarray:
