@@ -263,3 +263,17 @@ def test_cli_first_frame_is_fitted_like_the_control(tmp_path):
     vcu = build_vcu_from_args(args)
     assert vcu.frames.shape == (17, 48, 80, 3)
     torch.testing.assert_close(vcu.frames[0], torch.full((48, 80, 3), 64 / 255))
+
+
+def test_training_clips_are_sampled_over_the_whole_clip_like_inference(tmp_path):
+    import json
+
+    from training.data.manifest import ManifestDataset
+
+    levels = _numbered_video(tmp_path / "clip", 17, 16, height=32, width=64)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"caption": "c", "task": "t2v", "video": "clip"}) + "\n")
+    item = ManifestDataset(manifest, num_frames=5, height=32, width=32)[0]
+    # duration (16 + 17)/2/16 s; timestamps k·16.5/(16·4) s are in frame floor(k·4.125) = 4k
+    assert _frame_indices(item["video"], levels) == [0, 4, 8, 12, 16]
+    assert item["video"].shape == (5, 32, 32, 3)  # 32×64 covered and centre-cropped, not stretched
