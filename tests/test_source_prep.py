@@ -71,6 +71,14 @@ def test_frame_ids_100_frames_at_24fps():
     assert ids[:10] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 11] and ids[-1] == 99
 
 
+def test_a_timestamp_between_frames_takes_the_frame_before_the_gap_not_frame_0():
+    # Frames with gaps between them (webm stores millisecond times: 41 ms frames on a 41–42 ms step).
+    # Here [0, .3], [.5, .8], [1, 1.3]: duration 1.15, times 0, .2875, .575, .8625, 1.15; .8625 lies
+    # in the gap after frame 1 (the official code would answer frame 0 there).
+    ts = np.array([[0.0, 0.3], [0.5, 0.8], [1.0, 1.3]], dtype=np.float32)
+    assert sample_frame_ids(ts, 5) == [0, 0, 1, 1, 2]
+
+
 def test_a_clip_of_exactly_n_frames_keeps_every_frame():
     for n, fps in ((17, 16.0), (81, 30.0), (33, 24.0)):
         assert sample_frame_ids(constant_rate_timestamps(n, fps), n) == list(range(n))

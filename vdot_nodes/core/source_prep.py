@@ -96,7 +96,9 @@ def sample_frame_ids(timestamps: np.ndarray, n: int) -> list[int]:
     ``timestamps``: float32 ``[N, 2]`` (start, stop) seconds per frame
     (:func:`vdot_nodes.core.video_io.probe_video`). Arithmetic as the official code runs it under its
     pinned NumPy 1.24: float32 duration, float64 linspace, inclusive ``start <= t <= stop``, first
-    match (a timestamp in a gap between frames falls back to frame 0, as there).
+    match. One deliberate difference: a timestamp in a gap between two frames (webm stores
+    millisecond times, so a 24 fps frame spans 41 ms of a 41–42 ms step) takes the frame before the
+    gap; the official code falls back to frame 0 there.
     """
     ts = np.asarray(timestamps, dtype=np.float32)
     if ts.ndim != 2 or ts.shape[1] != 2 or ts.shape[0] < 1:
@@ -106,7 +108,8 @@ def sample_frame_ids(timestamps: np.ndarray, n: int) -> list[int]:
     duration = float(ts[-1].mean())
     times = np.linspace(0.0, duration, n, dtype=np.float64)
     inside = np.logical_and(times[:, None] >= ts[None, :, 0], times[:, None] <= ts[None, :, 1])
-    return np.argmax(inside, axis=1).tolist()
+    before_gap = np.maximum(np.searchsorted(ts[:, 0], times, side="right") - 1, 0)
+    return np.where(inside.any(axis=1), np.argmax(inside, axis=1), before_gap).tolist()
 
 
 @dataclass(frozen=True)
