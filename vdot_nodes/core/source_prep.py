@@ -12,8 +12,9 @@ training clip loader:
   VAE 8 × patch 2; 4 frames per latent frame) ``area_z = min(seq_len, area/256, (h//16)·(w//16))``,
   ``latent frames = min((len−1)//4 + 1, int(seq_len/area_z))``, ``oh = round(sqrt(area_z·h/w))``,
   ``ow = int(area_z/oh)``, times 16. ``seq_len`` is ``21·area/256`` (32760 at 480·832), so a
-  source at least 480·832 in area gives 81 frames near 480×832 keeping its aspect ratio, and a
-  smaller source keeps its own size (rounded down to 16) with up to the same token count in frames.
+  source with ``(h//16)·(w//16) ≥ 1560`` gives up to 81 frames near 480×832 keeping its aspect
+  ratio, and a smaller source keeps its own size (rounded down to 16) and may get more frames
+  within the same token budget.
 * **Resize to cover** with bicubic + antialias on the 8-bit frames (torch's uint8 kernel, as the
   official loader runs it), then centre crop with floor offsets (:func:`cover_crop`).
 * **Mask videos** use the same frame ids and crop; the mask is channel 0 mapped to
