@@ -56,7 +56,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.vcu import CONTROL_KINDS, VCU, build_vcu
 from vdot_nodes.core.vcu import TASKS as VCU_TASKS
-from vdot_nodes.core.video_io import IMAGE_EXTENSIONS, read_image, read_video, resize_video
+from vdot_nodes.core.source_prep import cover_crop, fit_clip, sample_frame_ids, soft_mask, unit_frames
+from vdot_nodes.core.video_io import IMAGE_EXTENSIONS, probe_video, read_image, read_video_frames, to_uint8
 
 __all__ = [
     "CONTROL_KINDS",
@@ -240,15 +241,11 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> list[Man
 
 
 def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize ``[F, H, W, C]`` to cover height×width keeping the aspect ratio, then centre-crop."""
-    h, w = frames.shape[1], frames.shape[2]
-    if (h, w) == (height, width):
+    """Resize ``[F, H, W, C]`` to cover height×width keeping the aspect ratio, then centre-crop — the
+    inference policy (``vdot_nodes.core.source_prep``), so training sees what the CLI feeds the model."""
+    if tuple(frames.shape[1:3]) == (height, width):
         return frames
-    scale = max(height / h, width / w)
-    nh, nw = max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6))
-    frames = resize_video(frames, nh, nw)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return frames[:, top : top + height, left : left + width].contiguous()
+    return fit_clip(frames, height, width)
 
 
 class ManifestDataset(Dataset):
@@ -258,11 +255,12 @@ class ManifestDataset(Dataset):
 
     - ``caption`` (str), ``task`` (str), ``index`` (int), ``line`` (int), ``meta`` (dict),
       ``num_frames`` / ``height`` / ``width`` (the dataset's clip size);
-    - ``video``: ``[F, H, W, 3]`` float32 0..1, the first ``num_frames`` frames resized to cover
-      ``height``×``width`` and centre-cropped, or None (t2v without video);
+    - ``video``: ``[F, H, W, 3]`` float32 0..1, ``num_frames`` frames spread uniformly over the clip,
+      resized to cover ``height``×``width`` and centre-cropped (``core.source_prep``), or None (t2v
+      without video);
     - ``control``: same layout as ``video`` (or None);
-    - ``mask``: ``[F, H, W]`` float32 exactly 0/1 (1 = generate), or None; one mask image is repeated
-      over the frames;
+    - ``mask``: ``[F, H, W]`` float32 exactly 0/1 (1 = generate; channel 0 > 0.5), or None; one mask
+      image is repeated over the frames;
     - ``references``: list of ``[h, w, 3]`` images at their own size (the VCU builder places them on
       the white canvas);
     - ``first_frame``: ``[H, W, 3]`` fitted like the video; for ``firstframe_*`` tasks without one,
@@ -301,25 +299,26 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _frames(self, path: Path, what: str):
+        """uint8 frames of a clip: ``num_frames`` spread uniformly over the whole clip (as the official
+        loader samples them; a clip of exactly ``num_frames`` keeps every frame), fitted to the size."""
+        probe = probe_video(path)
+        if probe.num_frames < self.num_frames:
+            raise VDOTInputError(what, f"{path.name} has {probe.num_frames} frames, {self.num_frames} needed",
+                                 "use longer clips or train with fewer frames")
+        ids = sample_frame_ids(probe.timestamps, self.num_frames)
+        return cover_crop(read_video_frames(path, ids), self.height, self.width)
+
     def _clip(self, path: Path, sample: ManifestSample, fld: str) -> torch.Tensor:
-        frames, _ = read_video(path, max_frames=self.num_frames)
-        if frames.shape[0] < self.num_frames:
-            raise VDOTInputError(
-                f"{self.path}:{sample.line}",
-                f"{fld} {path.name} has {frames.shape[0]} frames, {self.num_frames} needed",
-                "use longer clips or train with fewer frames",
-            )
-        return _fit(frames, self.height, self.width)
+        return unit_frames(self._frames(path, f"{self.path}:{sample.line} {fld}"))
 
     def _mask(self, path: Path) -> torch.Tensor:
+        """Channel 0 of the mask (video or one image) thresholded at 0.5 like the official encoder."""
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            frames = read_image(path)[None].expand(self.num_frames, -1, -1, -1)
+            image = torch.from_numpy(to_uint8(read_image(path)))[None]
+            mask = soft_mask(cover_crop(image, self.height, self.width)).expand(self.num_frames, -1, -1)
         else:
-            frames, _ = read_video(path, max_frames=self.num_frames)
-            if frames.shape[0] < self.num_frames:
-                raise VDOTInputError(str(path), f"mask has {frames.shape[0]} frames, {self.num_frames} needed",
-                                     "give a mask per frame, or one mask image")
-        mask = _fit(frames, self.height, self.width).mean(dim=-1)
+            mask = soft_mask(self._frames(path, f"mask {path}"))
         return (mask > 0.5).float()
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -8,6 +8,8 @@ temporary name first so an interrupted write leaves nothing half-made under the 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,105 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.T
     if not frames:
         raise VDOTInputError(str(path), "video has no frames", "check the file")
     return from_uint8(np.stack(frames)), fps
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What frame sampling needs to know about a video, without decoding it.
+
+    ``timestamps``: float32 ``[num_frames, 2]`` (start, stop) seconds per frame in presentation
+    order, measured from the stream's start: ``(pts - start_time) * time_base`` and
+    ``(pts + duration - start_time) * time_base`` of each packet (the same numbers decord gives, which
+    the official VDOT loader uses). A folder of frames has no timestamps: frame i spans
+    ``[i/fps, (i+1)/fps]`` at ``fps`` 16.
+    """
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    timestamps: np.ndarray
+
+
+def constant_rate_timestamps(num_frames: int, fps: float) -> np.ndarray:
+    """float32 ``[n, 2]`` (start, stop) seconds for ``n`` frames at a constant ``fps``."""
+    start = np.arange(num_frames, dtype=np.float64) / fps
+    return np.stack([start, start + 1.0 / fps], axis=1).astype(np.float32)
+
+
+def probe_video(path: str | Path) -> VideoProbe:
+    """Frame count, size, fps and per-frame timestamps of a video file or frame folder (demux only)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise VDOTInputError(str(path), "folder holds no image frames", f"put {'/'.join(IMAGE_EXTENSIONS)} frames in it")
+        h, w = read_image(files[0]).shape[:2]
+        return VideoProbe(len(files), int(h), int(w), 16.0, constant_rate_timestamps(len(files), 16.0))
+    if not path.is_file():
+        raise VDOTInputError(str(path), "video file not found", "check the path")
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or 16)
+            height, width = int(stream.codec_context.height), int(stream.codec_context.width)
+            start = stream.start_time or 0
+            tb = float(stream.time_base) if stream.time_base else 0.0
+            packets = sorted((p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None)
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise VDOTInputError(str(path), f"not a readable video ({exc})", "use an mp4/webm/mov file or a folder of frames") from None
+    if not packets:
+        raise VDOTInputError(str(path), "video has no frames", "check the file")
+    pts = np.array(packets, dtype=np.int64)
+    # decord subtracts the start time as C++ float (int64 pts rounded to float32), then scales in double.
+    offset = np.float32(start)
+    begin = (pts[:, 0].astype(np.float32) - offset).astype(np.float64) * tb
+    end = ((pts[:, 0] + pts[:, 1]).astype(np.float32) - offset).astype(np.float64) * tb
+    return VideoProbe(len(packets), height, width, fps, np.stack([begin, end], axis=1).astype(np.float32))
+
+
+def read_video_frames(path: str | Path, frame_ids: Sequence[int]) -> np.ndarray:
+    """The frames at ``frame_ids`` (presentation order, repeats allowed) as uint8 ``[n, H, W, 3]``.
+
+    Decodes the video once and keeps only the frames asked for, so a long clip sampled down to 81
+    frames never holds every decoded frame in memory.
+    """
+    path = Path(path)
+    wanted = sorted(set(int(i) for i in frame_ids))
+    if not wanted:
+        raise VDOTInputError(str(path), "no frames asked for", "ask for at least one frame")
+    kept: dict[int, np.ndarray] = {}
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        for i in wanted:
+            if i < len(files):
+                kept[i] = to_uint8(read_image(files[i]))
+    else:
+        if not path.is_file():
+            raise VDOTInputError(str(path), "video file not found", "check the path")
+        import av
+
+        wanted_set, last = set(wanted), wanted[-1]
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                for index, frame in enumerate(container.decode(stream)):
+                    if index in wanted_set:
+                        kept[index] = frame.to_ndarray(format="rgb24")
+                    if index >= last:
+                        break
+        except (av.error.FFmpegError, IndexError) as exc:
+            raise VDOTInputError(str(path), f"not a readable video ({exc})", "use an mp4/webm/mov file or a folder of frames") from None
+    missing = [i for i in wanted if i not in kept]
+    if missing:
+        raise VDOTInputError(str(path), f"has no frame {missing[0]}: it decodes to fewer frames than its index lists",
+                             "check the file is complete (re-encode it)")
+    sizes = {kept[i].shape for i in wanted}
+    if len(sizes) > 1:
+        raise VDOTInputError(str(path), f"frames have different sizes {sorted(sizes)}", "make all frames one size")
+    return np.stack([kept[int(i)] for i in frame_ids])
 
 
 def write_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17) -> Path:

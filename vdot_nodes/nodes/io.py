@@ -131,8 +131,9 @@ class VDOTFitVideo:
             "height": ("INT", {"default": 480, "min": 16, "max": 2048, "step": 16, "tooltip": "Output height."}),
             "num_frames": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
                                    "tooltip": "Keep the first num_frames frames (4k+1). Fewer frames is an error."}),
-            "mode": (list(FIT_MODES), {"default": "crop", "tooltip": "crop: keep aspect, cut the overflow; pad: keep "
-                                                                    "aspect, black bars; stretch: distort to fit."}),
+            "mode": (list(FIT_MODES), {"default": "crop", "tooltip": "crop: keep aspect, cover and cut the overflow "
+                                                                    "(the official VDOT resize); pad: keep aspect, black "
+                                                                    "bars; stretch: distort to fit."}),
         }}
 
     def fit(self, images, width, height, num_frames, mode):
