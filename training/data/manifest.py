@@ -544,37 +544,124 @@ class ResumableSampler(Sampler[int]):
             self.next_epoch()
 
 
+@dataclass
+class _SkippedRow:
+    """What the row guard hands on for a row that could not be read (picklable: it crosses worker processes)."""
+
+    where: str
+    reason: str
+
+
+class _RowGuard(Dataset):
+    """``dataset[i]``, or a :class:`_SkippedRow` when the row's files cannot be read (corrupt / truncated /
+    short video, unreadable image). Only data errors are caught; a bug still raises."""
+
+    DATA_ERRORS = (VDOTInputError, OSError, ValueError, RuntimeError, EOFError)
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except self.DATA_ERRORS as exc:
+            samples, path = getattr(self.dataset, "samples", None), getattr(self.dataset, "path", None)
+            where = f"line {samples[index].line} of {Path(path).name}" if samples is not None and path else f"row {index}"
+            return _SkippedRow(where, str(exc).replace("\n", " "))
+
+
+def _agree(values: list[int], ops: list[str]) -> list[int]:
+    """The same integers on every rank: each reduced over ranks by its op (``max`` / ``sum``); identity in one process."""
+    from .. import distributed as D
+
+    if not D.is_distributed():
+        return values
+    import torch.distributed as dist
+
+    out = []
+    for value, op in zip(values, ops):
+        t = torch.tensor([int(value)], dtype=torch.int64, device=D.comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        out.append(int(t.item()))
+    return out
+
+
 class ResumableLoader:
     """An endless iterator of batches over epochs whose progress is exact in the sampler's state.
 
-    Wraps a fresh :class:`torch.utils.data.DataLoader` per epoch (``drop_last=True`` so every rank
-    takes the same number of steps) and calls ``sampler.advance(len(batch))`` as each batch is
-    handed to the caller, so ``sampler.state_dict()`` saved after step *k* resumes at step *k + 1*
-    even with prefetching workers. ``loader_kwargs`` go to the DataLoader (``num_workers``,
-    ``pin_memory``, ...).
+    Reads one sample at a time through a fresh :class:`torch.utils.data.DataLoader` per epoch (``loader_kwargs``
+    — ``num_workers``, ``pin_memory``, ... — go to it) and calls ``sampler.advance(n)`` with the samples a batch
+    used as the batch is handed to the caller, so ``state_dict()`` saved after step *k* resumes at step *k + 1*
+    even with prefetching workers. A batch never spans epochs (the short tail is dropped), so every rank takes
+    the same number of steps.
+
+    Unreadable rows: a row whose files fail to load is skipped and logged, and the batch is filled from the
+    next rows; the skip is part of the position (the same rows are skipped at the same place after a resume)
+    and the count of skipped rows is in the state. More than ``max_skipped`` skipped rows (over the whole run)
+    stop the run with a :class:`VDOTInputError` naming the last one. Under torchrun the ranks agree each batch
+    on the rows used (the most any rank needed) so the shared position stays exact.
     """
 
     def __init__(self, dataset: Dataset, sampler: ResumableSampler, batch_size: int = 1,
-                 collate_fn=collate_samples, **loader_kwargs):
+                 collate_fn=collate_samples, max_skipped: int = 0, **loader_kwargs):
         if sampler.per_rank < batch_size:
             raise VDOTInputError("batch_size", f"{batch_size} exceeds the {sampler.per_rank} samples each rank has per epoch",
                                  "use a smaller batch or more data")
         self.dataset, self.sampler, self.batch_size = dataset, sampler, int(batch_size)
         self.collate_fn, self.loader_kwargs = collate_fn, loader_kwargs
+        self.max_skipped, self.skipped = int(max_skipped), 0
 
     def state_dict(self) -> dict[str, int]:
-        return self.sampler.state_dict()
+        return {**self.sampler.state_dict(), "skipped_rows": self.skipped}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.load_state_dict(state)
+        self.skipped = int(state.get("skipped_rows", 0))
+
+    def _skip(self, row: _SkippedRow) -> None:
+        import logging
+
+        logging.getLogger(__name__).warning(f"data: skipped {row.where}: {row.reason}")
+        self._last_skip = row
 
     def __iter__(self):
+        guarded = _RowGuard(self.dataset)
         while True:
-            loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
-                                collate_fn=self.collate_fn, **self.loader_kwargs)
             epoch = self.sampler.epoch
-            for batch in loader:
-                self.sampler.advance(self.batch_size)
+            loader = DataLoader(guarded, batch_size=1, sampler=self.sampler, collate_fn=self.collate_fn,
+                                **self.loader_kwargs)
+            rows = iter(loader)
+            while self.sampler.epoch == epoch:
+                batch, used, skipped, exhausted = [], 0, 0, False
+                while len(batch) < self.batch_size:
+                    try:
+                        (item,) = next(rows)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    used += 1
+                    if isinstance(item, _SkippedRow):
+                        skipped += 1
+                        self._skip(item)
+                    else:
+                        batch.append(item)
+                most, skipped, exhausted = _agree([used, skipped, int(exhausted)], ["max", "sum", "max"])
+                self.skipped += skipped
+                if self.skipped > self.max_skipped:
+                    last = getattr(self, "_last_skip", None)
+                    raise VDOTInputError(
+                        "data.max_skipped_rows",
+                        f"{self.skipped} data rows could not be read, more than the {self.max_skipped} allowed"
+                        + (f" (the last: {last.where}: {last.reason})" if last else " (see the other ranks' logs)"),
+                        "fix or remove the rows the log names, or raise data.max_skipped_rows")
+                if exhausted:  # the epoch's tail could not fill a batch on some rank: drop it everywhere
+                    break
+                for _ in range(most - used):  # rows another rank needed: this rank passes over them too
+                    next(rows, None)
+                self.sampler.advance(most)
                 yield batch
-            if self.sampler.epoch == epoch:  # the tail shorter than a batch was dropped
+            if self.sampler.epoch == epoch:
                 self.sampler.next_epoch()
