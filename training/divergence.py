@@ -34,8 +34,11 @@ def _first_non_finite(metrics: dict) -> tuple[str, float] | None:
     return None
 
 
-def check_finite_metrics(metrics: dict, step: int, lr: float, critic_lr: float) -> None:
-    """Raise :class:`TrainingDiverged` when ``metrics`` (floats of iteration ``step``) hold NaN / inf on any rank."""
+def check_finite_metrics(metrics: dict, step: int, optim, mixed_precision: str) -> None:
+    """Raise :class:`TrainingDiverged` when ``metrics`` (floats of iteration ``step``) hold NaN / inf on any rank.
+
+    ``optim``: the config's optimiser section (its learning rates go into the fix).
+    """
     bad = _first_non_finite(metrics)
     anywhere = bad is not None
     if D.is_distributed():
@@ -45,7 +48,8 @@ def check_finite_metrics(metrics: dict, step: int, lr: float, critic_lr: float) 
     if not anywhere:
         return
     what = f"{bad[0]} is {bad[1]}" if bad else "another rank's loss is not finite"
+    fp32 = " or use runtime.mixed_precision: fp32" if mixed_precision != "fp32" else ""
     raise TrainingDiverged(
         "training", f"diverged at step {step}: {what}",
-        f"lower optim.lr / optim.critic_lr (now {lr:g} / {critic_lr:g}) or use runtime.mixed_precision: fp32, and check "
-        "the data rows of this step; --resume continues from the last checkpoint, which was written before this step")
+        f"lower optim.lr / optim.critic_lr (now {optim.lr:g} / {optim.critic_lr:g}){fp32}, and check the data rows of "
+        "this step; nothing from this step was saved, so --resume continues from the last checkpoint before it")

@@ -88,7 +88,6 @@ def _tiny_teacher(cfg: TrainConfig) -> nn.Module:
 
 def _load_t2v(path: str, config: str | None) -> nn.Module:
     """A Wan T2V transformer: a diffusers folder, or a single file plus a config (stage 1's teacher)."""
-    import json
     import os
 
     from diffusers import WanTransformer3DModel

@@ -372,7 +372,7 @@ class Trainer:
         out = {}
         for k, v in metrics.items():
             out[k] = v if isinstance(v, (str, int)) else _to_float(v)
-        check_finite_metrics(out, self.step - 1, cfg.optim.lr, cfg.optim.critic_lr)  # before anything is saved
+        check_finite_metrics(out, self.step - 1, cfg.optim, cfg.runtime.mixed_precision)  # before anything is saved
         return out
 
     # ------------------------------------------------------------------ saving
