@@ -548,6 +548,7 @@ class ResumableSampler(Sampler[int]):
 class _SkippedRow:
     """What the row guard hands on for a row that could not be read (picklable: it crosses worker processes)."""
 
+    index: int
     where: str
     reason: str
 
@@ -570,7 +571,7 @@ class _RowGuard(Dataset):
         except self.DATA_ERRORS as exc:
             samples, path = getattr(self.dataset, "samples", None), getattr(self.dataset, "path", None)
             where = f"line {samples[index].line} of {Path(path).name}" if samples is not None and path else f"row {index}"
-            return _SkippedRow(where, str(exc).replace("\n", " "))
+            return _SkippedRow(index, where, str(exc).replace("\n", " "))
 
 
 def _agree(values: list[int], ops: list[str]) -> list[int]:
@@ -598,11 +599,12 @@ class ResumableLoader:
     even with prefetching workers. A batch never spans epochs (the short tail is dropped), so every rank takes
     the same number of steps.
 
-    Unreadable rows: a row whose files fail to load is skipped and logged, and the batch is filled from the
-    next rows; the skip is part of the position (the same rows are skipped at the same place after a resume)
-    and the count of skipped rows is in the state. More than ``max_skipped`` skipped rows (over the whole run)
-    stop the run with a :class:`VDOTInputError` naming the last one. Under torchrun the ranks agree each batch
-    on the rows used (the most any rank needed) so the shared position stays exact.
+    Unreadable rows: a row whose files fail to load is skipped (logged the first time), and the batch is
+    filled from the next rows; the skip is part of the position (the same rows are skipped at the same place
+    after a resume) and the set of skipped rows is in the state. More than ``max_skipped`` distinct skipped
+    rows (over the whole run, every epoch) stop the run with a :class:`VDOTInputError` naming them. Under
+    torchrun the ranks agree each batch on the rows used (the most any rank needed) and on the rows skipped,
+    so the shared position and the budget stay exact.
     """
 
     def __init__(self, dataset: Dataset, sampler: ResumableSampler, batch_size: int = 1,
@@ -612,20 +614,41 @@ class ResumableLoader:
                                  "use a smaller batch or more data")
         self.dataset, self.sampler, self.batch_size = dataset, sampler, int(batch_size)
         self.collate_fn, self.loader_kwargs = collate_fn, loader_kwargs
-        self.max_skipped, self.skipped = int(max_skipped), 0
+        self.max_skipped = int(max_skipped)
+        self.skipped: dict[int, str] = {}  # dataset index -> where (line of the manifest), every rank's
 
-    def state_dict(self) -> dict[str, int]:
-        return {**self.sampler.state_dict(), "skipped_rows": self.skipped}
+    def state_dict(self) -> dict:
+        return {**self.sampler.state_dict(), "skipped_rows": sorted(self.skipped.items())}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
-        self.skipped = int(state.get("skipped_rows", 0))
+        self.skipped = {int(i): str(where) for i, where in state.get("skipped_rows", [])}
 
-    def _skip(self, row: _SkippedRow) -> None:
+    def _note_skips(self, rows: list[_SkippedRow]) -> None:
+        """Add this batch's skipped rows (all ranks') to the run's set; log new ones; enforce the budget."""
         import logging
 
-        logging.getLogger(__name__).warning(f"data: skipped {row.where}: {row.reason}")
-        self._last_skip = row
+        from .. import distributed as D
+
+        if D.is_distributed():
+            import torch.distributed as dist
+
+            gathered: list = [None] * D.get_world_size()
+            dist.all_gather_object(gathered, rows)  # between our own processes only
+            rows = [r for part in gathered for r in part]
+        for row in rows:
+            if row.index not in self.skipped:
+                self.skipped[row.index] = row.where
+                logging.getLogger(__name__).warning(
+                    f"data: skipped {row.where}: {row.reason} ({len(self.skipped)} row(s) skipped, "
+                    f"data.max_skipped_rows: {self.max_skipped})")
+        if len(self.skipped) > self.max_skipped:
+            names = ", ".join(list(self.skipped.values())[:5]) + (", ..." if len(self.skipped) > 5 else "")
+            raise VDOTInputError(
+                "data.max_skipped_rows",
+                f"{len(self.skipped)} data rows could not be read ({names}; the last: {rows[-1].reason}), "
+                f"more than the {self.max_skipped} allowed",
+                "fix or remove those rows (the log says why each failed), or raise data.max_skipped_rows")
 
     def __iter__(self):
         guarded = _RowGuard(self.dataset)
@@ -635,7 +658,7 @@ class ResumableLoader:
                                 **self.loader_kwargs)
             rows = iter(loader)
             while self.sampler.epoch == epoch:
-                batch, used, skipped, exhausted = [], 0, 0, False
+                batch, used, skipped, exhausted = [], 0, [], False
                 while len(batch) < self.batch_size:
                     try:
                         (item,) = next(rows)
@@ -644,19 +667,12 @@ class ResumableLoader:
                         break
                     used += 1
                     if isinstance(item, _SkippedRow):
-                        skipped += 1
-                        self._skip(item)
+                        skipped.append(item)
                     else:
                         batch.append(item)
-                most, skipped, exhausted = _agree([used, skipped, int(exhausted)], ["max", "sum", "max"])
-                self.skipped += skipped
-                if self.skipped > self.max_skipped:
-                    last = getattr(self, "_last_skip", None)
-                    raise VDOTInputError(
-                        "data.max_skipped_rows",
-                        f"{self.skipped} data rows could not be read, more than the {self.max_skipped} allowed"
-                        + (f" (the last: {last.where}: {last.reason})" if last else " (see the other ranks' logs)"),
-                        "fix or remove the rows the log names, or raise data.max_skipped_rows")
+                most, any_skipped, exhausted = _agree([used, len(skipped), int(exhausted)], ["max", "sum", "max"])
+                if any_skipped:
+                    self._note_skips(skipped)
                 if exhausted:  # the epoch's tail could not fill a batch on some rank: drop it everywhere
                     break
                 for _ in range(most - used):  # rows another rank needed: this rank passes over them too
