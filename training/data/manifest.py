@@ -574,6 +574,11 @@ class _RowGuard(Dataset):
             return _SkippedRow(index, where, str(exc).replace("\n", " "))
 
 
+def _single(items: list):
+    """The DataLoader reads one row at a time (batches are filled past skipped rows): unwrap it."""
+    return items[0]
+
+
 def _agree(values: list[int], ops: list[str]) -> list[int]:
     """The same integers on every rank: each reduced over ranks by its op (``max`` / ``sum``); identity in one process."""
     from .. import distributed as D
@@ -654,14 +659,13 @@ class ResumableLoader:
         guarded = _RowGuard(self.dataset)
         while True:
             epoch = self.sampler.epoch
-            loader = DataLoader(guarded, batch_size=1, sampler=self.sampler, collate_fn=self.collate_fn,
-                                **self.loader_kwargs)
+            loader = DataLoader(guarded, batch_size=1, sampler=self.sampler, collate_fn=_single, **self.loader_kwargs)
             rows = iter(loader)
             while self.sampler.epoch == epoch:
                 batch, used, skipped, exhausted = [], 0, [], False
                 while len(batch) < self.batch_size:
                     try:
-                        (item,) = next(rows)
+                        item = next(rows)
                     except StopIteration:
                         exhausted = True
                         break
@@ -678,6 +682,6 @@ class ResumableLoader:
                 for _ in range(most - used):  # rows another rank needed: this rank passes over them too
                     next(rows, None)
                 self.sampler.advance(most)
-                yield batch
+                yield self.collate_fn(batch)
             if self.sampler.epoch == epoch:
                 self.sampler.next_epoch()
