@@ -165,6 +165,16 @@ def test_resume_skips_a_damaged_newest_checkpoint_saying_why(finished, tmp_path,
         assert torch.equal(p, saved[name]), name
 
 
+def test_load_checkpoint_of_a_run_folder_takes_the_newest_whole_one(finished, tmp_path):
+    from training.checkpoint import load_checkpoint
+
+    folder = _copy_run(finished, tmp_path)
+    _truncate(folder / "run" / "checkpoints" / "step_000002" / "model_critic.safetensors")
+    with pytest.warns(UserWarning, match=r"skipped step_000002 \(model_critic.safetensors is .*; loading step_000001"):
+        step, _, _ = load_checkpoint(folder / "run" / "checkpoints", models={}, rng=False)
+    assert step == 1
+
+
 def test_resume_past_a_dangling_latest_and_metrics_hold_each_step_once(finished, tmp_path, caplog):
     folder = _copy_run(finished, tmp_path)
     ckpts = folder / "run" / "checkpoints"

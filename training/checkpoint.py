@@ -382,9 +382,12 @@ def _resolve(path: str | os.PathLike) -> Path:
     path = Path(path)
     if (path / "meta.json").is_file():
         return path
-    latest = find_latest_checkpoint(path)
+    latest, skipped = find_resumable_checkpoint(path)  # the newest whole one, as the trainer's resume takes
+    if skipped:
+        warnings.warn(f"skipped {'; '.join(f'{n} ({why})' for n, why in skipped)}"
+                      + (f"; loading {latest.name}" if latest is not None else ""), stacklevel=3)
     if latest is None:
-        raise FileNotFoundError(f"no checkpoint in {path} (expected step_NNNNNN/ folders with meta.json, or one of them)")
+        raise FileNotFoundError(f"no whole checkpoint in {path} (expected step_NNNNNN/ folders with meta.json, or one of them)")
     return latest
 
 
