@@ -96,6 +96,18 @@ def test_rerun_into_finished_folder_is_refused_before_models_load_and_old_files_
     assert "is a file" in capsys.readouterr().err
 
 
+def test_left_overs_of_a_crash_before_any_checkpoint_are_not_a_run(tmp_path):
+    from training.run_dir import run_contents
+
+    (tmp_path / "checkpoints" / "step_000001.tmp").mkdir(parents=True)  # a save cut short
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / ".generator.123.partial.safetensors").write_bytes(b"x")  # a writer's temporary file
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert run_contents(tmp_path) == []
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')
+    assert run_contents(tmp_path) == ["metrics.jsonl"]
+
+
 def test_overwrite_moves_the_old_run_aside_and_starts_afresh(finished, tmp_path):
     folder = _copy_run(finished, tmp_path)
     before = _snapshot(folder / "run")

@@ -24,7 +24,7 @@ from vdot_nodes.core.atomic import atomic_write_text
 from vdot_nodes.core.errors import VDOTInputError
 
 from . import distributed as D
-from .checkpoint import find_resumable_checkpoint
+from .checkpoint import _STEP_RE, find_resumable_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,11 @@ def run_contents(out: Path) -> list[str]:
     """What of a previous run ``out`` holds, in words (empty: nothing a new run could lose)."""
     found = []
     ckpts = out / "checkpoints"
-    steps = sorted(p.name for p in ckpts.glob("step_*") if p.is_dir()) if ckpts.is_dir() else []
+    steps = sorted(p.name for p in ckpts.iterdir() if _STEP_RE.match(p.name) and p.is_dir()) if ckpts.is_dir() else []
     if steps:
         found.append(f"checkpoints up to {steps[-1]}")
-    exports = sorted(p.name for p in (out / "exports").iterdir()) if (out / "exports").is_dir() else []
+    exports = sorted(p.name for p in (out / "exports").iterdir() if not p.name.startswith(".")) \
+        if (out / "exports").is_dir() else []  # a dot-name is a writer's left-over temporary file
     if exports:
         found.append(f"{len(exports)} export(s)")
     metrics = out / "metrics.jsonl"
@@ -114,7 +115,11 @@ def prepare_run_folder(out: str | os.PathLike, *, resume: bool, overwrite: bool)
                                  f"use --resume to continue it, --overwrite to move it to {out.name}.old-<time>/ and "
                                  "start afresh, or choose another --out")
         if contents and main:
-            logger.info(f"--overwrite: moved the previous run in {out} to {_move_aside(out)}")
+            try:
+                logger.info(f"--overwrite: moved the previous run in {out} to {_move_aside(out)}")
+            except OSError as exc:
+                raise VDOTInputError("--overwrite", f"cannot move the previous run in {out} aside ({exc})",
+                                     "make its parent folder writable, or choose another --out") from None
         D.barrier()
         return None
     checkpoint, skipped = find_resumable_checkpoint(out / "checkpoints")
