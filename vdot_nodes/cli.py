@@ -98,16 +98,18 @@ def _load_video_input(path: str | None, frames: int, height: int, width: int, na
     return resize_video(video[:frames], height, width)
 
 
-def _load_mask_input(path: str | None, frames: int, height: int, width: int):
+def _load_mask_input(path: str | None, frames: int, height: int, width: int, source_size: tuple[int, int]):
+    """The mask at its own size; core refuses one whose size is not the source video's (no stretch)."""
     if path is None:
         return None
-    from .core.video_io import IMAGE_EXTENSIONS, read_image, resize_video
+    from .core.vcu import fit_mask_to_video
+    from .core.video_io import IMAGE_EXTENSIONS, read_image, read_video
 
     if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        mask = _named("--mask", read_image, path).unsqueeze(0).expand(frames, -1, -1, -1)
+        mask = _named("--mask", read_image, path).mean(dim=-1)
     else:
-        mask = _load_video_input(path, frames, height, width, "mask")
-    return resize_video(mask, height, width).mean(dim=-1)
+        mask = _named("--mask", lambda p: read_video(p, max_frames=frames)[0], path).mean(dim=-1)
+    return fit_mask_to_video(mask, source_size, frames, height, width, name="--mask")
 
 
 def resolve_output_shape(args, is_toy: bool) -> None:
@@ -131,7 +133,7 @@ def resolve_output_shape(args, is_toy: bool) -> None:
 
 
 def build_vcu_from_args(args):
-    from .core.video_io import read_image
+    from .core.video_io import read_image, read_video
     from .core.vcu import build_vcu
 
     f, h, w = args.frames, args.height, args.width
@@ -141,7 +143,9 @@ def build_vcu_from_args(args):
     if args.source:
         inputs["source"] = _load_video_input(args.source, f, h, w, "source")
     if args.mask:
-        inputs["mask"] = _load_mask_input(args.mask, f, h, w)
+        source_size = _named("--source", lambda p: read_video(p, max_frames=1)[0].shape[1:3],
+                             args.source) if args.source else (h, w)
+        inputs["mask"] = _load_mask_input(args.mask, f, h, w, source_size)
     if args.ref:
         inputs["references"] = [_named("--ref", read_image, p) for p in args.ref]
     if args.first_frame:

@@ -328,6 +328,24 @@ def as_mask(x, name: str, num_frames: int, height: int, width: int) -> torch.Ten
     return x.contiguous()
 
 
+def fit_mask_to_video(mask, video_size: tuple[int, int], num_frames: int, height: int, width: int,
+                      name: str = "mask") -> torch.Tensor:
+    """A mask drawn for a video of ``video_size`` (H, W), resized *with* that video to height×width.
+
+    The mask must have the video's own size (:func:`as_mask` refuses another size), so it is never
+    stretched onto a video of another shape; only the explicit resize both share is applied.
+    """
+    m = as_mask(mask, name, num_frames, int(video_size[0]), int(video_size[1]))
+    if (height, width) == tuple(m.shape[1:]):
+        return m
+    x = m[:, None]
+    if m.shape[1] * m.shape[2] > height * width:
+        x = torch.nn.functional.interpolate(x, size=(height, width), mode="area")
+    else:
+        x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    return x[:, 0].clamp(0, 1).contiguous()
+
+
 def as_references(references, name: str = "references") -> list[torch.Tensor]:
     """Reference inputs as a list of ``[h, w, 3]`` images: a list/tuple of images, one image, or an
     ``[N, h, w, 3]`` batch (N references)."""
@@ -410,9 +428,12 @@ def _grey_video(num_frames: int, height: int, width: int, device=None) -> torch.
 
 
 def _checked_shape(num_frames: int, height: int, width: int) -> None:
+    from .validate import BOUNDS, check_number
+
     for name, v in (("num_frames", num_frames), ("height", height), ("width", width)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise VDOTInputError(name, f"must be an integer, got {v!r}", f"pass {name} as an integer")
+        check_number(name, v, BOUNDS[name])  # the caps, before a frames tensor is allocated
     check_frame_count(num_frames, "num_frames")
     check_size(height, width, "height/width")
 
