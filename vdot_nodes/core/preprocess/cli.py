@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import VDOTCancelled, VDOTInputError
 from . import PREPROCESSORS, resolve_name, run_preprocessor
+from ..validate import validate_preprocess
 from .video_ops import DEFAULT_BATCH_SIZE, fit_video
 
 PROG = "vdot preprocess"
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The semantic input names of core.validate, as `vdot preprocess` spells them.
+PREPROCESS_NAMES = {"num_frames": "--frames", "width": "--width", "height": "--height", "fps": "--fps",
+                    "crf": "--crf", "batch_size": "--batch-size"}
+
+
 def _check_output(out: Path, src: Path, overwrite: bool) -> bool:
     """Validate OUT; returns True when OUT is an mp4 file, False for a frame folder."""
     suffix = out.suffix.lower()
@@ -141,6 +147,8 @@ def _run(args) -> int:
             raise VDOTInputError(f"--{name.replace('_', '-')}", f"must be ≥ 1, got {value}", "give a positive integer")
     if args.fps is not None and not args.fps > 0:
         raise VDOTInputError("--fps", f"must be > 0, got {args.fps}", "use e.g. 16")
+    validate_preprocess({"num_frames": args.frames, "width": args.width, "height": args.height, "fps": args.fps,
+                         "crf": args.crf, "batch_size": args.batch_size}, PREPROCESS_NAMES)
     src, out = Path(args.input), Path(args.output)
     if not src.exists():
         raise VDOTInputError("IN", f"{src} does not exist", "check the path")
