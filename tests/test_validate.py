@@ -134,7 +134,7 @@ def test_output_target_problems(tmp_path, case, needle):
 
 
 def test_memory_estimate_names_what_to_lower():
-    assert check_memory(81, 480, 832, 1) == 81 * 480 * 832 * 12
+    assert check_memory(81, 480, 832, 2) == 2 * (81 * 480 * 832 * 3 + 16 * 21 * 60 * 104) * 4
     with pytest.raises(VDOTInputError, match="GiB") as err:
         validate_generate({"num_frames": 1025, "height": 2048, "width": 2048, "num_videos": 1},
                           {"num_frames": "--frames", "num_videos": "--num-videos"})

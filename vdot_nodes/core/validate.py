@@ -195,13 +195,15 @@ def check_outputs(out, num_videos: int = 1, overwrite: bool = False, name: str =
 
 def check_memory(num_frames: int, height: int, width: int, num_videos: int = 1,
                  names: Mapping[str, str] | None = None) -> int:
-    """Refuse a call whose decoded frames alone (float32, all held at once) pass :data:`MAX_OUTPUT_BYTES`."""
+    """Refuse a call whose float32 latents and decoded frames (all held at once) pass
+    :data:`MAX_OUTPUT_BYTES`; returns the estimate in bytes. (Model memory is the loader's budget.)"""
     n = _namer(names)
-    need = num_videos * num_frames * height * width * 3 * 4
+    latents = 16 * ((num_frames - 1) // 4 + 1) * (height // 8) * (width // 8)  # Wan VAE: 16 ch, 4x time, 8x space
+    need = num_videos * (num_frames * height * width * 3 + latents) * 4
     if need > MAX_OUTPUT_BYTES:
         raise VDOTInputError(
             n("num_frames"), f"{num_videos} video(s) x {num_frames} frames x {width}x{height} need "
-            f"{need / 2**30:.1f} GiB for the decoded frames alone (cap {MAX_OUTPUT_BYTES / 2**30:.0f} GiB)",
+            f"{need / 2**30:.1f} GiB for their latents and decoded frames (cap {MAX_OUTPUT_BYTES / 2**30:.0f} GiB)",
             f"lower {n('num_frames')}, {n('width')}/{n('height')} or {n('num_videos')}")
     return need
 
