@@ -163,3 +163,15 @@ def test_write_output_makes_a_file_or_a_folder_as_named(tmp_path):
     with pytest.raises(VDOTInputError, match="already exists"):
         write_output(frames, tmp_path / "a.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "pngs"]
+
+
+def test_vcu_builders_cap_sizes_before_allocating():
+    from vdot_nodes.core.vcu import build_outpaint_vcu, build_t2v_vcu
+
+    with pytest.raises(VDOTInputError, match="expand: makes a 100048x32 canvas"):
+        build_outpaint_vcu(torch.rand(5, 32, 48, 3), (0, 0, 100000, 0))
+    with pytest.raises(VDOTInputError, match="num_frames: is 100001, outside"):
+        build_t2v_vcu(100001, 32, 32)
+    with pytest.raises(VDOTInputError, match="height: is 4096, outside"):
+        build_t2v_vcu(5, 4096, 32)
+    assert build_outpaint_vcu(torch.rand(5, 32, 48, 3), (0, 0, 8, 8)).frames.shape == (5, 32, 64, 3)

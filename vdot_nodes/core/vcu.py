@@ -499,6 +499,19 @@ def _expand_sides(expand) -> tuple[int, int, int, int]:
     return sides
 
 
+def _check_canvas_cap(h: int, w: int, sides) -> None:
+    """The expanded canvas must stay within the generate caps, checked before it is allocated."""
+    from .validate import MAX_SIDE
+
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in sides):
+        return  # outpaint_canvas names a non-integer side
+    top, bottom, left, right = sides
+    height, width = h + top + bottom, w + left + right
+    if max(height, width) > MAX_SIDE:
+        raise VDOTInputError("expand", f"makes a {width}x{height} canvas, larger than {MAX_SIDE} pixels a side",
+                             f"add fewer pixels (the canvas may be at most {MAX_SIDE}x{MAX_SIDE})")
+
+
 def build_outpaint_vcu(source, expand, overlap: int = 0, prompt: str = "", negative_prompt: str = "") -> VCU:
     """Outpaint (canvas expansion). ``expand = (top, bottom, left, right)`` in **pixels** added on each
     side of the source (or a dict with those keys); the output is
@@ -509,6 +522,7 @@ def build_outpaint_vcu(source, expand, overlap: int = 0, prompt: str = "", negat
     f, h, w = video.shape[:3]
     check_frame_count(f, "source")
     top, bottom, left, right = _expand_sides(expand)
+    _check_canvas_cap(h, w, (top, bottom, left, right))
     canvas = outpaint_canvas(h, w, top, bottom, left, right, overlap=overlap, device=video.device)
     frames = canvas.place(video, fill=GREY)
     masks = canvas.mask[None].expand(f, -1, -1).contiguous()
