@@ -394,6 +394,19 @@ def test_sampler_refuses_api_workflow_values_before_sampling(root, monkeypatch, 
         call("VDOTSampler", **args)
 
 
+def test_sampler_refuses_a_batch_too_large_to_hold(root, monkeypatch):
+    from vdot_nodes.core.vcu import VCU
+    from vdot_nodes.nodes import sampler
+
+    monkeypatch.setattr(sampler, "VDOTPipeline", lambda *a, **k: pytest.fail("sampling started"))
+    # A VCU as a custom node could hand over: 1025 frames at 1024x1024 (stride-0 views, no memory).
+    big = VCU("t2v", torch.zeros(1, 1, 1, 3).expand(1025, 1024, 1024, 3), torch.ones(1, 1, 1).expand(1025, 1024, 1024))
+    with pytest.raises(VDOTInputError, match="vcu \\(num_frames\\): 16 video\\(s\\) x 1025 frames .* GiB") as err:
+        call("VDOTSampler", model=None, vae=None, embeds=None, vcu=big, seed=0, steps=4, shift=5.0, cfg=1.0,
+             denoise=1.0, control_scale=1.0, num_videos=16)
+    assert "num_videos" in err.value.fix
+
+
 def test_vcu_nodes_cap_the_size_before_allocating(root):
     with pytest.raises(VDOTInputError, match="num_frames: is 100001, outside"):
         call("VDOTVCUText2Video", width=W, height=H, num_frames=100001)

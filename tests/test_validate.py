@@ -174,4 +174,6 @@ def test_vcu_builders_cap_sizes_before_allocating():
         build_t2v_vcu(100001, 32, 32)
     with pytest.raises(VDOTInputError, match="height: is 4096, outside"):
         build_t2v_vcu(5, 4096, 32)
+    with pytest.raises(VDOTInputError, match="num_frames: .* GiB"):
+        build_t2v_vcu(1025, 2048, 2048)
     assert build_outpaint_vcu(torch.rand(5, 32, 48, 3), (0, 0, 8, 8)).frames.shape == (5, 32, 64, 3)

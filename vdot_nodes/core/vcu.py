@@ -428,12 +428,13 @@ def _grey_video(num_frames: int, height: int, width: int, device=None) -> torch.
 
 
 def _checked_shape(num_frames: int, height: int, width: int) -> None:
-    from .validate import BOUNDS, check_number
+    from .validate import BOUNDS, check_memory, check_number
 
     for name, v in (("num_frames", num_frames), ("height", height), ("width", width)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise VDOTInputError(name, f"must be an integer, got {v!r}", f"pass {name} as an integer")
         check_number(name, v, BOUNDS[name])  # the caps, before a frames tensor is allocated
+    check_memory(num_frames, height, width)
     check_frame_count(num_frames, "num_frames")
     check_size(height, width, "height/width")
 

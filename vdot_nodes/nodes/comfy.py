@@ -128,10 +128,6 @@ def list_model_folders(kind: str = "diffusion_models") -> list[str]:
     return found
 
 
-# The semantic input names of core.validate, as the nodes' sockets spell them (the rest are equal).
-SOCKET_NAMES = {"out": "filename_prefix"}
-
-
 def _reject_unsafe(name: str, input_name: str) -> None:
     if not isinstance(name, str) or any(ord(c) < 32 for c in name):
         raise VDOTInputError(input_name, f"{name!r} is not a plain file name (control characters or NUL)",

@@ -9,6 +9,10 @@ from ..core.validate import MAX_NUM_VIDEOS, MAX_SEED, validate_generate
 from . import comfy
 
 
+# The semantic input names of core.validate as this node shows them: the shape comes from the VCU
+# input, every other name is the socket's own.
+SOCKET_NAMES = {"num_frames": "vcu (num_frames)", "height": "vcu (height)", "width": "vcu (width)"}
+
 
 class VDOTSampler:
     DESCRIPTION = ("Generate a video with the VDOT few-step sampler (4 steps: timesteps 1000, 750, 500, 250 warped "
@@ -56,7 +60,7 @@ class VDOTSampler:
         # validation layer checks types, NaN/inf, ranges, seed + num_videos and the memory estimate.
         validate_generate(dict(seed=seed, steps=steps, shift=shift, cfg=cfg, denoise=denoise,
                                control_scale=control_scale, num_videos=num_videos, num_frames=vcu.num_frames,
-                               height=vcu.height, width=vcu.width), comfy.SOCKET_NAMES)
+                               height=vcu.height, width=vcu.width), SOCKET_NAMES)
         if cfg != 1.0 and embeds.negative is None:
             raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
                                  "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
