@@ -45,7 +45,8 @@ class Bound:
     low_open: bool = False
 
     def describe(self) -> str:
-        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        low, high = (int(self.low), int(self.high)) if self.kind is int else (f"{self.low:g}", f"{self.high:g}")
+        return f"{'(' if self.low_open else '['}{low}, {high}]"
 
 
 BOUNDS: dict[str, Bound] = {
