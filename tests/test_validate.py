@@ -177,3 +177,13 @@ def test_vcu_builders_cap_sizes_before_allocating():
     with pytest.raises(VDOTInputError, match="num_frames: .* GiB"):
         build_t2v_vcu(1025, 2048, 2048)
     assert build_outpaint_vcu(torch.rand(5, 32, 48, 3), (0, 0, 8, 8)).frames.shape == (5, 32, 64, 3)
+
+
+def test_overwriting_a_frame_folder_leaves_no_frames_of_the_old_run(tmp_path):
+    write_frames(torch.rand(9, 16, 16, 3), tmp_path / "pngs")
+    (tmp_path / "pngs" / "notes.txt").write_text("user file")
+    with pytest.raises(VDOTInputError, match="already exists"):
+        write_frames(torch.rand(5, 16, 16, 3), tmp_path / "pngs")
+    write_frames(torch.rand(5, 16, 16, 3), tmp_path / "pngs", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"frame_{i:05d}.png" for i in range(5)] + [
+        "notes.txt"]

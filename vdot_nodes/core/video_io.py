@@ -156,7 +156,10 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0, overw
 
 def write_frames(frames: torch.Tensor, folder: str | Path, prefix: str = "frame", overwrite: bool = False,
                  input_name: str = "frames") -> Path:
-    """Frames → ``folder/prefix_00000.png …`` (the folder must not hold those names already)."""
+    """Frames → ``folder/prefix_00000.png …`` (the folder must not hold those names already).
+
+    With ``overwrite``, our own ``prefix_NNNNN.png`` beyond the new count are removed too, so the
+    folder never mixes frames of two runs."""
     folder = Path(folder)
     check_frames(frames, input_name)
     if folder.exists() and not folder.is_dir():
@@ -164,6 +167,11 @@ def write_frames(frames: torch.Tensor, folder: str | Path, prefix: str = "frame"
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
         write_image(frame, folder / f"{prefix}_{i:05d}.png", overwrite=overwrite, input_name=input_name)
+    if overwrite:
+        for path in folder.glob(f"{prefix}_*.png"):
+            index = path.stem[len(prefix) + 1:]
+            if index.isdigit() and len(index) == 5 and int(index) >= len(frames):
+                path.unlink()
     return folder
 
 

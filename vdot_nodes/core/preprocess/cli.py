@@ -117,14 +117,6 @@ def _check_output(out: Path, src: Path, overwrite: bool) -> bool:
     return is_file
 
 
-def _remove_stale_frames(folder: Path, count: int) -> None:
-    """After ``--overwrite`` of a frame folder: drop our own ``frame_NNNNN.png`` beyond ``count``."""
-    for path in folder.glob("frame_*.png"):
-        stem = path.stem[len("frame_"):]
-        if stem.isdigit() and len(stem) == 5 and int(stem) >= count:
-            path.unlink()
-
-
 def _kind_options(args) -> dict:
     return {opt: getattr(args, flag) for flag, opt in KIND_OPTIONS.items() if getattr(args, flag) is not None}
 
@@ -169,7 +161,6 @@ def _run(args) -> int:
     else:
         out.mkdir(exist_ok=True)
         write_frames(result, out, overwrite=args.overwrite)
-        _remove_stale_frames(out, result.shape[0])
     f, h, w = result.shape[:3]
     print(f"wrote {out} ({kind}: {f} frames, {w}x{h}) in {time.perf_counter() - started:.1f}s")
     return 0
