@@ -474,3 +474,10 @@ def test_symlinks_out_of_comfyui_folders_are_refused(root, tmp_path_factory):
             call("VDOTSaveVideo", frames=torch.rand(F, H, W, 3), fps=16.0, filename_prefix=prefix, format="mp4",
                  crf=17)
     assert sorted(p.name for p in outside.iterdir()) == ["secret.mp4"]
+
+
+def test_load_video_refuses_api_values_outside_its_widgets(root):
+    for widget, value in (("select_every_nth", 0), ("skip_first_frames", -1), ("frame_load_cap", 10**9)):
+        args = dict(video="vdot_examples/ball.mp4", frame_load_cap=1, skip_first_frames=0, select_every_nth=1)
+        with pytest.raises(VDOTInputError, match=f"{widget}: is"):
+            call("VDOTLoadVideo", **{**args, widget: value})

@@ -64,6 +64,10 @@ BOUNDS: dict[str, Bound] = {
     "denoise": Bound(float, 0.0, 1.0, "use 1.0 to generate from noise", low_open=True),
     "fps": Bound(float, 1.0, 240.0, "use e.g. 16 (Wan's rate)"),
     "crf": Bound(int, 0, 51, "use 17 (lower is better quality)"),
+    # Load Video's widgets
+    "frame_load_cap": Bound(int, 0, 4096, "use 0 (all frames) or the number of frames to load"),
+    "skip_first_frames": Bound(int, 0, 100_000, "use 0 or the number of frames to skip"),
+    "select_every_nth": Bound(int, 1, 64, "use 1 (every frame) or 2 (every other frame)"),
 }
 PREPROCESS_BOUNDS: dict[str, Bound] = {
     "height": Bound(int, 1, MAX_PREPROCESS_SIDE, "use at most 4096 pixels"),

@@ -54,6 +54,8 @@ class VDOTLoadVideo:
         return _file_hash(comfy.input_path(video, comfy.VIDEO_EXTENSIONS, "video"))
 
     def load(self, video, frame_load_cap, skip_first_frames, select_every_nth):
+        validate_generate(dict(frame_load_cap=frame_load_cap, skip_first_frames=skip_first_frames,
+                               select_every_nth=select_every_nth))
         path = comfy.input_path(video, comfy.VIDEO_EXTENSIONS, "video")
         last = skip_first_frames + frame_load_cap * select_every_nth if frame_load_cap else None
         frames, fps = video_io.read_video(path, max_frames=last)
