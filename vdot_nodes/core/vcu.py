@@ -299,6 +299,14 @@ def as_image(x, name: str, clamp: bool = True) -> torch.Tensor:
     return _check_values(x, name, clamp)
 
 
+def check_mask_size(mask_size: tuple[int, int], video_size: tuple[int, int], name: str = "mask") -> None:
+    """A mask must have its video's own (H, W): one of another size is an error, never stretched."""
+    (mh, mw), (vh, vw) = (int(v) for v in mask_size), (int(v) for v in video_size)
+    if (mh, mw) != (vh, vw):
+        raise VDOTInputError(name, f"is {mw}x{mh} (WxH) but the video is {vw}x{vh}",
+                             f"resize or crop the mask to {vw}x{vh}, the size of its video (sizes must agree)")
+
+
 def as_mask(x, name: str, num_frames: int, height: int, width: int) -> torch.Tensor:
     """A mask input as ``[F, H, W]`` float32 (values not yet binarized).
 
@@ -314,9 +322,7 @@ def as_mask(x, name: str, num_frames: int, height: int, width: int) -> torch.Ten
     if x.ndim != 3:
         raise VDOTInputError(name, f"has shape {tuple(x.shape)}; expected [F, H, W] or [H, W]",
                              "pass a ComfyUI MASK")
-    if tuple(x.shape[1:]) != (height, width):
-        raise VDOTInputError(name, f"is {x.shape[2]}x{x.shape[1]} (WxH) but the video is {width}x{height}",
-                             f"resize the mask to {width}x{height}")
+    check_mask_size(tuple(x.shape[1:]), (height, width), name)
     if x.shape[0] == 1 and num_frames != 1:
         x = x.expand(num_frames, height, width)
     if x.shape[0] != num_frames:
