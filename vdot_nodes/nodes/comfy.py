@@ -170,7 +170,11 @@ def _confined(path: Path, root: Path, input_name: str, what: str) -> Path:
     """``path`` when its real location (symlinks resolved) is inside ``root``'s; a symlink that leads
     out of ComfyUI's folders is refused (a shared workflow must not read or write elsewhere)."""
     real, real_root = os.path.realpath(path), os.path.realpath(root)
-    if os.path.commonpath([real, real_root]) != real_root:
+    try:
+        inside = os.path.commonpath([real, real_root]) == real_root
+    except ValueError:  # Windows: another drive
+        inside = False
+    if not inside:
         raise VDOTInputError(input_name, f"{path} leads (through a symlink) to {real}, outside ComfyUI's {what} folder",
                              f"copy the file into the {what} folder instead of linking to it")
     return path
