@@ -85,7 +85,10 @@ def _named(flag: str, read, path):
     try:
         return read(path)
     except VDOTInputError as exc:
-        raise VDOTInputError(flag, f"{exc.input_name}: {exc.problem}", exc.fix) from None
+        # A file error keeps the file's name after the flag; an error about the input itself
+        # (core names it semantically: "mask" for --mask) is simply renamed to the flag.
+        problem = exc.problem if exc.input_name == flag.lstrip("-") else f"{exc.input_name}: {exc.problem}"
+        raise VDOTInputError(flag, problem, exc.fix) from None
 
 
 def _source_path(args) -> tuple[str | None, str]:
@@ -198,20 +201,24 @@ def build_vcu_from_args(args):
     return build_vcu(args.task, **inputs)
 
 
+# The semantic input names of core.validate, as `vdot generate` spells them.
+CLI_NAMES = {"num_frames": "--frames", "height": "--height", "width": "--width", "fps": "--fps", "steps": "--steps",
+             "timesteps": "--timesteps", "shift": "--shift", "seed": "--seed", "num_videos": "--num-videos",
+             "cfg": "--cfg", "control_scale": "--control-scale", "teacher_steps": "--teacher-steps",
+             "keep_frames": "--keep-frames", "device": "--device", "out": "--out"}
+
+
 def cmd_generate(args) -> int:
     from tqdm import tqdm
 
     from .core.components import default_model_description, load_pipeline
     from .core.sampling import vdot_timesteps_for
-    from .core.video_io import write_frames, write_video
+    from .core.validate import numbered_outputs, validate_generate
+    from .core.video_io import write_output
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise VDOTInputError("--out", f"{out} already exists", "choose another name or pass --overwrite")
-    if args.num_videos < 1:
-        raise VDOTInputError("--num-videos", f"must be ≥ 1, got {args.num_videos}", "use 1")
     # Inputs are checked before any model loads: a bad flag should not cost a 14B load.
     resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
+    validate_generate({**vars(args), "num_frames": args.frames}, CLI_NAMES)
     vcu = build_vcu_from_args(args)
     started = time.perf_counter()
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
@@ -230,12 +237,8 @@ def cmd_generate(args) -> int:
             control_scale=args.control_scale, progress=progress,
         )
     written = []
-    for i, video in enumerate(videos):
-        target = out if args.num_videos == 1 else out.with_name(f"{out.stem}_{i:02d}{out.suffix}")
-        if target.suffix.lower() == ".mp4":
-            written.append(write_video(video, target, fps=args.fps, overwrite=args.overwrite))
-        else:
-            written.append(write_frames(video, target, overwrite=args.overwrite))
+    for video, target in zip(videos, numbered_outputs(args.out, args.num_videos)):
+        written.append(write_output(video, target, fps=args.fps, overwrite=args.overwrite))
     elapsed = time.perf_counter() - started
     for path in written:
         print(f"wrote {path} ({videos.shape[1]} frames, {videos.shape[3]}x{videos.shape[2]}) in {elapsed:.1f}s")

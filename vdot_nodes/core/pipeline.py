@@ -195,7 +195,11 @@ class VDOTPipeline:
             mean, std = self._latent_stats(self.device)
             for latent in latents:
                 z = latent.unsqueeze(0).to(self.device, torch.float32) * std + mean
-                video = self.vae.decode(z.to(dtype)).sample.float().clamp(-1, 1)
+                video = self.vae.decode(z.to(dtype)).sample.float()
+                if not torch.isfinite(video).all():  # fp16/bf16 VAEs overflow; clamp would make it black
+                    raise VDOTInputError("vae", "VAE produced NaN/inf while decoding",
+                                         "decode in fp32 (VAE precision fp32)")
+                video = video.clamp(-1, 1)
                 videos.append(((video[0] + 1) / 2).permute(1, 2, 3, 0).cpu())
         return torch.stack(videos)
 

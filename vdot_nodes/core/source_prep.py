@@ -120,6 +120,8 @@ class SourcePlan:
     frame_ids: tuple[int, ...]
     height: int
     width: int
+    source_size: tuple[int, int] | None = None  # (H, W) of the video the plan was made for
+
 
     @property
     def num_frames(self) -> int:
@@ -157,7 +159,7 @@ def plan_source(timestamps: np.ndarray, src_height: int, src_width: int, policy:
     else:
         out_h, out_w = auto_h, auto_w
     ids = sample_frame_ids(timestamps, n) if sampling == "uniform" else list(range(n))
-    return SourcePlan(tuple(ids), out_h, out_w)
+    return SourcePlan(tuple(ids), out_h, out_w, (int(src_height), int(src_width)))
 
 
 def cover_crop(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor:
@@ -206,12 +208,17 @@ def load_video(path: str | Path, plan: SourcePlan) -> torch.Tensor:
 def load_mask(path: str | Path, plan: SourcePlan) -> torch.Tensor:
     """A mask video (same frame ids and crop as the video) or one mask image (used for every
     frame) → soft mask ``[F, H, W]`` float32 0..1 (1 = generate)."""
+    from .vcu import check_mask_size
     from .video_io import IMAGE_EXTENSIONS, read_image, read_video_frames, to_uint8
 
     if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        image = torch.from_numpy(to_uint8(read_image(path)))[None]
-        return soft_mask(cover_crop(image, plan.height, plan.width)).expand(plan.num_frames, -1, -1).contiguous()
-    return soft_mask(cover_crop(read_video_frames(path, plan.frame_ids), plan.height, plan.width))
+        frames = torch.from_numpy(to_uint8(read_image(path)))[None]
+    else:
+        frames = read_video_frames(path, plan.frame_ids)
+    # A mask drawn for another size would be stretched by the crop: refuse it (sizes must agree).
+    check_mask_size(tuple(frames.shape[1:3]), plan.source_size or (plan.height, plan.width))
+    mask = soft_mask(cover_crop(frames, plan.height, plan.width))
+    return mask.expand(plan.num_frames, -1, -1).contiguous() if mask.shape[0] == 1 else mask
 
 
 def fit_clip(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -303,6 +303,14 @@ def as_image(x, name: str, clamp: bool = True) -> torch.Tensor:
     return _check_values(x, name, clamp)
 
 
+def check_mask_size(mask_size: tuple[int, int], video_size: tuple[int, int], name: str = "mask") -> None:
+    """A mask must have its video's own (H, W): one of another size is an error, never stretched."""
+    (mh, mw), (vh, vw) = (int(v) for v in mask_size), (int(v) for v in video_size)
+    if (mh, mw) != (vh, vw):
+        raise VDOTInputError(name, f"is {mw}x{mh} (WxH) but the video is {vw}x{vh}",
+                             f"resize or crop the mask to {vw}x{vh}, the size of its video (sizes must agree)")
+
+
 def as_mask(x, name: str, num_frames: int, height: int, width: int) -> torch.Tensor:
     """A mask input as ``[F, H, W]`` float32 (values not yet binarized).
 
@@ -318,9 +326,7 @@ def as_mask(x, name: str, num_frames: int, height: int, width: int) -> torch.Ten
     if x.ndim != 3:
         raise VDOTInputError(name, f"has shape {tuple(x.shape)}; expected [F, H, W] or [H, W]",
                              "pass a ComfyUI MASK")
-    if tuple(x.shape[1:]) != (height, width):
-        raise VDOTInputError(name, f"is {x.shape[2]}x{x.shape[1]} (WxH) but the video is {width}x{height}",
-                             f"resize the mask to {width}x{height}")
+    check_mask_size(tuple(x.shape[1:]), (height, width), name)
     if x.shape[0] == 1 and num_frames != 1:
         x = x.expand(num_frames, height, width)
     if x.shape[0] != num_frames:
@@ -422,9 +428,13 @@ def _grey_video(num_frames: int, height: int, width: int, device=None) -> torch.
 
 
 def _checked_shape(num_frames: int, height: int, width: int) -> None:
+    from .validate import BOUNDS, check_memory, check_number
+
     for name, v in (("num_frames", num_frames), ("height", height), ("width", width)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise VDOTInputError(name, f"must be an integer, got {v!r}", f"pass {name} as an integer")
+        check_number(name, v, BOUNDS[name])  # the caps, before a frames tensor is allocated
+    check_memory(num_frames, height, width)
     check_frame_count(num_frames, "num_frames")
     check_size(height, width, "height/width")
 
@@ -490,6 +500,19 @@ def _expand_sides(expand) -> tuple[int, int, int, int]:
     return sides
 
 
+def _check_canvas_cap(h: int, w: int, sides) -> None:
+    """The expanded canvas must stay within the generate caps, checked before it is allocated."""
+    from .validate import MAX_SIDE
+
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in sides):
+        return  # outpaint_canvas names a non-integer side
+    top, bottom, left, right = sides
+    height, width = h + top + bottom, w + left + right
+    if max(height, width) > MAX_SIDE:
+        raise VDOTInputError("expand", f"makes a {width}x{height} canvas, larger than {MAX_SIDE} pixels a side",
+                             f"add fewer pixels (the canvas may be at most {MAX_SIDE}x{MAX_SIDE})")
+
+
 def build_outpaint_vcu(source, expand, overlap: int = 0, prompt: str = "", negative_prompt: str = "") -> VCU:
     """Outpaint (canvas expansion). ``expand = (top, bottom, left, right)`` in **pixels** added on each
     side of the source (or a dict with those keys); the output is
@@ -500,6 +523,7 @@ def build_outpaint_vcu(source, expand, overlap: int = 0, prompt: str = "", negat
     f, h, w = video.shape[:3]
     check_frame_count(f, "source")
     top, bottom, left, right = _expand_sides(expand)
+    _check_canvas_cap(h, w, (top, bottom, left, right))
     canvas = outpaint_canvas(h, w, top, bottom, left, right, overlap=overlap, device=video.device)
     frames = canvas.place(video, fill=GREY)
     masks = canvas.mask[None].expand(f, -1, -1).contiguous()

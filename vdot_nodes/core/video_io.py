@@ -7,7 +7,7 @@ temporary name first so an interrupted write leaves nothing half-made under the 
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .errors import VDOTInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -61,15 +62,14 @@ def read_image(path: str | Path) -> torch.Tensor:
     return from_uint8(data)
 
 
-def write_image(image: torch.Tensor, path: str | Path, overwrite: bool = False) -> Path:
+def write_image(image: torch.Tensor, path: str | Path, overwrite: bool = False, input_name: str = "image") -> Path:
     import cv2
 
     path = Path(path)
-    _check_writable(path, overwrite)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR)):
-        raise VDOTInputError(str(path), "could not write the image", "check the folder exists and the extension")
-    os.replace(tmp, path)
+    check_frames(image[None] if isinstance(image, torch.Tensor) and image.ndim == 3 else image, input_name)
+    with atomic_path(path, overwrite) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR)):
+            raise VDOTInputError(str(path), "could not write the image", "check the folder exists and the extension")
     return path
 
 
@@ -205,47 +205,86 @@ def read_video_frames(path: str | Path, frame_ids: Sequence[int]) -> np.ndarray:
     return np.stack([kept[int(i)] for i in frame_ids])
 
 
-def write_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17) -> Path:
+def check_frames(frames, name: str = "frames") -> torch.Tensor:
+    """Frames about to be written: a non-empty ``[F, H, W, 3]`` tensor with no NaN / inf.
+
+    NaN would otherwise become black pixels in a file that looks like a result (uint8 has no NaN).
+    """
+    if not isinstance(frames, torch.Tensor):
+        raise VDOTInputError(name, f"expected frames as a tensor, got {type(frames).__name__}", "connect an IMAGE")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VDOTInputError(name, f"expected [F, H, W, 3], got {tuple(frames.shape)}", "pass RGB frames")
+    if frames.numel() == 0:
+        raise VDOTInputError(name, f"is empty (shape {tuple(frames.shape)})", "connect a node that outputs frames")
+    finite = torch.isfinite(frames)
+    if not finite.all():
+        bad = int((~finite).any(dim=(1, 2, 3)).sum())
+        raise VDOTInputError(name, f"{bad} of {frames.shape[0]} frames contain NaN/inf values",
+                             "fix the node or model that produced them (a VAE decoding in fp16/bf16 can overflow: "
+                             "decode in fp32)")
+    return frames
+
+
+def write_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17,
+                input_name: str = "frames") -> Path:
     """Frames ``[F, H, W, 3]`` 0..1 → H.264 mp4 (yuv420p, so H and W are rounded up to even by padding)."""
     import av
 
     path = Path(path)
-    _check_writable(path, overwrite)
+    check_frames(frames, input_name)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps < 1:
+        raise VDOTInputError("fps", f"must be a finite number ≥ 1, got {fps!r}", "use e.g. 16 (Wan's rate)")
+    if path.suffix.lower() != ".mp4":
+        raise VDOTInputError(str(path), f"write_video makes .mp4 files, not {path.suffix or 'folders'}",
+                             "name the output something.mp4")
     data = to_uint8(frames)
-    if data.ndim != 4 or data.shape[-1] != 3:
-        raise VDOTInputError("frames", f"expected [F, H, W, 3], got {tuple(frames.shape)}", "pass RGB frames")
     f, h, w, _ = data.shape
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    with av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)) or 16)
-        stream.width, stream.height = w + w % 2, h + h % 2
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in data:
-            if h % 2 or w % 2:
-                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+    with atomic_path(path, overwrite) as tmp:
+        with av.open(str(tmp), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=int(round(fps)))
+            stream.width, stream.height = w + w % 2, h + h % 2
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for frame in data:
+                if h % 2 or w % 2:
+                    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
     return path
 
 
-def write_frames(frames: torch.Tensor, folder: str | Path, prefix: str = "frame", overwrite: bool = False) -> Path:
-    """Frames → ``folder/prefix_00000.png …`` (the folder must not hold those names already)."""
+def write_frames(frames: torch.Tensor, folder: str | Path, prefix: str = "frame", overwrite: bool = False,
+                 input_name: str = "frames") -> Path:
+    """Frames → ``folder/prefix_00000.png …`` (the folder must not hold those names already).
+
+    With ``overwrite``, our own ``prefix_NNNNN.png`` beyond the new count are removed too, so the
+    folder never mixes frames of two runs."""
     folder = Path(folder)
+    check_frames(frames, input_name)
+    if folder.exists() and not folder.is_dir():
+        raise VDOTInputError(str(folder), "is an existing file, not a folder", "choose another name")
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
-        write_image(frame, folder / f"{prefix}_{i:05d}.png", overwrite=overwrite)
+        write_image(frame, folder / f"{prefix}_{i:05d}.png", overwrite=overwrite, input_name=input_name)
+    if overwrite:
+        for path in folder.glob(f"{prefix}_*.png"):
+            index = path.stem[len(prefix) + 1:]
+            if index.isdigit() and len(index) == 5 and int(index) >= len(frames):
+                path.unlink()
     return folder
 
 
-def _check_writable(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise VDOTInputError(str(path), "file already exists and would be overwritten", "choose another name or pass --overwrite")
-    if not path.parent.exists():
-        raise VDOTInputError(str(path), f"folder {path.parent} does not exist", "create it first")
+def write_output(frames: torch.Tensor, out: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17,
+                 input_name: str = "frames") -> Path:
+    """The one way a finished video is written: ``.mp4`` → H.264 file; no suffix (or a trailing ``/``) →
+    a folder of PNG frames; any other suffix is refused (never a folder where a file was asked for)."""
+    from .validate import output_kind
+
+    if output_kind(out) == "video":
+        return write_video(frames, out, fps=fps, overwrite=overwrite, crf=crf, input_name=input_name)
+    return write_frames(frames, out, overwrite=overwrite, input_name=input_name)
 
 
 def resize_video(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
