@@ -79,6 +79,9 @@ def test_same_seed_same_video(tmp_path, capsys):
         (["--task", "nope"], "task"),
         (["--task", "t2v", "--ref", "missing.png"], "ref"),
         (["--steps", "0"], "steps"),
+        (["--shift", "0"], "shift"),
+        (["--preset", "rollout_official", "--steps", "3"], "fixed schedule"),
+        (["--preset", "vdot", "--timesteps", "1000,500"], "timesteps"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, argv, needle):
