@@ -12,7 +12,7 @@ from vdot_nodes.core.video_io import read_video
 from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, comfy
 
 KNOWN_TYPES = {"VDOT_MODEL", "VDOT_VAE", "VDOT_TEXT_ENCODER", "VDOT_EMBEDS", "VDOT_VCU", "IMAGE", "MASK", "INT",
-               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING"}
+               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING", "SIGMAS"}
 F, H, W = 5, 32, 48
 
 
@@ -90,8 +90,8 @@ def parts(root):
 
 def sample(parts, vcu, **kw):
     model, vae, _, embeds = parts
-    args = dict(model=model, vae=vae, embeds=embeds, vcu=vcu, seed=1, steps=4, shift=5.0, cfg=1.0, denoise=1.0,
-                control_scale=1.0, num_videos=1)
+    args = dict(model=model, vae=vae, embeds=embeds, vcu=vcu, seed=1, preset="vdot", steps=0, shift=0.0, cfg=1.0,
+                denoise=1.0, control_scale=1.0, num_videos=1)
     args.update(kw)
     return call("VDOTSampler", **args)[0]
 
@@ -370,3 +370,24 @@ def test_sampler_batches_videos_and_restyles_init_frames(parts, root):
         sample(parts, vcu, steps=1, denoise=0.5)
     with pytest.raises(VDOTInputError, match="seed"):
         sample(parts, vcu, steps=1, seed=0xFFFFFFFFFFFFFFFF, num_videos=2)
+
+
+def test_sigmas_node_gives_each_presets_sigmas_and_the_sampler_offers_every_preset():
+    from vdot_nodes.core.sampling import SAMPLER_PRESETS, preset_schedule
+
+    (sigmas,) = call("VDOTSigmas", preset="vdot", steps=0, shift=0.0, denoise=1.0)
+    assert sigmas.dtype == torch.float32 and sigmas.ndim == 1
+    assert sigmas.tolist() == pytest.approx([0.99993742, 0.97951180, 0.94106567, 0.84192783, 0.0], abs=1e-6)
+    (renoise,) = call("VDOTSigmas", preset="renoise", steps=2, shift=1.0, denoise=1.0)
+    assert renoise.tolist() == [1.0, 0.5, 0.0]
+    for name, preset in SAMPLER_PRESETS.items():
+        (s,) = call("VDOTSigmas", preset=name, steps=0, shift=0.0, denoise=1.0)
+        assert s.tolist() == pytest.approx(list(preset_schedule(preset).sigmas), abs=1e-7)
+    with pytest.raises(VDOTInputError, match="fixed schedule"):
+        call("VDOTSigmas", preset="rollout_official", steps=3, shift=0.0, denoise=1.0)
+    spec = NODE_CLASS_MAPPINGS["VDOTSampler"].INPUT_TYPES()["required"]
+    choices, opts = spec["preset"]
+    assert choices == list(SAMPLER_PRESETS) and opts["default"] == "vdot"
+    for name, preset in SAMPLER_PRESETS.items():  # one tooltip line per preset: which checkpoint it suits
+        assert f"- {name}: {preset.description}" in opts["tooltip"]
+    assert spec["steps"][1]["max"] >= 100 and spec["steps"][1]["default"] == 0
