@@ -194,8 +194,8 @@ def test_undeclared_input_bad_combo_and_range_are_refused():
     with pytest.raises(WorkflowError, match=r"precision='int4' is not one of the options"):
         validate(workflow, NODE_CLASS_MAPPINGS)
     workflow = _t2v()
-    workflow[_node(workflow, "VDOTSampler")]["inputs"]["steps"] = 50
-    with pytest.raises(WorkflowError, match=r"steps=50 is above the maximum 8"):
+    workflow[_node(workflow, "VDOTSampler")]["inputs"]["steps"] = 500
+    with pytest.raises(WorkflowError, match=r"steps=500 is above the maximum 200"):
         validate(workflow, NODE_CLASS_MAPPINGS)
     workflow = _t2v()
     del workflow[_node(workflow, "VDOTSampler")]["inputs"]["vcu"]
