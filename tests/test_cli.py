@@ -105,3 +105,28 @@ def test_existing_output_is_never_overwritten(tmp_path, capsys):
     code, _, err = run(capsys, "generate", "--frames", 5, "--height", H, "--width", W, "--out", out)
     assert code == 2 and "already exists" in err
     assert out.read_bytes() == b"user data"
+
+
+def test_preset_and_overrides_choose_the_sampler(tmp_path, capsys, monkeypatch):
+    """--preset / --steps / --shift / --timesteps reach the pipeline as one resolved preset."""
+    from vdot_nodes.core.pipeline import VDOTPipeline
+    from vdot_nodes.core.sampling import get_preset
+
+    seen = []
+    generate = VDOTPipeline.generate
+
+    def spy(self, vcu, **kw):
+        seen.append(kw["preset"])
+        return generate(self, vcu, **kw)
+
+    monkeypatch.setattr(VDOTPipeline, "generate", spy)
+    base = ["generate", "--prompt", "x", "--frames", 5, "--height", H, "--width", W]
+    for i, extra in enumerate(([], ["--preset", "renoise", "--steps", "2"], ["--timesteps", "1000,500", "--shift", "1"],
+                               ["--preset", "teacher_euler", "--steps", "3", "--shift", "8"])):
+        code, _, err = run(capsys, *base, *extra, "--out", tmp_path / f"v{i}")
+        assert code == 0, err
+    assert seen[0] == get_preset("vdot")
+    assert seen[1] == get_preset("renoise", steps=2)
+    assert seen[2] == get_preset("renoise", shift=1.0, unshifted_timesteps=[1000, 500])
+    assert seen[3] == get_preset("teacher_euler", steps=3, shift=8.0)
+    assert [read_video(tmp_path / f"v{i}")[0].shape[0] for i in range(4)] == [5] * 4
