@@ -181,7 +181,8 @@ def cmd_generate(args) -> int:
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
                          device=args.device, offload=args.offload)
     if pipe.is_toy:
-        print(f"vdot: no --model given, using {default_model_description()}", file=sys.stderr)
+        hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise)"
+        print(f"vdot: no --model given, using {default_model_description()}{hint}", file=sys.stderr)
     with tqdm(total=preset.steps, desc=f"{args.task} ({preset.name})", unit="step") as bar:
         def progress(done, _total):
             bar.update(done - bar.n)
