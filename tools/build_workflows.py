@@ -50,8 +50,9 @@ MODELS_NOTE = f"""## VDOT — {{title}}
 
 **Runs out of the box** on the tiny embedded toy model `{EMBEDDED}` (noise-like output; it checks the graph).
 For real videos pick these files in the three loaders. VDOT's distilled checkpoint is not public: use
-Wan2.1-VACE-14B itself (set the sampler's **steps** to 20+ and **cfg** to 5), or your own VDOT checkpoint made
-with `vdot train`, which samples in 4 steps at cfg 1 (the defaults).
+Wan2.1-VACE-14B itself (set the sampler's **preset** to `teacher_unipc` and **cfg** to 5), or your own VDOT
+checkpoint made with `vdot train`, which samples in 4 steps at cfg 1 (the defaults; preset `renoise` for
+checkpoints trained with the re-noising rollout).
 
 **Model links**
 - [wan2.1_vace_14B_fp16.safetensors]({MODEL_FILES['diffusion_models'][1]})
