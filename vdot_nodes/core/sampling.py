@@ -236,7 +236,8 @@ def preset_schedule(preset: SamplerPreset, denoise: float = 1.0) -> Schedule:
             raise VDOTInputError("denoise", f"preset {preset.name!r} has a fixed schedule and cannot start part-way",
                                  "use denoise 1.0, or preset 'vdot' / 'renoise' for video-to-video")
         sigmas = [float(s) for s in preset.sigmas]
-        timesteps = ([float(t) for t in preset.timesteps] if preset.timesteps is not None
+        # explicit timesteps reach the model as float32 (the official rollout's torch.ones(...) * t is float32)
+        timesteps = ([float(np.float32(t)) for t in preset.timesteps] if preset.timesteps is not None
                      else [s * NUM_TRAIN_TIMESTEPS for s in sigmas])
         if denoise < 1:  # explicit σ from --timesteps: scale the unshifted positions like the uniform grid
             raw = [s / (preset.shift - (preset.shift - 1) * s) for s in sigmas]  # inverse shift
