@@ -16,7 +16,8 @@ does for a Wan (flow, CONST) model at cfg 1, and prints per sampler:
 
 ComfyUI is not a dependency: point ``--comfy`` at a ComfyUI checkout (never committed here). Only
 ``comfy.k_diffusion.sampling``, ``comfy.extra_samplers.uni_pc`` and ``comfy.model_sampling`` are
-imported. Two imports are stood in for, because they pull in everything else and the samplers run here
+imported (plus ``comfy.model_management`` for the interrupt check of our own SAMPLER, with ``--cpu`` set
+when there is no GPU). Two imports are stood in for, because they pull in everything else and the samplers run here
 never use them: ``comfy.model_patcher`` (only the ``*_cfg_pp`` samplers' post-CFG hook reads it; that
 import loads every model definition and needs torchvision) and, if it is not installed, ``torchsde``
 (only the SDE samplers' Brownian tree). What ``SamplerCustomAdvanced`` adds around a sampler function is
@@ -29,6 +30,7 @@ reproduced in :func:`comfy_sample` (``comfy/samplers.py`` KSAMPLER.sample, cfg 1
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 import types
@@ -43,9 +45,11 @@ if str(ROOT) not in sys.path:
 import dataclasses  # noqa: E402
 
 from vdot_nodes.core.sampling import SeededNoise, get_preset, preset_schedule, sample  # noqa: E402
+from vdot_nodes.nodes.sampler import flow_unipc_comfy  # noqa: E402
 
 DETERMINISTIC = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "res_multistep",
                  "gradient_estimation", "uni_pc", "uni_pc_bh2")
+OURS = ("VDOT FlowUniPC (SAMPLER node)", "VDOT FlowUniPC (SAMPLER node; timesteps sigma)")  # our SAMPLER through the same path
 SHAPE = (16, 3, 8, 8)
 DATA_STD = 0.5
 
@@ -63,6 +67,8 @@ def import_comfy(comfy_dir: Path):
         stood_in.append("torchsde")
     sys.modules["comfy.model_patcher"] = types.ModuleType("comfy.model_patcher")
     stood_in.append("comfy.model_patcher")
+    # Our SAMPLER polls ComfyUI's interrupt (comfy.model_management), which picks a CUDA device unless --cpu.
+    importlib.import_module("comfy.cli_args").args.cpu = not torch.cuda.is_available()
     k_sampling = importlib.import_module("comfy.k_diffusion.sampling")
     uni_pc = importlib.import_module("comfy.extra_samplers.uni_pc")
     model_sampling = importlib.import_module("comfy.model_sampling")
@@ -99,7 +105,8 @@ class ComfyFlowModel:
 def comfy_sample(fn, model: ComfyFlowModel, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """KSAMPLER.sample for an empty (zero) latent: noise_scaling, the sampler, inverse_noise_scaling."""
     ms = model.ms
-    x = ms.noise_scaling(sigmas[0], noise, torch.zeros_like(noise))
+    model.latent_image, model.noise = torch.zeros_like(noise), noise  # as KSAMPLER sets them on KSamplerX0Inpaint
+    x = ms.noise_scaling(sigmas[0], noise, model.latent_image)
     out = fn(model, x, sigmas, extra_args={"model_options": {}, "seed": 0}, callback=None, disable=True)
     return ms.inverse_noise_scaling(sigmas[-1], out)
 
@@ -142,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comfy", required=True, type=Path, help="a ComfyUI checkout (its comfy/ package is imported)")
     parser.add_argument("--preset", default="vdot")
-    parser.add_argument("--samplers", default=",".join(DETERMINISTIC), help="ComfyUI sampler names, comma-separated")
+    parser.add_argument("--samplers", default=",".join(DETERMINISTIC + OURS), help="sampler names, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -173,7 +180,9 @@ def main() -> None:
     off_cx, off_c = linear_form(lambda x: sample(one_hot_velocity(counter, steps), ProbeNoise([0]), (steps + 1,),
                                                  preset), steps, probe)
 
-    functions = {"uni_pc": uni_pc.sample_unipc, "uni_pc_bh2": uni_pc.sample_unipc_bh2}
+    functions = {"uni_pc": uni_pc.sample_unipc, "uni_pc_bh2": uni_pc.sample_unipc_bh2,
+                 "VDOT FlowUniPC (SAMPLER node)": flow_unipc_comfy,
+                 "VDOT FlowUniPC (SAMPLER node; timesteps sigma)": functools.partial(flow_unipc_comfy, truncate_timesteps=False)}
     print(f"\n## ComfyUI samplers with VDOT Sigmas (preset {preset.name}: σ {', '.join(f'{s:.5f}' for s in sched.sigmas)})")
     print(f"ComfyUI at {args.comfy}; stood in for: {', '.join(stood_in)}; data ~ N(μ, {DATA_STD}²), latent {SHAPE}\n")
     print("| sampler | NFE | vs official, gaussian | vs official, toy | solver only, gaussian | solver only, toy "

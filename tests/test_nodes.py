@@ -12,7 +12,7 @@ from vdot_nodes.core.video_io import read_video
 from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, comfy
 
 KNOWN_TYPES = {"VDOT_MODEL", "VDOT_VAE", "VDOT_TEXT_ENCODER", "VDOT_EMBEDS", "VDOT_VCU", "IMAGE", "MASK", "INT",
-               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING", "SIGMAS"}
+               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING", "SIGMAS", "SAMPLER"}
 F, H, W = 5, 32, 48
 
 
@@ -391,3 +391,51 @@ def test_sigmas_node_gives_each_presets_sigmas_and_the_sampler_offers_every_pres
     for name, preset in SAMPLER_PRESETS.items():  # one tooltip line per preset: which checkpoint it suits
         assert f"- {name}: {preset.description}" in opts["tooltip"]
     assert spec["steps"][1]["max"] >= 100 and spec["steps"][1]["default"] == 0
+
+
+class ComfyFlowDenoiser:
+    """ComfyUI's denoiser for a flow (CONST) model as KSAMPLER hands it to a sampler function: it feeds the
+    network t = σ·1000, returns x − σ·v, and carries the raw noise and the latent image."""
+
+    def __init__(self, velocity, noise, latent):
+        self.velocity, self.noise, self.latent_image, self.sigmas_seen = velocity, noise, latent, []
+
+    def __call__(self, x, sigma, **extra_args):
+        self.sigmas_seen.append(float(sigma[0]))
+        return x - sigma.view(-1, 1, 1, 1, 1) * self.velocity(x, sigma * 1000)
+
+
+def test_flow_unipc_sampler_walks_the_official_trajectory_through_comfys_interface(monkeypatch):
+    from vdot_nodes.core.sampling import SeededNoise, preset_sigmas, sample
+    from vdot_nodes.nodes.sampler import flow_unipc_comfy
+
+    def velocity(x, t):
+        return 0.5 * x + (t / 1000).view(-1, 1, 1, 1, 1) + 0.1 * torch.sin(3 * x)
+
+    shape = (16, 2, 4, 4)
+    noise = SeededNoise([5]).draw(shape)
+    sigmas = preset_sigmas("vdot")
+    official = sample(velocity, SeededNoise([5]), shape, "vdot")
+    model = ComfyFlowDenoiser(velocity, noise, torch.zeros_like(noise))
+    steps = []
+    scaled = sigmas[0] * noise  # KSAMPLER's noise_scaling for an empty latent
+    out = flow_unipc_comfy(model, scaled, sigmas, extra_args={"seed": 1}, callback=lambda d: steps.append(d["i"]))
+    assert torch.allclose(out, official, atol=1e-6, rtol=0)
+    assert model.sigmas_seen == pytest.approx([0.999, 0.979, 0.941, 0.841])  # the truncated official t / 1000
+    assert steps == [0, 1, 2, 3]
+    as_comfy = flow_unipc_comfy(ComfyFlowDenoiser(velocity, noise, torch.zeros_like(noise)), scaled, sigmas,
+                                truncate_timesteps=False)
+    assert (as_comfy - official).abs().max() > 1e-4  # σ·1000 instead of the official t is a real difference
+    with pytest.raises(VDOTInputError, match="sigmas"):
+        flow_unipc_comfy(model, scaled, torch.tensor([1.0, 0.5, 0.0]))
+    # the node hands ComfyUI a KSAMPLER around that function; without ComfyUI it says so
+    with pytest.raises(VDOTInputError, match="needs ComfyUI"):
+        call("VDOTFlowUniPC", timesteps="truncated")
+    fake = types.ModuleType("comfy.samplers")
+    fake.KSAMPLER = lambda fn: ("KSAMPLER", fn)
+    parent = types.ModuleType("comfy")
+    parent.samplers = fake
+    monkeypatch.setitem(sys.modules, "comfy", parent)
+    monkeypatch.setitem(sys.modules, "comfy.samplers", fake)
+    (wrapped,) = call("VDOTFlowUniPC", timesteps="sigma")
+    assert wrapped[0] == "KSAMPLER" and wrapped[1].keywords == {"truncate_timesteps": False}

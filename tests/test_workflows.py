@@ -258,18 +258,20 @@ def test_native_workflow_uses_comfyuis_declarations_and_vdot_sigmas():
     assert ui_to_api(ui, classes) == {nid: {k: v for k, v in n.items() if k != "_meta"} for nid, n in api.items()}
     by_type = {}
     for nid, node in api.items():
-        assert node["class_type"] in COMFY_NODES or node["class_type"] == "VDOTSigmas", node["class_type"]
+        assert node["class_type"] in COMFY_NODES or node["class_type"] in ("VDOTSigmas", "VDOTFlowUniPC"), node["class_type"]
         by_type.setdefault(node["class_type"], []).append((nid, node["inputs"]))
     (_, loader), = by_type["UNETLoader"]
     assert loader["unet_name"] == "vdot_14b_bf16.safetensors"
     assert by_type["CLIPLoader"][0][1]["type"] == "wan"
     (sig_id, sig), = by_type["VDOTSigmas"]
-    (_, sampler_select), = by_type["KSamplerSelect"]
-    assert sampler_select["sampler_name"] in COMFY_DETERMINISTIC_SAMPLERS
+    (_, flow_unipc), = by_type["VDOTFlowUniPC"]  # our exact SAMPLER (ComfyUI's nearest: ipndm, README)
+    assert flow_unipc["timesteps"] == "truncated"
+    assert builder.NATIVE_SAMPLER in COMFY_DETERMINISTIC_SAMPLERS and builder.NATIVE_SAMPLER in builder.COMFY_SAMPLER_NAMES
     (_, guider), = by_type["CFGGuider"]
     assert guider["cfg"] == 1.0  # one model call per step, as VDOT samples
     (_, sca), = by_type["SamplerCustomAdvanced"]
     assert sca["sigmas"] == [sig_id, 0] and api[sca["latent_image"][0]]["class_type"] == "WanVaceToVideo"
+    assert api[sca["sampler"][0]]["class_type"] == "VDOTFlowUniPC"
     # our node runs for real here: the sigmas ComfyUI will get are the official ones
     (sigmas,) = getattr(NODE_CLASS_MAPPINGS["VDOTSigmas"](), "sigmas")(**sig)
     assert sigmas.tolist() == pytest.approx([0.99993742, 0.97951180, 0.94106567, 0.84192783, 0.0], abs=1e-6)

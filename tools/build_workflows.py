@@ -135,7 +135,8 @@ def _spec_class(type_: str, inputs: dict, returns: tuple, names: tuple) -> type:
 
 NATIVE_CLASSES = {name: _spec_class(name, *spec) for name, spec in NATIVE_NODES.items()}
 ALL_CLASSES = {**NODE_CLASS_MAPPINGS, **NATIVE_CLASSES}
-# The sampler ComfyUI gets closest to the official FlowUniPC with (benchmarks/bench_comfy_sampler_parity.py).
+# ComfyUI's own sampler closest to the official FlowUniPC (benchmarks/bench_comfy_sampler_parity.py); the
+# workflow uses our VDOT FlowUniPC SAMPLER, which is exact, and the note names this one as the alternative.
 NATIVE_SAMPLER = "ipndm"
 NATIVE_WORKFLOW = "vdot_native_t2v"
 
@@ -323,11 +324,11 @@ def describe(task: str) -> Graph:
 
 NATIVE_NOTE = f"""## VDOT-14B on ComfyUI's own nodes
 
-ComfyUI's loaders, memory management, LoRAs and fp8 formats, with VDOT's own schedule from **VDOT Sigmas**
-(preset `vdot`: σ 0.99994 / 0.97951 / 0.94107 / 0.84193 / 0, cfg 1, 4 model calls). ComfyUI has no Wan
-FlowUniPC: with the `{NATIVE_SAMPLER}` sampler the result comes within about 1e-3 of the official trajectory
-(README, *Native ComfyUI nodes*). For the exact official sampler use the VDOT workflows (VDOT Sampler,
-preset `vdot`).
+ComfyUI's loaders, memory management, LoRAs and fp8 formats, with the official VDOT sampler: **VDOT Sigmas**
+(preset `vdot`: σ 0.99994 / 0.97951 / 0.94107 / 0.84193 / 0) and **VDOT FlowUniPC** (Wan's FlowUniPC as a
+SAMPLER, fed t = 999 / 979 / 941 / 841), cfg 1, 4 model calls — the official trajectory to float precision.
+ComfyUI's own samplers come close but not exactly: the nearest is `{NATIVE_SAMPLER}` (KSamplerSelect), about
+1e-3 away (README, *Native ComfyUI nodes*).
 
 **Weights**: the official release, [yutongwang1012/VDOT](https://huggingface.co/yutongwang1012/VDOT)
 (`vdot-weights/vdot_14b.pt`, `models_t5_umt5-xxl-enc-bf16.pth`, `Wan2.1_VAE.pth`), converted once to
@@ -364,7 +365,7 @@ def describe_native() -> Graph:
                                               "strength": 1.0},
                  {"positive": (positive, 0), "negative": (negative, 0), "vae": (vae, 0)}, height=260)
     sigmas = g.add("VDOTSigmas", "Sampling", {"preset": "vdot", "steps": 0, "shift": 0.0, "denoise": 1.0}, height=150)
-    sampler = g.add("KSamplerSelect", "Sampling", {"sampler_name": NATIVE_SAMPLER}, height=60)
+    sampler = g.add("VDOTFlowUniPC", "Sampling", {"timesteps": "truncated"}, height=60)
     noise = g.add("RandomNoise", "Sampling", {"noise_seed": SEED}, height=80)
     guider = g.add("CFGGuider", "Sampling", {"cfg": 1.0},
                    {"model": (model, 0), "positive": (cond, 0), "negative": (cond, 1)}, height=100)

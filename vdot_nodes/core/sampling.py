@@ -382,10 +382,27 @@ def sample(
     last = steps - 1 if exit_step is None else int(exit_step)
     if not 0 <= last < steps:
         raise VDOTInputError("exit_step", f"{exit_step} is not a step of this {steps}-step sampler", f"use 0..{steps - 1}")
-    batch = len(noise.seeds)
     x = noise.draw(sample_shape, device)
     if denoise < 1:
         x = (1 - sched.sigmas[0]) * init_latents.to(device=device, dtype=torch.float32) + sched.sigmas[0] * x
+    return run_schedule(velocity_fn, x, sched, preset.solver, lambda: noise.draw(sample_shape, device),
+                        progress=progress, cancel=cancel, exit_step=exit_step)
+
+
+def run_schedule(velocity_fn: VelocityFn, x: torch.Tensor, sched: Schedule, solver: str,
+                 fresh_noise: Callable[[], torch.Tensor] | None = None, *, progress: ProgressFn | None = None,
+                 cancel: CancelFn | None = None, exit_step: int | None = None,
+                 on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Walk ``sched`` with ``solver`` from the starting sample ``x`` (what :func:`sample` does after drawing
+    the noise). ``fresh_noise()`` is needed by the re-noising solver only; ``on_step(k, x_k, x0_k)`` sees
+    every step's input and x0-prediction (ComfyUI's previews)."""
+    steps = sched.steps
+    last = steps - 1 if exit_step is None else int(exit_step)
+    if not 0 <= last < steps:
+        raise VDOTInputError("exit_step", f"{exit_step} is not a step of this {steps}-step sampler", f"use 0..{steps - 1}")
+    if solver == "renoise" and fresh_noise is None and last > 0:
+        raise VDOTInputError("solver", "the re-noising solver needs fresh noise", "use the 'unipc' or 'euler' solver")
+    batch, device = x.shape[0], x.device
     grad_enabled = torch.is_grad_enabled()
     sigmas = sched.sigmas
     x0s: list[torch.Tensor] = []  # UniPC's history of x0-predictions (the last two are used)
@@ -395,11 +412,13 @@ def sample(
         with torch.set_grad_enabled(grad_enabled and (exit_step is None or k == last)):
             v = velocity_fn(x, _timestep_batch(sched.timesteps[k], batch, device)).float()
             x0 = x - sched.x0_sigmas[k] * v
-        if k == last and (exit_step is not None or preset.solver == "renoise"):
+        if on_step is not None:
+            on_step(k, x, x0)
+        if k == last and (exit_step is not None or solver == "renoise"):
             x = x0
-        elif preset.solver == "renoise":
-            x = (1 - sigmas[k + 1]) * x0 + sigmas[k + 1] * noise.draw(sample_shape, device)
-        elif preset.solver == "euler":
+        elif solver == "renoise":
+            x = (1 - sigmas[k + 1]) * x0 + sigmas[k + 1] * fresh_noise()
+        elif solver == "euler":
             x = x + (sigmas[k + 1] - sigmas[k]) * v
         else:
             # The model has just been evaluated at the predictor's output x; UniC corrects x with the new
@@ -412,6 +431,19 @@ def sample(
         if progress is not None:
             progress(k + 1, steps)
     return x
+
+
+def sigmas_schedule(sigmas: Sequence[float], truncate_timesteps: bool = True) -> Schedule:
+    """A schedule from given σ (ComfyUI ``SIGMAS``: decreasing, ending in 0). The model is fed
+    ``floor(σ·1000)`` as Wan's FlowUniPC does (``truncate_timesteps``), or σ·1000 as ComfyUI does."""
+    sig = [float(s) for s in sigmas]
+    if len(sig) < 2 or sig[-1] != 0 or any(b >= a for a, b in zip(sig, sig[1:])) or not sig[0] < 1:
+        raise VDOTInputError("sigmas", f"{[round(s, 5) for s in sig]} is not a FlowUniPC schedule",
+                             "give decreasing σ below 1 that end in 0 (VDOT Sigmas makes them)")
+    steps = sig[:-1]
+    timesteps = [float(math.floor(s * NUM_TRAIN_TIMESTEPS)) if truncate_timesteps else s * NUM_TRAIN_TIMESTEPS
+                 for s in steps]
+    return Schedule(tuple(timesteps), tuple(sig), tuple(steps))
 
 
 def preset_sigmas(preset: SamplerPreset | str, denoise: float = 1.0) -> torch.Tensor:

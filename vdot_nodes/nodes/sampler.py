@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from ..core.errors import VDOTInputError
 from ..core.pipeline import VDOTPipeline
-from ..core.sampling import DEFAULT_PRESET, MAX_STEPS, SAMPLER_PRESETS, get_preset, preset_sigmas
+import functools
+
+import torch
+
+from ..core.sampling import (
+    DEFAULT_PRESET,
+    MAX_STEPS,
+    SAMPLER_PRESETS,
+    get_preset,
+    preset_sigmas,
+    run_schedule,
+    sigmas_schedule,
+)
 from . import comfy
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -113,5 +125,58 @@ class VDOTSigmas:
         return (preset_sigmas(node_preset(preset, steps, shift), denoise),)
 
 
-NODE_CLASS_MAPPINGS = {"VDOTSampler": VDOTSampler, "VDOTSigmas": VDOTSigmas}
-NODE_DISPLAY_NAME_MAPPINGS = {"VDOTSampler": "VDOT Sampler", "VDOTSigmas": "VDOT Sigmas"}
+def flow_unipc_comfy(model, x, sigmas, extra_args=None, callback=None, disable=None, truncate_timesteps=True):
+    """Wan's FlowUniPC as a ComfyUI (k-diffusion style) sampler function, for SamplerCustomAdvanced.
+
+    ``model(x, σ)`` is ComfyUI's denoiser for a flow (CONST) model: it feeds the network t = σ·1000 and
+    returns x − σ·v. To feed the truncated t the official sampler feeds, the model is called at
+    σ_call = t/1000 and v = (x − denoised)/σ_call; the update uses the schedule's own σ. For text/VACE
+    generation (an all-zero latent) the walk starts from ComfyUI's raw noise, as Wan starts from pure
+    noise, instead of ComfyUI's σ₀-scaled one.
+    """
+    extra_args = extra_args or {}
+    sched = sigmas_schedule(sigmas.tolist(), truncate_timesteps)
+    latent, raw = getattr(model, "latent_image", None), getattr(model, "noise", None)
+    if raw is not None and latent is not None and raw.shape == x.shape and not torch.count_nonzero(latent):
+        x = raw.to(x)
+
+    def velocity(x_t, timestep):
+        sigma_call = (timestep / 1000).to(x_t.dtype)
+        denoised = model(x_t, sigma_call, **extra_args)
+        return (x_t - denoised) / sigma_call.view(-1, *[1] * (x_t.ndim - 1))
+
+    def on_step(k, x_k, x0_k):
+        if callback is not None:
+            callback({"x": x_k, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0_k})
+
+    return run_schedule(velocity, x.float(), sched, "unipc", on_step=on_step, cancel=comfy.make_cancel()).to(x.dtype)
+
+
+class VDOTFlowUniPC:
+    DESCRIPTION = ("Wan's FlowUniPC (the official VDOT sampler) as a ComfyUI SAMPLER for SamplerCustomAdvanced: "
+                   "with VDOT Sigmas (preset vdot) and a CFGGuider at cfg 1 it walks the official trajectory on "
+                   "ComfyUI's own model loading (README, 'Native ComfyUI nodes').")
+    CATEGORY = "VDOT/sampling"
+    RETURN_TYPES = ("SAMPLER",)
+    RETURN_NAMES = ("sampler",)
+    OUTPUT_TOOLTIPS = ("A SAMPLER for SamplerCustomAdvanced.",)
+    FUNCTION = "sampler"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "timesteps": (["truncated", "sigma"], {
+                    "default": "truncated",
+                    "tooltip": "truncated: feed the model floor(σ·1000) as Wan's FlowUniPC does (999, 979, 941, 841 "
+                               "for vdot); sigma: feed σ·1000 as ComfyUI's own samplers do."}),
+            }
+        }
+
+    def sampler(self, timesteps):
+        return (comfy.ksampler(functools.partial(flow_unipc_comfy, truncate_timesteps=timesteps == "truncated")),)
+
+
+NODE_CLASS_MAPPINGS = {"VDOTSampler": VDOTSampler, "VDOTSigmas": VDOTSigmas, "VDOTFlowUniPC": VDOTFlowUniPC}
+NODE_DISPLAY_NAME_MAPPINGS = {"VDOTSampler": "VDOT Sampler", "VDOTSigmas": "VDOT Sigmas",
+                              "VDOTFlowUniPC": "VDOT FlowUniPC (SAMPLER)"}
