@@ -101,10 +101,9 @@ class VDOTSampler:
 
 class VDOTSigmas:
     DESCRIPTION = ("A sampler preset's noise levels as ComfyUI SIGMAS (each step's σ, then the final 0), for "
-                   "ComfyUI's SamplerCustomAdvanced with its own loaders (UNETLoader, WanVaceToVideo). ComfyUI "
-                   "feeds the model t = σ·1000 and has no FlowUniPC: its samplers come close to the official "
-                   "trajectory but not exactly (README, 'Native ComfyUI nodes'); VDOT Sampler with preset vdot "
-                   "gives the exact one.")
+                   "ComfyUI's SamplerCustomAdvanced with its own loaders (UNETLoader, WanVaceToVideo). With VDOT "
+                   "FlowUniPC as the sampler (preset vdot, cfg 1) it walks the official trajectory; ComfyUI's own "
+                   "samplers come close but not exactly (README, 'Native ComfyUI nodes').")
     CATEGORY = "VDOT/sampling"
     RETURN_TYPES = ("SIGMAS",)
     RETURN_NAMES = ("sigmas",)
