@@ -28,7 +28,8 @@ def draw_exit_step(num_steps: int, generator: torch.Generator, last_step_only: b
 
 
 def rollout(velocity: VelocityFn, sample_shape: Sequence[int], seeds: Sequence[int], *,
-            timesteps: Sequence[int] | None = None, shift: float | None = None, preset: SamplerPreset | str | None = None,
+            timesteps: Sequence[int] | None = None, shift: float | None = None,
+            preset: SamplerPreset | str | None = None,
             exit_step: int, device, grad: bool, return_input: bool = False):
     """x̂0 ``[len(seeds), *sample_shape]`` from the few-step sampler stopped at ``exit_step``.
 

@@ -189,7 +189,8 @@ def get_preset(name: str = DEFAULT_PRESET, *, steps: int | None = None, shift: f
     if preset.fixed_schedule and ((steps is not None and steps != preset.steps)
                                   or (shift is not None and shift != preset.shift)):
         raise VDOTInputError("preset", f"{name!r} has a fixed schedule ({preset.steps} steps, shift {preset.shift:g}); "
-                             "steps/shift cannot be changed", "leave steps/shift at their defaults or use preset 'rollout'")
+                             "steps/shift cannot be changed",
+                             "leave steps/shift at their defaults or use preset 'rollout'")
     changes = {k: v for k, v in (("steps", steps), ("shift", shift)) if v is not None}
     preset = dataclasses.replace(preset, **changes)
     if unshifted_timesteps is not None:
@@ -249,7 +250,8 @@ def preset_schedule(preset: SamplerPreset, denoise: float = 1.0) -> Schedule:
     else:
         sigmas = [float(shift_sigma((1 - k / preset.steps) * denoise, preset.shift)) for k in range(preset.steps)]
         timesteps = [s * NUM_TRAIN_TIMESTEPS for s in sigmas]
-    if len(sigmas) != len(timesteps) or any(b >= a for a, b in zip(sigmas, sigmas[1:])) or not 0 < sigmas[-1] <= sigmas[0] <= 1:
+    decreasing = all(b < a for a, b in zip(sigmas, sigmas[1:]))
+    if len(sigmas) != len(timesteps) or not decreasing or not 0 < sigmas[-1] <= sigmas[0] <= 1:
         raise VDOTInputError("preset", f"{preset.name!r} gives σ {sigmas} for timesteps {timesteps}",
                              "σ must decrease strictly within (0, 1], one per timestep")
     if preset.solver == "unipc" and sigmas[0] >= 1:
@@ -376,12 +378,9 @@ def sample(
     if isinstance(preset, str):
         preset = get_preset(preset)
     if denoise < 1 and init_latents is None:
-        raise VDOTInputError("denoise", f"denoise {denoise} < 1 needs input latents to start from", "set denoise to 1.0")
+        raise VDOTInputError("denoise", f"denoise {denoise} < 1 needs input latents to start from",
+                             "set denoise to 1.0")
     sched = preset_schedule(preset, denoise)
-    steps = sched.steps
-    last = steps - 1 if exit_step is None else int(exit_step)
-    if not 0 <= last < steps:
-        raise VDOTInputError("exit_step", f"{exit_step} is not a step of this {steps}-step sampler", f"use 0..{steps - 1}")
     x = noise.draw(sample_shape, device)
     if denoise < 1:
         x = (1 - sched.sigmas[0]) * init_latents.to(device=device, dtype=torch.float32) + sched.sigmas[0] * x
@@ -399,7 +398,8 @@ def run_schedule(velocity_fn: VelocityFn, x: torch.Tensor, sched: Schedule, solv
     steps = sched.steps
     last = steps - 1 if exit_step is None else int(exit_step)
     if not 0 <= last < steps:
-        raise VDOTInputError("exit_step", f"{exit_step} is not a step of this {steps}-step sampler", f"use 0..{steps - 1}")
+        raise VDOTInputError("exit_step", f"{exit_step} is not a step of this {steps}-step sampler",
+                             f"use 0..{steps - 1}")
     if solver == "renoise" and fresh_noise is None and last > 0:
         raise VDOTInputError("solver", "the re-noising solver needs fresh noise", "use the 'unipc' or 'euler' solver")
     batch, device = x.shape[0], x.device
