@@ -298,8 +298,8 @@ def test_euler_teacher_matches_closed_form_on_a_linear_ode():
 def test_overrides_are_validated_with_clear_errors():
     assert get_preset("vdot", steps=8, shift=8.0).steps == 8
     assert get_preset("vdot").steps == 4 and SAMPLER_PRESETS["vdot"].steps == 4  # the table is not mutated
-    for kwargs, match in (({"steps": 0}, "steps"), ({"steps": MAX_STEPS + 1}, "steps"), ({"steps": 2.5}, "steps"),
-                          ({"shift": 0.0}, "shift"), ({"shift": math.inf}, "shift"), ({"shift": math.nan}, "shift")):
+    for kwargs, match in (({"steps": 0}, "steps"), ({"steps": MAX_STEPS + 1}, "steps"), ({"steps": 2.5}, "steps"), ({"steps": math.nan}, "steps"), ({"steps": "4"}, "steps"),
+                          ({"shift": 0.0}, "shift"), ({"shift": math.inf}, "shift"), ({"shift": math.nan}, "shift"), ({"shift": "5"}, "shift")):
         with pytest.raises(VDOTInputError, match=match) as err:
             get_preset("vdot", **kwargs)
         assert "'vdot'" in str(err.value)

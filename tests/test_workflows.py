@@ -195,7 +195,7 @@ def test_undeclared_input_bad_combo_and_range_are_refused():
         validate(workflow, NODE_CLASS_MAPPINGS)
     workflow = _t2v()
     workflow[_node(workflow, "VDOTSampler")]["inputs"]["steps"] = 500
-    with pytest.raises(WorkflowError, match=r"steps=500 is above the maximum 200"):
+    with pytest.raises(WorkflowError, match=r"steps=500 is above the maximum 100"):
         validate(workflow, NODE_CLASS_MAPPINGS)
     workflow = _t2v()
     del workflow[_node(workflow, "VDOTSampler")]["inputs"]["vcu"]

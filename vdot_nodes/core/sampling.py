@@ -41,7 +41,7 @@ NUM_TRAIN_TIMESTEPS = 1000
 # Wan's FlowUniPC builds its training σ as 1 − linspace(1, 1/1000, 1000) in float32, so the largest is
 # float32(0.999) and every inference grid starts there (Wan2.1 wan/utils/fm_solvers_unipc.py, __init__).
 WAN_SIGMA_MAX = float(np.float32(0.999))
-MAX_STEPS = 200  # a sane cap: Wan's teacher uses 50; beyond a few hundred steps nothing changes but the time
+MAX_STEPS = 100  # Wan's teacher uses 50; the same cap as core.validate's bound on steps
 SOLVERS = ("unipc", "renoise", "euler")
 GRIDS = ("wan", "uniform")
 
@@ -179,11 +179,13 @@ def get_preset(name: str = DEFAULT_PRESET, *, steps: int | None = None, shift: f
         raise VDOTInputError("preset", f"unknown sampler preset {name!r}", f"use one of {', '.join(SAMPLER_PRESETS)}")
     preset = SAMPLER_PRESETS[name]
     if steps is not None:
-        if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= MAX_STEPS:
+        if (isinstance(steps, bool) or not isinstance(steps, (int, float)) or not float(steps).is_integer()
+                or not 1 <= steps <= MAX_STEPS):
             raise VDOTInputError("steps", f"{steps} steps for preset {name!r} is not an integer in 1..{MAX_STEPS}",
                                  f"use e.g. {preset.steps} (the preset's own)")
         steps = int(steps)
-    if shift is not None and not (math.isfinite(shift) and shift > 0):
+    if shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float))
+                              or not (math.isfinite(shift) and shift > 0)):
         raise VDOTInputError("shift", f"shift {shift} for preset {name!r} must be a finite number > 0",
                              f"use e.g. {preset.shift:g} (the preset's own)")
     if preset.fixed_schedule and ((steps is not None and steps != preset.steps)
