@@ -71,6 +71,20 @@ def _add_generate_parser(sub) -> None:
     model.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available)")
     model.add_argument("--offload", choices=["model", "none"], default="model",
                        help="model = each component on the device only while it runs (default)")
+    mem = p.add_argument_group("memory and speed (a real --model loads one large component at a time)")
+    mem.add_argument("--text-precision", default="bf16", choices=["bf16", "fp16", "fp32", "fp8_e4m3fn"],
+                     help="text encoder precision (default bf16, ~11 GB for UMT5-XXL; fp8_e4m3fn ~7 GB)")
+    mem.add_argument("--ram-budget", type=float, metavar="GB",
+                     help="host memory this run may use; a plan above it is refused before loading (default: all RAM)")
+    mem.add_argument("--vram-budget", type=float, metavar="GB",
+                     help="GPU memory this run may use; transformer blocks that do not fit are streamed (block swap)")
+    mem.add_argument("--prompt-cache", metavar="DIR",
+                     help="prompt-embedding cache (default: $VDOT_CACHE_DIR or ~/.cache/vdot/prompt_embeds); "
+                          "a cached prompt never loads the text encoder")
+    mem.add_argument("--no-prompt-cache", action="store_true", help="always run the text encoder")
+    mem.add_argument("--attention", default="sdpa", choices=["auto", "sdpa", "flash", "sage"],
+                     help="attention backend (default sdpa; flash/sage need flash-attn/sageattention on CUDA, else sdpa)")
+    mem.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer block")
     p.add_argument("--out", required=True, help="output .mp4, or a folder for PNG frames")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out")
 
@@ -173,8 +187,19 @@ def cmd_generate(args) -> int:
     resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
     vcu = build_vcu_from_args(args)
     started = time.perf_counter()
+    cache_dir = None
+    if not args.no_prompt_cache:
+        from .core.memory import default_cache_dir
+
+        cache_dir = Path(args.prompt_cache) if args.prompt_cache else default_cache_dir() / "prompt_embeds"
+    prompts = (args.prompt,) + ((args.negative_prompt,) if args.cfg != 1.0 else ())
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
-                         device=args.device, offload=args.offload)
+                         text_precision=args.text_precision, device=args.device, offload=args.offload, lazy=True,
+                         prompt_cache_dir=cache_dir, plan_shape=(args.frames, args.height, args.width),
+                         plan_prompts=prompts, num_videos=args.num_videos, cfg=args.cfg, ram_budget_gb=args.ram_budget,
+                         vram_budget_gb=args.vram_budget, attention=args.attention, compile_blocks=args.compile)
+    if pipe.memory_plan is not None:
+        print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
     if pipe.is_toy:
         print(f"vdot: no --model given, using {default_model_description()}", file=sys.stderr)
     timesteps = tuple(args.timesteps) if args.timesteps else vdot_timesteps_for(args.steps)
@@ -188,6 +213,8 @@ def cmd_generate(args) -> int:
             shift=args.shift, num_inference_steps=args.teacher_steps, cfg=args.cfg,
             control_scale=args.control_scale, progress=progress,
         )
+    if pipe.speed_notes:
+        print(f"vdot: ran with {', '.join(pipe.speed_notes)}", file=sys.stderr)
     written = []
     for i, video in enumerate(videos):
         target = out if args.num_videos == 1 else out.with_name(f"{out.stem}_{i:02d}{out.suffix}")

@@ -88,7 +88,7 @@ def load_config(name: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def load_transformer(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "model"):
+def load_transformer(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "model", _meta: bool = False):
     """Load a ``WanVACETransformer3DModel`` from any format in the module docstring.
 
     ``config`` (dict or path to a config.json) overrides the architecture read from the file: needed
@@ -120,9 +120,9 @@ def load_transformer(path, precision: str = "bf16", device="cpu", *, config=None
     model = _materialise(
         lambda: WanVACETransformer3DModel.from_config(cfg), src, key_map, dtype,
         keep_fp32=WanVACETransformer3DModel._keep_in_fp32_modules or [], input_name=input_name,
-        storage=storage, casting=_diffusers_casting(storage, dtype),
+        storage=storage, casting=_diffusers_casting(storage, dtype), meta_only=_meta,
     )
-    return model.to(device).eval()
+    return model if _meta else model.to(device).eval()
 
 
 def save_transformer(model, path) -> Path:
@@ -144,7 +144,7 @@ def save_transformer(model, path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def load_vae(path, precision: str = "fp32", device="cpu", *, config=None, input_name: str = "vae"):
+def load_vae(path, precision: str = "fp32", device="cpu", *, config=None, input_name: str = "vae", _meta: bool = False):
     """Load an ``AutoencoderKLWan`` (Wan2.1 VAE) from a folder, the original single file or our format."""
     from diffusers import AutoencoderKLWan
 
@@ -161,9 +161,9 @@ def load_vae(path, precision: str = "fp32", device="cpu", *, config=None, input_
     model = _materialise(
         lambda: AutoencoderKLWan.from_config(cfg), src, key_map, dtype,
         keep_fp32=AutoencoderKLWan._keep_in_fp32_modules or [], input_name=input_name,
-        storage=storage, casting=_diffusers_casting(storage, dtype),
+        storage=storage, casting=_diffusers_casting(storage, dtype), meta_only=_meta,
     )
-    return model.to(device).eval()
+    return model if _meta else model.to(device).eval()
 
 
 def save_vae(model, path) -> Path:
@@ -181,7 +181,8 @@ def save_vae(model, path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "text_encoder"):
+def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "text_encoder",
+                      _meta: bool = False):
     """Load ``(UMT5EncoderModel, tokenizer)`` from a pipeline root, an HF folder or one file.
 
     A single file must carry its tokenizer: a ``spiece_model`` tensor (ComfyUI) or, in files
@@ -199,7 +200,7 @@ def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=Non
             input_name, f"{src.name} is {info['description']}; Wan uses UMT5 (relative attention in every layer)",
             f"use {EXAMPLE_FILES['text_encoder']}",
         )
-    tokenizer = src.tokenizer(input_name)
+    tokenizer = None if _meta else src.tokenizer(input_name)
     cfg = UMT5Config.from_dict(_config_arg(config, input_name) or info["config"])
     # transformers keeps the T5 feed-forward output projection in fp32 when loading in fp16 (overflow).
     keep = ["wo"] if dtype == torch.float16 else []
@@ -215,7 +216,9 @@ def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=Non
                 skip_modules_pattern=("norm", "shared", "embed_tokens", "relative_attention_bias", r"\.wo$"),
             )
     model = _materialise(lambda: UMT5EncoderModel(cfg), src, key_map, dtype, keep_fp32=keep, input_name=input_name,
-                         storage=storage, casting=casting)
+                         storage=storage, casting=casting, meta_only=_meta)
+    if _meta:
+        return model, None
     if len(tokenizer) > cfg.vocab_size:
         raise VDOTInputError(
             input_name, f"{src.name}: the tokenizer has {len(tokenizer)} tokens but the embedding only {cfg.vocab_size} rows",
@@ -272,6 +275,32 @@ def tokenizer_from_spiece(model_bytes: bytes):
         raise ValueError(f"tokenizer ids differ from SentencePiece ids, e.g. (piece, sp id, tokenizer id) {wrong[:3]}")
     tok.vdot_spiece_model = bytes(model_bytes)
     return tok
+
+
+# --------------------------------------------------------------------------------------------
+# Public API: what a load will cost
+# --------------------------------------------------------------------------------------------
+
+
+def empty_model(path, kind: str, precision: str, *, input_name: str | None = None):
+    """The model a load would build, on the meta device with every tensor in its final dtype.
+
+    Reads headers only: checks the file as a load would (same errors) and lets a memory plan count
+    the bytes each parameter will take, per block, before anything is loaded.
+    """
+    loaders = {"transformer": load_transformer, "vae": load_vae, "text_encoder": load_text_encoder}
+    model = loaders[kind](path, precision, input_name=input_name or kind, _meta=True)
+    return model[0] if kind == "text_encoder" else model
+
+
+def module_bytes(module) -> int:
+    """Bytes of a module's parameters and buffers (tied tensors once), meta or real."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,10 +541,8 @@ class _Source:
     def tokenizer(self, input_name: str):
         if self.folder_config is None:  # single file
             if "spiece_model" in self.header:
-                from safetensors import safe_open
-
-                with safe_open(self.file_of["spiece_model"], framework="pt") as st:
-                    data = st.get_tensor("spiece_model").numpy().tobytes()
+                with TensorReader() as reader:
+                    data = reader.read(*self.location["spiece_model"]).numpy().tobytes()
                 return _guard(lambda: tokenizer_from_spiece(data), input_name, f"{self.name}: spiece_model")
             if "vdot_tokenizer_vocab" in self.metadata:
                 from transformers import T5Tokenizer
@@ -752,7 +779,8 @@ def _require_kind(info: dict, src: _Source, kind: str, input_name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32, input_name: str, storage=None, casting=None):
+def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32, input_name: str, storage=None, casting=None,
+                 meta_only: bool = False):
     """Build on the meta device, check every key and shape, then read each tensor once into place.
 
     Tensors are read one at a time (:class:`TensorReader`) and cast to their final dtype before the
@@ -792,6 +820,12 @@ def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32,
                 input_name, f"{src.name}: tensor {key_map[name]} has shape {list(found)}, {arch} expects {list(shape)}",
                 "the file is a different model size or architecture than its config; pass the matching file or config",
             )
+    if meta_only:  # for planning: the checked, empty model with every parameter in its final dtype
+        for name, p in model.named_parameters():
+            keep = any(m in name.split(".") for m in keep_fp32)
+            if p.is_floating_point() and p.dtype != storage:
+                p.data = p.data.to(torch.float32 if keep else dtype)
+        return model
     state = {}
     loaded = 0
     # File order: sequential reads are what disks (and the page cache's read-ahead) do fastest.
@@ -1095,6 +1129,7 @@ def _atomic_save(state: dict, path, fmt: str, config: dict, extra_metadata: dict
 
 
 __all__ = [
-    "PRECISIONS", "describe_checkpoint", "load_config", "load_text_encoder", "load_transformer", "load_vae",
+    "PRECISIONS", "CheckpointFileError", "TensorReader", "describe_checkpoint", "empty_model", "module_bytes",
+    "read_safetensors_header", "load_config", "load_text_encoder", "load_transformer", "load_vae",
     "save_text_encoder", "save_transformer", "save_vae", "tokenizer_from_spiece",
 ]
