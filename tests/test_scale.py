@@ -108,6 +108,16 @@ def test_fp8_storage_is_finite_and_close_to_bf16(files):
         assert 0 < rel < 0.1, (precision, rel)  # fp8 rounds the weights (not bit-equal) but stays close
 
 
+def test_streamed_text_encoder_reads_blocks_as_they_run_and_encodes_identically(files):
+    for precision in ("fp32", "fp8_e4m3fn"):
+        resident, tokenizer = models.load_text_encoder(files["text_encoder"], precision)
+        streamed, _ = models.load_text_encoder(files["text_encoder"], precision, stream=True)
+        assert models.module_bytes(streamed) < models.module_bytes(resident) / 2  # blocks are not held
+        a = VDOTPipeline(None, None, resident, tokenizer, device="cpu").encode_prompt(["a red ball"], 16)
+        b = VDOTPipeline(None, None, streamed, tokenizer, device="cpu").encode_prompt(["a red ball"], 16)
+        assert torch.equal(a, b) and streamed.vdot_stream.stats["reads"] == 2  # both blocks read, once each
+
+
 # ---------------------------------------------------------------- prompt cache and plan
 
 

@@ -143,4 +143,50 @@ class BlockSwap:
         self.remove()
 
 
-__all__ = ["BlockSwap", "block_bytes", "blocks_that_fit", "swappable_blocks"]
+class StreamFromFile:
+    """Blocks whose weights stay on disk: each is read (cast per tensor, as a load would) just before
+    it runs and dropped after, so host memory holds one block. Installed by ``models._materialise``
+    for ``load_text_encoder(stream=True)``; ``stats["read_bytes"]`` counts what was read.
+
+    Between runs a streamed parameter is an empty placeholder (moving the model between devices
+    stays valid); the block is read onto the device of its first input.
+    """
+
+    def __init__(self, model, streamed: dict[str, dict[str, tuple]]):
+        self.stats = {"reads": 0, "read_bytes": 0}
+        self._handles = []
+        modules = dict(model.named_modules())
+        for prefix, tensors in streamed.items():
+            block = modules[prefix]
+            slots = {}
+            for name, how in tensors.items():
+                owner, _, leaf = name.rpartition(".")
+                holder = modules[f"{prefix}.{owner}"] if owner else block
+                meta = getattr(holder, leaf)  # a meta tensor cannot take real data: a new placeholder
+                param = torch.nn.Parameter(torch.empty(0, dtype=meta.dtype), requires_grad=False)
+                setattr(holder, leaf, param)
+                slots[name] = (param, how)
+            self._handles.append(block.register_forward_pre_hook(self._pre(slots)))
+            self._handles.append(block.register_forward_hook(self._post(slots)))
+
+    def _pre(self, slots):
+        def pre(module, args):
+            from .models import TensorReader, read_tensor
+
+            device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+            with TensorReader() as reader:
+                for param, (file, start, end, shape, st_dtype, first, then) in slots.values():
+                    param.data = read_tensor(reader, file, start, end, shape, st_dtype, first, then).to(device)
+                    self.stats["read_bytes"] += end - start
+            self.stats["reads"] += 1
+        return pre
+
+    @staticmethod
+    def _post(slots):
+        def post(module, args, output):
+            for param, _ in slots.values():
+                param.data = torch.empty(0, dtype=param.dtype, device=param.device)
+        return post
+
+
+__all__ = ["BlockSwap", "StreamFromFile", "block_bytes", "blocks_that_fit", "swappable_blocks"]

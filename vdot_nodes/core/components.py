@@ -56,7 +56,7 @@ def load_pipeline(
     are not given. With nothing given, returns the embedded default (see module docstring).
 
     ``lazy``: only the VAE loads now; the text encoder loads when a prompt is not in the prompt cache
-    (``prompt_cache_dir``) and is released after encoding, then the transformer loads for sampling
+    (``prompt_cache_dir``), streaming its blocks from the file, and is released after encoding, then the transformer loads for sampling
     and is released before decoding — one large component in memory at a time. With ``plan_shape``
     (frames, height, width) the run's memory is planned from the headers first
     (:func:`memory.plan_memory`): a plan over ``ram_budget_gb`` / ``vram_budget_gb`` is refused
@@ -98,7 +98,7 @@ def load_pipeline(
         plan = plan_memory(model, vae, text_encoder, precision=precision, vae_precision=vae_precision,
                            text_precision=text_precision, frames=frames, height=height, width=width, device=run_device,
                            num_videos=num_videos, cfg=cfg, ram_budget_gb=ram_budget_gb, vram_budget_gb=vram_budget_gb,
-                           prompt_cached=cached)
+                           prompt_cached=cached, text_stream=lazy)
     speed_notes: list[str] = []
 
     def load_transformer():
@@ -109,7 +109,8 @@ def load_pipeline(
         return module
 
     def load_text_encoder():
-        return models.load_text_encoder(text_encoder, precision=text_precision)
+        # Lazy (one prompt per run): the encoder's blocks are read from the file as they run.
+        return models.load_text_encoder(text_encoder, precision=text_precision, stream=lazy)
 
     vae_model = models.load_vae(vae, precision=vae_precision)
     resident = plan.resident_blocks if plan is not None else None

@@ -162,12 +162,15 @@ def plan_memory(
     transformer, vae, text_encoder, *, precision: str, vae_precision: str, text_precision: str,
     frames: int, height: int, width: int, device: str | torch.device = "cpu", num_videos: int = 1, cfg: float = 1.0,
     ram_budget_gb: float | None = None, vram_budget_gb: float | None = None, prompt_cached: bool = False,
+    text_stream: bool = False,
 ) -> MemoryPlan:
     """The peak RAM (and VRAM on a GPU) of one generation, or a :class:`VDOTInputError` naming what to
     change. ``transformer`` / ``vae`` / ``text_encoder`` are checkpoint paths; only headers are read.
 
     Without a budget, RAM is checked against the machine's physical memory and VRAM against the
-    device's total memory: a plan above those cannot run at all.
+    device's total memory: a plan above those cannot run at all. ``text_stream``: the text encoder
+    reads its blocks from the file as they run (``load_text_encoder(stream=True)``), so only its
+    embedding and one block are resident.
     """
     from . import models
     from .block_swap import swappable_blocks
@@ -182,6 +185,9 @@ def plan_memory(
     if not prompt_cached:
         te_model = models.empty_model(text_encoder, "text_encoder", text_precision, input_name="text_encoder")
         te_bytes, te_dim = models.module_bytes(te_model), int(te_model.config.d_model)
+        if text_stream:
+            blocks = [models.module_bytes(b) for b in te_model.encoder.block]
+            te_bytes = te_bytes - sum(blocks) + max(blocks)
     tcfg = dict(t_model.config)
     tokens = video_tokens(frames, height, width, tuple(tcfg["patch_size"]))
     batch = num_videos * (2 if cfg != 1.0 else 1)

@@ -182,12 +182,16 @@ def save_vae(model, path) -> Path:
 
 
 def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "text_encoder",
-                      _meta: bool = False):
+                      stream: bool = False, _meta: bool = False):
     """Load ``(UMT5EncoderModel, tokenizer)`` from a pipeline root, an HF folder or one file.
 
     A single file must carry its tokenizer: a ``spiece_model`` tensor (ComfyUI) or, in files
     written by :func:`save_text_encoder` from a tokenizer that has no SentencePiece model, the
     ``vdot_tokenizer_vocab`` metadata entry.
+
+    ``stream=True`` keeps only the embedding, final norm and tokenizer in memory and reads each
+    encoder block from the file when it runs (same tensors, same result; host memory is the
+    embedding plus one block instead of the whole 11 GB — for encoding a prompt once per run).
     """
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -215,8 +219,12 @@ def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=Non
                 m, storage, dtype,
                 skip_modules_pattern=("norm", "shared", "embed_tokens", "relative_attention_bias", r"\.wo$"),
             )
+    def block_of(name):
+        parts = name.split(".")
+        return ".".join(parts[:3]) if stream and parts[:2] == ["encoder", "block"] else None
+
     model = _materialise(lambda: UMT5EncoderModel(cfg), src, key_map, dtype, keep_fp32=keep, input_name=input_name,
-                         storage=storage, casting=casting, meta_only=_meta)
+                         storage=storage, casting=casting, meta_only=_meta, stream=block_of)
     if _meta:
         return model, None
     if len(tokenizer) > cfg.vocab_size:
@@ -780,14 +788,15 @@ def _require_kind(info: dict, src: _Source, kind: str, input_name: str) -> None:
 
 
 def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32, input_name: str, storage=None, casting=None,
-                 meta_only: bool = False):
+                 meta_only: bool = False, stream=None):
     """Build on the meta device, check every key and shape, then read each tensor once into place.
 
     Tensors are read one at a time (:class:`TensorReader`) and cast to their final dtype before the
     next is read, so host memory never holds more than the final model plus one tensor in its stored
     dtype. With fp8 ``storage``, ``casting(model)`` installs layerwise casting on the empty model
     first; the parameters it turns to fp8 are cast to fp8 as they are read (through the compute
-    dtype, exactly as casting a loaded bf16 model would).
+    dtype, exactly as casting a loaded bf16 model would). ``stream(name)`` returning a module prefix
+    leaves that tensor on disk: the module reads it each time it runs (:class:`block_swap.StreamFromFile`).
     """
     from accelerate import init_empty_weights
 
@@ -826,29 +835,38 @@ def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32,
             if p.is_floating_point() and p.dtype != storage:
                 p.data = p.data.to(torch.float32 if keep else dtype)
         return model
+    def final_dtype(name, t_dtype):
+        if not t_dtype.is_floating_point:
+            return t_dtype, None
+        keep = any(m in name.split(".") for m in keep_fp32)
+        first = torch.float32 if keep else dtype
+        return first, (storage if storage is not None and target_dtypes[name] == storage else None)
+
     state = {}
+    streamed: dict[str, dict[str, tuple]] = {}  # module prefix -> {param name: how to read it}
     loaded = 0
     # File order: sequential reads are what disks (and the page cache's read-ahead) do fastest.
     order = sorted(key_map, key=lambda n: (str(src.location[key_map[n]][0]), src.location[key_map[n]][1]))
     with TensorReader() as reader:
         for name in order:
             stored = key_map[name]
-            file, start, end = src.location[stored]
             shape, st_dtype = src.header[stored]
+            first, then = final_dtype(name, SAFETENSORS_DTYPES[st_dtype])
+            prefix = stream(name) if stream is not None else None
+            if prefix is not None:  # left on disk: read by StreamFromFile when its block runs
+                streamed.setdefault(prefix, {})[name[len(prefix) + 1:]] = (*src.location[stored], shape, st_dtype, first, then)
+                state[name] = torch.empty(shape, dtype=then or first, device="meta")
+                continue
             try:
-                t = reader.read(file, start, end).view(SAFETENSORS_DTYPES[st_dtype]).reshape(shape)
-                if t.is_floating_point():
-                    keep = any(m in name.split(".") for m in keep_fp32)
-                    t = t.to(torch.float32 if keep else dtype)
-                    if storage is not None and target_dtypes[name] == storage:
-                        t = t.to(storage)
+                t = read_tensor(reader, *src.location[stored], shape, st_dtype, first, then)
             except CheckpointFileError as e:
                 raise VDOTInputError(input_name, f"{src.name} is truncated: {e}", "download it again (the copy is incomplete)") from None
             except (MemoryError, RuntimeError) as e:
                 if "memory" not in str(e).lower() and not isinstance(e, MemoryError):
                     raise
+                file, begin, end = src.location[stored]
                 raise VDOTInputError(
-                    input_name, f"out of host memory reading {src.name} (tensor {stored}, {(end - start) / 2**20:.0f} MiB, "
+                    input_name, f"out of host memory reading {src.name} (tensor {stored}, {(end - begin) / 2**20:.0f} MiB, "
                     f"after {loaded / 2**30:.1f} GiB loaded)",
                     "close other programs, or load with precision fp8_e4m3fn (half the memory of bf16)",
                 ) from None
@@ -859,10 +877,25 @@ def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32,
     model.load_state_dict(state, strict=True, assign=True)
     if tied_alias:
         model.encoder.embed_tokens.weight = model.shared.weight
+    if streamed:
+        from .block_swap import StreamFromFile
+
+        model.vdot_stream = StreamFromFile(model, streamed)
     still_meta = [n for n, p in model.named_parameters() if p.is_meta]
     if still_meta:
         raise RuntimeError(f"parameters left uninitialised after loading {src.name}: {still_meta[:4]}")
     return model
+
+
+def read_tensor(reader, file, start: int, end: int, shape, st_dtype: str, first, then=None) -> torch.Tensor:
+    """One stored tensor in its final dtype: read, cast to ``first`` (compute / fp32-kept dtype), then
+    to ``then`` (fp8 storage) when given; the stored-dtype copy is dropped before returning."""
+    t = reader.read(file, start, end).view(SAFETENSORS_DTYPES[st_dtype]).reshape(shape)
+    if t.is_floating_point():
+        t = t.to(first)
+        if then is not None:
+            t = t.to(then)
+    return t
 
 
 # --------------------------------------------------------------------------------------------
