@@ -212,16 +212,9 @@ def plan_memory(
         vram_budget = int(vram_budget_gb * GB) if vram_budget_gb else vram_total
         t_vram = t_bytes + t_act
         if vram_budget is not None and t_vram > vram_budget:
-            from .block_swap import blocks_that_fit
-
+            resident = resident_blocks_for(t_model, vram_budget, tokens, batch, precision, (frames, height, width))
             blocks = swappable_blocks(t_model)
             rest = t_bytes - sum(models.module_bytes(b) for b in blocks)
-            resident = blocks_that_fit(t_model, vram_budget - rest - t_act)
-            if resident < 1:
-                raise VDOTInputError(
-                    "--vram-budget", f"the transformer ({t_bytes / GB:.1f} GB in {precision}) cannot run in "
-                    f"{vram_budget / GB:.1f} GB of GPU memory even with block swap: its activations at "
-                    f"{width}x{height}x{frames} need {t_act / GB:.1f} GB", _fixes(precision, height, width, frames))
             t_vram = rest + t_act + sum(models.module_bytes(b) for b in blocks[:resident]) + 2 * max(
                 models.module_bytes(b) for b in blocks)
             notes.append(f"block swap: {resident} of {len(blocks)} blocks resident, the rest streamed from RAM")
@@ -251,6 +244,31 @@ def plan_memory(
     return plan
 
 
+def resident_blocks_for(transformer, vram_budget: int, tokens: int, batch: int = 1, precision: str = "",
+                        shape: tuple[int, int, int] | None = None) -> int | None:
+    """Transformer blocks to keep on the GPU within ``vram_budget`` bytes (None: the whole model fits);
+    a budget that cannot hold even one block next to the activations raises :class:`VDOTInputError`."""
+    from . import models
+    from .block_swap import blocks_that_fit, swappable_blocks
+
+    t_bytes = models.module_bytes(transformer)
+    t_act = transformer_activation_bytes(dict(transformer.config), tokens, batch)
+    if t_bytes + t_act <= vram_budget:
+        return None
+    blocks = swappable_blocks(transformer)
+    rest = t_bytes - sum(models.module_bytes(b) for b in blocks)
+    resident = blocks_that_fit(transformer, vram_budget - rest - t_act)
+    if resident < 1:
+        frames, height, width = shape or (0, 0, 0)
+        size = f" at {width}x{height}x{frames}" if shape else ""
+        raise VDOTInputError(
+            "--vram-budget", f"the transformer ({t_bytes / GB:.1f} GB{' in ' + precision if precision else ''}) cannot "
+            f"run in {vram_budget / GB:.1f} GB of GPU memory even with block swap: its activations{size} need "
+            f"{t_act / GB:.1f} GB", _fixes(precision, height, width, frames) if shape else
+            "use fp8 precision, a larger VRAM budget, or a smaller video")
+    return resident
+
+
 def _vae_tiles(height: int, width: int) -> bool:
     from .vae_tiling import AUTO_TILE_PIXELS
 
@@ -274,6 +292,7 @@ def _device_total(device: torch.device) -> int | None:
 
 
 __all__ = [
-    "MemoryPlan", "PromptCache", "default_cache_dir", "file_identity", "plan_memory", "text_activation_bytes",
+    "MemoryPlan", "PromptCache", "default_cache_dir", "file_identity", "plan_memory", "resident_blocks_for",
+    "text_activation_bytes",
     "transformer_activation_bytes", "vae_activation_bytes", "video_tokens",
 ]
