@@ -56,6 +56,23 @@ def test_positioned_reads_and_per_tensor_mapping_give_the_file_bytes(files):
             assert torch.equal(a.view(models.SAFETENSORS_DTYPES[dtype]).reshape(shape), reference[key])
 
 
+def test_a_refused_mapping_falls_back_to_positioned_reads(files, monkeypatch):
+    import errno
+    import mmap
+
+    entries, _ = models.read_safetensors_header(files["vae"])
+    dtype, shape, start, end = max(entries.values(), key=lambda e: e[3] - e[2])
+    with models.TensorReader("read") as reader:
+        expected = reader.read(files["vae"], start, end)
+
+    def refuse(*a, **k):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    with models.TensorReader("mmap") as reader:
+        assert torch.equal(reader.read(files["vae"], start, end), expected)
+
+
 def test_fp32_file_into_fp8_never_holds_the_state_in_fp32(files, monkeypatch):
     alive = []  # weakrefs to every raw buffer the reader returned
     peaks = []

@@ -52,7 +52,7 @@ def apply_speed_options(transformer, device, *, attention: str = "sdpa", compile
     ran = []
     backend, note = choose_attention(attention, device)
     try:
-        if hasattr(transformer, "set_attention_backend"):
+        if backend != "sdpa" and hasattr(transformer, "set_attention_backend"):  # SDPA is diffusers' default
             transformer.set_attention_backend(_DIFFUSERS_NAMES[backend])
     except Exception as e:  # a backend that fails its own checks: SDPA
         transformer.set_attention_backend("native")
