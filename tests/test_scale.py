@@ -102,6 +102,18 @@ def test_fp32_file_into_fp8_never_holds_the_state_in_fp32(files, monkeypatch):
         assert new_state[k].dtype == v.dtype and torch.equal(new_state[k].view(torch.uint8), v.view(torch.uint8)), k
 
 
+def test_large_tensors_cast_in_row_blocks_load_the_same(files, monkeypatch):
+    whole = models.load_transformer(files["transformer"], "fp8_e4m3fn").state_dict()
+    monkeypatch.setattr(models, "READ_CHUNK", 256)  # every tensor above 256 bytes is read in row blocks
+    reads = []
+    original = models.TensorReader.read
+    monkeypatch.setattr(models.TensorReader, "read", lambda self, f, a, b: reads.append(b - a) or original(self, f, a, b))
+    blocks = models.load_transformer(files["transformer"], "fp8_e4m3fn").state_dict()
+    assert len(reads) > len(whole)  # big tensors came in several reads
+    for k, v in whole.items():
+        assert blocks[k].dtype == v.dtype and torch.equal(blocks[k].view(torch.uint8), v.view(torch.uint8)), k
+
+
 def test_truncated_file_is_told_apart_from_a_file_that_is_not_safetensors(files, tmp_path):
     data = files["transformer"].read_bytes()
     cut = tmp_path / "cut.safetensors"

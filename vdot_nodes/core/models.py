@@ -887,10 +887,26 @@ def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32,
     return model
 
 
+READ_CHUNK = 64 * 2**20  # a tensor that changes dtype is read and cast in row blocks of this many bytes
+
+
 def read_tensor(reader, file, start: int, end: int, shape, st_dtype: str, first, then=None) -> torch.Tensor:
     """One stored tensor in its final dtype: read, cast to ``first`` (compute / fp32-kept dtype), then
-    to ``then`` (fp8 storage) when given; the stored-dtype copy is dropped before returning."""
-    t = reader.read(file, start, end).view(SAFETENSORS_DTYPES[st_dtype]).reshape(shape)
+    to ``then`` (fp8 storage) when given. A large tensor that changes dtype is read in row blocks
+    into the final tensor, so its stored-dtype copy never exists whole (UMT5's 2.1 GB embedding)."""
+    stored = SAFETENSORS_DTYPES[st_dtype]
+    final = (then or first) if stored.is_floating_point else stored
+    shape = tuple(shape)
+    if final != stored and end - start > READ_CHUNK and shape and shape[0] > 1:
+        out = torch.empty(shape, dtype=final)
+        row = (end - start) // shape[0]
+        step = max(1, READ_CHUNK // row)
+        for r in range(0, shape[0], step):
+            n = min(step, shape[0] - r)
+            part = reader.read(file, start + r * row, start + (r + n) * row).view(stored).reshape(n, *shape[1:]).to(first)
+            out[r:r + n] = part.to(then) if then is not None else part
+        return out
+    t = reader.read(file, start, end).view(stored).reshape(shape)
     if t.is_floating_point():
         t = t.to(first)
         if then is not None:
