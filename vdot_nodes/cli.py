@@ -212,6 +212,7 @@ def cmd_generate(args) -> int:
             vcu, seed=args.seed, num_videos=args.num_videos, sampler=args.sampler, timesteps=timesteps,
             shift=args.shift, num_inference_steps=args.teacher_steps, cfg=args.cfg,
             control_scale=args.control_scale, progress=progress,
+            vae_progress=lambda phase, done: bar.set_postfix_str(f"VAE {phase} chunk {done}"),
         )
     if pipe.speed_notes:
         print(f"vdot: ran with {', '.join(pipe.speed_notes)}", file=sys.stderr)

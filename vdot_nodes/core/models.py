@@ -887,31 +887,32 @@ def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32,
     return model
 
 
-READ_CHUNK = 64 * 2**20  # a tensor that changes dtype is read and cast in row blocks of this many bytes
+READ_CHUNK = 64 * 2**20  # a tensor that changes dtype is read through a reusable buffer of this size
 
 
 def read_tensor(reader, file, start: int, end: int, shape, st_dtype: str, first, then=None) -> torch.Tensor:
-    """One stored tensor in its final dtype: read, cast to ``first`` (compute / fp32-kept dtype), then
-    to ``then`` (fp8 storage) when given. A large tensor that changes dtype is read in row blocks
-    into the final tensor, so its stored-dtype copy never exists whole (UMT5's 2.1 GB embedding)."""
+    """One stored tensor in its final dtype: cast to ``first`` (compute / fp32-kept dtype), then to
+    ``then`` (fp8 storage) when given. The only allocation is the final tensor: bytes already in
+    the final dtype are read straight into it; others go through the reader's reusable staging
+    buffer in blocks of :data:`READ_CHUNK` and are cast into place. So no stored-dtype copy of a
+    tensor ever exists whole (UMT5's 2.1 GB embedding), and no per-tensor temporaries fragment the
+    heap."""
     stored = SAFETENSORS_DTYPES[st_dtype]
     final = (then or first) if stored.is_floating_point else stored
-    shape = tuple(shape)
-    if final != stored and end - start > READ_CHUNK and shape and shape[0] > 1:
-        out = torch.empty(shape, dtype=final)
-        row = (end - start) // shape[0]
-        step = max(1, READ_CHUNK // row)
-        for r in range(0, shape[0], step):
-            n = min(step, shape[0] - r)
-            part = reader.read(file, start + r * row, start + (r + n) * row).view(stored).reshape(n, *shape[1:]).to(first)
-            out[r:r + n] = part.to(then) if then is not None else part
+    out = torch.empty(tuple(shape), dtype=final)
+    flat = out.view(-1)
+    if final == stored:
+        reader.read_into(file, start, flat.view(torch.uint8))
         return out
-    t = reader.read(file, start, end).view(stored).reshape(shape)
-    if t.is_floating_point():
-        t = t.to(first)
-        if then is not None:
-            t = t.to(then)
-    return t
+    item = stored.itemsize
+    step = max(1, READ_CHUNK // item)
+    for i in range(0, flat.numel(), step):
+        k = min(step, flat.numel() - i)
+        part = reader.staging(k * item)
+        reader.read_into(file, start + i * item, part)
+        part = part.view(stored)
+        flat[i:i + k].copy_(part.to(first) if then is not None else part)  # copy_ casts as .to() does
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -986,10 +987,10 @@ def read_safetensors_header(path) -> tuple[dict[str, tuple[str, tuple[int, ...],
 
 
 class TensorReader:
-    """Reads one tensor's bytes at a time into fresh (aligned) memory: positioned reads, or a mapping.
+    """Reads one tensor's bytes at a time into memory it is given: positioned reads, or a mapping.
 
-    ``mode="read"`` (default) uses ``os.preadv`` straight into the tensor's buffer: no mapping at all,
-    so no address-space or overcommit limit applies and a file larger than RAM loads. ``mode="mmap"``
+    ``mode="read"`` (default) uses ``os.preadv`` straight into the destination: no mapping at all, so
+    no address-space or overcommit limit applies and a file larger than RAM loads. ``mode="mmap"``
     maps only the pages of one tensor, copies them out and unmaps; where the OS refuses a mapping it
     falls back to positioned reads. Both give the same bytes.
     """
@@ -999,6 +1000,7 @@ class TensorReader:
             raise ValueError(f"unknown reader mode {mode!r}")
         self.mode = mode
         self._files: dict[str, int] = {}
+        self._staging: torch.Tensor | None = None
 
     def __enter__(self):
         return self
@@ -1019,14 +1021,28 @@ class TensorReader:
 
     def read(self, file, start: int, end: int) -> torch.Tensor:
         """Bytes ``[start, end)`` of ``file`` as a new uint8 tensor."""
+        buf = torch.empty(end - start, dtype=torch.uint8)
+        self.read_into(file, start, buf)
+        return buf
+
+    def staging(self, nbytes: int) -> torch.Tensor:
+        """A reusable uint8 buffer of ``nbytes`` (≤ :data:`READ_CHUNK`), so casting reads allocate nothing."""
+        if self._staging is None or self._staging.numel() < nbytes:
+            self._staging = torch.empty(2**20 if nbytes <= 2**20 else max(nbytes, READ_CHUNK), dtype=torch.uint8)
+        return self._staging[:nbytes]
+
+    def read_into(self, file, start: int, dest: torch.Tensor) -> None:
+        """Fill the contiguous uint8 tensor ``dest`` with the file's bytes from ``start``."""
         fd = self._fd(file)
+        if dest.numel() == 0:
+            return
+        view = memoryview(dest.numpy())
         if self.mode == "mmap":
             try:
-                return self._read_mapped(fd, start, end)
+                return self._read_mapped(fd, start, view)
             except (OSError, ValueError):  # ENOMEM / no mapping support: read instead
                 pass
-        buf = torch.empty(end - start, dtype=torch.uint8)
-        view, done = memoryview(buf.numpy()), 0
+        done = 0
         while done < len(view):
             if hasattr(os, "preadv"):
                 n = os.preadv(fd, [view[done:]], start + done)
@@ -1038,30 +1054,21 @@ class TensorReader:
             if n == 0:
                 raise CheckpointFileError(f"{file} ended at byte {start + done:,}, inside a tensor", truncated=True)
             done += n
-        return buf
 
     @staticmethod
-    def _read_mapped(fd: int, start: int, end: int) -> torch.Tensor:
+    def _read_mapped(fd: int, start: int, dest: memoryview) -> None:
         import mmap
 
-        if end == start:
-            return torch.empty(0, dtype=torch.uint8)
         skip = start % mmap.ALLOCATIONGRANULARITY
-        mm = mmap.mmap(fd, end - start + skip, access=mmap.ACCESS_READ, offset=start - skip)
+        mm = mmap.mmap(fd, len(dest) + skip, access=mmap.ACCESS_READ, offset=start - skip)
         try:
             view = memoryview(mm)[skip:]
             try:
-                return _copy_bytes(view)
+                dest[:] = view
             finally:
                 view.release()
         finally:
             mm.close()
-
-
-def _copy_bytes(view: memoryview) -> torch.Tensor:
-    out = torch.empty(len(view), dtype=torch.uint8)
-    memoryview(out.numpy())[:] = view
-    return out
 
 
 def _diffusers_casting(storage, compute):

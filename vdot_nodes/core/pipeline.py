@@ -369,12 +369,14 @@ class VDOTPipeline:
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
         return_latents: bool = False,
+        vae_progress=None,
     ) -> torch.Tensor:
         """Generate ``num_videos`` videos for one VCU (seeds ``seed, seed+1, …``).
 
         ``sampler``: ``"vdot"`` (few-step, ``timesteps`` + ``shift``), or a teacher baseline ``"euler"`` /
         ``"unipc"`` with ``num_inference_steps``. ``cfg`` > 1 runs the negative prompt too (VDOT's guidance
         is distilled, so 1 is its default). Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
+        ``vae_progress(phase, chunks_done)`` is called before every VAE chunk ("encode" / "decode").
         """
         if prompt_embeds is None:
             prompt_embeds = self.encode_prompt([vcu.prompt])
@@ -394,7 +396,7 @@ class VDOTPipeline:
         # Cancel is honoured between every phase, not only between steps: at 832x480x81 the VAE
         # encode and decode take as long as several transformer calls.
         check_cancel(cancel)
-        with vae_chunks(self.vae, cancel):  # cancel honoured between VAE chunks too
+        with vae_chunks(self.vae, cancel, vae_progress):  # cancel honoured between VAE chunks too
             encoded = self.encode_vcu(vcu)
         check_cancel(cancel)
         noise = SeededNoise([seed + i for i in range(num_videos)])
@@ -402,7 +404,7 @@ class VDOTPipeline:
         if denoise < 1.0:
             if init_frames is None:
                 raise VDOTInputError("denoise", f"denoise {denoise} < 1 needs input frames", "connect a video or set 1.0")
-            with vae_chunks(self.vae, cancel):
+            with vae_chunks(self.vae, cancel, vae_progress):
                 init_latents = self.encode_latents(init_frames)
             if encoded.num_reference_frames:
                 ref = torch.zeros_like(init_latents[:, :, : encoded.num_reference_frames])
@@ -432,5 +434,5 @@ class VDOTPipeline:
         if return_latents:
             return latents
         check_cancel(cancel)
-        with vae_chunks(self.vae, cancel):
+        with vae_chunks(self.vae, cancel, vae_progress):
             return self.decode(latents)
