@@ -834,6 +834,8 @@ def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32,
             keep = any(m in name.split(".") for m in keep_fp32)
             if p.is_floating_point() and p.dtype != storage:
                 p.data = p.data.to(torch.float32 if keep else dtype)
+        if tied_alias:  # one tensor, as after a real load
+            model.encoder.embed_tokens.weight = model.shared.weight
         return model
     def final_dtype(name, t_dtype):
         if not t_dtype.is_floating_point:
