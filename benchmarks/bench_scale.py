@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vdot_nodes.core.block_swap import BlockSwap, swappable_blocks  # noqa: E402
+from vdot_nodes.core.block_swap import BlockSwap  # noqa: E402
 from vdot_nodes.core.memory import video_tokens  # noqa: E402
 from vdot_nodes.core.speed import apply_speed_options  # noqa: E402
 

@@ -1,8 +1,6 @@
 """Real-scale inference on tiny models: per-tensor loading, truncated files, the prompt cache, the
 memory plan's refusal, block swap, VAE tiling and chunk cancel, fp8 storage and speed options."""
 
-import weakref
-
 import pytest
 import torch
 
