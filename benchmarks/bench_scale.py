@@ -132,11 +132,7 @@ def bench_transformer(args, size: str, frames: int, height: int, width: int, opt
     flops = forward_flops(cfg, tokens)
     rows = []
     for option in options:
-        if option == "fp8-compute":
-            rows.append(f"| {size} | {frames}x{height}x{width} | {option} | not built: fp8 scaled matmul "
-                        "(torch._scaled_mm) is not wired into the model yet | | | | |")
-            continue
-        storage = torch.float8_e4m3fn if option == "fp8" else None
+        storage = torch.float8_e4m3fn if option in ("fp8", "fp8-compute") else None
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
@@ -144,7 +140,8 @@ def bench_transformer(args, size: str, frames: int, height: int, width: int, opt
         peak_rss_reset()
         model = build(cfg, "cpu", torch.bfloat16, storage)
         attention = option.split(":")[1] if option.startswith("attention:") else "sdpa"
-        notes = apply_speed_options(model, args.device, attention=attention, compile_blocks=option == "compile")
+        notes = apply_speed_options(model, args.device, attention=attention, compile_blocks=option == "compile",
+                                    fp8_matmul=option == "fp8-compute")
         swap = None
         if option.startswith("swap:"):
             swap = BlockSwap(model, args.device, int(option.split(":")[1]))

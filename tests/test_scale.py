@@ -143,6 +143,23 @@ def test_streamed_text_encoder_reads_blocks_as_they_run_and_encodes_identically(
         assert torch.equal(a, b) and streamed.vdot_stream.stats["reads"] == 2  # both blocks read, once each
 
 
+def test_fp8_matmul_is_finite_close_to_bf16_and_says_what_ran(files):
+    from vdot_nodes.core.speed import FP8Linear
+
+    reference = _forward(models.load_transformer(files["transformer"], "bf16"))
+    storage_only = _forward(models.load_transformer(files["transformer"], "fp8_e4m3fn"))
+    model = models.load_transformer(files["transformer"], "fp8_e4m3fn")
+    ran = apply_speed_options(model, "cpu", fp8_matmul=True)
+    linears = [m for m in model.modules() if isinstance(m, FP8Linear)]
+    assert ran[-1] == f"fp8 matmul (torch._scaled_mm) in {len(linears)} linear layers" and len(linears) == 3 * 10 + 2  # q,k,v,o x2, FFN x2; VACE proj_in/out
+    out = _forward(model)
+    assert torch.isfinite(out).all() and not any(m.fallback for m in linears)
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    assert 0 < rel(out, storage_only) < 0.1 and rel(out, reference) < 0.15  # activations rounded to fp8 too
+    bf16 = models.load_transformer(files["transformer"], "bf16")
+    assert apply_speed_options(bf16, "cpu", fp8_matmul=True)[-1] == "fp8 matmul off (needs precision fp8_e4m3fn)"
+
+
 # ---------------------------------------------------------------- prompt cache and plan
 
 

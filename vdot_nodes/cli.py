@@ -85,6 +85,8 @@ def _add_generate_parser(sub) -> None:
     mem.add_argument("--attention", default="sdpa", choices=["auto", "sdpa", "flash", "sage"],
                      help="attention backend (default sdpa; flash/sage need flash-attn/sageattention on CUDA, else sdpa)")
     mem.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer block")
+    mem.add_argument("--fp8-matmul", action="store_true",
+                     help="with --precision fp8_e4m3fn: multiply in fp8 (torch._scaled_mm) where supported, else bf16")
     p.add_argument("--out", required=True, help="output .mp4, or a folder for PNG frames")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out")
 
@@ -197,7 +199,8 @@ def cmd_generate(args) -> int:
                          text_precision=args.text_precision, device=args.device, offload=args.offload, lazy=True,
                          prompt_cache_dir=cache_dir, plan_shape=(args.frames, args.height, args.width),
                          plan_prompts=prompts, num_videos=args.num_videos, cfg=args.cfg, ram_budget_gb=args.ram_budget,
-                         vram_budget_gb=args.vram_budget, attention=args.attention, compile_blocks=args.compile)
+                         vram_budget_gb=args.vram_budget, attention=args.attention, compile_blocks=args.compile,
+                         fp8_matmul=args.fp8_matmul)
     if pipe.memory_plan is not None:
         print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
     if pipe.is_toy:

@@ -49,6 +49,7 @@ def load_pipeline(
     vram_budget_gb: float | None = None,
     attention: str = "sdpa",
     compile_blocks: bool = False,
+    fp8_matmul: bool = False,
 ) -> VDOTPipeline:
     """Load the transformer, VAE and text encoder (each a file or a diffusers folder).
 
@@ -105,7 +106,8 @@ def load_pipeline(
         from .speed import apply_speed_options
 
         module = models.load_transformer(model, precision=precision)
-        speed_notes[:] = apply_speed_options(module, run_device, attention=attention, compile_blocks=compile_blocks)
+        speed_notes[:] = apply_speed_options(module, run_device, attention=attention, compile_blocks=compile_blocks,
+                                             fp8_matmul=fp8_matmul)
         return module
 
     def load_text_encoder():
