@@ -32,6 +32,11 @@ of ``fp32 | bf16 | fp16 | fp8_e4m3fn | fp8_e5m2``; fp8 stores Linear/Conv weight
 computes in bf16 (diffusers layerwise casting, which skips embeddings and norms; in UMT5 also the
 feed-forward output projection, which T5 code feeds in its weight's dtype).
 ``describe_checkpoint`` tells what a file is from its header alone.
+
+Memory: headers are read with plain file reads (8 bytes + JSON), never by mapping the file, and
+tensors one at a time by positioned reads straight into their final dtype (:func:`read_tensor`), so
+a load holds the model in its final precision plus a 64 MB staging buffer, and a file larger than
+RAM loads. ``empty_model`` builds the same model on the meta device for memory planning.
 """
 
 from __future__ import annotations
