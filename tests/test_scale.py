@@ -352,3 +352,21 @@ def test_model_loader_node_budgets(files, tmp_path, monkeypatch):
         assert loaded.vram_budget_gb == 6.0 and loaded.module.patch_embedding.weight.dtype == torch.bfloat16
     finally:
         comfy.set_fallback_root(None)
+
+
+def test_cli_refuses_a_run_over_the_ram_budget_before_loading(files, tmp_path, capsys, monkeypatch):
+    from vdot_nodes.cli import main
+
+    def no_load(*a, _meta=False, **k):
+        raise AssertionError("loaded")
+
+    common = ["generate", "--model", str(files["transformer"]), "--vae", str(files["vae"]), "--text-encoder",
+              str(files["text_encoder"]), "--frames", "81", "--height", "480", "--width", "832", "--device", "cpu",
+              "--out", str(tmp_path / "o.mp4"), "--no-prompt-cache"]
+    assert main(common + ["--ram-budget", "nan"]) == 2
+    assert "--ram-budget: nan GB is not a usable budget" in capsys.readouterr().err
+    original = models.load_transformer
+    monkeypatch.setattr(models, "load_transformer", lambda *a, _meta=False, **k: original(*a, _meta=True, **k) if _meta else no_load())
+    assert main(common + ["--ram-budget", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vdot: error: --ram-budget: this run needs about") and "Fix: use" in err[0]
