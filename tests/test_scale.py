@@ -1,8 +1,10 @@
 """Real-scale inference on tiny models: per-tensor loading, truncated files, the prompt cache, the
 memory plan's refusal, block swap, VAE tiling and chunk cancel, fp8 storage and speed options."""
 
-import pytest
+import diffusers  # noqa: F401  (imported at collection: its log handler binds to pytest's session stream,
+import pytest   # never to one test's capsys stream that closes after it)
 import torch
+import transformers  # noqa: F401
 
 from vdot_nodes.core import models
 from vdot_nodes.core.block_swap import BlockSwap, blocks_that_fit, swappable_blocks
