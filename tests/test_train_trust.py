@@ -34,14 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 from tests.test_trainer import SHAPE, _write_manifest, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 
-@pytest.fixture(autouse=True)
-def quiet_libraries(monkeypatch):
-    """diffusers binds its log handler to the stderr of the moment it is first configured; in a long pytest
-    session that may be an earlier test's closed capture, and its float32 warning then prints a "Logging error"
-    traceback into this test's captured stderr. These tests read our own messages only."""
-    monkeypatch.setattr(logging.getLogger("diffusers"), "level", logging.ERROR)
-
-
 def _config(folder: Path, out: str = "run", **data) -> dict:
     """Stage 1, DMD every iteration, no CFG: the cheapest real run. Checkpoints at steps 1 and 2 (the end)."""
     return {
