@@ -4,8 +4,12 @@ What is computed per iteration — every term of the recipe — lives in :mod:`t
 (:class:`~training.objective.VDOTObjective`: ``generator_loss`` and ``critic_loss``). Here:
 
 1. *Generator* (only when ``step % ttur == 0``; objective from ``schedule.generator_objectives``):
-   zero grads, the objective's loss, backward, grad clipping, AdamW step, EMA update.
-2. *Critic* (every step): the same for the fake score + discriminator head (one optimiser).
+   zero grads, the objective's loss on each of ``optim.grad_accumulation`` micro-batches (divided by their
+   number), backward, grad clipping, AdamW step, EMA update.
+2. *Critic* (every step; objective from ``schedule.critic_objectives``): the same for the fake score +
+   discriminator head (one optimiser), on the same micro-batches.
+
+With ``schedule.shared_exit_step`` one rollout exit step is drawn per iteration for all of these passes.
 
 Sharding: FSDP2 ``fully_shard`` per block (:func:`training.distributed.shard_model`) for generator,
 fake score, teacher and discriminator head; in one process the same code runs unsharded. Every random
@@ -34,7 +38,7 @@ from .checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .ema import EMA
 from .models import build_networks, is_vace
-from .objective import VDOTObjective, generator_objective
+from .objective import VDOTObjective, critic_objective, generator_objective
 from .reward import load_reward_model
 
 logger = logging.getLogger(__name__)
@@ -157,25 +161,33 @@ class Trainer:
         return _to_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
     # ------------------------------------------------------------------ updates
-    def generator_step(self, enc: EncodedBatch, objective: str) -> dict:
+    def generator_step(self, encs: list[EncodedBatch], objective: str, exit_step: int | None = None) -> dict:
         self.gen_opt.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss, logs = self.objective.generator_loss(enc, objective)
-        loss.backward()
+        logs = self._accumulate(encs, lambda enc: self.objective.generator_loss(enc, objective, exit_step))
         logs["grad_norm_generator"] = self._clip(self.generator.parameters())
         self.gen_opt.step()
         self.ema.update(self.generator)
         self.critic_opt.zero_grad(set_to_none=True)  # ADV's backward went through the fake score
         return logs
 
-    def critic_step(self, enc: EncodedBatch) -> dict:
+    def critic_step(self, encs: list[EncodedBatch], objective: str = "denoise+disc", exit_step: int | None = None) -> dict:
         self.critic_opt.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss, logs = self.objective.critic_loss(enc)
-        loss.backward()
+        logs = self._accumulate(encs, lambda enc: self.objective.critic_loss(enc, objective, exit_step))
         logs["grad_norm_critic"] = self._clip(self.critic.parameters())
         self.critic_opt.step()
         return logs
+
+    def _accumulate(self, encs: list[EncodedBatch], loss_fn) -> dict:
+        """Backward of ``loss / len(encs)`` per micro-batch; returns the logs averaged over micro-batches."""
+        merged: dict = {}
+        for enc in encs:
+            with self._autocast():
+                loss, logs = loss_fn(enc)
+            (loss / len(encs) if len(encs) > 1 else loss).backward()
+            for k, v in logs.items():
+                merged.setdefault(k, []).append(v)
+        return {k: (v[0] if len(v) == 1 or isinstance(v[0], (str, int)) else sum(_to_float(x) for x in v) / len(v))
+                for k, v in merged.items()}
 
     def train_step(self) -> dict:
         """One iteration; returns its metrics (floats)."""
@@ -183,16 +195,20 @@ class Trainer:
         if self._batches is None:
             self._batches = iter(self.loader)
         start = time.perf_counter()
-        batch = next(self._batches)
-        enc = encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None,
-                           cache=self.encode_cache)
+        encs = []
+        for _ in range(cfg.optim.grad_accumulation):
+            batch = next(self._batches)
+            encs.append(encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None,
+                                     cache=self.encode_cache))
         objective = generator_objective(self.step, cfg.schedule.ttur, cfg.schedule.generator_objectives)
-        metrics: dict = {"step": self.step, "objective": objective or "critic"}
+        c_objective = critic_objective(self.step, cfg.schedule.critic_objectives)
+        exit_step = self.objective.draw_exit_step() if cfg.schedule.shared_exit_step else None
+        metrics: dict = {"step": self.step, "objective": objective or "critic", "critic_objective": c_objective}
         t0 = time.perf_counter()
         if objective is not None:
-            metrics.update(self.generator_step(enc, objective))
+            metrics.update(self.generator_step(encs, objective, exit_step))
         t1 = time.perf_counter()
-        metrics.update(self.critic_step(enc))
+        metrics.update(self.critic_step(encs, c_objective, exit_step))
         t2 = time.perf_counter()
         metrics.update(time_data_s=t0 - start, time_generator_s=t1 - t0, time_critic_s=t2 - t1, time_step_s=t2 - start)
         self.step += 1
@@ -242,7 +258,9 @@ class Trainer:
             self._log(f"{path} exists (same step after a resume); kept as it is")
         elif vace:
             export_generator(model, path, ema=ema, layout=self.cfg.logging.export_layout, precision=precision,
-                             metadata={"vdot_step": str(self.step), "vdot_stage": "2"})
+                             metadata={"vdot_step": str(self.step), "vdot_stage": "2",
+                                       **({"vdot_inference_preset": self.cfg.rollout.inference_preset}
+                                          if self.cfg.rollout.inference_preset else {})})
         else:
             from safetensors.torch import save_file
 
