@@ -429,3 +429,26 @@ def test_reference_context_truncate_flag():
     out = VDOTObjective(cfg, **kw).prepare(enc)
     assert out.latent_shape == (16, 5, 2, 2) and out.num_reference_frames == 0
     assert out.control[0, 0, :, 0, 0].tolist() == [0, 1, 2, 3, 4]  # refs + the first control frames; last 2 dropped
+
+
+def test_accwaninit_released_overlay_strips_prefixes_and_checks_a_subset():
+    from diffusers import WanTransformer3DModel
+
+    from training.init import init_vace_from_t2v, t2v_config_from_vace
+    from vdot_nodes.core.tiny import TINY_TRANSFORMER_CONFIG, build_tiny_transformer
+
+    vace = build_tiny_transformer(seed=0)
+    torch.manual_seed(1)
+    t2v = WanTransformer3DModel(**t2v_config_from_vace(TINY_TRANSFORMER_CONFIG))
+    part = {"model._fsdp_wrapped_module." + k: v for k, v in t2v.state_dict().items() if k.startswith("blocks.0.")}
+    before = {k: v.clone() for k, v in vace.state_dict().items()}
+    with pytest.raises(VDOTInputError, match="lacks"):  # ours: the whole Wan part by default
+        init_vace_from_t2v(vace, dict(part))
+    report = init_vace_from_t2v(vace, dict(part), require_complete=False)
+    assert report["copied"] and all(k.startswith("blocks.0.") for k in report["copied"])
+    after = vace.state_dict()
+    for k in after:
+        want = t2v.state_dict()[k] if k in report["copied"] else before[k]
+        assert torch.equal(after[k], want), k
+    with pytest.raises(VDOTInputError, match="no counterpart"):  # still a strict subset check
+        init_vace_from_t2v(vace, {**part, "model.extra.weight": torch.zeros(1)}, require_complete=False)
