@@ -452,3 +452,24 @@ def test_accwaninit_released_overlay_strips_prefixes_and_checks_a_subset():
         assert torch.equal(after[k], want), k
     with pytest.raises(VDOTInputError, match="no counterpart"):  # still a strict subset check
         init_vace_from_t2v(vace, {**part, "model.extra.weight": torch.zeros(1)}, require_complete=False)
+
+
+def test_timestep_bf16_quantize_flag_reaches_the_network():
+    from training.batches import EncodedBatch
+    from training.objective import VDOTObjective
+    from vdot_nodes.core.tiny import build_tiny_transformer
+
+    model = build_tiny_transformer(seed=0)
+    seen = []
+    model.condition_embedder.register_forward_pre_hook(lambda _m, args: seen.append(float(args[0][0])))
+    enc = EncodedBatch(prompt_embeds=torch.zeros(1, 4, 32), control=torch.zeros(1, 96, 1, 2, 2),
+                       latent_shape=(16, 1, 2, 2), num_reference_frames=0, real_latents=None)
+    cfg = load_config(ROOT / "training" / "configs" / "toy_stage2_vdot.yaml")
+    kw = dict(generator=model, teacher=model, fake_score=model, discriminator=None, negative_embeds=None,
+              reward_model=None, rng=torch.Generator(), device=torch.device("cpu"))
+    x, t = torch.zeros(1, 16, 1, 2, 2), torch.tensor([888.8889])
+    with torch.no_grad():
+        VDOTObjective(cfg, **kw)._velocity(model, enc)(x, t)
+        cfg.runtime.timestep_bf16_quantize = True
+        VDOTObjective(cfg, **kw)._velocity(model, enc)(x, t)
+    assert seen == [pytest.approx(888.8889, abs=1e-4), 888.0]

@@ -105,8 +105,9 @@ class LossConfig:
     constant: Σ_j P_ij·2(x_i − y_j))."""
     otd_step: float = 0.1
     """``pooled_positions``: step along the unit-norm per-frame OT gradient (the loss's gradient on x̂0)."""
-    otd_frame_chunk: int = 4
-    """``pooled_positions``: frames solved at once (bounds memory: ~15 N×M fp32 matrices per frame with autograd)."""
+    otd_frame_chunk: int = 0
+    """``pooled_positions``: frames solved at once (bounds memory: ~15 N×M fp32 matrices per frame with autograd);
+    0 = automatic (chunks of ≤ 2^23 plan entries: 3 frames at 480p, all frames of small latents)."""
     otd_eps: float = 0.1
     """Entropic regularisation ε, in cost units ‖f − r‖²/(2d)."""
     dm_weight: float = 1.0
@@ -370,7 +371,7 @@ class TrainConfig:
                 bad(key, f"{value!r} is not one of {allowed}", f"set {key} to one of {', '.join(allowed)}")
         if len(self.loss.dm_mix) != 2 or any(w < 0 for w in self.loss.dm_mix):
             bad("loss.dm_mix", f"{self.loss.dm_mix} must be two weights >= 0 (DMD, OTD)", "use [0.2, 0.8]")
-        for key, low in (("otd_iters", 1), ("otd_pool", 1), ("otd_frame_chunk", 1)):
+        for key, low in (("otd_iters", 1), ("otd_pool", 1), ("otd_frame_chunk", 0)):
             if getattr(self.loss, key) < low:
                 bad(f"loss.{key}", f"must be >= {low}, got {getattr(self.loss, key)}", "use the VDOT value (60, 2, 4)")
         if self.optim.grad_accumulation < 1:

@@ -37,7 +37,8 @@ __all__ = ["OT_GRADIENTS", "pooled_frame_clouds", "sinkhorn_unrolled", "pooled_o
            "pooled_otd_loss", "envelope_gradient"]
 
 OT_GRADIENTS = ("autograd", "envelope")
-_SEGMENT = 6  # Sinkhorn sweeps per checkpointed segment
+_SEGMENT = 6  # Sinkhorn sweeps per checkpointed segment (large problems)
+_AUTO_CHUNK_ENTRIES = 1 << 23  # frame_chunk=0: as many frames per chunk as keep N·M·frames under this
 
 
 def pooled_frame_clouds(x: torch.Tensor, pool: int = 2, frame_dim: int = 2) -> torch.Tensor:
@@ -80,6 +81,8 @@ def sinkhorn_unrolled(cost: torch.Tensor, eps: float = 0.1, iters: int = 60, *, 
         raise ValueError("the OT cost must be fp32/fp64, not half precision")
     if eps <= 0 or iters < 1:
         raise ValueError(f"need eps > 0 and iters >= 1, got eps={eps}, iters={iters}")
+    if cost.numel() <= _AUTO_CHUNK_ENTRIES // 8:  # small: no recomputation (it only adds per-op overhead)
+        segment = iters
     n, m = cost.shape[-2:]
     loga, logb = -float(torch.log(torch.tensor(float(n), dtype=torch.float64))), \
         -float(torch.log(torch.tensor(float(m), dtype=torch.float64)))
@@ -104,12 +107,13 @@ def envelope_gradient(x: torch.Tensor, y: torch.Tensor, plan: torch.Tensor) -> t
 
 
 def pooled_ot_gradient(fake: torch.Tensor, real: torch.Tensor, *, eps: float = 0.1, iters: int = 60, pool: int = 2,
-                       gradient: str = "autograd", frame_chunk: int = 4, dtype: torch.dtype = torch.float32,
+                       gradient: str = "autograd", frame_chunk: int = 0, dtype: torch.dtype = torch.float32,
                        return_plans: bool = False):
     """∂(Σ_frames cost)/∂fake, shaped like ``fake`` ``[B, C, F, H, W]`` (detached, in ``dtype``).
 
     ``gradient="autograd"`` differentiates through the unrolled sweeps and the pooling (the released
-    code); ``"envelope"`` treats the plan as a constant. Frames are solved ``frame_chunk`` at a time.
+    code); ``"envelope"`` treats the plan as a constant. Frames are solved ``frame_chunk`` at a time
+    (0: as many as keep a chunk's plans under 2^23 entries — 3 frames at 480p, all of them for small latents).
     Returns ``(grad, logs)`` (``logs``: detached ``ot_cost`` sum, ``ot_plan_diag_mass`` mean over frames,
     ``ot_row_marginal_error`` max over frames of ``‖P1 − a‖₁``); with ``return_plans`` also the plans
     ``[B·F, N, M]``.
@@ -123,6 +127,9 @@ def pooled_ot_gradient(fake: torch.Tensor, real: torch.Tensor, *, eps: float = 0
     b, c, nf, h, w = fake.shape
     frames_f = fake.detach().to(dtype).movedim(2, 1).reshape(b * nf, c, h, w)
     frames_r = real.detach().to(dtype).movedim(2, 1).reshape(b * nf, c, h, w)
+    if frame_chunk <= 0:
+        n_points = (h // pool) * (w // pool)
+        frame_chunk = max(1, _AUTO_CHUNK_ENTRIES // max(1, n_points * n_points))
     grads, plans = [], []
     total, diag, err = 0.0, 0.0, 0.0
     for s in range(0, b * nf, max(1, int(frame_chunk))):
@@ -171,7 +178,7 @@ def frame_unit_normalize(grad: torch.Tensor, eps: float = 1e-8, frame_dim: int =
 
 def pooled_otd_loss(x0_gen: torch.Tensor, fake_x0: torch.Tensor, real_x0: torch.Tensor, *, eps: float = 0.1,
                     iters: int = 60, pool: int = 2, gradient: str = "autograd", step: float = 0.1,
-                    frame_chunk: int = 4, ot_dtype: torch.dtype = torch.float32,
+                    frame_chunk: int = 0, ot_dtype: torch.dtype = torch.float32,
                     dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, dict]:
     """``L_OT = ½·Σ(x̂0 − sg(x̂0 − step·ĝ))²``, ĝ the per-frame unit-norm OT gradient of the fake prediction.
 
