@@ -318,11 +318,13 @@ def vdot_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vdot")
     _manifest(folder)
     trainer = Trainer(config_from_dict(_vdot_config(folder, str(folder / "run_a"))))
-    metrics = []
+    metrics, critic = [], [{k: v.detach().clone() for k, v in trainer.critic.named_parameters()}]
     for _ in range(2):
         metrics.append(trainer.train_step())
+        critic.append({k: v.detach().clone() for k, v in trainer.critic.named_parameters()})
         if trainer.step == 1:
             trainer.save()
+    trainer.critic_history = critic
     return folder, trainer, metrics
 
 
@@ -337,6 +339,15 @@ def test_official_recipe_trains_every_term(vdot_run):
     assert m0["otd_grad_norm"] == pytest.approx(0.1 * 2 ** 0.5, rel=1e-4)  # (the +1e-8 in the norm)
     assert "loss_gan_g" in m1 and "loss_gan_d" in m1 and "loss_critic_denoise" not in m1
     assert "loss_gan_d" not in m0
+    c0, c1, c2 = trainer.critic_history
+
+    def moved(a, b, prefix):
+        return max(float((a[k] - b[k]).abs().max()) for k in a if k.startswith(prefix))
+
+    # iteration 0 (denoising only): the fake score learns, the head has no gradient and stays put
+    assert moved(c0, c1, "fake_score.") > 0 and moved(c0, c1, "discriminator.") == 0
+    # iteration 1 (discriminator only): the D loss reaches the head and the fake score's first block
+    assert moved(c1, c2, "discriminator.") > 0 and moved(c1, c2, "fake_score.blocks.0.") > 0
 
 
 def test_official_recipe_resume_is_exact(vdot_run):
