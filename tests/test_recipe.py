@@ -136,6 +136,10 @@ def test_autograd_through_sinkhorn_and_envelope_agree_where_both_are_known():
     assert cos > 0.99
     # the gradient is constant over each 2×2 block: autograd through avg-pool gives ¼ of the pooled gradient
     assert torch.equal(a[..., 0::2, 0::2], a[..., 1::2, 1::2])
+    # a bf16 autocast around the trainer's loss does not reach the OT (fp32 cost, same result)
+    f32 = pooled_ot_gradient(fake.float(), real.float())[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(pooled_ot_gradient(fake.float(), real.float())[0], f32)
 
 
 def test_envelope_gradient_formula():

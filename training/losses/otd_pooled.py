@@ -118,6 +118,12 @@ def pooled_ot_gradient(fake: torch.Tensor, real: torch.Tensor, *, eps: float = 0
     ``ot_row_marginal_error`` max over frames of ``‖P1 − a‖₁``); with ``return_plans`` also the plans
     ``[B·F, N, M]``.
     """
+    with torch.autocast(fake.device.type, enabled=False):  # the cost in fp32/fp64 even inside a bf16 autocast
+        return _pooled_ot_gradient(fake, real, eps=eps, iters=iters, pool=pool, gradient=gradient,
+                                   frame_chunk=frame_chunk, dtype=dtype, return_plans=return_plans)
+
+
+def _pooled_ot_gradient(fake, real, *, eps, iters, pool, gradient, frame_chunk, dtype, return_plans):
     if gradient not in OT_GRADIENTS:
         raise ValueError(f"gradient must be one of {OT_GRADIENTS}, got {gradient!r}")
     if dtype not in (torch.float32, torch.float64):
