@@ -30,7 +30,8 @@ from training.losses import (
     sinkhorn_unrolled,
 )
 from training.objective import critic_objective, draw_sigmas, generator_objective
-from training.rollout import ROLLOUT_PRESETS, rollout
+from training.rollout import rollout
+from vdot_nodes.core.sampling import get_preset, preset_schedule
 from vdot_nodes.core.errors import VDOTInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,17 +274,19 @@ def test_rollout_presets_feed_the_model_their_timesteps():
         seen.append((float(t[0]), float(x_t.std())))
         return torch.zeros_like(x_t)
 
-    out = rollout(velocity, (16, 1, 8, 8), [0], timesteps=(1000,), shift=1.0, exit_step=3, device="cpu", grad=False,
-                  schedule=ROLLOUT_PRESETS["rollout_official"])
+    out = rollout(velocity, (16, 1, 8, 8), [0], preset=get_preset("rollout_official"), exit_step=3, device="cpu",
+                  grad=False)
     assert [t for t, _ in seen] == pytest.approx([1000.0, 960.0, 888.8889, 727.2728])
     assert out.shape == (1, 16, 1, 8, 8)
     # bf16 timestep quantisation (runtime.timestep_bf16_quantize) turns them into what the released model embedded
     assert torch.tensor([1000.0, 960.0, 888.8889, 727.2728]).bfloat16().float().tolist() == [1000, 960, 888, 728]
     seen.clear()
-    rollout(velocity, (16, 1, 8, 8), [0], timesteps=(1000,), shift=1.0, exit_step=3, device="cpu", grad=False,
-            schedule=ROLLOUT_PRESETS["rollout"])
-    assert [t for t, _ in seen] == pytest.approx([999.9374, 979.5118, 941.0657, 841.9278], abs=1e-3)
-    assert ROLLOUT_PRESETS["rollout"].consistent and not ROLLOUT_PRESETS["rollout_official"].consistent
+    rollout(velocity, (16, 1, 8, 8), [0], preset=get_preset("rollout"), exit_step=3, device="cpu", grad=False)
+    assert [t for t, _ in seen] == [999.0, 979.0, 941.0, 841.0]  # the vdot inference preset's t ...
+    rollout_sched, vdot_sched = preset_schedule(get_preset("rollout")), preset_schedule(get_preset("vdot"))
+    assert rollout_sched.sigmas == vdot_sched.sigmas  # ... and σ: the generator is trained on what it will see
+    official = preset_schedule(get_preset("rollout_official"))
+    assert official.x0_sigmas[1:] != official.sigmas[1:4]  # the released rollout: told one σ, fed another
 
 
 # ------------------------------------------------------------------------------------------ trainer

@@ -70,7 +70,7 @@ class GuidanceConfig:
 
 @dataclass
 class SamplerConfig:
-    """The generator's few-step sampler (``vdot_nodes.core.sampling.sample_vdot``)."""
+    """The generator's few-step sampler (the ``renoise`` preset of ``vdot_nodes.core.sampling`` at these timesteps)."""
 
     timesteps: list[int] = field(default_factory=lambda: [1000, 750, 500, 250])
     """Few-step timesteps (before the shift)."""
@@ -228,8 +228,9 @@ class RolloutConfig:
     """Which few-step schedule the generator is trained on, and which the checkpoint will be sampled with."""
 
     preset: str | None = None
-    """None — ``sampler.timesteps`` / ``sampler.shift``; ``rollout`` — a consistent re-noising rollout at the σ of
-    the ``vdot`` inference preset (UniPC shift 16: σ .99994/.97951/.94107/.84193, the model told t = σ·1000);
+    """A row of ``vdot_nodes.core.sampling.SAMPLER_PRESETS``. None — the ``renoise`` preset at ``sampler.timesteps`` /
+    ``sampler.shift``; ``rollout`` — a consistent re-noising rollout at the t and σ of the ``vdot`` inference preset
+    (UniPC shift 16: t 999/979/941/841, σ .99994/.97951/.94107/.84193);
     ``rollout_official`` — the released training rollout: told t = 1000/960/888.9/727.3, x0 formed with σ = t/1000,
     re-noised to σ .97983/.94173/.84122 (timestep and input noise level disagree at steps 1-3)."""
     inference_preset: str | None = None

@@ -34,7 +34,7 @@ from torch import nn
 from vdot_nodes.core.errors import VDOTInputError
 import dataclasses
 
-from vdot_nodes.core.sampling import cfg_velocity, shift_sigma
+from vdot_nodes.core.sampling import cfg_velocity, get_preset, preset_schedule, shift_sigma
 
 from . import distributed as D
 from .batches import EncodedBatch
@@ -53,7 +53,7 @@ from .losses import (
 )
 from .models import velocity_fn
 from .reward import reward_loss
-from .rollout import draw_exit_step, rollout, rollout_schedule
+from .rollout import draw_exit_step, rollout
 
 __all__ = ["VDOTObjective", "critic_objective", "draw_sigmas", "generator_objective"]
 
@@ -104,7 +104,10 @@ class VDOTObjective:
         self.reward_model = reward_model
         self.rng = rng
         self.device = device
-        self.schedule = rollout_schedule(cfg.rollout.preset, cfg.sampler.timesteps, cfg.sampler.shift)
+        # rollout.preset: a row of vdot_nodes.core.sampling.SAMPLER_PRESETS; none = renoise at sampler.timesteps/shift
+        self.preset = (get_preset(cfg.rollout.preset) if cfg.rollout.preset else
+                       get_preset("renoise", shift=cfg.sampler.shift, unshifted_timesteps=cfg.sampler.timesteps))
+        self.schedule = preset_schedule(self.preset)
 
     # ------------------------------------------------------------------ draws
     def _seeds(self, n: int) -> list[int]:
@@ -162,7 +165,7 @@ class VDOTObjective:
 
     def draw_exit_step(self) -> int:
         """The rollout's exit step (the same on every rank)."""
-        return draw_exit_step(len(self.schedule.model_t), self.rng, self.cfg.sampler.last_step_only)
+        return draw_exit_step(self.schedule.steps, self.rng, self.cfg.sampler.last_step_only)
 
     def _generate(self, enc: EncodedBatch, grad: bool, return_input: bool = False, exit_step: int | None = None
                   ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
@@ -171,9 +174,8 @@ class VDOTObjective:
         s = self.cfg.sampler
         k = self.draw_exit_step() if exit_step is None else int(exit_step)
         v = self._velocity(self.generator, enc)
-        out = rollout(v, enc.latent_shape, self._seeds(enc.prompt_embeds.shape[0]), timesteps=s.timesteps,
-                      shift=s.shift, exit_step=k, device=self.device, grad=grad, return_input=return_input,
-                      schedule=None if self.cfg.rollout.preset is None else self.schedule)
+        out = rollout(v, enc.latent_shape, self._seeds(enc.prompt_embeds.shape[0]), preset=self.preset, exit_step=k,
+                      device=self.device, grad=grad, return_input=return_input)
         return (out[0], k, out[1]) if return_input else (out, k, None)
 
     def _real_x0(self, enc: EncodedBatch, fake_x0: torch.Tensor) -> torch.Tensor:
@@ -203,7 +205,7 @@ class VDOTObjective:
         """DOLLAR's optional DM-update objectives added to ``loss``: consistency distillation, latent reward."""
         lc = self.cfg.loss
         if lc.consistency_weight > 0:
-            sigmas = list(self.schedule.x0_sigma)
+            sigmas = list(self.schedule.sigmas)  # each step's input σ, then 0
             sigma_next = sigmas[k + 1] if k + 1 < len(sigmas) else 0.0  # after the last step: the teacher's x0
             student = self._velocity(self.generator, enc)  # target, no grad
             cd = consistency_distillation_loss(x0, x_k, sigmas[k], sigma_next, self._real_velocity(enc), student,
