@@ -48,13 +48,18 @@ MODEL_FILES = {
 
 MODELS_NOTE = f"""## VDOT — {{title}}
 
-**Runs out of the box** on the tiny embedded toy model `{EMBEDDED}` (noise-like output; it checks the graph).
-For real videos pick these files in the three loaders. VDOT's distilled checkpoint is not public: use
-Wan2.1-VACE-14B itself (set the sampler's **preset** to `teacher_unipc` and **cfg** to 5), or your own VDOT
-checkpoint made with `vdot train`, which samples in 4 steps at cfg 1 (the defaults; preset `renoise` for
-checkpoints trained with the re-noising rollout).
+**Runs out of the box** on the tiny embedded toy model `{EMBEDDED}` (coloured blobs that follow the toy
+caption grammar; it checks the graph). The toy was distilled with the re-noising rollout, so these graphs use
+the sampler **preset** `renoise`.
 
-**Model links**
+**Real videos with VDOT-14B** (the official release, [yutongwang1012/VDOT](https://huggingface.co/yutongwang1012/VDOT)):
+download `vdot-weights/vdot_14b.pt`, `models_t5_umt5-xxl-enc-bf16.pth`, `Wan2.1_VAE.pth` and the
+`google/umt5-xxl` folder, convert them once with `vdot convert VDOT/ ComfyUI/models/ --dtype bf16`
+(pickles are read only through torch's weights-only unpickler), pick the converted files in the three loaders
+and set the sampler's **preset** to `vdot` (the official 4-step FlowUniPC, shift 16, cfg 1).
+Undistilled Wan2.1-VACE-14B works too: preset `teacher_unipc`, **cfg** 5.
+
+**Model links** (Wan2.1-VACE, ComfyUI's repackaged files)
 - [wan2.1_vace_14B_fp16.safetensors]({MODEL_FILES['diffusion_models'][1]})
 - [wan_2.1_vae.safetensors]({MODEL_FILES['vae'][1]})
 - [umt5_xxl_fp16.safetensors]({MODEL_FILES['text_encoders'][1]})
@@ -64,9 +69,9 @@ checkpoints trained with the re-noising rollout).
 📂 ComfyUI/
 ├── 📂 models/
 │   ├── 📂 diffusion_models/
-│   │   └── wan2.1_vace_14B_fp16.safetensors   (or your VDOT checkpoint)
+│   │   └── vdot_14b_bf16.safetensors           (vdot convert; or wan2.1_vace_14B_fp16.safetensors)
 │   ├── 📂 text_encoders/
-│   │   └── umt5_xxl_fp16.safetensors
+│   │   └── umt5_xxl_bf16.safetensors            (vdot convert; or umt5_xxl_fp16.safetensors)
 │   └── 📂 vae/
 │       └── wan_2.1_vae.safetensors
 ```
@@ -312,7 +317,7 @@ def describe(task: str) -> Graph:
     else:  # a task added to TASKS needs its graph described here
         raise ValueError(f"no workflow description for task {task!r}")
 
-    frames = g.add("VDOTSampler", "Sampling", {"seed": SEED, "preset": "vdot", "steps": 0, "shift": 0.0, "cfg": 1.0,
+    frames = g.add("VDOTSampler", "Sampling", {"seed": SEED, "preset": "renoise", "steps": 0, "shift": 0.0, "cfg": 1.0,
                                                "denoise": 1.0, "control_scale": 1.0, "num_videos": 1},
                    {"model": (model, 0), "vae": (vae, 0), "embeds": (embeds, 0), "vcu": (vcu, 0)}, height=340)
     g.add("VDOTSaveVideo", "Save", {"fps": 16.0, "filename_prefix": f"VDOT/{task}", "format": "mp4", "crf": 17},

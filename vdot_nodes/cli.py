@@ -59,8 +59,9 @@ def _add_generate_parser(sub) -> None:
                             "as the official VDOT loader); first = the first --frames frames")
     samp = p.add_argument_group("sampling")
     samp.add_argument("--preset", choices=list(SAMPLER_PRESETS), default=None,
-                      help=f"sampler preset (default {DEFAULT_PRESET}, the official VDOT-14B sampler: FlowUniPC, 4 steps, "
-                           "shift 16); renoise = the re-noising sampler of lightx2v-style LoRAs and the embedded toy; "
+                      help=f"sampler preset (default {DEFAULT_PRESET}, the official VDOT-14B sampler: FlowUniPC, 4 steps, shift 16; "
+                           "renoise without --model: the embedded toy was distilled with it); renoise = the re-noising "
+                           "sampler of lightx2v-style LoRAs; "
                            "teacher_unipc / teacher_euler = undistilled Wan (use --cfg 5). README: Sampling")
     samp.add_argument("--steps", type=int, help="override the preset's step count")
     samp.add_argument("--shift", type=float, help="override the preset's timestep shift")
@@ -236,13 +237,16 @@ def cmd_generate(args) -> int:
     from .core.video_io import write_output
 
     # Inputs are checked before any model loads: a bad flag should not cost a 14B load.
-    resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
+    is_toy = args.model is None and args.vae is None and args.text_encoder is None
+    resolve_output_shape(args, is_toy=is_toy)
     validate_generate({**vars(args), "num_frames": args.frames}, CLI_NAMES)
     for flag, budget in (("--ram-budget", args.ram_budget), ("--vram-budget", args.vram_budget)):
         if budget is not None and not 0 < budget < 1e6:  # also NaN
             raise VDOTInputError(flag, f"{budget} GB is not a usable budget", "give a positive number of GB, e.g. 24")
     try:
-        preset = get_preset(args.preset or ("renoise" if args.timesteps else DEFAULT_PRESET), steps=args.steps,
+        # The embedded toy student was distilled with the re-noising rollout: it defaults to that preset.
+        default = "renoise" if (args.timesteps or is_toy) else DEFAULT_PRESET
+        preset = get_preset(args.preset or default, steps=args.steps,
                             shift=args.shift, unshifted_timesteps=args.timesteps)
     except VDOTInputError as exc:  # name the flag, as the other checks do
         raise VDOTInputError(CLI_NAMES.get(exc.input_name, f"--{exc.input_name}"), exc.problem, exc.fix) from None
@@ -263,7 +267,7 @@ def cmd_generate(args) -> int:
     if pipe.memory_plan is not None:
         print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
     if pipe.is_toy:
-        hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise)"
+        hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise, its default)"
         print(f"vdot: no --model given, using {default_model_description()}{hint}", file=sys.stderr)
     with tqdm(total=preset.steps, desc=f"{args.task} ({preset.name})", unit="step") as bar:
         def progress(done, _total):
