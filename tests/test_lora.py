@@ -1,0 +1,231 @@
+"""Wan LoRAs: the three file formats, merged vs on the fly, fp8 storage, reports and errors (tiny model)."""
+
+import copy
+
+import pytest
+import torch
+from vdot_nodes.core import lora as L
+from vdot_nodes.core.atomic import atomic_save_safetensors
+from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.models import load_transformer, save_transformer
+from vdot_nodes.core.tiny import build_tiny_transformer
+
+R = 4  # rank
+DIM, FFN = 24, 48  # tiny transformer width and FFN width
+
+
+@pytest.fixture(scope="module")
+def base():
+    return build_tiny_transformer(seed=3).float()
+
+
+def _model(base):
+    return copy.deepcopy(base)
+
+
+def _pair(out_f, in_f, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(R, in_f, generator=g) * 0.1, torch.randn(out_f, R, generator=g) * 0.1  # down, up
+
+
+def _save(tmp_path, tensors, name="lora.safetensors", metadata=None):
+    return atomic_save_safetensors(tensors, tmp_path / name, metadata=metadata)
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        hidden_states=torch.randn(1, 16, 2, 8, 8, generator=g),
+        timestep=torch.tensor([500.0]),
+        encoder_hidden_states=torch.randn(1, 7, 32, generator=g),
+        control_hidden_states=torch.randn(1, 96, 2, 8, 8, generator=g),
+        control_hidden_states_scale=torch.ones(1),
+        return_dict=False,
+    )
+
+
+def _run(model, seed=0):
+    dtype = model.patch_embedding.weight.dtype  # the compute dtype, also under fp8 storage
+    inputs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and k != "timestep" else v for k, v in _inputs(seed).items()}
+    with torch.no_grad():
+        return model(**inputs)[0].float()
+
+
+def test_comfy_format_merges_hand_computed_delta_on_wan_and_vace_blocks(base, tmp_path):
+    dq, uq = _pair(DIM, DIM, 1)  # a Wan block
+    dv, uv = _pair(DIM, DIM, 2)  # a VACE block's output projection
+    diff = torch.randn(FFN, DIM) * 0.01
+    diff_b = torch.randn(FFN) * 0.01
+    norm_diff = torch.randn(DIM) * 0.01
+    path = _save(tmp_path, {
+        "diffusion_model.blocks.0.self_attn.q.lora_down.weight": dq,
+        "diffusion_model.blocks.0.self_attn.q.lora_up.weight": uq,
+        "diffusion_model.blocks.0.self_attn.q.alpha": torch.tensor(8.0),
+        "diffusion_model.vace_blocks.0.after_proj.lora_down.weight": dv,
+        "diffusion_model.vace_blocks.0.after_proj.lora_up.weight": uv,
+        "diffusion_model.blocks.1.ffn.0.diff": diff,
+        "diffusion_model.blocks.1.ffn.0.diff_b": diff_b,
+        "diffusion_model.blocks.1.norm3.diff": norm_diff,
+    })
+    model = _model(base)
+    done = L.apply_loras(model, [(str(path), 0.7)])
+    s = 0.7
+    torch.testing.assert_close(model.blocks[0].attn1.to_q.weight,
+                               base.blocks[0].attn1.to_q.weight + s * (uq @ dq) * 8.0 / R, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.vace_blocks[0].proj_out.weight,
+                               base.vace_blocks[0].proj_out.weight + s * (uv @ dv), rtol=0, atol=1e-6)  # no alpha: α = r
+    torch.testing.assert_close(model.blocks[1].ffn.net[0].proj.weight, base.blocks[1].ffn.net[0].proj.weight + s * diff)
+    torch.testing.assert_close(model.blocks[1].ffn.net[0].proj.bias, base.blocks[1].ffn.net[0].proj.bias + s * diff_b)
+    torch.testing.assert_close(model.blocks[1].norm2.weight, base.blocks[1].norm2.weight + s * norm_diff)  # Wan norm3
+    assert torch.equal(model.blocks[1].attn1.to_q.weight, base.blocks[1].attn1.to_q.weight)  # untouched
+    (report,) = done.reports
+    assert report.format == "comfy" and not report.unmatched
+    assert sorted(report.merged) == ["blocks.0.self_attn.q", "blocks.1.ffn.0", "blocks.1.norm3", "vace_blocks.0.after_proj"]
+
+
+def test_kohya_format_without_alpha_uses_rank(base, tmp_path):
+    d1, u1 = _pair(DIM, DIM, 4)
+    d2, u2 = _pair(DIM, FFN, 5)
+    path = _save(tmp_path, {
+        "lora_unet_blocks_1_cross_attn_o.lora_down.weight": d1,
+        "lora_unet_blocks_1_cross_attn_o.lora_up.weight": u1,
+        "lora_unet_vace_blocks_0_ffn_2.lora_down.weight": d2,
+        "lora_unet_vace_blocks_0_ffn_2.lora_up.weight": u2,
+        "lora_unet_vace_blocks_0_ffn_2.alpha": torch.tensor(2.0),
+    })
+    model = _model(base)
+    (report,) = L.apply_loras(model, [(str(path), 1.0)]).reports
+    assert report.format == "kohya"
+    torch.testing.assert_close(model.blocks[1].attn2.to_out[0].weight, base.blocks[1].attn2.to_out[0].weight + u1 @ d1,
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.vace_blocks[0].ffn.net[2].weight,
+                               base.vace_blocks[0].ffn.net[2].weight + (u2 @ d2) * 2.0 / R, rtol=0, atol=1e-6)
+
+
+def test_diffusers_peft_format_and_bias_delta(base, tmp_path):
+    d, u = _pair(DIM, DIM, 6)
+    bias = torch.randn(DIM) * 0.01
+    d2, u2 = _pair(DIM, DIM, 7)
+    path = _save(tmp_path, {
+        "transformer.blocks.0.attn1.to_out.0.lora_A.weight": d,
+        "transformer.blocks.0.attn1.to_out.0.lora_B.weight": u,
+        "transformer.blocks.0.attn1.to_out.0.lora_B.bias": bias,
+        "transformer.vace_blocks.0.proj_in.lora_A.weight": d2,
+        "transformer.vace_blocks.0.proj_in.lora_B.weight": u2,
+    }, metadata={"lora_adapter_metadata": '{"r": 4, "lora_alpha": 2}'})
+    model = _model(base)
+    (report,) = L.apply_loras(model, [(str(path), 1.5)]).reports
+    assert report.format == "diffusers" and sorted(report.merged) == ["blocks.0.self_attn.o", "vace_blocks.0.before_proj"]
+    torch.testing.assert_close(model.blocks[0].attn1.to_out[0].weight,
+                               base.blocks[0].attn1.to_out[0].weight + 1.5 * (u @ d) * 2 / R, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.blocks[0].attn1.to_out[0].bias, base.blocks[0].attn1.to_out[0].bias + 1.5 * bias)
+    torch.testing.assert_close(model.vace_blocks[0].proj_in.weight,
+                               base.vace_blocks[0].proj_in.weight + 1.5 * (u2 @ d2) * 2 / R, rtol=0, atol=1e-6)
+
+
+def test_unmatched_keys_are_reported(base, tmp_path, caplog):
+    d, u = _pair(DIM, DIM, 8)
+    path = _save(tmp_path, {
+        "diffusion_model.blocks.0.self_attn.k.lora_down.weight": d,
+        "diffusion_model.blocks.0.self_attn.k.lora_up.weight": u,
+        "diffusion_model.blocks.0.cross_attn.k_img.lora_down.weight": d,  # an I2V module: not in a VACE model
+        "diffusion_model.blocks.0.cross_attn.k_img.lora_up.weight": u,
+        "diffusion_model.blocks.7.self_attn.q.lora_down.weight": d,  # a block the tiny model lacks
+        "diffusion_model.blocks.7.self_attn.q.lora_up.weight": u,
+    })
+    with caplog.at_level("WARNING"):
+        (report,) = L.apply_loras(_model(base), [(str(path), 1.0)]).reports
+    assert report.merged == ["blocks.0.self_attn.k"]
+    assert len(report.unmatched) == 4 and "diffusion_model.blocks.0.cross_attn.k_img.lora_down.weight" in report.unmatched
+    assert "4 keys matched nothing" in report.summary() and "4 keys matched nothing" in caplog.text
+
+
+def test_nothing_matched_and_wrong_size_are_errors(base, tmp_path):
+    other = _save(tmp_path, {"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(R, 8),
+                             "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": torch.zeros(8, R)}, "sd.safetensors")
+    model = _model(base)
+    with pytest.raises(VDOTInputError, match="none of the 2 keys of sd.safetensors match"):
+        L.apply_loras(model, [(str(other), 1.0)])
+    d, u = _pair(5120, 5120, 9)  # a 14B LoRA: 5120 features
+    big = _save(tmp_path, {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": d,
+                           "diffusion_model.blocks.0.self_attn.q.lora_up.weight": u}, "wan14b.safetensors")
+    with pytest.raises(VDOTInputError, match=r"maps 5120 -> 5120 features but blocks.0.self_attn.q is \[24, 24\]"):
+        L.apply_loras(model, [(str(big), 1.0)])
+    pickle = tmp_path / "lora.pt"
+    pickle.write_bytes(b"\x80\x04")
+    with pytest.raises(VDOTInputError, match="never unpickles"):
+        L.read_lora(pickle)
+    for name, p in base.named_parameters():  # a failed call changed nothing
+        assert torch.equal(p, model.get_parameter(name)), name
+
+
+def _full_lora(tmp_path, seed=10):
+    """A LoRA on every Linear of blocks and VACE blocks (+ a diff_b), in ComfyUI format."""
+    tensors = {}
+    for i, prefix in enumerate(["blocks.0", "blocks.1", "vace_blocks.0"]):
+        for j, (mod, out_f, in_f) in enumerate([("self_attn.q", DIM, DIM), ("cross_attn.v", DIM, DIM),
+                                                ("ffn.0", FFN, DIM), ("ffn.2", DIM, FFN)]):
+            d, u = _pair(out_f, in_f, seed + 10 * i + j)
+            tensors[f"diffusion_model.{prefix}.{mod}.lora_down.weight"] = d * 3
+            tensors[f"diffusion_model.{prefix}.{mod}.lora_up.weight"] = u * 3
+            tensors[f"diffusion_model.{prefix}.{mod}.alpha"] = torch.tensor(2.0)
+    tensors["diffusion_model.blocks.1.ffn.2.diff_b"] = torch.randn(DIM) * 0.05
+    return _save(tmp_path, tensors, "full.safetensors")
+
+
+def test_on_the_fly_equals_merged_in_fp32(base, tmp_path):
+    path = _full_lora(tmp_path)
+    merged, hooked = _model(base), _model(base)
+    L.apply_loras(merged, [L.LoraSpec(str(path), 0.8, "merge")])
+    done = L.apply_loras(hooked, [L.LoraSpec(str(path), 0.8, "on_the_fly")])
+    assert len(done.reports[0].on_the_fly) == 12 and not done.reports[0].merged
+    for name, p in base.named_parameters():
+        assert torch.equal(p, hooked.get_parameter(name))  # on the fly never writes a weight
+    out_base, out_merged, out_hooked = _run(base), _run(merged), _run(hooked)
+    assert (out_merged - out_base).abs().max() > 1e-3  # the LoRA does something
+    torch.testing.assert_close(out_hooked, out_merged, rtol=1e-4, atol=1e-5)
+
+
+def test_fp8_storage_is_patched_on_the_fly(base, tmp_path):
+    path = _full_lora(tmp_path)
+    reference = _model(base)
+    L.apply_loras(reference, [(str(path), 1.0)])
+    save_transformer(base, tmp_path / "tiny.safetensors")
+    fp8 = load_transformer(tmp_path / "tiny.safetensors", precision="fp8_e4m3fn")  # what the loaders do
+    before = fp8.blocks[0].attn1.to_q.weight.clone()
+    (report,) = L.apply_loras(fp8, [(str(path), 1.0)]).reports  # auto
+    assert len(report.on_the_fly) == 12 and report.merged == []
+    assert torch.equal(fp8.blocks[0].attn1.to_q.weight.view(torch.uint8), before.view(torch.uint8))
+    out, ref = _run(fp8).float(), _run(reference)
+    assert torch.isfinite(out).all()
+    plain_fp8 = load_transformer(tmp_path / "tiny.safetensors", precision="fp8_e4m3fn")
+    err_lora = (out - ref).norm() / ref.norm()
+    err_without = (_run(plain_fp8).float() - ref).norm() / ref.norm()
+    assert err_lora < 0.1 and err_lora < 0.5 * err_without  # fp8 + LoRA is close to the fp32 merge, not to no LoRA
+
+
+def test_strength_change_reapplies_from_original_weights(base, tmp_path):
+    path = _full_lora(tmp_path)
+    shared = _model(base)  # the loader's cached model
+    lora = L.read_lora(path)
+    expected = {}
+    for s in (1.0, 0.25):
+        ref = _model(base)
+        L.apply_loras(ref, [(lora, s)])
+        expected[s] = _run(ref)
+    for s in (1.0, 0.25, 1.0):
+        with L.applied(shared, [L.LoraSpec(lora, s)]) as reports:
+            assert reports[0].strength == s
+            torch.testing.assert_close(_run(shared), expected[s], rtol=0, atol=0)
+        for name, p in base.named_parameters():
+            assert torch.equal(p, shared.get_parameter(name)), name  # restored exactly after every run
+    with L.applied(shared, [L.LoraSpec(lora, 0.5, "on_the_fly")]):
+        assert not torch.equal(_run(shared), _run(base))
+    torch.testing.assert_close(_run(shared), _run(base), rtol=0, atol=0)  # hooks removed
+
+
+def test_parse_lora_arg():
+    assert L.parse_lora_arg("a.safetensors") == ("a.safetensors", 1.0)
+    assert L.parse_lora_arg("dir/a.safetensors:0.6") == ("dir/a.safetensors", 0.6)
+    assert L.parse_lora_arg("C:/loras/a.safetensors") == ("C:/loras/a.safetensors", 1.0)
+    assert L.parse_lora_arg("C:/loras/a.safetensors:-1") == ("C:/loras/a.safetensors", -1.0)
