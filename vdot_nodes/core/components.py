@@ -8,6 +8,7 @@ pipeline says so (``is_toy``), and the CLI prints it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -39,14 +40,18 @@ def load_pipeline(
     text_precision: str = "bf16",
     device: str | None = None,
     offload: str = "model",
+    loras: Sequence = (),
 ) -> VDOTPipeline:
     """Load the transformer, VAE and text encoder (each a file or a diffusers folder).
 
     A diffusers pipeline root given as ``model`` also provides the VAE and text encoder when those
     are not given. With nothing given, returns the embedded default (see module docstring).
+    ``loras``: ``(file or LoraFile, strength)`` pairs applied to the transformer for good (merged, or
+    on the fly when it is stored in fp8; :mod:`vdot_nodes.core.lora`); their reports are in
+    ``pipeline.lora_reports``.
     """
     if model is None and vae is None and text_encoder is None:
-        return default_pipeline(device=device, offload=offload)
+        return _with_loras(default_pipeline(device=device, offload=offload), loras)
     if model is None:
         raise VDOTInputError("model", "a VAE or text encoder was given but no transformer", "pass --model too")
     from . import models
@@ -66,7 +71,15 @@ def load_pipeline(
     transformer = models.load_transformer(model, precision=precision)
     vae_model = models.load_vae(vae, precision=vae_precision)
     encoder, tokenizer = models.load_text_encoder(text_encoder, precision=text_precision)
-    return VDOTPipeline(transformer, vae_model, encoder, tokenizer, device=device, offload=offload)
+    return _with_loras(VDOTPipeline(transformer, vae_model, encoder, tokenizer, device=device, offload=offload), loras)
+
+
+def _with_loras(pipe: VDOTPipeline, loras: Sequence) -> VDOTPipeline:
+    if loras:
+        from .lora import apply_loras
+
+        pipe.lora_reports = apply_loras(pipe.transformer, loras, input_name="--lora").reports
+    return pipe
 
 
 def default_pipeline(device: str | None = None, offload: str = "model") -> VDOTPipeline:
