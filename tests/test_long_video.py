@@ -138,3 +138,26 @@ def test_cancel_between_windows():
         generate_long_video(pipe, build_t2v_vcu(33, 16, 16), window=17, overlap=5, on_window=on_window,
                             cancel=lambda: pressed["now"])
     assert len(pipe.calls) == 2  # window 2 never started
+
+
+def test_cli_long_video_with_lora(tmp_path, capsys):
+    """`vdot generate --frames N > --window --lora FILE:S` on the embedded model: 2 windows, the LoRA reported."""
+    from vdot_nodes.cli import main
+    from vdot_nodes.core.atomic import atomic_save_safetensors
+    from vdot_nodes.core.video_io import read_video
+
+    g = torch.Generator().manual_seed(5)
+    lora = {}
+    for prefix in ("blocks.0", "vace_blocks.0"):  # the toy model is 64 wide
+        lora[f"diffusion_model.{prefix}.self_attn.q.lora_down.weight"] = torch.randn(4, 64, generator=g) * 0.1
+        lora[f"diffusion_model.{prefix}.self_attn.q.lora_up.weight"] = torch.randn(64, 4, generator=g) * 0.1
+    atomic_save_safetensors(lora, tmp_path / "toy_lora.safetensors")
+    out = tmp_path / "long.mp4"
+    code = main(["generate", "--prompt", "a red circle moves left over a white striped background", "--frames", "13",
+                 "--window", "9", "--overlap", "5", "--height", "16", "--width", "16",
+                 "--lora", f"{tmp_path / 'toy_lora.safetensors'}:0.5", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "LoRA toy_lora.safetensors (comfy format, strength 0.5): 2 modules merged; every key matched" in err
+    video, _ = read_video(out)
+    assert video.shape[:3] == (13, 16, 16)

@@ -45,7 +45,14 @@ def _add_generate_parser(sub) -> None:
     inputs.add_argument("--keep-frames", type=int, help="extension: number of source frames to keep (default: a quarter)")
     inputs.add_argument("--box", type=_int_list, metavar="X0,Y0,X1,Y1", help="inpaint: box to regenerate instead of --mask")
     shape = p.add_argument_group("output shape")
-    shape.add_argument("--frames", type=int, help="frame count, 4k+1 (default: 17 on the embedded toy model, 81 on a real model)")
+    shape.add_argument("--frames", type=int, help="frame count, 4k+1 (default: 17 on the embedded toy model, 81 on a real "
+                       "model); more than --window frames are made as chained extension windows")
+    shape.add_argument("--window", type=int, default=81,
+                       help="long video: frames per window, 4k+1 (default 81, what Wan/VDOT were trained on)")
+    shape.add_argument("--overlap", type=int, default=17,
+                       help="long video: at least this many frames of the previous window are kept in the next (default 17)")
+    shape.add_argument("--no-colour-match", dest="colour_match", action="store_false",
+                       help="long video: do not match each window's colours to the frames already made")
     shape.add_argument("--height", type=int,
                        help="height, multiple of 16 (default: the control/source video's, else 64 toy / 480 real)")
     shape.add_argument("--width", type=int,
@@ -68,6 +75,9 @@ def _add_generate_parser(sub) -> None:
     model.add_argument("--text-encoder", help="UMT5 text encoder: .safetensors file or diffusers folder")
     model.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2"],
                        help="transformer weight precision (default bf16; fp8 = fp8 storage, bf16 compute)")
+    model.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                       help="Wan LoRA (.safetensors: ComfyUI/Kijai, musubi/kohya or diffusers format) merged into the "
+                       "transformer, applied on the fly with fp8 storage; strength default 1; repeatable")
     model.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available)")
     model.add_argument("--offload", choices=["model", "none"], default="model",
                        help="model = each component on the device only while it runs (default)")
@@ -172,22 +182,31 @@ def cmd_generate(args) -> int:
     # Inputs are checked before any model loads: a bad flag should not cost a 14B load.
     resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
     vcu = build_vcu_from_args(args)
+    windows = _plan_long_video(args)
+    loras = [_read_lora_arg(text) for text in args.lora]
     started = time.perf_counter()
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
-                         device=args.device, offload=args.offload)
+                         device=args.device, offload=args.offload, loras=loras)
     if pipe.is_toy:
         print(f"vdot: no --model given, using {default_model_description()}", file=sys.stderr)
+    for report in pipe.lora_reports:
+        print(f"vdot: {report.summary()}", file=sys.stderr)
     timesteps = tuple(args.timesteps) if args.timesteps else vdot_timesteps_for(args.steps)
-    total = len(timesteps) if args.sampler == "vdot" else args.teacher_steps
-    with tqdm(total=total, desc=f"{args.task} ({args.sampler})", unit="step") as bar:
+    total = (len(timesteps) if args.sampler == "vdot" else args.teacher_steps) * len(windows)
+    desc = f"{args.task} ({args.sampler}" + (f", {len(windows)} windows)" if len(windows) > 1 else ")")
+    with tqdm(total=total, desc=desc, unit="step") as bar:
         def progress(done, _total):
             bar.update(done - bar.n)
 
-        videos = pipe.generate(
-            vcu, seed=args.seed, num_videos=args.num_videos, sampler=args.sampler, timesteps=timesteps,
-            shift=args.shift, num_inference_steps=args.teacher_steps, cfg=args.cfg,
-            control_scale=args.control_scale, progress=progress,
-        )
+        common = dict(sampler=args.sampler, timesteps=timesteps, shift=args.shift, num_inference_steps=args.teacher_steps,
+                      cfg=args.cfg, control_scale=args.control_scale, progress=progress)
+        if len(windows) > 1:
+            from .core.long_video import generate_long_video
+
+            videos = generate_long_video(pipe, vcu, window=args.window, overlap=args.overlap,
+                                         colour_match=args.colour_match, seed=args.seed, **common).unsqueeze(0)
+        else:
+            videos = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, **common)
     written = []
     for i, video in enumerate(videos):
         target = out if args.num_videos == 1 else out.with_name(f"{out.stem}_{i:02d}{out.suffix}")
@@ -199,6 +218,29 @@ def cmd_generate(args) -> int:
     for path in written:
         print(f"wrote {path} ({videos.shape[1]} frames, {videos.shape[3]}x{videos.shape[2]}) in {elapsed:.1f}s")
     return 0
+
+
+def _plan_long_video(args):
+    """The windows of ``--frames`` (one unless it exceeds ``--window``), checked before any model loads."""
+    from .core.long_video import plan_windows
+
+    try:
+        windows = plan_windows(args.frames, args.window, args.overlap)
+    except VDOTInputError as exc:  # name the flag
+        raise VDOTInputError(f"--{exc.input_name}", exc.problem, exc.fix.replace("use e.g.", "use e.g. --overlap")
+                             if exc.input_name == "overlap" else exc.fix) from None
+    if len(windows) > 1 and args.num_videos != 1:
+        raise VDOTInputError("--num-videos", f"a long video (--frames {args.frames} > --window {args.window}) is made "
+                             "one at a time", "use --num-videos 1 and run again with another --seed")
+    return windows
+
+
+def _read_lora_arg(text: str):
+    """``FILE[:STRENGTH]`` read (and checked) before the model loads."""
+    from .core.lora import LoraSpec, parse_lora_arg, read_lora
+
+    path, strength = parse_lora_arg(text)
+    return LoraSpec(read_lora(path, input_name="--lora"), strength)
 
 
 def cmd_tasks(args) -> int:

@@ -99,9 +99,10 @@ class LoraFile:
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """What to apply: a file, a strength and how (``auto``: merge unless the weight is stored in fp8)."""
+    """What to apply: a file (path or :class:`LoraFile` already read), a strength and how
+    (``auto``: merge unless the weight is stored in fp8; ``merge``; ``on_the_fly``)."""
 
-    path: str
+    path: "str | LoraFile"
     strength: float = 1.0
     mode: str = "auto"
 
