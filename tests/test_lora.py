@@ -208,7 +208,7 @@ def test_strength_change_reapplies_from_original_weights(base, tmp_path):
     path = _full_lora(tmp_path)
     shared = _model(base)  # the loader's cached model
     lora = L.read_lora(path)
-    expected = {}
+    expected, params = {}, list(shared.parameters())
     for s in (1.0, 0.25):
         ref = _model(base)
         L.apply_loras(ref, [(lora, s)])
@@ -219,6 +219,7 @@ def test_strength_change_reapplies_from_original_weights(base, tmp_path):
             torch.testing.assert_close(_run(shared), expected[s], rtol=0, atol=0)
         for name, p in base.named_parameters():
             assert torch.equal(p, shared.get_parameter(name)), name  # restored exactly after every run
+        assert all(a is b for a, b in zip(params, shared.parameters()))  # the very same parameter objects
     with L.applied(shared, [L.LoraSpec(lora, 0.5, "on_the_fly")]):
         assert not torch.equal(_run(shared), _run(base))
     torch.testing.assert_close(_run(shared), _run(base), rtol=0, atol=0)  # hooks removed

@@ -42,7 +42,8 @@ from .errors import VDOTInputError
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "APPLY_MODES", "LoraFile", "LoraReport", "LoraSpec", "apply_loras", "applied", "parse_lora_arg", "read_lora",
+    "APPLY_MODES", "LoraFile", "LoraReport", "LoraSpec", "apply_loras", "applied", "check_lora", "parse_lora_arg",
+    "read_lora",
 ]
 
 APPLY_MODES = ("auto", "merge", "on_the_fly")
@@ -392,7 +393,9 @@ def _set_param(model, name: str, value: torch.Tensor) -> torch.nn.Parameter:
     module_name, _, attr = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     old = getattr(module, attr)
-    setattr(module, attr, torch.nn.Parameter(value, requires_grad=old.requires_grad))
+    if not isinstance(value, torch.nn.Parameter):
+        value = torch.nn.Parameter(value, requires_grad=old.requires_grad)
+    setattr(module, attr, value)
     return old
 
 
@@ -415,6 +418,31 @@ class _Applied:
         self.hooks, self.originals = [], {}
 
 
+def _plan(item, names: dict, params: dict, input_name: str):
+    spec = item if isinstance(item, LoraSpec) else LoraSpec(*item)
+    if spec.mode not in APPLY_MODES:
+        raise VDOTInputError(input_name, f"unknown apply mode {spec.mode!r}", f"use one of {', '.join(APPLY_MODES)}")
+    lora = spec.path if isinstance(spec.path, LoraFile) else read_lora(spec.path, input_name)
+    targets, unmatched = _resolve(lora, names)
+    if not targets:
+        first = ", ".join(k for p in list(lora.stems.values())[:3] for k in p.keys[:1]) or ", ".join(lora.unknown_keys[:3])
+        raise VDOTInputError(
+            input_name, f"none of the {sum(len(p.keys) for p in lora.stems.values()) + len(lora.unknown_keys)} keys "
+            f"of {lora.name} match a Wan-VACE module (first: {first})",
+            "use a Wan2.1 LoRA (T2V or VACE) in ComfyUI, musubi/kohya or diffusers format",
+        )
+    _check_shapes(lora, targets, params, input_name)
+    return spec, lora, targets, unmatched
+
+
+def check_lora(model, lora: LoraFile, input_name: str = "lora") -> LoraReport:
+    """Check that ``lora`` fits ``model`` (names, shapes) without changing it; the report lists what would
+    be patched (as ``merged``) and what matched nothing."""
+    model = getattr(model, "_orig_mod", model)
+    _, _, targets, unmatched = _plan((lora, 1.0), original_names(model), dict(model.named_parameters()), input_name)
+    return LoraReport(lora.name, lora.format, 1.0, merged=[t.original for t in targets], unmatched=unmatched)
+
+
 @torch.no_grad()
 def apply_loras(model, loras: Iterable[LoraSpec | tuple], *, exclude_prefixes: tuple[str, ...] = (),
                 keep_originals: bool = False, input_name: str = "lora") -> _Applied:
@@ -429,22 +457,7 @@ def apply_loras(model, loras: Iterable[LoraSpec | tuple], *, exclude_prefixes: t
     model = getattr(model, "_orig_mod", model)
     names = original_names(model)
     params = dict(model.named_parameters())
-    plans = []
-    for item in loras:
-        spec = item if isinstance(item, LoraSpec) else LoraSpec(*item)
-        if spec.mode not in APPLY_MODES:
-            raise VDOTInputError(input_name, f"unknown apply mode {spec.mode!r}", f"use one of {', '.join(APPLY_MODES)}")
-        lora = spec.path if isinstance(spec.path, LoraFile) else read_lora(spec.path, input_name)
-        targets, unmatched = _resolve(lora, names)
-        if not targets:
-            first = ", ".join(k for p in list(lora.stems.values())[:3] for k in p.keys[:1]) or ", ".join(lora.unknown_keys[:3])
-            raise VDOTInputError(
-                input_name, f"none of the {sum(len(p.keys) for p in lora.stems.values()) + len(lora.unknown_keys)} keys "
-                f"of {lora.name} match a Wan-VACE module (first: {first})",
-                "use a Wan2.1 LoRA (T2V or VACE) in ComfyUI, musubi/kohya or diffusers format",
-            )
-        _check_shapes(lora, targets, params, input_name)
-        plans.append((spec, lora, targets, unmatched))
+    plans = [_plan(item, names, params, input_name) for item in loras]
     done = _Applied()
     try:
         for spec, lora, targets, unmatched in plans:

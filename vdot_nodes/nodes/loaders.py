@@ -27,6 +27,7 @@ class LoadedModel:
     offload: bool = True
     tokenizer: Any = None
     is_toy: bool = False
+    loras: tuple = ()  # VDOT LoRA Loader's LoraSpecs, applied by the samplers while they run
 
 
 # The last thing each loader loaded: a re-run with the same file and precision reuses it

@@ -6,6 +6,7 @@ from ..core.errors import VDOTInputError
 from ..core.pipeline import VDOTPipeline
 from ..core.sampling import VDOT_SHIFT, vdot_timesteps_for
 from . import comfy
+from .lora import lora_context
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -61,12 +62,13 @@ class VDOTSampler:
         pipe = VDOTPipeline(model.module, vae.module, device=comfy.torch_device(),
                             offload="model" if model.offload else "none", is_toy=model.is_toy)
         total = steps
-        frames = pipe.generate(
-            vcu, seed=seed, num_videos=num_videos, timesteps=vdot_timesteps_for(steps), shift=shift, cfg=cfg,
-            control_scale=control_scale, denoise=denoise, init_frames=init_frames,
-            prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
-            progress=comfy.make_progress(total, "VDOT Sampler"), cancel=comfy.make_cancel(),
-        )
+        with lora_context(model):
+            frames = pipe.generate(
+                vcu, seed=seed, num_videos=num_videos, timesteps=vdot_timesteps_for(steps), shift=shift, cfg=cfg,
+                control_scale=control_scale, denoise=denoise, init_frames=init_frames,
+                prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
+                progress=comfy.make_progress(total, "VDOT Sampler"), cancel=comfy.make_cancel(),
+            )
         return (frames.reshape(-1, *frames.shape[2:]),)
 
 
