@@ -230,3 +230,43 @@ def test_parse_lora_arg():
     assert L.parse_lora_arg("dir/a.safetensors:0.6") == ("dir/a.safetensors", 0.6)
     assert L.parse_lora_arg("C:/loras/a.safetensors") == ("C:/loras/a.safetensors", 1.0)
     assert L.parse_lora_arg("C:/loras/a.safetensors:-1") == ("C:/loras/a.safetensors", -1.0)
+
+
+def test_accwaninit_from_a_t2v_lora_merges_wan_blocks_only(tmp_path):
+    """``models.generator_init_lora: FILE:STRENGTH`` through build_networks: the generator's Wan blocks get the
+    LoRA, the VACE blocks and the teacher keep their weights."""
+    import torch as _torch
+
+    from training.config import config_from_dict
+    from training.init import init_vace_from_t2v_lora
+    from training.models import build_networks
+
+    dq, uq = _pair(DIM, DIM, 20)
+    dv, uv = _pair(DIM, DIM, 21)
+    diff_b = torch.randn(DIM) * 0.1
+    _save(tmp_path, {
+        "diffusion_model.blocks.1.self_attn.q.lora_down.weight": dq,
+        "diffusion_model.blocks.1.self_attn.q.lora_up.weight": uq,
+        "diffusion_model.blocks.1.self_attn.q.alpha": torch.tensor(2.0),
+        "diffusion_model.blocks.1.self_attn.q.diff_b": diff_b,
+        "diffusion_model.vace_blocks.0.self_attn.q.lora_down.weight": dv,  # must be left out
+        "diffusion_model.vace_blocks.0.self_attn.q.lora_up.weight": uv,
+    }, "lightx2v_toy.safetensors")
+    cfg = config_from_dict({
+        "stage": 2, "models": {"generator_init_lora": "lightx2v_toy.safetensors:0.5", "teacher_precision": "fp32"},
+        "data": {"manifest": "m.jsonl"}, "runtime": {"device": "cpu"},
+    }, config_dir=str(tmp_path))
+    nets = build_networks(cfg, _torch.device("cpu"))
+    gen, teacher = nets.generator, nets.teacher
+    torch.testing.assert_close(gen.blocks[1].attn1.to_q.weight, teacher.blocks[1].attn1.to_q.weight + 0.5 * (uq @ dq) * 2 / R,
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(gen.blocks[1].attn1.to_q.bias, teacher.blocks[1].attn1.to_q.bias + 0.5 * diff_b)
+    for name, p in teacher.named_parameters():
+        if name.startswith(("vace_blocks.", "vace_patch_embedding.")) or not name.startswith("blocks.1.attn1.to_q"):
+            assert torch.equal(gen.get_parameter(name).float(), p.float()), name
+    report = nets.init_report["lora"]
+    assert report.merged == ["blocks.1.self_attn.q"] and report.excluded == ["vace_blocks.0.self_attn.q"]
+    with pytest.raises(VDOTInputError, match="changes only VACE-only modules"):
+        only_vace = _save(tmp_path, {"diffusion_model.vace_blocks.0.self_attn.q.lora_down.weight": dv,
+                                     "diffusion_model.vace_blocks.0.self_attn.q.lora_up.weight": uv}, "vace.safetensors")
+        init_vace_from_t2v_lora(_model(gen), only_vace)
