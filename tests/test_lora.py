@@ -270,3 +270,44 @@ def test_accwaninit_from_a_t2v_lora_merges_wan_blocks_only(tmp_path):
         only_vace = _save(tmp_path, {"diffusion_model.vace_blocks.0.self_attn.q.lora_down.weight": dv,
                                      "diffusion_model.vace_blocks.0.self_attn.q.lora_up.weight": uv}, "vace.safetensors")
         init_vace_from_t2v_lora(_model(gen), only_vace)
+
+
+def test_lora_baseline_workflow_is_valid_for_the_real_14b_files(tmp_path):
+    """workflows/vdot_lora_baseline_t2v.json (VDOT paper ablation row 1): real file names with download links, the
+    LoRA Loader between model loader and sampler, 4 steps / shift 5 / cfg 1; validated (not run: 14B files)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, comfy
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from workflow_executor import load_workflow, ui_to_api, validate
+
+    root = Path(__file__).resolve().parent.parent / "workflows"
+    api = load_workflow(root / "api" / "vdot_lora_baseline_t2v.json")
+    ui = json.loads((root / "vdot_lora_baseline_t2v.json").read_text())
+    files = {"diffusion_models": "wan2.1_vace_14B_fp16.safetensors", "vae": "wan_2.1_vae.safetensors",
+             "text_encoders": "umt5_xxl_fp16.safetensors",
+             "loras": "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank32_bf16.safetensors"}
+    for folder, name in files.items():  # empty stand-ins so the loaders' file lists offer the names
+        (tmp_path / "models" / folder).mkdir(parents=True)
+        (tmp_path / "models" / folder / name).write_bytes(b"")
+    comfy.set_fallback_root(tmp_path)
+    try:
+        validate(api, NODE_CLASS_MAPPINGS)
+        assert ui_to_api(ui, NODE_CLASS_MAPPINGS) == {k: {a: b for a, b in v.items() if a != "_meta"} for k, v in api.items()}
+    finally:
+        comfy.set_fallback_root(None)
+    by_type = {n["class_type"]: (k, n) for k, n in api.items()}
+    lora_id, lora = by_type["VDOTLoraLoader"]
+    assert lora["inputs"]["model"] == [by_type["VDOTModelLoader"][0], 0] and lora["inputs"]["strength"] == 1.0
+    sampler = by_type["VDOTSampler"][1]["inputs"]
+    assert sampler["model"] == [lora_id, 0] and (sampler["steps"], sampler["shift"], sampler["cfg"]) == (4, 5.0, 1.0)
+    for node in ui["nodes"]:
+        if node["type"].endswith("Loader"):
+            (entry,) = node["properties"]["models"]
+            assert entry["name"] == node["widgets_values"][0] == files[entry["directory"]]
+            assert entry["url"].startswith("https://huggingface.co/") and entry["url"].endswith("/" + entry["name"])
+    (note,) = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+    assert "huggingface.co/Kijai/WanVideo_comfy/resolve/main/Lightx2v/" + files["loras"] in note["widgets_values"][0]
