@@ -311,3 +311,15 @@ def test_lora_baseline_workflow_is_valid_for_the_real_14b_files(tmp_path):
             assert entry["url"].startswith("https://huggingface.co/") and entry["url"].endswith("/" + entry["name"])
     (note,) = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
     assert "huggingface.co/Kijai/WanVideo_comfy/resolve/main/Lightx2v/" + files["loras"] in note["widgets_values"][0]
+
+
+def test_explicit_merge_into_fp8_is_refused_before_any_change(base, tmp_path):
+    path = _full_lora(tmp_path)
+    save_transformer(base, tmp_path / "tiny.safetensors")
+    fp8 = load_transformer(tmp_path / "tiny.safetensors", precision="fp8_e4m3fn")
+    before = {k: v.clone() for k, v in fp8.state_dict().items()}
+    with pytest.raises(VDOTInputError, match="is stored in fp8: merging the LoRA would round it away"):
+        L.apply_loras(fp8, [L.LoraSpec(str(path), 1.0, "merge")])
+    after = fp8.state_dict()
+    assert all(torch.equal(before[k].view(torch.uint8) if v.dtype.itemsize == 1 else before[k],
+                           v.view(torch.uint8) if v.dtype.itemsize == 1 else v) for k, v in after.items())

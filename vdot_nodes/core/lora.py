@@ -458,26 +458,22 @@ def apply_loras(model, loras: Iterable[LoraSpec | tuple], *, exclude_prefixes: t
     names = original_names(model)
     params = dict(model.named_parameters())
     plans = [_plan(item, names, params, input_name) for item in loras]
+    # Decide every target's handling before the first change, so an error leaves the model as it was.
+    decided = [(spec, lora, unmatched, [(t, *_how(model, t, spec, exclude_prefixes, input_name)) for t in targets])
+               for spec, lora, targets, unmatched in plans]
     done = _Applied()
     try:
-        for spec, lora, targets, unmatched in plans:
+        for spec, lora, unmatched, targets in decided:
             report = LoraReport(lora.name, lora.format, spec.strength, unmatched=unmatched)
-            for t in targets:
-                if t.original.startswith(exclude_prefixes):
+            for t, how, module in targets:
+                if how == "excluded":
                     report.excluded.append(t.original)
-                    continue
-                module = model.get_submodule(t.weight.rsplit(".", 1)[0]) if t.weight and "." in t.weight else model
-                fp8 = _stored_in_fp8(module) if t.weight and t.weight.endswith(".weight") else False
-                mode = spec.mode if spec.mode != "auto" else ("on_the_fly" if fp8 else "merge")
-                if mode == "on_the_fly" and isinstance(module, torch.nn.Linear):
+                elif how == "on_the_fly":
                     done.hooks.append(module.register_forward_hook(_OnTheFly(t.patch, spec.strength)))
                     report.on_the_fly.append(t.original)
-                    continue
-                if fp8:
-                    raise VDOTInputError(input_name, f"{t.original} is stored in fp8 and is not a Linear layer; "
-                                         "merging a LoRA into fp8 weights loses it", "load the model in bf16")
-                _merge(model, t, spec.strength, done, keep_originals)
-                report.merged.append(t.original)
+                else:
+                    _merge(model, t, spec.strength, done, keep_originals)
+                    report.merged.append(t.original)
             if report.unmatched:
                 logger.warning("%s", report.summary())
             else:
@@ -487,6 +483,26 @@ def apply_loras(model, loras: Iterable[LoraSpec | tuple], *, exclude_prefixes: t
         done.undo(model)
         raise
     return done
+
+
+def _how(model, t: _Target, spec: LoraSpec, exclude_prefixes: tuple[str, ...], input_name: str):
+    """``(excluded | on_the_fly | merge, module)`` for one target. On the fly works on Linear layers; other
+    targets (norms, bare parameters) are merged, which fp8 storage (Linear/Conv only) never concerns."""
+    if t.original.startswith(exclude_prefixes):
+        return "excluded", None
+    module = model.get_submodule(t.weight.rsplit(".", 1)[0]) if t.weight and "." in t.weight else model
+    fp8 = t.weight is not None and t.weight.endswith(".weight") and _stored_in_fp8(module)
+    mode = spec.mode if spec.mode != "auto" else ("on_the_fly" if fp8 else "merge")
+    if mode == "on_the_fly" and not isinstance(module, torch.nn.Linear):
+        if fp8:
+            raise VDOTInputError(input_name, f"{t.original} is stored in fp8 and is not a Linear layer, so the LoRA "
+                                 "can be neither merged (fp8 would round it away) nor added on the fly",
+                                 "load the model in bf16")
+        mode = "merge"
+    if mode == "merge" and fp8:
+        raise VDOTInputError(input_name, f"{t.original} is stored in fp8: merging the LoRA would round it away",
+                             "use apply auto or on_the_fly (the default for fp8 weights)")
+    return mode, module
 
 
 def _merge(model, t: _Target, strength: float, done: _Applied, keep_originals: bool) -> None:
