@@ -209,3 +209,22 @@ def test_lora_loader_and_long_video_nodes_leave_the_loaded_model_unchanged(tmp_p
             call("VDOTLoraLoader", model=model, lora_name="missing.safetensors", strength=1.0, apply="auto")
     finally:
         comfy.set_fallback_root(None)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--frames", "161", "--num-videos", "2"], "--num-videos: a long video (--frames 161 > --window 81) is made one at a time"),
+    (["--frames", "161", "--overlap", "80"], "--overlap: is 80; it must be at least 1 and at most the window minus 4"),
+    (["--frames", "161", "--window", "80"], "--window: has 80 frames"),
+    (["--lora", "missing_lora.safetensors:0.5"], "--lora: missing_lora.safetensors does not exist"),
+])
+def test_cli_long_video_and_lora_errors_before_any_model_loads(argv, message, tmp_path, capsys, monkeypatch):
+    from vdot_nodes import cli
+    from vdot_nodes.core import components
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded before the input check")
+
+    monkeypatch.setattr(components, "load_pipeline", no_load)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["generate", *argv, "--out", str(tmp_path / "x.mp4")]) == 2
+    assert message in capsys.readouterr().err
