@@ -433,7 +433,7 @@ blocks stay undistilled — the gap VDOT's stage 2 closes.
 ├── 📂 text_encoders/     umt5_xxl_fp16.safetensors
 └── 📂 vae/               wan_2.1_vae.safetensors
 ```
-Low on GPU memory? Set the model loader's precision to `fp8_e4m3fn` (the LoRA is then applied on the fly).
+Low on GPU memory? Set the model loader's precision to `fp8_e4m3fn` (the LoRA stays on the fly).
 """
 
 
@@ -448,7 +448,7 @@ def describe_lora_baseline_t2v() -> Graph:
             widget, kind = real[node.type]
             node.widgets[widget] = MODEL_FILES[kind][0]
     model = next(n.id for n in g.nodes if n.type == "VDOTModelLoader")
-    lora = g.add("VDOTLoraLoader", "Load models", {"lora_name": LIGHTX2V_LORA[0], "strength": 1.0, "apply": "auto"},
+    lora = g.add("VDOTLoraLoader", "Load models", {"lora_name": LIGHTX2V_LORA[0], "strength": 1.0, "apply": "on_the_fly"},
                  {"model": (model, 0)}, height=130,
                  properties={"models": [{"name": LIGHTX2V_LORA[0], "url": LIGHTX2V_LORA[1], "directory": "loras"}]})
     sampler = next(n for n in g.nodes if n.type == "VDOTSampler")

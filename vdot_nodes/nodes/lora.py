@@ -60,11 +60,12 @@ class VDOTLoraLoader:
             "strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
                                    "tooltip": "Multiplies the LoRA's change of the weights; 0 = off."}),
             "apply": (list(core.APPLY_MODES), {
-                "default": "auto",
-                "tooltip": "auto: merge into the weights for the run (fast sampling; needs memory for a copy of "
-                           "the changed weights), on the fly for fp8-stored weights (merging into fp8 would lose "
-                           "the LoRA). on_the_fly: add up(down(x)) in each layer (no weight copy; rank 32 adds 1-3% "
-                           "of a 14B layer's FLOPs, though such thin matmuls run below peak speed)."}),
+                "default": "on_the_fly",
+                "tooltip": "on_the_fly: each layer adds up(down(x)) while sampling; no copy of the weights (the "
+                           "loaded model is shared, so a merge needs one per run: 28 GB for a full 14B LoRA) and the "
+                           "LoRA's change is not rounded into bf16 weights; rank 32 adds 1-3% of a 14B layer's FLOPs. "
+                           "merge: merged copies of the changed weights for the run (fastest sampling, most memory). "
+                           "auto: merge, or on the fly for fp8-stored weights (merging into fp8 loses the LoRA)."}),
         }}
 
     def load(self, model, lora_name, strength, apply):
