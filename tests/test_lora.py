@@ -323,3 +323,50 @@ def test_explicit_merge_into_fp8_is_refused_before_any_change(base, tmp_path):
     after = fp8.state_dict()
     assert all(torch.equal(before[k].view(torch.uint8) if v.dtype.itemsize == 1 else before[k],
                            v.view(torch.uint8) if v.dtype.itemsize == 1 else v) for k, v in after.items())
+
+
+def _real_lora_keys(dim: int, ffn: int, blocks: int, rank: int = 32) -> dict:
+    """A lightx2v/Kijai-style Wan2.1-T2V LoRA at real size, as meta tensors (names and shapes only)."""
+    meta = {}
+
+    def t(*shape):
+        return torch.empty(shape, device="meta")
+
+    for i in range(blocks):
+        b = f"diffusion_model.blocks.{i}"
+        for mod, out_f, in_f in [*((f"{a}.{p}", dim, dim) for a in ("self_attn", "cross_attn") for p in "qkvo"),
+                                 ("ffn.0", ffn, dim), ("ffn.2", dim, ffn)]:
+            meta.update({f"{b}.{mod}.lora_down.weight": t(rank, in_f), f"{b}.{mod}.lora_up.weight": t(out_f, rank),
+                         f"{b}.{mod}.alpha": torch.tensor(float(rank)), f"{b}.{mod}.diff_b": t(out_f)})
+        for norm in ("self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k", "norm3"):
+            meta[f"{b}.{norm}.diff"] = t(dim)
+        meta[f"{b}.norm3.diff_b"] = t(dim)
+        meta[f"{b}.modulation.diff"] = t(1, 6, dim)
+    for mod, out_f, in_f in (("text_embedding.0", dim, 4096), ("text_embedding.2", dim, dim),
+                             ("time_embedding.0", dim, 256), ("time_embedding.2", dim, dim),
+                             ("time_projection.1", 6 * dim, dim), ("head.head", 64, dim)):
+        meta.update({f"diffusion_model.{mod}.diff": t(out_f, in_f), f"diffusion_model.{mod}.diff_b": t(out_f)})
+    meta["diffusion_model.head.modulation.diff"] = t(1, 2, dim)
+    meta["diffusion_model.patch_embedding.diff"] = t(dim, 16, 1, 2, 2)
+    return meta
+
+
+@pytest.mark.parametrize("size", ["1.3B", "14B"])
+def test_real_size_t2v_lora_matches_every_key_on_wan2_1_vace(size):
+    """Every key of a real-size T2V LoRA finds its module in the real VACE architecture (on meta: no weights); the
+    other size's LoRA is a shape error naming the key."""
+    from diffusers import WanVACETransformer3DModel
+
+    from vdot_nodes.core.models import TRANSFORMER_CONFIGS, load_config
+
+    shapes = {"1.3B": (1536, 8960, 30), "14B": (5120, 13824, 40)}
+    with torch.device("meta"):
+        model = WanVACETransformer3DModel.from_config(load_config(TRANSFORMER_CONFIGS[size]))
+    keys = _real_lora_keys(*shapes[size])
+    lora = L.lora_from_state_dict(keys, f"wan{size}_t2v_lora.safetensors")
+    report = L.check_lora(model, lora)
+    assert report.unmatched == [] and len(report.merged) == len(lora.stems)
+    assert {"blocks.0.self_attn.q", "blocks.0.modulation", "head.head", "patch_embedding"} <= set(report.merged)
+    other = _real_lora_keys(*shapes["14B" if size == "1.3B" else "1.3B"])
+    with pytest.raises(VDOTInputError, match=r"does not fit this model: diffusion_model\.blocks\.0\.self_attn\.q"):
+        L.check_lora(model, L.lora_from_state_dict(other, "other.safetensors"))
