@@ -216,6 +216,8 @@ def test_lora_loader_and_long_video_nodes_leave_the_loaded_model_unchanged(tmp_p
     (["--frames", "161", "--overlap", "80"], "--overlap: is 80; it must be at least 1 and at most the window minus 4"),
     (["--frames", "161", "--window", "80"], "--window: has 80 frames"),
     (["--lora", "missing_lora.safetensors:0.5"], "--lora: missing_lora.safetensors does not exist"),
+    (["--lora", "wan14b_lora.safetensors"], "--lora: wan14b_lora.safetensors does not fit this model: "
+     "diffusion_model.blocks.0.self_attn.q.lora_down.weight: the LoRA maps 5120 -> 5120 features"),
 ])
 def test_cli_long_video_and_lora_errors_before_any_model_loads(argv, message, tmp_path, capsys, monkeypatch):
     from vdot_nodes import cli
@@ -226,5 +228,10 @@ def test_cli_long_video_and_lora_errors_before_any_model_loads(argv, message, tm
 
     monkeypatch.setattr(components, "load_pipeline", no_load)
     monkeypatch.chdir(tmp_path)
+    from vdot_nodes.core.atomic import atomic_save_safetensors
+
+    atomic_save_safetensors({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 5120),
+                             "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(5120, 4)},
+                            tmp_path / "wan14b_lora.safetensors")  # a 14B LoRA; the embedded model is 64 wide
     assert cli.main(["generate", *argv, "--out", str(tmp_path / "x.mp4")]) == 2
     assert message in capsys.readouterr().err

@@ -183,7 +183,7 @@ def cmd_generate(args) -> int:
     resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
     vcu = build_vcu_from_args(args)
     windows = _plan_long_video(args)
-    loras = [_read_lora_arg(text) for text in args.lora]
+    loras = _read_loras(args)
     started = time.perf_counter()
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
                          device=args.device, offload=args.offload, loras=loras)
@@ -235,12 +235,20 @@ def _plan_long_video(args):
     return windows
 
 
-def _read_lora_arg(text: str):
-    """``FILE[:STRENGTH]`` read (and checked) before the model loads."""
-    from .core.lora import LoraSpec, parse_lora_arg, read_lora
+def _read_loras(args) -> list:
+    """Every ``--lora FILE[:STRENGTH]`` read and checked against the transformer's architecture (from the
+    checkpoint's header) before the model loads."""
+    if not args.lora:
+        return []
+    from .core.components import TOY_DIR, TOY_FILES, toy_checkpoints_available
+    from .core.lora import LoraSpec, check_lora_for_checkpoint, parse_lora_arg, read_lora
 
-    path, strength = parse_lora_arg(text)
-    return LoraSpec(read_lora(path, input_name="--lora"), strength)
+    loras = [LoraSpec(read_lora(path, input_name="--lora"), strength)
+             for path, strength in (parse_lora_arg(text) for text in args.lora)]
+    checkpoint = args.model or (TOY_DIR / TOY_FILES["transformer"] if toy_checkpoints_available() else None)
+    if checkpoint is not None:
+        check_lora_for_checkpoint(checkpoint, loras, input_name="--lora")
+    return loras
 
 
 def cmd_tasks(args) -> int:

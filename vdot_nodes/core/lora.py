@@ -42,7 +42,8 @@ from .errors import VDOTInputError
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "APPLY_MODES", "LoraFile", "LoraReport", "LoraSpec", "apply_loras", "applied", "check_lora", "parse_lora_arg",
+    "APPLY_MODES", "LoraFile", "LoraReport", "LoraSpec", "apply_loras", "applied", "check_lora", "check_lora_for_checkpoint",
+    "parse_lora_arg",
     "read_lora",
 ]
 
@@ -441,6 +442,27 @@ def check_lora(model, lora: LoraFile, input_name: str = "lora") -> LoraReport:
     model = getattr(model, "_orig_mod", model)
     _, _, targets, unmatched = _plan((lora, 1.0), original_names(model), dict(model.named_parameters()), input_name)
     return LoraReport(lora.name, lora.format, 1.0, merged=[t.original for t in targets], unmatched=unmatched)
+
+
+def check_lora_for_checkpoint(path, loras: Iterable[LoraSpec], input_name: str = "lora") -> list[LoraReport]:
+    """:func:`check_lora` against a transformer checkpoint's architecture, read from its header (no weights are
+    loaded: the model is built on the meta device), so a LoRA that does not fit fails before a 14B load.
+    A checkpoint whose architecture cannot be read is left to the loader to report (returns [])."""
+    from accelerate import init_empty_weights
+    from diffusers import WanVACETransformer3DModel
+
+    from .models import _Source
+
+    try:
+        info, _ = _Source.open(path, "transformer", "model").analyse()
+    except VDOTInputError:
+        return []
+    if info["kind"] != "transformer" or info["variant"] != "vace" or not info["config"]:
+        return []
+    with init_empty_weights():
+        model = WanVACETransformer3DModel.from_config(info["config"])
+    return [check_lora(model, spec.path if isinstance(spec.path, LoraFile) else read_lora(spec.path, input_name),
+                       input_name) for spec in loras]
 
 
 @torch.no_grad()
