@@ -151,6 +151,10 @@ def test_nothing_matched_and_wrong_size_are_errors(base, tmp_path):
                            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": u}, "wan14b.safetensors")
     with pytest.raises(VDOTInputError, match=r"maps 5120 -> 5120 features but blocks.0.self_attn.q is \[24, 24\]"):
         L.apply_loras(model, [(str(big), 1.0)])
+    loha = _save(tmp_path, {"lora_unet_blocks_0_self_attn_q.hada_w1_a": torch.zeros(R, 8),
+                            "lora_unet_blocks_0_self_attn_q.hada_w1_b": torch.zeros(R, 8)}, "loha.safetensors")
+    with pytest.raises(VDOTInputError, match="loha.safetensors is a LyCORIS LoHa, not a plain LoRA"):
+        L.apply_loras(model, [(str(loha), 1.0)])
     pickle = tmp_path / "lora.pt"
     pickle.write_bytes(b"\x80\x04")
     with pytest.raises(VDOTInputError, match="never unpickles"):

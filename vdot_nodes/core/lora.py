@@ -55,10 +55,11 @@ _KOHYA = re.compile(r"^(?:lora_unet__?|lycoris_)(.+)$")
 # Suffix -> role. Order matters: longest first.
 _SUFFIXES = (
     (".lora_down.weight", "down"), (".lora_up.weight", "up"), (".lora_A.weight", "down"), (".lora_B.weight", "up"),
+    (".lora_A.default.weight", "down"), (".lora_B.default.weight", "up"),
     (".lora.down.weight", "down"), (".lora.up.weight", "up"), (".lora_B.bias", "diff_b"),
     (".alpha", "alpha"), (".diff_b", "diff_b"), (".diff", "diff"),
 )
-_UNSUPPORTED = (".dora_scale", ".lora_mid.weight", ".hada_w1_a", ".lokr_w1")
+_UNSUPPORTED = (".dora_scale", ".lora_mid.weight")
 
 
 @dataclass
@@ -180,7 +181,7 @@ def lora_from_state_dict(tensors: dict[str, torch.Tensor], name: str = "<lora>",
     unknown: list[str] = []
     votes = {"comfy": 0, "kohya": 0, "diffusers": 0}
     for key, tensor in tensors.items():
-        if key.endswith(_UNSUPPORTED) or ".dora_scale" in key:
+        if key.endswith(_UNSUPPORTED) or re.search(r"\.(dora_scale|hada_|lokr_)", key):
             unknown.append(key)
             continue
         role = next(((suffix, r) for suffix, r in _SUFFIXES if key.endswith(suffix)), None)
@@ -212,10 +213,12 @@ def lora_from_state_dict(tensors: dict[str, torch.Tensor], name: str = "<lora>",
         if patch.down is not None and patch.up.shape[1] != patch.down.shape[0]:
             raise VDOTInputError(input_name, f"{name}: {patch.keys[0]}: up {list(patch.up.shape)} and down "
                                  f"{list(patch.down.shape)} have different ranks", "the file is damaged; download it again")
-    dora = [k for k in unknown if "dora_scale" in k]
-    if dora:
-        raise VDOTInputError(input_name, f"{name} is a DoRA ({len(dora)} dora_scale tensors, e.g. {dora[0]}); "
-                             "DoRA rescales weights and is not a plain LoRA", "use a plain LoRA (lora_up/lora_down)")
+    for marker, what in (("dora_scale", "a DoRA (it rescales weights)"), (".hada_", "a LyCORIS LoHa"),
+                         (".lokr_", "a LyCORIS LoKr")):
+        found = [k for k in unknown if marker in k]
+        if found:
+            raise VDOTInputError(input_name, f"{name} is {what}, not a plain LoRA ({len(found)} such tensors, e.g. "
+                                 f"{found[0]})", "use a plain LoRA (lora_down/lora_up, lora_A/lora_B or diff)")
     alpha = _metadata_alpha(metadata or {})
     if alpha is not None:
         for patch in stems.values():
