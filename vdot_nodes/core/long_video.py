@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import VDOTInputError
-from .sampling import VDOT_TIMESTEPS, CancelFn, ProgressFn, check_cancel
+from .sampling import CancelFn, ProgressFn, check_cancel
 from .vcu import VCU, check_frame_count, validate_vcu
 
 logger = logging.getLogger(__name__)
@@ -126,25 +126,23 @@ def generate_long_video(
     overlap: int = DEFAULT_OVERLAP,
     colour_match: bool = True,
     seed: int = 0,
-    sampler: str = "vdot",
-    timesteps=VDOT_TIMESTEPS,
-    num_inference_steps: int = 50,
     cfg: float = 1.0,
     prompt_embeds: torch.Tensor | None = None,
     negative_embeds: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     on_window: Callable[[Window, int, torch.Tensor], None] | None = None,
-    **generate_kwargs,
+    **sampler_kwargs,
 ) -> torch.Tensor:
     """Generate ``vcu`` (any 4k+1 length) window by window; returns frames ``[F, H, W, 3]`` in 0..1.
 
-    Window ``i`` uses seed ``seed + i``. ``generate_kwargs`` go to :meth:`VDOTPipeline.generate`
-    (``shift``, ``control_scale``). ``on_window(window, total_windows, made)`` is called after each
-window (``made[:window.end]`` is final).
+    Window ``i`` uses seed ``seed + i``. ``sampler_kwargs`` (sampler, steps, shift, control_scale, ...) go
+    to :meth:`VDOTPipeline.generate` unchanged. ``progress(done, total)`` counts steps over all windows
+    (the per-window step count is what the sampler reports). ``on_window(window, total_windows, made)`` is
+    called after each window (``made[:window.end]`` is final).
     """
     for name in ("num_videos", "denoise", "init_frames", "return_latents"):
-        if name in generate_kwargs:
+        if name in sampler_kwargs:
             raise VDOTInputError(name, "is not supported for a long video", "generate one video at full denoise")
     validate_vcu(vcu)
     plan = plan_windows(vcu.num_frames, window, overlap)
@@ -153,28 +151,26 @@ window (``made[:window.end]`` is final).
         prompt_embeds = pipe.encode_prompt([vcu.prompt])
     if cfg != 1.0 and negative_embeds is None:
         negative_embeds = pipe.encode_prompt([vcu.negative_prompt])
-    steps = len(timesteps) if sampler == "vdot" else num_inference_steps
-    total = steps * len(plan)
     made = torch.zeros(vcu.num_frames, vcu.height, vcu.width, 3)
+    steps = {"per_window": 0}
     for w in plan:
         check_cancel(cancel)
-        offset = w.index * steps
 
-        def window_progress(done: int, _total: int, offset=offset) -> None:
+        def window_progress(done: int, total: int, index=w.index) -> None:
+            steps["per_window"] = total
             if progress is not None:
-                progress(offset + done, total)
+                progress(index * total + done, total * len(plan))
 
         frames = pipe.generate(
-            window_vcu(vcu, w, made), seed=seed + w.index, sampler=sampler, timesteps=timesteps,
-            num_inference_steps=num_inference_steps, cfg=cfg, prompt_embeds=prompt_embeds,
-            negative_embeds=negative_embeds, progress=window_progress, cancel=cancel, **generate_kwargs,
+            window_vcu(vcu, w, made), seed=seed + w.index, cfg=cfg, prompt_embeds=prompt_embeds,
+            negative_embeds=negative_embeds, progress=window_progress, cancel=cancel, **sampler_kwargs,
         )[0]
         new = frames[w.keep:]
         if w.keep and colour_match:
             new = match_colours(new, frames[: w.keep], made[w.start:w.start + w.keep])
         made[w.start + w.keep:w.end] = new
-        if progress is not None:
-            progress(offset + steps, total)
+        if progress is not None and steps["per_window"]:
+            progress((w.index + 1) * steps["per_window"], steps["per_window"] * len(plan))
         logger.info("long video: window %d/%d done (frames %d-%d, %d kept)", w.index + 1, len(plan), w.start,
                     w.end - 1, w.keep)
         if on_window is not None:
