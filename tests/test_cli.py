@@ -102,3 +102,108 @@ def test_existing_output_is_never_overwritten(tmp_path, capsys):
     code, _, err = run(capsys, "generate", "--frames", 5, "--height", H, "--width", W, "--out", out)
     assert code == 2 and "already exists" in err
     assert out.read_bytes() == b"user data"
+
+
+@pytest.fixture()
+def loader_must_not_run(monkeypatch):
+    """Replace the pipeline loader with one that fails the test if it is ever reached."""
+    import vdot_nodes.core.components as components
+
+    def load_pipeline(*_a, **_k):
+        raise AssertionError("the model was loaded before the bad input was refused")
+
+    monkeypatch.setattr(components, "load_pipeline", load_pipeline)
+
+
+BAD_BEFORE_LOAD = [
+    (["--shift", "nan"], "--shift: is nan"),
+    (["--cfg", "inf"], "--cfg: is inf"),
+    (["--control-scale", "nan"], "--control-scale: is nan"),
+    (["--fps", "nan"], "--fps: is nan"),
+    (["--fps", "0"], "--fps: is 0.0, outside"),
+    (["--fps", "-5"], "--fps"),
+    (["--shift", "0"], "--shift: is 0.0, outside"),
+    (["--timesteps", "1000,1000,500"], "--timesteps: repeats 1000"),
+    (["--timesteps", "500,1000"], "--timesteps: 500, 1000 are not in decreasing order"),
+    (["--sampler", "euler", "--teacher-steps", "0"], "--teacher-steps"),
+    (["--seed", str(2**64)], "--seed"),
+    (["--seed", str(2**64 - 1), "--num-videos", "2"], "--seed: 18446744073709551615 + 1"),
+    (["--seed", "-1"], "--seed"),
+    (["--device", "gpu0"], "--device: 'gpu0' is not a device name"),
+    (["--device", f"cuda:{torch.cuda.device_count()}"], "--device"),
+    (["--frames", "100001"], "--frames: is 100001, outside"),
+    (["--num-videos", "1000000"], "--num-videos: is 1000000, outside"),
+    (["--width", "100000"], "--width: is 100000, outside"),
+    (["--frames", "1025", "--height", "2048", "--width", "2048"], "GiB"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", BAD_BEFORE_LOAD)
+def test_bad_flags_are_refused_before_the_model_loads(tmp_path, capsys, loader_must_not_run, argv, needle):
+    code, _, err = run(capsys, "generate", "--frames", 5, "--height", H, "--width", W, *argv,
+                       "--out", tmp_path / "x.mp4")
+    lines = [line for line in err.splitlines() if line.startswith("vdot: error:")]
+    assert code == 2 and len(lines) == 1 and needle in lines[0] and "Fix:" in lines[0], err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("missing_folder", "--out: folder"), ("parent_is_file", "is a file, not a folder"),
+    ("unwritable", "is not writable"), ("webm", "'.webm', which VDOT does not write"),
+    ("gif", "'.gif', which VDOT does not write"), ("numbered", "v_01.mp4 already exists"),
+])
+def test_output_targets_are_checked_before_the_model_loads(tmp_path, capsys, loader_must_not_run, case, needle):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "v_01.mp4").write_bytes(b"user data")
+    out, extra = {"missing_folder": (tmp_path / "no" / "x.mp4", []), "parent_is_file": (tmp_path / "file" / "x.mp4", []),
+                  "unwritable": ("/proc/1/x.mp4", []), "webm": (tmp_path / "x.webm", []),
+                  "gif": (tmp_path / "x.gif", []), "numbered": (tmp_path / "v.mp4", ["--num-videos", 2])}[case]
+    code, _, err = run(capsys, "generate", "--frames", 5, "--height", H, "--width", W, *extra, "--out", out)
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "v_01.mp4"]
+    assert (tmp_path / "v_01.mp4").read_bytes() == b"user data"
+
+
+def test_loader_guard_is_the_loader_generate_uses(tmp_path, capsys, loader_must_not_run):
+    """The guard above is real: with good input, generate reaches the loader (and the guard fires)."""
+    with pytest.raises(AssertionError, match="model was loaded"):
+        run(capsys, "generate", "--frames", 5, "--height", H, "--width", W, "--out", tmp_path / "x.mp4")
+
+
+def test_nan_from_the_vae_is_an_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """A VAE decoder that overflows (here: a real toy VAE with one NaN weight) is named, never an
+    all-black video with exit 0."""
+    import vdot_nodes.core.components as components
+
+    real_load = components.load_pipeline
+
+    def load_with_broken_vae(*args, **kwargs):
+        pipe = real_load(*args, **kwargs)
+        with torch.no_grad():
+            pipe.vae.decoder.conv_out.bias[0] = float("nan")
+        return pipe
+
+    monkeypatch.setattr(components, "load_pipeline", load_with_broken_vae)
+    out = tmp_path / "black.mp4"
+    code, _, err = run(capsys, "generate", "--frames", 5, "--height", H, "--width", W, "--out", out)
+    assert code == 2 and "vae: VAE produced NaN/inf" in err and "decode in fp32" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mask_of_another_size_than_the_source_is_refused(inputs, capsys):
+    write_image(torch.ones(40, 40, 3), inputs / "mask.png")
+    code, _, err = run(capsys, "generate", "--task", "inpaint", "--source", inputs / "control.mp4",
+                       "--mask", inputs / "mask.png", "--frames", F, "--out", inputs / "x.mp4")
+    assert code == 2 and f"--mask: is 40x40 (WxH) but the video is {W}x{H}" in err, err
+    assert not (inputs / "x.mp4").exists()
+
+
+def test_mask_of_the_source_size_is_resized_with_the_source(inputs, capsys):
+    mask = torch.zeros(H, W, 3)
+    mask[8:24, 16:32] = 1.0
+    write_image(mask, inputs / "mask.png")
+    out = inputs / "inpaint.mp4"
+    code, _, err = run(capsys, "generate", "--task", "inpaint", "--source", inputs / "control.mp4",
+                       "--mask", inputs / "mask.png", "--frames", 5, "--height", 48, "--width", 64, "--out", out)
+    assert code == 0, err
+    assert read_video(out)[0].shape == (5, 48, 64, 3)

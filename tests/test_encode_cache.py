@@ -50,6 +50,16 @@ def test_hit_equals_encoding_and_keys_follow_what_changes_it(tmp_path):
     row = cache.get(data[1])
     assert cache.misses == 2 and row.vcu.control.shape[1] == reference.vcu.control.shape[1]
 
+    # A damaged entry (truncated: a full disk, a partial copy) is encoded again, not a crash.
+    entry = cache.path(data[0])
+    entry.write_bytes(entry.read_bytes()[:200])
+    row = cache.get(data[0])
+    assert cache.misses == 3
+    torch.testing.assert_close(row.vcu.control, reference.vcu.control, rtol=0, atol=0)
+    fresh = EncodeCache(tmp_path / "cache", pipe, seed=7)
+    torch.testing.assert_close(fresh.get(data[0]).real, reference.real, rtol=0, atol=0)
+    assert fresh.hits == 1  # the entry was rewritten whole
+
 
 def _config(folder: Path, out: str) -> dict:
     return {

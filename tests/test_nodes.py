@@ -370,3 +370,114 @@ def test_sampler_batches_videos_and_restyles_init_frames(parts, root):
         sample(parts, vcu, steps=1, denoise=0.5)
     with pytest.raises(VDOTInputError, match="seed"):
         sample(parts, vcu, steps=1, seed=0xFFFFFFFFFFFFFFFF, num_videos=2)
+
+
+@pytest.mark.parametrize("widget, value, needle", [
+    ("num_videos", 10**9, "num_videos: is 1000000000, outside"), ("shift", float("nan"), "shift: is nan"),
+    ("cfg", float("inf"), "cfg: is inf"), ("control_scale", float("nan"), "control_scale: is nan"),
+    ("seed", -1, "seed"), ("seed", 2**64, "seed"), ("steps", 2.5, "steps: must be a whole number"),
+    ("denoise", 0.0, "denoise"), ("shift", "5", "shift: must be a number"),
+])
+def test_sampler_refuses_api_workflow_values_before_sampling(root, monkeypatch, widget, value, needle):
+    """An API-format workflow bypasses the widgets' bounds; the node checks before it builds a pipeline."""
+    from vdot_nodes.nodes import sampler
+
+    def no_pipeline(*_a, **_k):
+        raise AssertionError("sampling started before the bad widget was refused")
+
+    monkeypatch.setattr(sampler, "VDOTPipeline", no_pipeline)
+    (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
+    args = dict(model=None, vae=None, embeds=None, vcu=vcu, seed=1, steps=4, shift=5.0, cfg=1.0, denoise=1.0,
+                control_scale=1.0, num_videos=1)
+    args[widget] = value
+    with pytest.raises(VDOTInputError, match=needle):
+        call("VDOTSampler", **args)
+
+
+def test_sampler_refuses_a_batch_too_large_to_hold(root, monkeypatch):
+    from vdot_nodes.core.vcu import VCU
+    from vdot_nodes.nodes import sampler
+
+    monkeypatch.setattr(sampler, "VDOTPipeline", lambda *a, **k: pytest.fail("sampling started"))
+    # A VCU as a custom node could hand over: 1025 frames at 1024x1024 (stride-0 views, no memory).
+    big = VCU("t2v", torch.zeros(1, 1, 1, 3).expand(1025, 1024, 1024, 3), torch.ones(1, 1, 1).expand(1025, 1024, 1024))
+    with pytest.raises(VDOTInputError, match="vcu \\(num_frames\\): 16 video\\(s\\) x 1025 frames .* GiB") as err:
+        call("VDOTSampler", model=None, vae=None, embeds=None, vcu=big, seed=0, steps=4, shift=5.0, cfg=1.0,
+             denoise=1.0, control_scale=1.0, num_videos=16)
+    assert "num_videos" in err.value.fix
+
+
+def test_vcu_nodes_cap_the_size_before_allocating(root):
+    with pytest.raises(VDOTInputError, match="num_frames: is 100001, outside"):
+        call("VDOTVCUText2Video", width=W, height=H, num_frames=100001)
+    with pytest.raises(VDOTInputError, match="width: is 100000, outside"):
+        call("VDOTVCUText2Video", width=100000, height=H, num_frames=F)
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("nan_frames", "frames: 1 of 5 frames contain NaN"), ("empty", "frames: is empty"),
+    ("nan_fps", "fps: is nan"), ("nul_prefix", "filename_prefix"), ("bad_format", "format"),
+])
+def test_save_video_refuses_bad_input_and_writes_nothing(root, case, needle):
+    frames = torch.rand(F, H, W, 3)
+    args = dict(frames=frames, fps=16.0, filename_prefix="VDOT/test", format="mp4", crf=17)
+    if case == "nan_frames":
+        frames[3, 0, 0, 0] = float("nan")
+    args.update({"empty": {"frames": frames[:0]}, "nan_fps": {"fps": float("nan")},
+                 "nul_prefix": {"filename_prefix": "VDOT/a\x00b"}, "bad_format": {"format": "webm"}}.get(case, {}))
+    for fmt in ("mp4", "png-frames") if case != "bad_format" else ("webm",):
+        with pytest.raises(VDOTInputError, match=needle):
+            call("VDOTSaveVideo", **{**args, "format": fmt})
+    assert list((root / "output").iterdir()) == []  # not even the VDOT/ folder
+
+
+def test_fit_video_only_passes_on_vace_ready_sizes(root):
+    video = torch.rand(12, 40, 60, 3)
+    for num_frames in (1, 5, 9):
+        for size in (16, 32, 48):
+            (out,) = call("VDOTFitVideo", images=video, width=size, height=size, num_frames=num_frames, mode="crop")
+            assert out.shape == (num_frames, size, size, 3)
+            assert (out.shape[0] - 1) % 4 == 0 and out.shape[1] % 16 == 0 and out.shape[2] % 16 == 0
+    with pytest.raises(VDOTInputError, match="4k\\+1"):
+        call("VDOTFitVideo", images=video, width=32, height=32, num_frames=10, mode="crop")
+    with pytest.raises(VDOTInputError, match="multiple of 16"):
+        call("VDOTFitVideo", images=video, width=30, height=32, num_frames=9, mode="crop")
+    with pytest.raises(VDOTInputError, match="width: is 100000"):
+        call("VDOTFitVideo", images=video, width=100000, height=32, num_frames=9, mode="stretch")
+
+
+def test_inpaint_mask_of_another_size_is_refused(root):
+    with pytest.raises(VDOTInputError, match="mask: is 40x40 \\(WxH\\) but the video is"):
+        call("VDOTVCUInpaint", source=torch.rand(F, H, W, 3), threshold=0.5, mask=torch.ones(F, 40, 40), box="")
+
+
+def test_symlinks_out_of_comfyui_folders_are_refused(root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    shutil.copy(comfy.EXAMPLES_DIR / "ball.mp4", outside / "secret.mp4")
+    (root / "input" / "link.mp4").symlink_to(outside / "secret.mp4")
+    (root / "input" / "linked_dir").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(VDOTInputError, match="leads \\(through a symlink\\) to .*outside ComfyUI's input folder"):
+        call("VDOTLoadVideo", video="link.mp4", frame_load_cap=1, skip_first_frames=0, select_every_nth=1)
+    with pytest.raises(VDOTInputError, match="ComfyUI's input folder"):  # not listed, or listed and refused
+        call("VDOTLoadVideo", video="linked_dir/secret.mp4", frame_load_cap=1, skip_first_frames=0, select_every_nth=1)
+    with pytest.raises(VDOTInputError, match="outside ComfyUI's input folder"):
+        comfy._confined(root / "input" / "linked_dir" / "secret.mp4", comfy.input_dir(), "video", "input")
+    # A symlink that stays inside input/ is fine.
+    shutil.copy(comfy.EXAMPLES_DIR / "ball.mp4", root / "input" / "real.mp4")
+    (root / "input" / "alias.mp4").symlink_to(root / "input" / "real.mp4")
+    assert call("VDOTLoadVideo", video="alias.mp4", frame_load_cap=1, skip_first_frames=0,
+                select_every_nth=1)[2] == 1
+    # A symlinked folder under output/ receives nothing, not even a sub-folder.
+    (root / "output" / "VDOT").symlink_to(outside, target_is_directory=True)
+    for prefix in ("VDOT/video", "VDOT/deeper/video"):
+        with pytest.raises(VDOTInputError, match="outside ComfyUI's output folder"):
+            call("VDOTSaveVideo", frames=torch.rand(F, H, W, 3), fps=16.0, filename_prefix=prefix, format="mp4",
+                 crf=17)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.mp4"]
+
+
+def test_load_video_refuses_api_values_outside_its_widgets(root):
+    for widget, value in (("select_every_nth", 0), ("skip_first_frames", -1), ("frame_load_cap", 10**9)):
+        args = dict(video="vdot_examples/ball.mp4", frame_load_cap=1, skip_first_frames=0, select_every_nth=1)
+        with pytest.raises(VDOTInputError, match=f"{widget}: is"):
+            call("VDOTLoadVideo", **{**args, widget: value})

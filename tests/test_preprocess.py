@@ -325,3 +325,13 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, needle):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--width", "100000"), ("--height", "5000"), ("--fps", "nan"),
+                                         ("--crf", "99")])
+def test_cli_caps_sizes_and_refuses_nan_before_reading(tmp_path, capsys, flag, value):
+    src = tmp_path / "in"
+    write_frames(_moving_video([(1, 1)], h=16, w=16), src)
+    rc, _, err = _run_cli(["--kind", "grey", src, tmp_path / "out.mp4", flag, value, "--quiet"], capsys)
+    assert rc == 2 and f"error: {flag}:" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out.mp4").exists()

@@ -51,7 +51,8 @@ from torch import nn
 from . import distributed as D
 from .ema import EMA
 
-__all__ = ["save_checkpoint", "load_checkpoint", "find_latest_checkpoint", "list_checkpoints", "step_dir_name"]
+__all__ = ["save_checkpoint", "load_checkpoint", "find_latest_checkpoint", "find_resumable_checkpoint", "list_checkpoints",
+           "checkpoint_problem", "step_dir_name"]
 
 FORMAT = "vdot-training-checkpoint"
 VERSION = 1
@@ -270,13 +271,123 @@ def find_latest_checkpoint(root: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
+def _safetensors_problem(file: Path) -> str | None:
+    """Why ``file`` is not a whole safetensors file (missing, torn header, size ≠ what the header describes), or None.
+
+    Reads only the header: a truncated copy (full disk, interrupted transfer) is caught without loading tensors.
+    """
+    if not file.is_file():
+        return f"{file.name} is missing"
+    size = file.stat().st_size
+    try:
+        with open(file, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{file.name} is truncated ({size} bytes)"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"{file.name} is truncated inside its header ({size} bytes)"
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return f"{file.name} has an unreadable header ({type(exc).__name__})"
+    if 8 + n + end != size:
+        return f"{file.name} is {size} bytes, its header describes {8 + n + end} (truncated or damaged)"
+    return None
+
+
+def _json_problem(file: Path, keys: tuple[str, ...] = ()) -> str | None:
+    if not file.is_file():
+        return f"{file.name} is missing"
+    try:
+        obj = _read_json(file)
+    except (OSError, ValueError) as exc:
+        return f"{file.name} does not parse ({type(exc).__name__}: truncated or damaged)"
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    return f"{file.name} lacks {', '.join(missing)}" if missing else None
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from, or None when every file it needs is whole.
+
+    Checks what :func:`load_checkpoint` will read, without loading tensors: ``meta.json`` parses and names
+    this format; each model / EMA / optimizer file its meta lists is a complete safetensors file (header and
+    length agree) and each optimizer skeleton parses; every saved rank's RNG state is complete. The same on
+    every rank (it reads shared files only), so all ranks choose the same checkpoint.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return f"{path.name} is missing"
+    problem = _json_problem(path / "meta.json", ("format", "step"))
+    if problem:
+        return problem
+    meta = _read_json(path / "meta.json")
+    if meta.get("format") != FORMAT:
+        return f"meta.json is not a VDOT training checkpoint's (format {meta.get('format')!r})"
+    try:
+        emas = sorted(meta.get("emas") or {})
+        files = [f"model_{n}.safetensors" for n in meta.get("models") or []] + [f"ema_{n}.safetensors" for n in emas]
+        files += [f"optim_{n}.safetensors" for n in meta.get("optimizers") or []]
+        skeletons = [f"optim_{n}.json" for n in meta.get("optimizers") or []]
+        ranks = range(int(meta.get("world_size", 1))) if meta.get("rng") else range(0)
+    except (TypeError, ValueError):
+        return "meta.json lists its files in an unexpected form (damaged)"
+    for name in files:
+        problem = _safetensors_problem(path / name)
+        if problem:
+            return problem
+    for name in skeletons:
+        problem = _json_problem(path / name, ("state", "param_groups"))
+        if problem:
+            return problem
+    for rank in ranks:
+        problem = _safetensors_problem(path / f"rng_rank{rank}.safetensors") or _json_problem(
+            path / f"rng_rank{rank}.json", ("python", "numpy", "generators"))
+        if problem:
+            return f"RNG state of rank {rank}: {problem}"
+        with safe_open(str(path / f"rng_rank{rank}.safetensors"), framework="pt") as f:
+            have = set(f.keys())
+        need = {"torch_cpu", "numpy_keys"} | {f"generator/{g}" for g in _read_json(path / f"rng_rank{rank}.json")["generators"]}
+        if need - have:
+            return f"RNG state of rank {rank} lacks {', '.join(sorted(need - have))}"
+    return None
+
+
+def find_resumable_checkpoint(root: str | os.PathLike) -> tuple[Path | None, list[tuple[str, str]]]:
+    """The newest checkpoint under ``root`` that :func:`checkpoint_problem` passes, and what was passed over.
+
+    Returns ``(path or None, [(name, reason), ...])``: newer ``step_*`` folders that are damaged, and a
+    ``latest`` that names a missing folder, each with why. ``(None, [])`` when ``root`` holds no checkpoint.
+    """
+    root = Path(root)
+    skipped: list[tuple[str, str]] = []
+    if not root.is_dir():
+        return None, skipped
+    pointer = root / LATEST
+    if pointer.is_file():
+        named = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        if not (root / named).is_dir():
+            skipped.append((LATEST, f"it names {named or 'nothing'}, which is missing"))
+    steps = sorted(((int(m.group(1)), child) for child in root.iterdir()
+                    if (m := _STEP_RE.match(child.name)) and child.is_dir()), reverse=True)
+    for _, path in steps:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path.name, problem))
+    return None, skipped
+
+
 def _resolve(path: str | os.PathLike) -> Path:
     path = Path(path)
     if (path / "meta.json").is_file():
         return path
-    latest = find_latest_checkpoint(path)
+    latest, skipped = find_resumable_checkpoint(path)  # the newest whole one, as the trainer's resume takes
+    if skipped:
+        warnings.warn(f"skipped {'; '.join(f'{n} ({why})' for n, why in skipped)}"
+                      + (f"; loading {latest.name}" if latest is not None else ""), stacklevel=3)
     if latest is None:
-        raise FileNotFoundError(f"no checkpoint in {path} (expected step_NNNNNN/ folders with meta.json, or one of them)")
+        raise FileNotFoundError(f"no whole checkpoint in {path} (expected step_NNNNNN/ folders with meta.json, or one of them)")
     return latest
 
 

@@ -1,7 +1,8 @@
 """``vdot train CONFIG`` and ``torchrun --nproc-per-node N -m training.cli CONFIG``.
 
 One process, or one per GPU under torchrun / ``accelerate launch`` (FSDP2). ``--resume`` continues from
-the newest checkpoint in ``OUT/checkpoints`` (models, optimisers, EMA, RNG, step, data position).
+the newest whole checkpoint in ``OUT/checkpoints`` (models, optimisers, EMA, RNG, step, data position);
+a folder that already holds a run is refused without ``--resume`` or ``--overwrite`` (``training/run_dir.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ __all__ = ["train_main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vdot train", description="Distil a 4-step VDOT generator (DMD/OTD + GAN).")
     p.add_argument("config", help="training YAML, e.g. training/configs/toy_stage1.yaml")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest whole checkpoint in OUT/checkpoints (damaged newer ones are skipped, saying so)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT holds an old run: move its files to OUT.old-<time>/ (nothing is deleted) and start afresh")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many iterations in total (overrides the config)")
     p.add_argument("--out", default=None, help="run folder (overrides the config's out)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -41,7 +45,7 @@ def train_main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)
         from .trainer import Trainer
 
-        trainer = Trainer(cfg, resume=args.resume)
+        trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
         result = trainer.train(progress=not args.no_progress)
         if is_main_process():
             print(f"done: step {trainer.step}, checkpoint {result.get('checkpoint')}, export {result.get('export')}")

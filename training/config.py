@@ -11,7 +11,11 @@ CFG convention (``guidance``): Wan's, ``v = v_neg + w·(v_pos − v_neg)`` — t
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +207,10 @@ class DataConfig:
     """Stage 2: folder keeping each row's VAE encodings (VACE context, real latents) on disk, so every row is
     encoded once across visits and runs. A cached row's open VCU choices are drawn once (seed + line) instead
     of on every visit. None = encode every visit."""
+    max_skipped_rows: int = 10
+    """Manifest rows whose files cannot be read (a corrupt or truncated video, a short clip) are skipped and
+    logged, in the same place on every resume; the run stops with an error naming the rows once more than this
+    many were skipped. 0 = stop at the first."""
 
 
 @dataclass
@@ -313,24 +321,124 @@ class TrainConfig:
             bad("guidance.cfg_scale", f"{self.guidance.cfg_scale} < 1", "use 1 (off) or more (Wan: 5)")
         if self.max_steps < 0:
             bad("max_steps", "must be >= 0", "give the number of iterations")
+        self._check_ranges(bad)
         return self
+
+    def _check_ranges(self, bad) -> None:
+        """Ranges of single values (types are checked while building): each bound with the fix."""
+        d, o, lg = self.data, self.optim, self.logging
+        at_least = {
+            "data.batch_size": (d.batch_size, 1, "use 1 or more samples per rank"),
+            "data.num_workers": (d.num_workers, 0, "use 0 (load in the training process) or more"),
+            "data.max_skipped_rows": (d.max_skipped_rows, 0, "use 0 (stop at the first unreadable row) or more"),
+            "logging.keep_last": (lg.keep_last, 1, "keep at least 1 checkpoint (3 is the default)"),
+            "logging.log_every": (lg.log_every, 1, "use 1 (every iteration) or more"),
+            "logging.checkpoint_every": (lg.checkpoint_every, 0, "use 0 (only at the end) or a positive interval"),
+            "logging.export_every": (lg.export_every, 0, "use 0 (only at the end) or a positive interval"),
+            "models.tiny_layers": (self.models.tiny_layers, 1, "use 1 or more blocks"),
+            "seed": (self.seed, 0, "use a non-negative seed"),
+        }
+        for key, (value, low, fix) in at_least.items():
+            if value < low:
+                bad(key, f"must be >= {low}, got {value}", fix)
+        positive = {"optim.lr": o.lr, "optim.critic_lr": o.critic_lr, "sampler.shift": self.sampler.shift,
+                    "loss.otd_eps": self.loss.otd_eps, "loss.timestep_shift": self.loss.timestep_shift}
+        for key, value in positive.items():
+            if not value > 0:
+                bad(key, f"must be > 0, got {value}", "use a positive value (see training/configs/ for the defaults)")
+        for key, value in {"optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip}.items():
+            if value < 0:
+                bad(key, f"must be >= 0, got {value}", "use 0 (off) or a positive value")
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            bad("optim.betas", f"must be a pair [beta1, beta2], each in [0, 1), got {o.betas}", "e.g. betas: [0.0, 0.999]")
+        if not 0 <= o.ema_decay <= 1:
+            bad("optim.ema_decay", f"must be in [0, 1], got {o.ema_decay}", "e.g. ema_decay: 0.99")
+        if d.num_frames < 1 or (d.num_frames - 1) % 4:
+            bad("data.num_frames", f"{d.num_frames} is not 4k+1", "use 5, 17, 33, 49, 81 ...")
+        for key in ("height", "width"):
+            value = getattr(d, key)
+            if value <= 0 or value % 16:
+                bad(f"data.{key}", f"{value} is not a positive multiple of 16", "e.g. height: 480, width: 832")
+        if not self.sampler.timesteps or any(not 0 < t <= 1000 for t in self.sampler.timesteps):
+            bad("sampler.timesteps", f"{self.sampler.timesteps} must be a non-empty list in (0, 1000]", "e.g. [1000, 750, 500, 250]")
 
     @property
     def uses_gan(self) -> bool:
         return any("adv" in o for o in self.schedule.generator_objectives)
 
 
+_KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping"}
+
+
+def _typed(value: Any, hint: Any, name: str, default: Any) -> Any:
+    """``value`` checked against the field's annotation ``hint`` (numbers finite; a YAML-1.1 string such as
+    ``1e-3`` read as a number); a wrong type raises naming the key, what came, what is wanted and an example.
+    Annotations this does not know pass unchecked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            return value
+        hint, origin, args = inner[0], typing.get_origin(inner[0]), typing.get_args(inner[0])
+    kind = origin or hint
+    example = "" if default is None or dataclasses.is_dataclass(default) else f", e.g. {name.rsplit('.', 1)[-1]}: {json.dumps(default)}"
+
+    def wrong(problem: str | None = None):
+        got = f"{value!r} ({type(value).__name__})" if not isinstance(value, (dict, list)) else f"a {type(value).__name__}"
+        raise VDOTInputError(name, problem or f"expected {_KIND_WORDS.get(kind, getattr(kind, '__name__', kind))}, got {got}",
+                             f"write {_KIND_WORDS.get(kind, 'a value of that type')}{example}")
+
+    if kind is bool:
+        if not isinstance(value, bool):
+            wrong()
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            wrong()
+    elif kind is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                wrong()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            wrong()
+        value = float(value)
+        if not math.isfinite(value):
+            wrong(f"{value} is not a finite number")
+    elif kind is str:
+        if not isinstance(value, str):
+            wrong()
+    elif kind is list:
+        if not isinstance(value, list):
+            wrong()
+        if args:
+            return [_typed(v, args[0], f"{name}[{i}]", None) for i, v in enumerate(value)]
+    elif kind is dict:
+        if not isinstance(value, dict):
+            wrong()
+    return value
+
+
 def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
-        raise VDOTInputError(where or "config", f"expected a mapping, got {type(data).__name__}", "write key: value pairs")
+        raise VDOTInputError(where or "config", f"expected a mapping of keys to values, got {type(data).__name__}",
+                             "write key: value pairs (see training/configs/toy_stage1.yaml)")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in fields:
             raise VDOTInputError(name, "unknown config key", f"remove it or use one of {', '.join(sorted(fields))}")
-        default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
-        kwargs[key] = _build(type(default), value, name) if dataclasses.is_dataclass(default) else value
+        f = fields[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value, name)
+        else:
+            kwargs[key] = _typed(value, hints[key], name, None if default is dataclasses.MISSING else default)
     return cls(**kwargs)
 
 
@@ -350,9 +458,17 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Train
     if not path.is_file():
         raise VDOTInputError("config", f"{path} not found", "give the path of a training YAML, e.g. training/configs/toy_stage1.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise VDOTInputError("config", f"{path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})",
+                             "save the file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise VDOTInputError("config", f"{path} is not valid YAML: {exc}", "fix the YAML syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise VDOTInputError("config", f"{path} holds a YAML {type(data).__name__}, not a mapping of keys to values",
+                             "write key: value pairs at the top level (see training/configs/toy_stage1.yaml)")
     data.update(overrides or {})
     return config_from_dict(data, config_dir=str(path.resolve().parent))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,13 +90,17 @@ class EncodeCache:
     def get(self, sample: dict) -> EncodedRow:
         path = self.path(sample)
         if path.is_file():
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-                if "latent_shape" in meta:  # written by this module; anything else is encoded anew below
-                    self.hits += 1
-                    vcu = EncodedVCU(f.get_tensor("control"), int(meta["num_reference_frames"]),
-                                     tuple(json.loads(meta["latent_shape"])))
-                    return EncodedRow(vcu, f.get_tensor("real") if "real" in f.keys() else None)
+            try:
+                with safe_open(path, framework="pt") as f:
+                    meta = f.metadata() or {}
+                    if "latent_shape" in meta:  # written by this module; anything else is encoded anew below
+                        vcu = EncodedVCU(f.get_tensor("control"), int(meta["num_reference_frames"]),
+                                         tuple(json.loads(meta["latent_shape"])))
+                        self.hits += 1
+                        return EncodedRow(vcu, f.get_tensor("real") if "real" in f.keys() else None)
+            except Exception as exc:  # a damaged entry (full disk, partial copy) is derived data: encode it again
+                logging.getLogger(__name__).warning(f"encode cache: {path.name} is unreadable ({type(exc).__name__}); "
+                                                    "encoding the row again")
         self.misses += 1
         row = encode_row(self.pipeline, sample, row_generator(self.seed, sample), self.negative_prompt)
         tensors = {"control": row.vcu.control.contiguous()}

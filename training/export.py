@@ -25,69 +25,12 @@ from pathlib import Path
 import torch
 
 from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.wan_layout import comfy_key_names
 
 __all__ = ["EXPORT_PRECISIONS", "LAYOUTS", "comfy_key_names", "export_generator", "generator_state_dict"]
 
 LAYOUTS = ("comfy", "diffusers")
 EXPORT_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-# diffusers -> original renames, the inverse of convert_wan_transformer_to_diffusers' table for the
-# keys a Wan / Wan-VACE transformer has. Applied in order on "."-delimited names.
-_TO_ORIGINAL = (
-    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
-    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
-    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
-    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
-    ("condition_embedder.time_proj", "time_projection.1"),
-    ("attn1", "self_attn"),
-    ("attn2", "cross_attn"),
-    ("to_out.0", "o"),
-    ("to_q", "q"),
-    ("to_k", "k"),
-    ("to_v", "v"),
-    ("ffn.net.0.proj", "ffn.0"),
-    ("ffn.net.2", "ffn.2"),
-)
-
-
-def _to_original(name: str) -> str:
-    n = f".{name}."
-    for new, old in _TO_ORIGINAL:
-        n = n.replace(f".{new}.", f".{old}.")
-    parts = n[1:-1].split(".")
-    # norm2 <-> norm3 are swapped between the two layouts (cross-attn norm vs FFN norm).
-    parts = [{"norm2": "norm3", "norm3": "norm2"}.get(p, p) if i == 2 and parts[0] in ("blocks", "vace_blocks") else p
-             for i, p in enumerate(parts)]
-    if parts[0] == "scale_shift_table":
-        return "head.modulation"
-    if parts[0] == "proj_out":
-        return "head.head." + ".".join(parts[1:])
-    if parts[0] in ("blocks", "vace_blocks") and len(parts) == 3 and parts[2] == "scale_shift_table":
-        return f"{parts[0]}.{parts[1]}.modulation"
-    if parts[0] == "vace_blocks" and parts[2] in ("proj_in", "proj_out"):
-        parts[2] = {"proj_in": "before_proj", "proj_out": "after_proj"}[parts[2]]
-    return ".".join(parts)
-
-
-def comfy_key_names(diffusers_keys) -> dict[str, str]:
-    """``{diffusers name: original / ComfyUI name}`` for a Wan(-VACE) state dict, verified.
-
-    Verified by renaming the result forward with diffusers' converter (the one every loader uses):
-    any key that does not come back as itself raises, so a diffusers upgrade that changes the
-    layout cannot silently produce an unloadable file.
-    """
-    from vdot_nodes.core.models import _convert_names
-
-    keys = list(diffusers_keys)
-    mapping = {k: _to_original(k) for k in keys}
-    back = _convert_names(list(mapping.values()), "transformer")  # diffusers name -> original name
-    wrong = [k for k in keys if back.get(k) != mapping[k]]
-    if wrong or len(set(mapping.values())) != len(keys):
-        k = wrong[0] if wrong else keys[0]
-        raise RuntimeError(f"cannot express {k!r} in the original Wan layout ({mapping[k]!r} converts back differently); "
-                           "export with layout='diffusers'")
-    return mapping
-
 
 def generator_state_dict(model, ema=None) -> dict[str, torch.Tensor]:
     """The generator's full CPU state dict, every parameter replaced by its EMA shadow when ``ema`` is given.

@@ -88,16 +88,16 @@ def _tiny_teacher(cfg: TrainConfig) -> nn.Module:
 
 def _load_t2v(path: str, config: str | None) -> nn.Module:
     """A Wan T2V transformer: a diffusers folder, or a single file plus a config (stage 1's teacher)."""
-    import json
     import os
 
     from diffusers import WanTransformer3DModel
 
-    from vdot_nodes.core.models import CONFIG_DIR
+    from vdot_nodes.core.models import CONFIG_DIR, read_json_file
 
     from .init import load_t2v_state_dict, t2v_config_from_vace
 
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
+        read_json_file(os.path.join(path, "config.json"), "models.teacher")  # a damaged file: one line, not diffusers' error
         return WanTransformer3DModel.from_pretrained(path, torch_dtype=torch.float32, local_files_only=True)
     if config is None:
         raise VDOTInputError("models.teacher_config", f"{path} is a single file and no config says its size",
@@ -105,8 +105,7 @@ def _load_t2v(path: str, config: str | None) -> nn.Module:
     cfg_path = config if os.path.isfile(config) else os.path.join(CONFIG_DIR, config)
     if not os.path.isfile(cfg_path):
         raise VDOTInputError("models.teacher_config", f"{config} not found", "use a shipped config name or a config.json path")
-    with open(cfg_path) as f:
-        arch = t2v_config_from_vace(json.load(f))
+    arch = t2v_config_from_vace(read_json_file(cfg_path, "models.teacher_config"))
     with torch.device("meta"):
         model = WanTransformer3DModel.from_config(arch)
     model.load_state_dict(load_t2v_state_dict(path, input_name="models.teacher"), strict=True, assign=True)

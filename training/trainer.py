@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -46,9 +45,10 @@ from vdot_nodes.core.sampling import cfg_velocity, few_step_sigmas, shift_sigma
 from . import distributed as D
 from .batches import EncodedBatch, build_loader, encode_batch
 from .encode_cache import EncodeCache
-from .checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .discriminator import capture_block_hidden_states
+from .divergence import check_finite_metrics
 from .ema import EMA
 from .losses import (
     approx_r1_penalty,
@@ -63,6 +63,7 @@ from .losses import (
 from .models import build_networks, is_vace, velocity_fn
 from .reward import load_reward_model, reward_loss
 from .rollout import draw_exit_step, rollout
+from .run_dir import export_target, new_run_id, prepare_run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +87,16 @@ def _to_float(v) -> float:
 class Trainer:
     """Builds the networks, optimisers, EMA and data from a :class:`TrainConfig`; :meth:`train` runs it."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False):
+        """``resume``: continue from the newest whole checkpoint in ``out/checkpoints``; ``overwrite``: move an
+        old run in ``out`` aside and start afresh; neither: refuse a folder holding a run (:mod:`training.run_dir`)."""
         self.cfg = cfg
         self.info = D.init_distributed()
         self.device = self._device()
         self.out = Path(cfg.resolve(cfg.out) if not os.path.isabs(cfg.out) else cfg.out)
         self.ckpt_dir = self.out / "checkpoints"
+        resume_from = prepare_run_folder(self.out, resume=resume, overwrite=overwrite)  # before any model loads
+        self.run_id = D.broadcast_object(new_run_id())  # one id for all ranks
         torch.manual_seed(cfg.seed)  # identical initial weights (discriminator head) on every rank
         nets = build_networks(cfg, self.device)
         self.pipeline = nets.pipeline
@@ -132,13 +137,14 @@ class Trainer:
             self.encode_cache = EncodeCache(cfg.resolve(cfg.data.encode_cache), self.pipeline, seed=cfg.seed,
                                             negative_prompt=cfg.guidance.negative_prompt)
         self.step = 0
-        if resume and find_latest_checkpoint(self.ckpt_dir) is not None:
-            self.step, data_state, _ = load_checkpoint(
-                self.ckpt_dir, self._models(), self._optimizers(), {"generator": self.ema},
+        if resume_from is not None:
+            self.step, data_state, extra = load_checkpoint(
+                resume_from, self._models(), self._optimizers(), {"generator": self.ema},
                 generators={"trainer": self.rng, "data": self.data_rng},
             )
             self.loader.load_state_dict(data_state)
-            self._log(f"resumed from {find_latest_checkpoint(self.ckpt_dir)} at step {self.step}")
+            self.run_id = extra.get("run_id") or self.run_id  # checkpoints from before run ids: a new one
+            self._log(f"resumed from {resume_from} at step {self.step}")
         self._batches = None
         self.negative_embeds = None
         if cfg.guidance.cfg_scale != 1.0:
@@ -366,9 +372,7 @@ class Trainer:
         out = {}
         for k, v in metrics.items():
             out[k] = v if isinstance(v, (str, int)) else _to_float(v)
-        for k in ("loss_generator", "loss_critic"):
-            if k in out and not math.isfinite(out[k]):
-                raise FloatingPointError(f"{k} is {out[k]} at step {self.step - 1}; lower the learning rates or use fp32")
+        check_finite_metrics(out, self.step - 1, cfg.optim, cfg.runtime.mixed_precision)  # before anything is saved
         return out
 
     # ------------------------------------------------------------------ saving
@@ -376,7 +380,8 @@ class Trainer:
         return save_checkpoint(
             self.ckpt_dir, self.step, models=self._models(), optimizers=self._optimizers(), emas={"generator": self.ema},
             generators={"trainer": self.rng, "data": self.data_rng}, data_state=self.loader.state_dict(),
-            extra={"stage": self.cfg.stage, "config": config_to_dict(self.cfg)}, keep_last=self.cfg.logging.keep_last,
+            extra={"stage": self.cfg.stage, "config": config_to_dict(self.cfg), "run_id": self.run_id},
+            keep_last=self.cfg.logging.keep_last,
         )
 
     def export(self) -> Path | None:
@@ -405,13 +410,14 @@ class Trainer:
             ema = shadow
         else:
             model, ema = self.generator, self.ema
-        if path.exists():
-            self._log(f"{path} exists (same step after a resume); kept as it is")
+        path, ours = export_target(path, self.run_id)  # another run's file is never reported as this one's
+        if ours:
+            self._log(f"{path} exists (this run, same step, after a resume); kept as it is")
         elif vace:
             export_generator(model, path, ema=ema, layout=self.cfg.logging.export_layout, precision=precision,
-                             metadata={"vdot_step": str(self.step), "vdot_stage": "2"})
+                             metadata={"vdot_step": str(self.step), "vdot_stage": "2", "vdot_run_id": self.run_id})
         else:
-            from safetensors.torch import save_file
+            from vdot_nodes.core.atomic import atomic_save_safetensors
 
             from .export import EXPORT_PRECISIONS
 
@@ -420,9 +426,8 @@ class Trainer:
             tensors = {k: (v.to(dtype) if v.is_floating_point() else v).cpu().contiguous() for k, v in state.items()}
             config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.config).items() if not k.startswith("_")}
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file(tensors, str(tmp), metadata={"vdot_transformer_config": json.dumps(config), "vdot_step": str(self.step)})
-            os.replace(tmp, path)
+            atomic_save_safetensors(tensors, path, metadata={"vdot_transformer_config": json.dumps(config),
+                                                             "vdot_step": str(self.step), "vdot_run_id": self.run_id})
         if D.is_distributed():
             D.barrier()
         return path
@@ -437,6 +442,7 @@ class Trainer:
         """
         from tqdm import tqdm
 
+        from vdot_nodes.core.atomic import atomic_write_text
         from vdot_nodes.core.errors import VDOTCancelled
 
         cfg, lg = self.cfg, self.cfg.logging
@@ -446,7 +452,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             import yaml
 
-            (self.out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False), overwrite=True)
         metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8") if main else None
         bar = tqdm(total=total, initial=self.step, desc=f"VDOT stage {cfg.stage}", disable=not (main and progress))
         last: dict = {}

@@ -1,4 +1,4 @@
-"""The ``vdot`` command line: ``vdot tasks``, ``vdot generate``, ``vdot preprocess``.
+"""The ``vdot`` command line: ``vdot tasks``, ``vdot generate``, ``vdot preprocess``, ``vdot convert``.
 
 Bad input exits with status 2 and one line saying what to fix; nothing the user made is overwritten
 unless ``--overwrite`` is given.
@@ -45,8 +45,9 @@ def _add_generate_parser(sub) -> None:
     inputs.add_argument("--keep-frames", type=int, help="extension: number of source frames to keep (default: a quarter)")
     inputs.add_argument("--box", type=_int_list, metavar="X0,Y0,X1,Y1", help="inpaint: box to regenerate instead of --mask")
     shape = p.add_argument_group("output shape")
-    shape.add_argument("--frames", type=int, help="frame count, 4k+1 (default: 17 on the embedded toy model, 81 on a real "
-                       "model); more than --window frames are made as chained extension windows")
+    shape.add_argument("--frames", type=int, help="frame count, 4k+1 (default: from the control/source video, up to "
+                                                   "81 (17 on the embedded toy model); else 81 / 17 toy); more than "
+                                                   "--window frames are made as chained extension windows")
     shape.add_argument("--window", type=int, default=81,
                        help="long video: frames per window, 4k+1 (default 81, what Wan/VDOT were trained on)")
     shape.add_argument("--overlap", type=int, default=17,
@@ -54,10 +55,14 @@ def _add_generate_parser(sub) -> None:
     shape.add_argument("--no-colour-match", dest="colour_match", action="store_false",
                        help="long video: do not match each window's colours to the frames already made")
     shape.add_argument("--height", type=int,
-                       help="height, multiple of 16 (default: the control/source video's, else 64 toy / 480 real)")
+                       help="height, multiple of 16 (default: the control/source video's aspect ratio at area 480·832 "
+                            "(64·64 toy), else 480 / 64 toy); the video is resized to cover and centre-cropped")
     shape.add_argument("--width", type=int,
-                       help="width, multiple of 16 (default: the control/source video's, else 64 toy / 832 real)")
+                       help="width, multiple of 16 (default: as --height; else 832 / 64 toy)")
     shape.add_argument("--fps", type=float, default=16.0, help="output fps (default 16, Wan's rate)")
+    shape.add_argument("--frame-sampling", choices=["uniform", "first"], default="uniform",
+                       help="which frames of a control/source video: uniform = spread over the whole clip (default, "
+                            "as the official VDOT loader); first = the first --frames frames")
     samp = p.add_argument_group("sampling")
     samp.add_argument("--steps", type=int, default=4, help="few-step count (default 4; timesteps spread from 1000)")
     samp.add_argument("--timesteps", type=_int_list, help="explicit few-step timesteps, e.g. 1000,750,500,250")
@@ -90,54 +95,83 @@ def _named(flag: str, read, path):
     try:
         return read(path)
     except VDOTInputError as exc:
-        raise VDOTInputError(flag, f"{exc.input_name}: {exc.problem}", exc.fix) from None
+        # A file error keeps the file's name after the flag; an error about the input itself
+        # (core names it semantically: "mask" for --mask) is simply renamed to the flag.
+        problem = exc.problem if exc.input_name == flag.lstrip("-") else f"{exc.input_name}: {exc.problem}"
+        raise VDOTInputError(flag, problem, exc.fix) from None
 
 
-def _load_video_input(path: str | None, frames: int, height: int, width: int, name: str):
-    """A user video for the VCU, resized to the output size; exactly ``frames`` frames are taken."""
+def _source_path(args) -> tuple[str | None, str]:
+    """The video that sets frames and size (control, else source) and its flag."""
+    return (args.control, "--control") if args.control else (args.source, "--source")
+
+
+def _source_timestamps(args):
+    """(probe of the driving video, timestamps of the frames usable with the mask video too)."""
+    from .core.video_io import IMAGE_EXTENSIONS, probe_video
+
+    path, flag = _source_path(args)
+    probe = _named(flag, probe_video, path)
+    timestamps = probe.timestamps
+    if args.mask and Path(args.mask).suffix.lower() not in IMAGE_EXTENSIONS:
+        # A video and its mask video are read as a pair: only the frames both have are used.
+        timestamps = timestamps[: _named("--mask", probe_video, args.mask).num_frames]
+    return probe, timestamps
+
+
+def _source_plan(args):
+    """Frame ids and size for the driving video, after resolve_output_shape filled frames/height/width."""
+    from .core.source_prep import plan_source
+
+    probe, timestamps = _source_timestamps(args)
+    return plan_source(timestamps, probe.height, probe.width, frames=args.frames, height=args.height,
+                       width=args.width, sampling=args.frame_sampling, name=_source_path(args)[1])
+
+
+def _load_video_input(path: str | None, plan, name: str):
+    """A user video for the VCU: the plan's frames, resized to cover its size and centre-cropped."""
     if path is None:
         return None
-    from .core.video_io import read_video, resize_video
+    from .core.source_prep import load_video
 
-    video, _ = _named(f"--{name}", read_video, path)
-    if video.shape[0] < frames:
-        raise VDOTInputError(
-            f"--{name}", f"{path} has {video.shape[0]} frames but --frames is {frames}",
-            f"use --frames {max(1, (video.shape[0] - 1) // 4 * 4 + 1)} or a longer video",
-        )
-    return resize_video(video[:frames], height, width)
+    return _named(f"--{name}", lambda p: load_video(p, plan), path)
 
 
-def _load_mask_input(path: str | None, frames: int, height: int, width: int):
+def _load_mask_input(path: str | None, plan):
+    """The --mask video (same frames and crop as the video) or image, as a soft mask 0..1."""
     if path is None:
         return None
-    from .core.video_io import IMAGE_EXTENSIONS, read_image, resize_video
+    from .core.source_prep import load_mask
 
-    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        mask = _named("--mask", read_image, path).unsqueeze(0).expand(frames, -1, -1, -1)
-    else:
-        mask = _load_video_input(path, frames, height, width, "mask")
-    return resize_video(mask, height, width).mean(dim=-1)
+    return _named("--mask", lambda p: load_mask(p, plan), path)
 
 
 def resolve_output_shape(args, is_toy: bool) -> None:
-    """Fill in --frames/--height/--width left unset: the input video's size, else the model's default.
+    """Fill in --frames/--height/--width left unset, as the official VDOT loader does.
 
-    An input video is resized to an explicit --height/--width, never silently padded or cropped.
+    With a control/source video: frame count and size from the video (up to 81 frames spread over
+    the whole clip, size at the model's area keeping the aspect ratio; ``core.source_prep``).
+    Without one: 81×480×832 (17×64×64 on the embedded toy model). Given values always win.
     """
-    video_path = args.control or args.source
-    defaults = (17, 64, 64) if is_toy else (81, 480, 832)
-    if video_path and (args.height is None or args.width is None):
-        from .core.video_io import read_video
+    from .core.source_prep import OFFICIAL_POLICY, TOY_POLICY, plan_source
 
-        video, _ = _named("--control" if args.control else "--source",
-                          lambda p: read_video(p, max_frames=1), video_path)
-        height, width = video.shape[1:3]
-        args.height = height if args.height is None else args.height
-        args.width = width if args.width is None else args.width
-    args.frames = defaults[0] if args.frames is None else args.frames
-    args.height = defaults[1] if args.height is None else args.height
-    args.width = defaults[2] if args.width is None else args.width
+    policy = TOY_POLICY if is_toy else OFFICIAL_POLICY
+    args.frame_sampling = getattr(args, "frame_sampling", "uniform")
+    path, flag = _source_path(args)
+    if path:
+        probe, timestamps = _source_timestamps(args)
+        if args.frames is not None and args.frames > len(timestamps):
+            raise VDOTInputError(
+                flag, f"{path} has {len(timestamps)} frames but --frames is {args.frames}",
+                f"use --frames {max(1, (len(timestamps) - 1) // 4 * 4 + 1)} or a longer video",
+            )
+        plan = plan_source(timestamps, probe.height, probe.width, policy, frames=args.frames, height=args.height,
+                           width=args.width, sampling=args.frame_sampling, name=flag)
+        args.frames, args.height, args.width = plan.num_frames, plan.height, plan.width
+        return
+    args.frames = policy.default_frames if args.frames is None else args.frames
+    args.height = policy.height if args.height is None else args.height
+    args.width = policy.width if args.width is None else args.width
 
 
 def build_vcu_from_args(args):
@@ -146,16 +180,26 @@ def build_vcu_from_args(args):
 
     f, h, w = args.frames, args.height, args.width
     inputs = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, num_frames=f, height=h, width=w)
+    plan = _source_plan(args) if (args.control or args.source) else None
     if args.control:
-        inputs["control"] = _load_video_input(args.control, f, h, w, "control")
+        inputs["control"] = _load_video_input(args.control, plan, "control")
     if args.source:
-        inputs["source"] = _load_video_input(args.source, f, h, w, "source")
+        inputs["source"] = _load_video_input(args.source, plan, "source")
     if args.mask:
-        inputs["mask"] = _load_mask_input(args.mask, f, h, w)
+        if plan is None:
+            from .core.source_prep import SourcePlan
+
+            plan = SourcePlan(tuple(range(f)), h, w)
+        inputs["mask"] = _load_mask_input(args.mask, plan)
     if args.ref:
         inputs["references"] = [_named("--ref", read_image, p) for p in args.ref]
     if args.first_frame:
-        inputs["first_frame"] = _named("--first-frame", read_image, args.first_frame)
+        image = _named("--first-frame", read_image, args.first_frame)
+        if plan is not None:  # the first frame is part of the source in VACE: the same cover + crop
+            from .core.source_prep import fit_clip
+
+            image = fit_clip(image[None], h, w)[0]
+        inputs["first_frame"] = image
     if args.task == "outpaint":
         inputs["expand"] = tuple(args.outpaint or (0, 0, 64, 64))
     if args.task == "extension":
@@ -167,20 +211,24 @@ def build_vcu_from_args(args):
     return build_vcu(args.task, **inputs)
 
 
+# The semantic input names of core.validate, as `vdot generate` spells them.
+CLI_NAMES = {"num_frames": "--frames", "height": "--height", "width": "--width", "fps": "--fps", "steps": "--steps",
+             "timesteps": "--timesteps", "shift": "--shift", "seed": "--seed", "num_videos": "--num-videos",
+             "cfg": "--cfg", "control_scale": "--control-scale", "teacher_steps": "--teacher-steps",
+             "keep_frames": "--keep-frames", "device": "--device", "out": "--out"}
+
+
 def cmd_generate(args) -> int:
     from tqdm import tqdm
 
     from .core.components import default_model_description, load_pipeline
     from .core.sampling import vdot_timesteps_for
-    from .core.video_io import write_frames, write_video
+    from .core.validate import numbered_outputs, validate_generate
+    from .core.video_io import write_output
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise VDOTInputError("--out", f"{out} already exists", "choose another name or pass --overwrite")
-    if args.num_videos < 1:
-        raise VDOTInputError("--num-videos", f"must be ≥ 1, got {args.num_videos}", "use 1")
     # Inputs are checked before any model loads: a bad flag should not cost a 14B load.
     resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
+    validate_generate({**vars(args), "num_frames": args.frames}, CLI_NAMES)
     vcu = build_vcu_from_args(args)
     windows = _plan_long_video(args)
     loras = _read_loras(args)
@@ -208,12 +256,8 @@ def cmd_generate(args) -> int:
         else:
             videos = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, **common)
     written = []
-    for i, video in enumerate(videos):
-        target = out if args.num_videos == 1 else out.with_name(f"{out.stem}_{i:02d}{out.suffix}")
-        if target.suffix.lower() == ".mp4":
-            written.append(write_video(video, target, fps=args.fps, overwrite=args.overwrite))
-        else:
-            written.append(write_frames(video, target, overwrite=args.overwrite))
+    for video, target in zip(videos, numbered_outputs(args.out, args.num_videos)):
+        written.append(write_output(video, target, fps=args.fps, overwrite=args.overwrite))
     elapsed = time.perf_counter() - started
     for path in written:
         print(f"wrote {path} ({videos.shape[1]} frames, {videos.shape[3]}x{videos.shape[2]}) in {elapsed:.1f}s")
@@ -269,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_parser(sub)
     sub.add_parser("preprocess", help="make a control video (grey, scribble, flow, depth, pose): vdot preprocess --help",
                    add_help=False)
+    sub.add_parser("convert", help="convert the official VDOT release (.pt/.pth from huggingface.co/yutongwang1012/VDOT) "
+                                   "to safetensors: vdot convert --help", add_help=False)
     sub.add_parser("train", help="distil a VDOT checkpoint from a YAML config: vdot train --help", add_help=False)
     sub.add_parser("train-reward", help="fit a DOLLAR latent reward model to a manifest's \"reward\" labels: "
                                         "vdot train-reward --help", add_help=False)
@@ -282,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.preprocess.cli import preprocess_main
 
         return preprocess_main(argv[1:])
+    if argv and argv[0] == "convert":
+        from .convert_cli import convert_main
+
+        return convert_main(argv[1:])
     if argv and argv[0] == "train":
         from training.cli import train_main
 

@@ -56,7 +56,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.vcu import CONTROL_KINDS, VCU, build_vcu
 from vdot_nodes.core.vcu import TASKS as VCU_TASKS
-from vdot_nodes.core.video_io import IMAGE_EXTENSIONS, read_image, read_video, resize_video
+from vdot_nodes.core.source_prep import cover_crop, fit_clip, sample_frame_ids, soft_mask, unit_frames
+from vdot_nodes.core.video_io import IMAGE_EXTENSIONS, probe_video, read_image, read_video_frames, to_uint8
 
 __all__ = [
     "CONTROL_KINDS",
@@ -240,15 +241,11 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> list[Man
 
 
 def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize ``[F, H, W, C]`` to cover height×width keeping the aspect ratio, then centre-crop."""
-    h, w = frames.shape[1], frames.shape[2]
-    if (h, w) == (height, width):
+    """Resize ``[F, H, W, C]`` to cover height×width keeping the aspect ratio, then centre-crop — the
+    inference policy (``vdot_nodes.core.source_prep``), so training sees what the CLI feeds the model."""
+    if tuple(frames.shape[1:3]) == (height, width):
         return frames
-    scale = max(height / h, width / w)
-    nh, nw = max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6))
-    frames = resize_video(frames, nh, nw)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return frames[:, top : top + height, left : left + width].contiguous()
+    return fit_clip(frames, height, width)
 
 
 class ManifestDataset(Dataset):
@@ -258,11 +255,12 @@ class ManifestDataset(Dataset):
 
     - ``caption`` (str), ``task`` (str), ``index`` (int), ``line`` (int), ``meta`` (dict),
       ``num_frames`` / ``height`` / ``width`` (the dataset's clip size);
-    - ``video``: ``[F, H, W, 3]`` float32 0..1, the first ``num_frames`` frames resized to cover
-      ``height``×``width`` and centre-cropped, or None (t2v without video);
+    - ``video``: ``[F, H, W, 3]`` float32 0..1, ``num_frames`` frames spread uniformly over the clip,
+      resized to cover ``height``×``width`` and centre-cropped (``core.source_prep``), or None (t2v
+      without video);
     - ``control``: same layout as ``video`` (or None);
-    - ``mask``: ``[F, H, W]`` float32 exactly 0/1 (1 = generate), or None; one mask image is repeated
-      over the frames;
+    - ``mask``: ``[F, H, W]`` float32 exactly 0/1 (1 = generate; channel 0 > 0.5), or None; one mask
+      image is repeated over the frames;
     - ``references``: list of ``[h, w, 3]`` images at their own size (the VCU builder places them on
       the white canvas);
     - ``first_frame``: ``[H, W, 3]`` fitted like the video; for ``firstframe_*`` tasks without one,
@@ -301,25 +299,26 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _frames(self, path: Path, what: str):
+        """uint8 frames of a clip: ``num_frames`` spread uniformly over the whole clip (as the official
+        loader samples them; a clip of exactly ``num_frames`` keeps every frame), fitted to the size."""
+        probe = probe_video(path)
+        if probe.num_frames < self.num_frames:
+            raise VDOTInputError(what, f"{path.name} has {probe.num_frames} frames, {self.num_frames} needed",
+                                 "use longer clips or train with fewer frames")
+        ids = sample_frame_ids(probe.timestamps, self.num_frames)
+        return cover_crop(read_video_frames(path, ids), self.height, self.width)
+
     def _clip(self, path: Path, sample: ManifestSample, fld: str) -> torch.Tensor:
-        frames, _ = read_video(path, max_frames=self.num_frames)
-        if frames.shape[0] < self.num_frames:
-            raise VDOTInputError(
-                f"{self.path}:{sample.line}",
-                f"{fld} {path.name} has {frames.shape[0]} frames, {self.num_frames} needed",
-                "use longer clips or train with fewer frames",
-            )
-        return _fit(frames, self.height, self.width)
+        return unit_frames(self._frames(path, f"{self.path}:{sample.line} {fld}"))
 
     def _mask(self, path: Path) -> torch.Tensor:
+        """Channel 0 of the mask (video or one image) thresholded at 0.5 like the official encoder."""
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            frames = read_image(path)[None].expand(self.num_frames, -1, -1, -1)
+            image = torch.from_numpy(to_uint8(read_image(path)))[None]
+            mask = soft_mask(cover_crop(image, self.height, self.width)).expand(self.num_frames, -1, -1)
         else:
-            frames, _ = read_video(path, max_frames=self.num_frames)
-            if frames.shape[0] < self.num_frames:
-                raise VDOTInputError(str(path), f"mask has {frames.shape[0]} frames, {self.num_frames} needed",
-                                     "give a mask per frame, or one mask image")
-        mask = _fit(frames, self.height, self.width).mean(dim=-1)
+            mask = soft_mask(self._frames(path, f"mask {path}"))
         return (mask > 0.5).float()
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -544,37 +543,144 @@ class ResumableSampler(Sampler[int]):
             self.next_epoch()
 
 
+@dataclass
+class _SkippedRow:
+    """What the row guard hands on for a row that could not be read (picklable: it crosses worker processes)."""
+
+    index: int
+    where: str
+    reason: str
+
+
+class _RowGuard(Dataset):
+    """``dataset[i]``, or a :class:`_SkippedRow` when the row's files cannot be read (corrupt / truncated /
+    short video, unreadable image). Only data errors are caught; a bug still raises."""
+
+    DATA_ERRORS = (VDOTInputError, OSError, ValueError, RuntimeError, EOFError)
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except self.DATA_ERRORS as exc:
+            samples, path = getattr(self.dataset, "samples", None), getattr(self.dataset, "path", None)
+            where = f"line {samples[index].line} of {Path(path).name}" if samples is not None and path else f"row {index}"
+            return _SkippedRow(index, where, str(exc).replace("\n", " "))
+
+
+def _single(items: list):
+    """The DataLoader reads one row at a time (batches are filled past skipped rows): unwrap it."""
+    return items[0]
+
+
+def _agree(values: list[int], ops: list[str]) -> list[int]:
+    """The same integers on every rank: each reduced over ranks by its op (``max`` / ``sum``); identity in one process."""
+    from .. import distributed as D
+
+    if not D.is_distributed():
+        return values
+    import torch.distributed as dist
+
+    out = []
+    for value, op in zip(values, ops):
+        t = torch.tensor([int(value)], dtype=torch.int64, device=D.comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        out.append(int(t.item()))
+    return out
+
+
 class ResumableLoader:
     """An endless iterator of batches over epochs whose progress is exact in the sampler's state.
 
-    Wraps a fresh :class:`torch.utils.data.DataLoader` per epoch (``drop_last=True`` so every rank
-    takes the same number of steps) and calls ``sampler.advance(len(batch))`` as each batch is
-    handed to the caller, so ``sampler.state_dict()`` saved after step *k* resumes at step *k + 1*
-    even with prefetching workers. ``loader_kwargs`` go to the DataLoader (``num_workers``,
-    ``pin_memory``, ...).
+    Reads one sample at a time through a fresh :class:`torch.utils.data.DataLoader` per epoch (``loader_kwargs``
+    — ``num_workers``, ``pin_memory``, ... — go to it) and calls ``sampler.advance(n)`` with the samples a batch
+    used as the batch is handed to the caller, so ``state_dict()`` saved after step *k* resumes at step *k + 1*
+    even with prefetching workers. A batch never spans epochs (the short tail is dropped), so every rank takes
+    the same number of steps.
+
+    Unreadable rows: a row whose files fail to load is skipped (logged the first time), and the batch is
+    filled from the next rows; the skip is part of the position (the same rows are skipped at the same place
+    after a resume) and the set of skipped rows is in the state. More than ``max_skipped`` distinct skipped
+    rows (over the whole run, every epoch) stop the run with a :class:`VDOTInputError` naming them. Under
+    torchrun the ranks agree each batch on the rows used (the most any rank needed) and on the rows skipped,
+    so the shared position and the budget stay exact.
     """
 
     def __init__(self, dataset: Dataset, sampler: ResumableSampler, batch_size: int = 1,
-                 collate_fn=collate_samples, **loader_kwargs):
+                 collate_fn=collate_samples, max_skipped: int = 0, **loader_kwargs):
         if sampler.per_rank < batch_size:
             raise VDOTInputError("batch_size", f"{batch_size} exceeds the {sampler.per_rank} samples each rank has per epoch",
                                  "use a smaller batch or more data")
         self.dataset, self.sampler, self.batch_size = dataset, sampler, int(batch_size)
         self.collate_fn, self.loader_kwargs = collate_fn, loader_kwargs
+        self.max_skipped = int(max_skipped)
+        self.skipped: dict[int, str] = {}  # dataset index -> where (line of the manifest), every rank's
 
-    def state_dict(self) -> dict[str, int]:
-        return self.sampler.state_dict()
+    def state_dict(self) -> dict:
+        return {**self.sampler.state_dict(), "skipped_rows": sorted(self.skipped.items())}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+        self.skipped = {int(i): str(where) for i, where in state.get("skipped_rows", [])}
+
+    def _note_skips(self, rows: list[_SkippedRow]) -> None:
+        """Add this batch's skipped rows (all ranks') to the run's set; log new ones; enforce the budget."""
+        import logging
+
+        from .. import distributed as D
+
+        if D.is_distributed():
+            import torch.distributed as dist
+
+            gathered: list = [None] * D.get_world_size()
+            dist.all_gather_object(gathered, rows)  # between our own processes only
+            rows = [r for part in gathered for r in part]
+        for row in rows:
+            if row.index not in self.skipped:
+                self.skipped[row.index] = row.where
+                logging.getLogger(__name__).warning(
+                    f"data: skipped {row.where}: {row.reason} ({len(self.skipped)} row(s) skipped, "
+                    f"data.max_skipped_rows: {self.max_skipped})")
+        if len(self.skipped) > self.max_skipped:
+            names = ", ".join(list(self.skipped.values())[:5]) + (", ..." if len(self.skipped) > 5 else "")
+            raise VDOTInputError(
+                "data.max_skipped_rows",
+                f"{len(self.skipped)} data rows could not be read ({names}; the last: {rows[-1].reason}), "
+                f"more than the {self.max_skipped} allowed",
+                "fix or remove those rows (the log says why each failed), or raise data.max_skipped_rows")
 
     def __iter__(self):
+        guarded = _RowGuard(self.dataset)
         while True:
-            loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
-                                collate_fn=self.collate_fn, **self.loader_kwargs)
             epoch = self.sampler.epoch
-            for batch in loader:
-                self.sampler.advance(self.batch_size)
-                yield batch
-            if self.sampler.epoch == epoch:  # the tail shorter than a batch was dropped
+            loader = DataLoader(guarded, batch_size=1, sampler=self.sampler, collate_fn=_single, **self.loader_kwargs)
+            rows = iter(loader)
+            while self.sampler.epoch == epoch:
+                batch, used, skipped, exhausted = [], 0, [], False
+                while len(batch) < self.batch_size:
+                    try:
+                        item = next(rows)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    used += 1
+                    if isinstance(item, _SkippedRow):
+                        skipped.append(item)
+                    else:
+                        batch.append(item)
+                most, any_skipped, exhausted = _agree([used, len(skipped), int(exhausted)], ["max", "sum", "max"])
+                if any_skipped:
+                    self._note_skips(skipped)
+                if exhausted:  # the epoch's tail could not fill a batch on some rank: drop it everywhere
+                    break
+                for _ in range(most - used):  # rows another rank needed: this rank passes over them too
+                    next(rows, None)
+                self.sampler.advance(most)
+                yield self.collate_fn(batch)
+            if self.sampler.epoch == epoch:
                 self.sampler.next_epoch()

@@ -183,7 +183,7 @@ def _run_stage(out: Path, name: str, run: dict) -> int:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(run, f, sort_keys=False)
     print(f"build: {name} ({path})")
-    resume = (Path(run["out"]) / "checkpoints").is_dir()
+    resume = Path(run["out"]).is_dir()  # continue whatever is there (no checkpoint yet: from step 0)
     return train_main([str(path), "--resume"] if resume else [str(path)])
 
 

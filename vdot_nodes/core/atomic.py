@@ -31,17 +31,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def check_target(path: str | Path, overwrite: bool = False, input_name: str | None = None) -> Path:
-    """Check that ``path`` can be written as a *file*, before any work is done.
+def check_target(path: str | Path, overwrite: bool = False, input_name: str | None = None,
+                 folder: bool = False) -> Path:
+    """Check that ``path`` can be written as a *file* (or, with ``folder``, as a folder of files),
+    before any work is done.
 
-    Refuses an existing target without ``overwrite``, a target that is a folder, a missing parent
-    folder, a parent that is a file and an unwritable parent — each as one :class:`VDOTInputError`.
+    Refuses an existing target without ``overwrite`` (an empty folder counts as absent), a file
+    target that is a folder or a folder target that is a file, a missing parent folder, a parent
+    that is a file and an unwritable parent — each as one :class:`VDOTInputError`.
     """
     path = Path(path)
     name = input_name or str(path)
-    if path.is_dir():
+    if not folder and path.is_dir():
         raise VDOTInputError(name, f"{path} is a folder", "give a file name")
-    if path.exists() and not overwrite:
+    if folder and path.exists() and not path.is_dir():
+        raise VDOTInputError(name, f"{path} is an existing file, not a folder", "choose another name")
+    occupied = path.exists() and (not folder or any(path.iterdir()))
+    if occupied and not overwrite:
         raise VDOTInputError(name, f"{path} already exists", "choose another name or pass --overwrite")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():

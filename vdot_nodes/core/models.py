@@ -364,7 +364,7 @@ class _Source:
                 input_name, f"{path} is a folder without config.json" + (f" or {sub}/" if sub else ""),
                 "give a diffusers model folder, a pipeline root or a single .safetensors file",
             )
-        return cls(path, _folder_weight_files(path, input_name), json.loads(cfg_file.read_text()), input_name)
+        return cls(path, _folder_weight_files(path, input_name), read_json_file(cfg_file, input_name), input_name)
 
     # ---- what is it? ----
     def analyse(self) -> tuple[dict, dict[str, str]]:
@@ -538,8 +538,8 @@ def _refuse_non_safetensors(path: Path, input_name: str) -> None:
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise VDOTInputError(
-            input_name, f"{path.name} is a PyTorch pickle ({suffix}); VDOT never unpickles files (loading one can run code)",
-            "convert it to .safetensors in an environment you trust (safetensors.torch.save_file), or download the .safetensors release",
+            input_name, f"{path.name} is a PyTorch pickle ({suffix}); VDOT loads only .safetensors (a pickle can run code)",
+            f"convert it: vdot convert {path} <folder> (reads it with torch's weights-only unpickler)",
         )
     if suffix == ".gguf":
         raise VDOTInputError(input_name, f"{path.name} is a GGUF file; VDOT reads safetensors", "use the .safetensors release")
@@ -549,7 +549,7 @@ def _pickle_hint(path: Path) -> str | None:
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "it is a PyTorch pickle with a .safetensors name; VDOT never unpickles files"
+        return f"it is a PyTorch pickle with a .safetensors name; convert it: vdot convert {path} <folder>"
     return None
 
 
@@ -557,7 +557,7 @@ def _folder_weight_files(folder: Path, input_name: str) -> list[Path]:
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     indexes = [p for p in indexes if p.name.count(".") == 3] or indexes  # prefer non-variant (no .fp16.)
     if indexes:
-        shards = sorted(set(json.loads(indexes[0].read_text())["weight_map"].values()))
+        shards = sorted(set(read_json_file(indexes[0], input_name)["weight_map"].values()))
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise VDOTInputError(input_name, f"{folder} lacks shards {missing[:3]} listed in {indexes[0].name}", "finish the download")
@@ -808,13 +808,27 @@ def _parse_precision(precision: str, input_name: str):
     return PRECISIONS[precision]
 
 
+def read_json_file(path: Path, input_name: str) -> dict:
+    """A model folder's JSON file (config.json, a shard index) as a dict; a truncated or damaged file is one
+    :class:`VDOTInputError` naming it, not a JSONDecodeError."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VDOTInputError(input_name, f"{path} is not valid JSON ({exc.__class__.__name__}: truncated or damaged)",
+                             "download or copy that file again") from None
+    if not isinstance(data, dict):
+        raise VDOTInputError(input_name, f"{path} holds a JSON {type(data).__name__}, not an object",
+                             "download or copy that file again")
+    return data
+
+
 def _config_arg(config, input_name: str) -> dict | None:
     if config is None or isinstance(config, dict):
         return dict(config) if config else None
     p = Path(config)
     if not p.is_file():
         raise VDOTInputError(input_name, f"config file {p} does not exist", "pass a config.json path or a dict")
-    return json.loads(p.read_text())
+    return read_json_file(p, input_name)
 
 
 def _guard(fn, input_name: str, what: str):

@@ -196,7 +196,11 @@ class VDOTPipeline:
             mean, std = self._latent_stats(self.device)
             for latent in latents:
                 z = latent.unsqueeze(0).to(self.device, torch.float32) * std + mean
-                video = self.vae.decode(z.to(dtype)).sample.float().clamp(-1, 1)
+                video = self.vae.decode(z.to(dtype)).sample.float()
+                if not torch.isfinite(video).all():  # fp16/bf16 VAEs overflow; clamp would make it black
+                    raise VDOTInputError("vae", "VAE produced NaN/inf while decoding",
+                                         "decode in fp32 (VAE precision fp32)")
+                video = video.clamp(-1, 1)
                 videos.append(((video[0] + 1) / 2).permute(1, 2, 3, 0).cpu())
         return torch.stack(videos)
 
@@ -226,15 +230,21 @@ class VDOTPipeline:
         latent_frames = context.shape[2] - len(refs)
         s = self.vae_spatial
         h, w = vcu.height // s, vcu.width // s
-        mask64 = vcu.masks.float().view(vcu.num_frames, h, s, w, s)
-        mask64 = mask64.permute(2, 4, 0, 1, 3).flatten(0, 1)  # [s·s (64 for Wan), F, h, w]
-        mask64 = torch.nn.functional.interpolate(
-            mask64.unsqueeze(0), size=(latent_frames, h, w), mode="nearest-exact"
-        )
+        # VACE thresholds the mask (> 0.5) for inactive/reactive but unshuffles the soft one.
+        soft = vcu.soft_masks if vcu.soft_masks is not None else vcu.masks
+        mask64 = self.unshuffle_mask(soft, latent_frames, s)
         if refs:
             mask64 = torch.cat([torch.zeros_like(mask64[:, :, : len(refs)]), mask64], dim=2)
         control = torch.cat([context, mask64], dim=1)
         return EncodedVCU(control, len(refs), (int(self.vae.config.z_dim), control.shape[2], h, w))
+
+    @staticmethod
+    def unshuffle_mask(masks: torch.Tensor, latent_frames: int, s: int) -> torch.Tensor:
+        """``[F, H, W]`` mask → ``[1, s·s, latent_frames, H/s, W/s]``: s×s pixel-unshuffle (channel
+        ``s·dy + dx``), then nearest-exact resampling of the frames (81 → 21 takes frames 1, 5, 9, …)."""
+        f, h, w = masks.shape[0], masks.shape[1] // s, masks.shape[2] // s
+        mask = masks.float().view(f, h, s, w, s).permute(2, 4, 0, 1, 3).flatten(0, 1)  # [s·s, F, h, w]
+        return torch.nn.functional.interpolate(mask.unsqueeze(0), size=(latent_frames, h, w), mode="nearest-exact")
 
     # ---------------------------------------------------------------- transformer
     def velocity_fn(

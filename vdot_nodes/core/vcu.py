@@ -5,6 +5,9 @@ A VCU is (prompt, frames, masks, references) with VACE semantics:
   Pixels to keep hold the source; pixels to generate hold grey 0.5 (= 0 in VACE's [-1, 1] space),
   or the control signal (depth, pose, ...) for V2V tasks.
 - ``masks``   ``[F, H, W]`` float32, exactly 0 or 1: 1 = generate, 0 = keep.
+- ``soft_masks`` optional ``[F, H, W]`` float32 in 0..1: the unthresholded mask ``masks`` was cut
+  from. VACE forms inactive/reactive with the binary mask but feeds the soft one to the
+  64-channel mask input; None means ``masks`` is used there too.
 - ``references`` list of ``[H, W, 3]`` float32 0..1 images already placed on a white H×W canvas;
   they are VAE-encoded as extra latent frames in front of the video and stripped after sampling.
 F must be 4k+1, H and W multiples of 16.
@@ -39,6 +42,7 @@ class VCU:
     references: list[torch.Tensor] = field(default_factory=list)
     prompt: str = ""
     negative_prompt: str = ""
+    soft_masks: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -299,6 +303,14 @@ def as_image(x, name: str, clamp: bool = True) -> torch.Tensor:
     return _check_values(x, name, clamp)
 
 
+def check_mask_size(mask_size: tuple[int, int], video_size: tuple[int, int], name: str = "mask") -> None:
+    """A mask must have its video's own (H, W): one of another size is an error, never stretched."""
+    (mh, mw), (vh, vw) = (int(v) for v in mask_size), (int(v) for v in video_size)
+    if (mh, mw) != (vh, vw):
+        raise VDOTInputError(name, f"is {mw}x{mh} (WxH) but the video is {vw}x{vh}",
+                             f"resize or crop the mask to {vw}x{vh}, the size of its video (sizes must agree)")
+
+
 def as_mask(x, name: str, num_frames: int, height: int, width: int) -> torch.Tensor:
     """A mask input as ``[F, H, W]`` float32 (values not yet binarized).
 
@@ -314,9 +326,7 @@ def as_mask(x, name: str, num_frames: int, height: int, width: int) -> torch.Ten
     if x.ndim != 3:
         raise VDOTInputError(name, f"has shape {tuple(x.shape)}; expected [F, H, W] or [H, W]",
                              "pass a ComfyUI MASK")
-    if tuple(x.shape[1:]) != (height, width):
-        raise VDOTInputError(name, f"is {x.shape[2]}x{x.shape[1]} (WxH) but the video is {width}x{height}",
-                             f"resize the mask to {width}x{height}")
+    check_mask_size(tuple(x.shape[1:]), (height, width), name)
     if x.shape[0] == 1 and num_frames != 1:
         x = x.expand(num_frames, height, width)
     if x.shape[0] != num_frames:
@@ -373,6 +383,12 @@ def validate_vcu(vcu: VCU) -> VCU:
     if not ((masks == 0) | (masks == 1)).all():
         raise VDOTInputError("masks", "is not binary (values other than exactly 0 and 1)",
                              "threshold it with binarize_mask(mask, threshold=0.5) (the builders do this)")
+    if vcu.soft_masks is not None:
+        soft = _require_tensor(vcu.soft_masks, "soft_masks")
+        if tuple(soft.shape) != (f, h, w):
+            raise VDOTInputError("soft_masks", f"has shape {tuple(soft.shape)} but the masks are {[f, h, w]}",
+                                 "give the soft mask the binary masks were thresholded from")
+        _check_values(soft, "soft_masks", clamp=False)
     for i, ref in enumerate(vcu.references):
         r = as_image(ref, f"references[{i}]", clamp=False)
         if tuple(r.shape[:2]) != (h, w):
@@ -387,9 +403,11 @@ def validate_vcu(vcu: VCU) -> VCU:
 
 
 def place_on_white_canvas(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Aspect-preserving bilinear resize of ``image`` to fit ``height`` x ``width``, centred on a
-    white canvas — the same arithmetic as diffusers ``WanVACEPipeline.preprocess_conditions``
-    (``scale = min(H/h, W/w)``, ``int()`` truncation, ``//2`` centring). Returns ``[H, W, 3]``."""
+    """Aspect-preserving resize of ``image`` to fit ``height`` x ``width``, centred on a white canvas —
+    the official VDOT ``prepare_source`` arithmetic: ``scale = min(H/h, W/w)``, size
+    ``int(h·scale) x int(w·scale)``, bilinear with ``align_corners=False`` and no antialias, offsets
+    ``(H − nh)//2`` and ``(W − nw)//2`` (no rounding of the image size to 8 as diffusers does first).
+    Returns ``[H, W, 3]``."""
     img = as_image(image, "reference")
     ih, iw = img.shape[:2]
     scale = min(height / ih, width / iw)
@@ -410,9 +428,13 @@ def _grey_video(num_frames: int, height: int, width: int, device=None) -> torch.
 
 
 def _checked_shape(num_frames: int, height: int, width: int) -> None:
+    from .validate import BOUNDS, check_memory, check_number
+
     for name, v in (("num_frames", num_frames), ("height", height), ("width", width)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise VDOTInputError(name, f"must be an integer, got {v!r}", f"pass {name} as an integer")
+        check_number(name, v, BOUNDS[name])  # the caps, before a frames tensor is allocated
+    check_memory(num_frames, height, width)
     check_frame_count(num_frames, "num_frames")
     check_size(height, width, "height/width")
 
@@ -478,6 +500,19 @@ def _expand_sides(expand) -> tuple[int, int, int, int]:
     return sides
 
 
+def _check_canvas_cap(h: int, w: int, sides) -> None:
+    """The expanded canvas must stay within the generate caps, checked before it is allocated."""
+    from .validate import MAX_SIDE
+
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in sides):
+        return  # outpaint_canvas names a non-integer side
+    top, bottom, left, right = sides
+    height, width = h + top + bottom, w + left + right
+    if max(height, width) > MAX_SIDE:
+        raise VDOTInputError("expand", f"makes a {width}x{height} canvas, larger than {MAX_SIDE} pixels a side",
+                             f"add fewer pixels (the canvas may be at most {MAX_SIDE}x{MAX_SIDE})")
+
+
 def build_outpaint_vcu(source, expand, overlap: int = 0, prompt: str = "", negative_prompt: str = "") -> VCU:
     """Outpaint (canvas expansion). ``expand = (top, bottom, left, right)`` in **pixels** added on each
     side of the source (or a dict with those keys); the output is
@@ -488,6 +523,7 @@ def build_outpaint_vcu(source, expand, overlap: int = 0, prompt: str = "", negat
     f, h, w = video.shape[:3]
     check_frame_count(f, "source")
     top, bottom, left, right = _expand_sides(expand)
+    _check_canvas_cap(h, w, (top, bottom, left, right))
     canvas = outpaint_canvas(h, w, top, bottom, left, right, overlap=overlap, device=video.device)
     frames = canvas.place(video, fill=GREY)
     masks = canvas.mask[None].expand(f, -1, -1).contiguous()
@@ -518,22 +554,27 @@ def build_inpaint_vcu(source, mask=None, box=None, threshold: float = 0.5, promp
     """Inpaint: regenerate the region where ``mask`` is 1 (``[F, H, W]``, or ``[H, W]``/``[1, H, W]``
     used for every frame; soft masks are thresholded by :func:`binarize_mask`), or inside
     ``box = (x0, y0, x1, y1)`` pixels (x1, y1 exclusive) on every frame. Give exactly one of the two.
-    Source pixels are kept where the mask is 0; masked pixels are grey."""
+    Source pixels are kept where the mask is 0; masked pixels are grey. A soft mask is also kept
+    (clamped to 0..1) as the VCU's ``soft_masks``: VACE's 64-channel mask input takes it unthresholded."""
     video = _checked_video(source, "source")
     f, h, w = video.shape[:3]
     if (mask is None) == (box is None):
         raise VDOTInputError("mask" if mask is None else "box",
                              "inpaint needs exactly one of a mask or a box" + (", got both" if mask is not None else ""),
                              f"pass either {INPUT_SOURCES['mask']} or {INPUT_SOURCES['box']}")
+    soft = None
     if mask is not None:
-        masks = binarize_mask(as_mask(mask, "mask", f, h, w), threshold).to(video.device)
+        given = as_mask(mask, "mask", f, h, w).to(video.device)
+        masks = binarize_mask(given, threshold)
+        if not ((given == 0) | (given == 1)).all():
+            soft = given.clamp(0, 1).contiguous()
     else:
         masks = box_mask(h, w, box, num_frames=f, device=video.device)
     if not masks.any():
         raise VDOTInputError("mask" if box is None else "box", "marks nothing to generate (all zeros)",
                              "white (1) marks the region to regenerate; check the mask or lower the threshold")
     frames = torch.where(masks[..., None] == 0, video, torch.full_like(video, GREY))
-    return validate_vcu(VCU("inpaint", frames, masks.contiguous(), [], prompt, negative_prompt))
+    return validate_vcu(VCU("inpaint", frames, masks.contiguous(), [], prompt, negative_prompt, soft))
 
 
 def _fit_first_frame(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

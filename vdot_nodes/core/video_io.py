@@ -7,12 +7,15 @@ temporary name first so an interrupted write leaves nothing half-made under the 
 
 from __future__ import annotations
 
-import os
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .errors import VDOTInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -59,15 +62,14 @@ def read_image(path: str | Path) -> torch.Tensor:
     return from_uint8(data)
 
 
-def write_image(image: torch.Tensor, path: str | Path, overwrite: bool = False) -> Path:
+def write_image(image: torch.Tensor, path: str | Path, overwrite: bool = False, input_name: str = "image") -> Path:
     import cv2
 
     path = Path(path)
-    _check_writable(path, overwrite)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR)):
-        raise VDOTInputError(str(path), "could not write the image", "check the folder exists and the extension")
-    os.replace(tmp, path)
+    check_frames(image[None] if isinstance(image, torch.Tensor) and image.ndim == 3 else image, input_name)
+    with atomic_path(path, overwrite) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR)):
+            raise VDOTInputError(str(path), "could not write the image", "check the folder exists and the extension")
     return path
 
 
@@ -104,47 +106,185 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.T
     return from_uint8(np.stack(frames)), fps
 
 
-def write_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17) -> Path:
+@dataclass(frozen=True)
+class VideoProbe:
+    """What frame sampling needs to know about a video, without decoding it.
+
+    ``timestamps``: float32 ``[num_frames, 2]`` (start, stop) seconds per frame in presentation
+    order, measured from the stream's start: ``(pts - start_time) * time_base`` and
+    ``(pts + duration - start_time) * time_base`` of each packet (the same numbers decord gives, which
+    the official VDOT loader uses). A folder of frames has no timestamps: frame i spans
+    ``[i/fps, (i+1)/fps]`` at ``fps`` 16.
+    """
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    timestamps: np.ndarray
+
+
+def constant_rate_timestamps(num_frames: int, fps: float) -> np.ndarray:
+    """float32 ``[n, 2]`` (start, stop) seconds for ``n`` frames at a constant ``fps``."""
+    start = np.arange(num_frames, dtype=np.float64) / fps
+    return np.stack([start, start + 1.0 / fps], axis=1).astype(np.float32)
+
+
+def probe_video(path: str | Path) -> VideoProbe:
+    """Frame count, size, fps and per-frame timestamps of a video file or frame folder (demux only)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise VDOTInputError(str(path), "folder holds no image frames", f"put {'/'.join(IMAGE_EXTENSIONS)} frames in it")
+        h, w = read_image(files[0]).shape[:2]
+        return VideoProbe(len(files), int(h), int(w), 16.0, constant_rate_timestamps(len(files), 16.0))
+    if not path.is_file():
+        raise VDOTInputError(str(path), "video file not found", "check the path")
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or 16)
+            height, width = int(stream.codec_context.height), int(stream.codec_context.width)
+            start = stream.start_time or 0
+            tb = float(stream.time_base) if stream.time_base else 0.0
+            packets = sorted((p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None)
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise VDOTInputError(str(path), f"not a readable video ({exc})", "use an mp4/webm/mov file or a folder of frames") from None
+    if not packets:
+        raise VDOTInputError(str(path), "video has no frames", "check the file")
+    pts = np.array(packets, dtype=np.int64)
+    # decord subtracts the start time as C++ float (int64 pts rounded to float32), then scales in double.
+    offset = np.float32(start)
+    begin = (pts[:, 0].astype(np.float32) - offset).astype(np.float64) * tb
+    end = ((pts[:, 0] + pts[:, 1]).astype(np.float32) - offset).astype(np.float64) * tb
+    return VideoProbe(len(packets), height, width, fps, np.stack([begin, end], axis=1).astype(np.float32))
+
+
+def read_video_frames(path: str | Path, frame_ids: Sequence[int]) -> np.ndarray:
+    """The frames at ``frame_ids`` (presentation order, repeats allowed) as uint8 ``[n, H, W, 3]``.
+
+    Decodes the video once and keeps only the frames asked for, so a long clip sampled down to 81
+    frames never holds every decoded frame in memory.
+    """
+    path = Path(path)
+    wanted = sorted(set(int(i) for i in frame_ids))
+    if not wanted:
+        raise VDOTInputError(str(path), "no frames asked for", "ask for at least one frame")
+    kept: dict[int, np.ndarray] = {}
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        for i in wanted:
+            if i < len(files):
+                kept[i] = to_uint8(read_image(files[i]))
+    else:
+        if not path.is_file():
+            raise VDOTInputError(str(path), "video file not found", "check the path")
+        import av
+
+        wanted_set, last = set(wanted), wanted[-1]
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                for index, frame in enumerate(container.decode(stream)):
+                    if index in wanted_set:
+                        kept[index] = frame.to_ndarray(format="rgb24")
+                    if index >= last:
+                        break
+        except (av.error.FFmpegError, IndexError) as exc:
+            raise VDOTInputError(str(path), f"not a readable video ({exc})", "use an mp4/webm/mov file or a folder of frames") from None
+    missing = [i for i in wanted if i not in kept]
+    if missing:
+        raise VDOTInputError(str(path), f"has no frame {missing[0]}: it decodes to fewer frames than its index lists",
+                             "check the file is complete (re-encode it)")
+    sizes = {kept[i].shape for i in wanted}
+    if len(sizes) > 1:
+        raise VDOTInputError(str(path), f"frames have different sizes {sorted(sizes)}", "make all frames one size")
+    return np.stack([kept[int(i)] for i in frame_ids])
+
+
+def check_frames(frames, name: str = "frames") -> torch.Tensor:
+    """Frames about to be written: a non-empty ``[F, H, W, 3]`` tensor with no NaN / inf.
+
+    NaN would otherwise become black pixels in a file that looks like a result (uint8 has no NaN).
+    """
+    if not isinstance(frames, torch.Tensor):
+        raise VDOTInputError(name, f"expected frames as a tensor, got {type(frames).__name__}", "connect an IMAGE")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VDOTInputError(name, f"expected [F, H, W, 3], got {tuple(frames.shape)}", "pass RGB frames")
+    if frames.numel() == 0:
+        raise VDOTInputError(name, f"is empty (shape {tuple(frames.shape)})", "connect a node that outputs frames")
+    finite = torch.isfinite(frames)
+    if not finite.all():
+        bad = int((~finite).any(dim=(1, 2, 3)).sum())
+        raise VDOTInputError(name, f"{bad} of {frames.shape[0]} frames contain NaN/inf values",
+                             "fix the node or model that produced them (a VAE decoding in fp16/bf16 can overflow: "
+                             "decode in fp32)")
+    return frames
+
+
+def write_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17,
+                input_name: str = "frames") -> Path:
     """Frames ``[F, H, W, 3]`` 0..1 → H.264 mp4 (yuv420p, so H and W are rounded up to even by padding)."""
     import av
 
     path = Path(path)
-    _check_writable(path, overwrite)
+    check_frames(frames, input_name)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps < 1:
+        raise VDOTInputError("fps", f"must be a finite number ≥ 1, got {fps!r}", "use e.g. 16 (Wan's rate)")
+    if path.suffix.lower() != ".mp4":
+        raise VDOTInputError(str(path), f"write_video makes .mp4 files, not {path.suffix or 'folders'}",
+                             "name the output something.mp4")
     data = to_uint8(frames)
-    if data.ndim != 4 or data.shape[-1] != 3:
-        raise VDOTInputError("frames", f"expected [F, H, W, 3], got {tuple(frames.shape)}", "pass RGB frames")
     f, h, w, _ = data.shape
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    with av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)) or 16)
-        stream.width, stream.height = w + w % 2, h + h % 2
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in data:
-            if h % 2 or w % 2:
-                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+    with atomic_path(path, overwrite) as tmp:
+        with av.open(str(tmp), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=int(round(fps)))
+            stream.width, stream.height = w + w % 2, h + h % 2
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for frame in data:
+                if h % 2 or w % 2:
+                    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
     return path
 
 
-def write_frames(frames: torch.Tensor, folder: str | Path, prefix: str = "frame", overwrite: bool = False) -> Path:
-    """Frames → ``folder/prefix_00000.png …`` (the folder must not hold those names already)."""
+def write_frames(frames: torch.Tensor, folder: str | Path, prefix: str = "frame", overwrite: bool = False,
+                 input_name: str = "frames") -> Path:
+    """Frames → ``folder/prefix_00000.png …`` (the folder must not hold those names already).
+
+    With ``overwrite``, our own ``prefix_NNNNN.png`` beyond the new count are removed too, so the
+    folder never mixes frames of two runs."""
     folder = Path(folder)
+    check_frames(frames, input_name)
+    if folder.exists() and not folder.is_dir():
+        raise VDOTInputError(str(folder), "is an existing file, not a folder", "choose another name")
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
-        write_image(frame, folder / f"{prefix}_{i:05d}.png", overwrite=overwrite)
+        write_image(frame, folder / f"{prefix}_{i:05d}.png", overwrite=overwrite, input_name=input_name)
+    if overwrite:
+        for path in folder.glob(f"{prefix}_*.png"):
+            index = path.stem[len(prefix) + 1:]
+            if index.isdigit() and len(index) == 5 and int(index) >= len(frames):
+                path.unlink()
     return folder
 
 
-def _check_writable(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise VDOTInputError(str(path), "file already exists and would be overwritten", "choose another name or pass --overwrite")
-    if not path.parent.exists():
-        raise VDOTInputError(str(path), f"folder {path.parent} does not exist", "create it first")
+def write_output(frames: torch.Tensor, out: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17,
+                 input_name: str = "frames") -> Path:
+    """The one way a finished video is written: ``.mp4`` → H.264 file; no suffix (or a trailing ``/``) →
+    a folder of PNG frames; any other suffix is refused (never a folder where a file was asked for)."""
+    from .validate import output_kind
+
+    if output_kind(out) == "video":
+        return write_video(frames, out, fps=fps, overwrite=overwrite, crf=crf, input_name=input_name)
+    return write_frames(frames, out, overwrite=overwrite, input_name=input_name)
 
 
 def resize_video(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

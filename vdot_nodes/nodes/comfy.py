@@ -129,6 +129,9 @@ def list_model_folders(kind: str = "diffusion_models") -> list[str]:
 
 
 def _reject_unsafe(name: str, input_name: str) -> None:
+    if not isinstance(name, str) or any(ord(c) < 32 for c in name):
+        raise VDOTInputError(input_name, f"{name!r} is not a plain file name (control characters or NUL)",
+                             "use letters, digits, '_', '-', '.' and '/'")
     p = Path(name)
     if p.is_absolute() or ".." in p.parts or name.startswith(("~", "\\")) or re.match(r"^[A-Za-z]:", name):
         raise VDOTInputError(input_name, f"{name!r} is not a plain file name",
@@ -163,15 +166,30 @@ def list_inputs(extensions) -> list[str]:
     return names + [EXAMPLES_PREFIX + n for n in _scan(EXAMPLES_DIR, exts)]
 
 
+def _confined(path: Path, root: Path, input_name: str, what: str) -> Path:
+    """``path`` when its real location (symlinks resolved) is inside ``root``'s; a symlink that leads
+    out of ComfyUI's folders is refused (a shared workflow must not read or write elsewhere)."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    try:
+        inside = os.path.commonpath([real, real_root]) == real_root
+    except ValueError:  # Windows: another drive
+        inside = False
+    if not inside:
+        raise VDOTInputError(input_name, f"{path} leads (through a symlink) to {real}, outside ComfyUI's {what} folder",
+                             f"copy the file into the {what} folder instead of linking to it")
+    return path
+
+
 def input_path(name: str, extensions=VIDEO_EXTENSIONS + IMAGE_EXTENSIONS, input_name: str = "file") -> Path:
-    """Full path of a listed input file; absolute paths, ``..`` and unlisted names are refused."""
+    """Full path of a listed input file; absolute paths, ``..``, unlisted names and symlinks that
+    lead out of the input folder (or the bundled examples) are refused."""
     _reject_unsafe(name, input_name)
     if name not in list_inputs(extensions):
         raise VDOTInputError(input_name, f"{name!r} is not in ComfyUI's input folder",
                              "upload the file (or copy it into ComfyUI/input/) and pick it from the list")
     if name.startswith(EXAMPLES_PREFIX):
-        return EXAMPLES_DIR / name[len(EXAMPLES_PREFIX):]
-    return input_dir() / name
+        return _confined(EXAMPLES_DIR / name[len(EXAMPLES_PREFIX):], EXAMPLES_DIR, input_name, "examples")
+    return _confined(input_dir() / name, input_dir(), input_name, "input")
 
 
 def unique_output_path(filename_prefix: str, extension: str) -> Path:
@@ -179,17 +197,22 @@ def unique_output_path(filename_prefix: str, extension: str) -> Path:
 
     ``extension`` "" gives a folder name (for PNG frame sequences).
     """
+    _reject_unsafe(filename_prefix, "filename_prefix")
     prefix = filename_prefix.strip() or "VDOT/video"
     _reject_unsafe(prefix, "filename_prefix")
     out = output_dir()
     target_dir = (out / prefix).parent
     stem = Path(prefix).name
+    # Checked before and after creating the folders: a symlinked folder under output/ must not
+    # receive a single directory or file.
+    _confined(target_dir, out, "filename_prefix", "output")
     target_dir.mkdir(parents=True, exist_ok=True)
+    _confined(target_dir, out, "filename_prefix", "output")
     suffix = f".{extension}" if extension else ""
     pattern = re.compile(rf"^{re.escape(stem)}_(\d+)_")
     used = [int(m.group(1)) for p in target_dir.iterdir() if (m := pattern.match(p.name))]
     counter = max(used, default=0) + 1
-    while (path := target_dir / f"{stem}_{counter:05d}_{suffix}").exists():
+    while os.path.lexists(path := target_dir / f"{stem}_{counter:05d}_{suffix}"):
         counter += 1
     return path
 

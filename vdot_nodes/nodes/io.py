@@ -15,6 +15,8 @@ from ..core import video_io
 from ..core.errors import VDOTInputError
 from ..core.preprocess.masks import binarize_mask
 from ..core.preprocess.video_ops import FIT_MODES, fit_video
+from ..core.validate import validate_generate
+from ..core.vcu import check_frame_count, check_size
 from . import comfy
 
 
@@ -52,6 +54,8 @@ class VDOTLoadVideo:
         return _file_hash(comfy.input_path(video, comfy.VIDEO_EXTENSIONS, "video"))
 
     def load(self, video, frame_load_cap, skip_first_frames, select_every_nth):
+        validate_generate(dict(frame_load_cap=frame_load_cap, skip_first_frames=skip_first_frames,
+                               select_every_nth=select_every_nth))
         path = comfy.input_path(video, comfy.VIDEO_EXTENSIONS, "video")
         last = skip_first_frames + frame_load_cap * select_every_nth if frame_load_cap else None
         frames, fps = video_io.read_video(path, max_frames=last)
@@ -131,11 +135,17 @@ class VDOTFitVideo:
             "height": ("INT", {"default": 480, "min": 16, "max": 2048, "step": 16, "tooltip": "Output height."}),
             "num_frames": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
                                    "tooltip": "Keep the first num_frames frames (4k+1). Fewer frames is an error."}),
-            "mode": (list(FIT_MODES), {"default": "crop", "tooltip": "crop: keep aspect, cut the overflow; pad: keep "
-                                                                    "aspect, black bars; stretch: distort to fit."}),
+            "mode": (list(FIT_MODES), {"default": "crop", "tooltip": "crop: keep aspect, cover and cut the overflow "
+                                                                    "(the official VDOT resize); pad: keep aspect, black "
+                                                                    "bars; stretch: distort to fit."}),
         }}
 
     def fit(self, images, width, height, num_frames, mode):
+        # This node's promise is a VACE-ready video: 4k+1 frames, sizes multiples of 16 (an API-format
+        # workflow bypasses the widgets' step), within the sampler's caps.
+        validate_generate({"num_frames": num_frames, "height": height, "width": width})
+        check_frame_count(num_frames, "num_frames")
+        check_size(height, width, "width/height")
         return (fit_video(images, num_frames, height, width, name="images", mode=mode),)
 
 
@@ -159,6 +169,11 @@ class VDOTSaveVideo:
         }}
 
     def save(self, frames, fps, filename_prefix, format, crf):
+        # Everything is checked before a folder is made or a counter taken.
+        validate_generate({"fps": fps, "crf": crf})
+        video_io.check_frames(frames, "frames")
+        if format not in ("mp4", "png-frames"):
+            raise VDOTInputError("format", f"unknown format {format!r}", "use mp4 or png-frames")
         if format == "mp4":
             path = comfy.unique_output_path(filename_prefix, "mp4")
             video_io.write_video(frames, path, fps=fps, crf=crf)

@@ -5,10 +5,14 @@ from __future__ import annotations
 from ..core.errors import VDOTInputError
 from ..core.pipeline import VDOTPipeline
 from ..core.sampling import VDOT_SHIFT, vdot_timesteps_for
+from ..core.validate import MAX_NUM_VIDEOS, MAX_SEED, validate_generate
 from . import comfy
 from .lora import lora_context
 
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+# The semantic input names of core.validate as this node shows them: the shape comes from the VCU
+# input, every other name is the socket's own.
+SOCKET_NAMES = {"num_frames": "vcu (num_frames)", "height": "vcu (height)", "width": "vcu (width)"}
 
 
 class VDOTSampler:
@@ -43,7 +47,7 @@ class VDOTSampler:
                                                  "video restyling); needs init_frames."}),
                 "control_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                             "tooltip": "Strength of the VCU's conditioning (VACE context scale)."}),
-                "num_videos": ("INT", {"default": 1, "min": 1, "max": 16,
+                "num_videos": ("INT", {"default": 1, "min": 1, "max": MAX_NUM_VIDEOS,
                                        "tooltip": "Videos to generate (seeds seed, seed+1, …)."}),
             },
             "optional": {
@@ -53,12 +57,14 @@ class VDOTSampler:
 
     def sample(self, model, vae, embeds, vcu, seed, steps, shift, cfg, denoise, control_scale, num_videos,
                init_frames=None):
+        # Widgets are bounded in the UI, but an API-format workflow can send anything: the one
+        # validation layer checks types, NaN/inf, ranges, seed + num_videos and the memory estimate.
+        validate_generate(dict(seed=seed, steps=steps, shift=shift, cfg=cfg, denoise=denoise,
+                               control_scale=control_scale, num_videos=num_videos, num_frames=vcu.num_frames,
+                               height=vcu.height, width=vcu.width), SOCKET_NAMES)
         if cfg != 1.0 and embeds.negative is None:
             raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
                                  "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
-        if seed + num_videos - 1 > MAX_SEED:  # torch generators take 64-bit seeds; video i uses seed + i
-            raise VDOTInputError("seed", f"{seed} + {num_videos - 1} (one seed per video) exceeds 2^64 - 1",
-                                 f"use a seed of at most {MAX_SEED - num_videos + 1}")
         pipe = VDOTPipeline(model.module, vae.module, device=comfy.torch_device(),
                             offload="model" if model.offload else "none", is_toy=model.is_toy)
         total = steps

@@ -192,10 +192,13 @@ class VDOTVCUCustom(_VCUNode):
     def build(self, frames, masks, references=None, task="custom"):
         video = core.as_video(frames, "frames")
         f, h, w = video.shape[:3]
-        mask = binarize_mask(core.as_mask(masks, "masks", f, h, w), 0.5, "masks")
+        given = core.as_mask(masks, "masks", f, h, w)
+        mask = binarize_mask(given, 0.5, "masks")
+        # VACE's 64-channel mask input takes the mask unthresholded (inactive/reactive use mask > 0.5).
+        soft = None if ((given == 0) | (given == 1)).all() else given.clamp(0, 1)
         refs = [] if references is None else [core.place_on_white_canvas(r, h, w)
                                               for r in core.as_references(_images(references))]
-        return (core.validate_vcu(core.VCU(task.strip() or "custom", video, mask, refs)),)
+        return (core.validate_vcu(core.VCU(task.strip() or "custom", video, mask, refs, soft_masks=soft)),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import VDOTCancelled, VDOTInputError
 from . import PREPROCESSORS, resolve_name, run_preprocessor
+from ..validate import validate_preprocess
 from .video_ops import DEFAULT_BATCH_SIZE, fit_video
 
 PROG = "vdot preprocess"
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The semantic input names of core.validate, as `vdot preprocess` spells them.
+PREPROCESS_NAMES = {"num_frames": "--frames", "width": "--width", "height": "--height", "fps": "--fps",
+                    "crf": "--crf", "batch_size": "--batch-size"}
+
+
 def _check_output(out: Path, src: Path, overwrite: bool) -> bool:
     """Validate OUT; returns True when OUT is an mp4 file, False for a frame folder."""
     suffix = out.suffix.lower()
@@ -109,14 +115,6 @@ def _check_output(out: Path, src: Path, overwrite: bool) -> bool:
     if not out.parent.exists():
         raise VDOTInputError("OUT", f"folder {out.parent} does not exist", "create it first")
     return is_file
-
-
-def _remove_stale_frames(folder: Path, count: int) -> None:
-    """After ``--overwrite`` of a frame folder: drop our own ``frame_NNNNN.png`` beyond ``count``."""
-    for path in folder.glob("frame_*.png"):
-        stem = path.stem[len("frame_"):]
-        if stem.isdigit() and len(stem) == 5 and int(stem) >= count:
-            path.unlink()
 
 
 def _kind_options(args) -> dict:
@@ -141,6 +139,8 @@ def _run(args) -> int:
             raise VDOTInputError(f"--{name.replace('_', '-')}", f"must be ≥ 1, got {value}", "give a positive integer")
     if args.fps is not None and not args.fps > 0:
         raise VDOTInputError("--fps", f"must be > 0, got {args.fps}", "use e.g. 16")
+    validate_preprocess({"num_frames": args.frames, "width": args.width, "height": args.height, "fps": args.fps,
+                         "crf": args.crf, "batch_size": args.batch_size}, PREPROCESS_NAMES)
     src, out = Path(args.input), Path(args.output)
     if not src.exists():
         raise VDOTInputError("IN", f"{src} does not exist", "check the path")
@@ -161,7 +161,6 @@ def _run(args) -> int:
     else:
         out.mkdir(exist_ok=True)
         write_frames(result, out, overwrite=args.overwrite)
-        _remove_stale_frames(out, result.shape[0])
     f, h, w = result.shape[:3]
     print(f"wrote {out} ({kind}: {f} frames, {w}x{h}) in {time.perf_counter() - started:.1f}s")
     return 0

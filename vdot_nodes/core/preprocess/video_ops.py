@@ -100,8 +100,13 @@ FIT_MODES = ("stretch", "crop", "pad")
 
 
 def _crop_or_pad(video: torch.Tensor, height: int, width: int, mode: str, fill: float) -> torch.Tensor:
-    """Aspect-preserving fit: ``crop`` scales to cover then centre-crops; ``pad`` scales to fit then
-    centres on a ``fill`` canvas."""
+    """Aspect-preserving fit: ``crop`` scales to cover then centre-crops (the official VDOT loader's
+    bicubic-antialias resize on 8-bit frames, :func:`~vdot_nodes.core.source_prep.fit_clip`); ``pad``
+    scales to fit then centres on a ``fill`` canvas."""
+    if mode == "crop":
+        from ..source_prep import fit_clip
+
+        return fit_clip(video, height, width)
     src_h, src_w = video.shape[1:3]
     scale = (max if mode == "crop" else min)(height / src_h, width / src_w)
     h, w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
@@ -121,7 +126,8 @@ def fit_video(video: torch.Tensor, frames: int | None = None, height: int | None
     """The first ``frames`` frames of ``video``, resized to height×width (None keeps a dimension).
 
     ``mode``: ``stretch`` (default) resizes to exactly height×width; ``crop`` / ``pad`` keep the
-    aspect ratio, centre-cropping or padding with ``fill``. Resizing happens *before* a preprocessor
+    aspect ratio, centre-cropping (as the official VDOT loader: bicubic + antialias on 8-bit frames) or
+    padding with ``fill``. Resizing happens *before* a preprocessor
     runs, so lines are one output pixel thin and flow is in output pixels. A video shorter than
     ``frames`` is an error rather than silently padded.
     """

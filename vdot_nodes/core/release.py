@@ -1,0 +1,520 @@
+"""Read the official VDOT release safely and write it as the safetensors files ComfyUI users have.
+
+The release (Hugging Face ``yutongwang1012/VDOT``) ships PyTorch pickles:
+
+* ``vdot-weights/vdot_14b.pt``: ``{'generator': {'model.<original Wan/VACE key>': tensor}}`` (1331
+  tensors for 14B). The official loader strips ``model.`` and then ``_fsdp_wrapped_module.``
+  (``inference/models/wan/wan_vace.py:44-52``); so do we, as a prefix.
+* ``models_t5_umt5-xxl-enc-bf16.pth``: the UMT5-XXL encoder under Wan's own module names
+  (``wan/modules/t5.py``: ``token_embedding``, ``blocks.N.{norm1,attn,norm2,ffn,pos_embedding}``,
+  ``norm``), renamed here to the HF ``UMT5EncoderModel`` names ComfyUI's ``umt5_xxl_*`` files use.
+* ``Wan2.1_VAE.pth``: the original Wan VAE state dict, the layout of ``wan_2.1_vae.safetensors``.
+* ``google/umt5-xxl/``: the tokenizer; its ``spiece.model`` becomes the text encoder file's
+  ``spiece_model`` tensor, as in ComfyUI's files.
+
+Pickles are read only with ``torch.load(weights_only=True, mmap=True)``: torch's restricted
+unpickler, which builds nothing but tensors and plain containers and refuses any other object
+before it is created, so no code in the file runs. Tensors stay memory-mapped; :func:`write_streaming`
+writes the safetensors file tensor by tensor in bounded chunks, so resident memory stays near one
+chunk, not the model. What a file holds is decided by the same header analysis the loaders use
+(``models._Source.analyse``), and every key and shape is checked against the model the shipped config
+builds — a missing or unexpected tensor is an error naming it (the official loader would leave a
+missing one randomly initialised).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import pickle
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_path
+from .errors import VDOTInputError
+
+HF_REPO = "yutongwang1012/VDOT"
+RELEASE_FILES = {
+    "transformer": "vdot-weights/vdot_14b.pt",
+    "text_encoder": "models_t5_umt5-xxl-enc-bf16.pth",
+    "vae": "Wan2.1_VAE.pth",
+}
+RELEASE_TOKENIZER = "google/umt5-xxl"
+CONVERT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn}
+FP8_E4M3_MAX = 448.0  # largest finite float8_e4m3fn; larger magnitudes are clamped to it
+# Chunk of one tensor converted and written at a time (elements): 64 MB of bf16.
+CHUNK_ELEMENTS = 32 * 1024 * 1024
+STRIP_PREFIXES = ("model.", "_fsdp_wrapped_module.")
+LEGACY_MAX_BYTES = 2 * 1024**3  # an old-format pickle (no mmap) is read whole: allowed up to this size
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2", torch.int64: "I64", torch.int32: "I32",
+    torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+_WORDS = {"transformer": "VDOT transformer", "text_encoder": "UMT5 text encoder", "vae": "Wan2.1 VAE"}
+
+
+@dataclass
+class ReleaseComponent:
+    """One release file, identified and checked; ``tensors`` are memory-mapped, in output names."""
+
+    kind: str  # transformer | text_encoder | vae
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    description: str
+    size: str
+    config: dict
+    spiece: bytes | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a pickle: tensors and plain containers only
+# --------------------------------------------------------------------------------------------
+
+
+def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``({name: tensor}, notes)`` of a release pickle, memory-mapped, through the weights-only unpickler.
+
+    ``{'generator': {...}}`` (the VDOT checkpoint) is unwrapped; the ``model.`` /
+    ``_fsdp_wrapped_module.`` prefixes are stripped as the official loader does. ``notes`` says what
+    was ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VDOTInputError(input_name, f"{path} does not exist", f"download it from huggingface.co/{HF_REPO}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # The legacy (pre-zip) torch.save format cannot be memory-mapped: read small ones into memory.
+    legacy = head[:1] == b"\x80" and path.stat().st_size <= LEGACY_MAX_BYTES
+    if head != b"PK\x03\x04" and not legacy:
+        what = (f"an old-format torch.save pickle over {LEGACY_MAX_BYTES / 1e9:.0f} GB, which cannot be memory-mapped"
+                if head[:1] == b"\x80" else "a safetensors file: it needs no conversion" if path.suffix == ".safetensors"
+                else "not a torch.save checkpoint")
+        fix = ("load it directly (--model/--vae/--text-encoder)" if path.suffix == ".safetensors" else
+               f"use the release file from huggingface.co/{HF_REPO}, or re-save it with a current torch.save")
+        raise VDOTInputError(input_name, f"{path.name} is {what}", fix)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True) if legacy else _load_mapped(path)
+    except pickle.UnpicklingError as e:
+        raise VDOTInputError(
+            input_name, f"{path.name} is not a plain tensor checkpoint: it contains {_unpickle_culprit(e)}; refusing to unpickle it",
+            f"use the original file from huggingface.co/{HF_REPO} (the release holds only tensors)",
+        ) from None
+    except RuntimeError as e:
+        msg = str(e)
+        if "Cannot allocate memory" in msg:
+            raise VDOTInputError(
+                input_name, f"{path.name} ({path.stat().st_size / 1e9:.1f} GB) cannot be memory-mapped: the file is read-only, "
+                "so it needs a private mapping, which this system refuses beyond RAM + swap",
+                f"make it writable (chmod u+w {path}; it is never written) or add swap",
+            ) from None
+        if "central directory" in msg or "zip archive" in msg or "PytorchStreamReader" in msg:
+            raise VDOTInputError(input_name, f"{path.name} is truncated or damaged ({_first_line(msg)})",
+                                 f"download it again from huggingface.co/{HF_REPO}") from None
+        raise VDOTInputError(input_name, f"{path.name} cannot be read ({_first_line(msg)})",
+                             f"download it again from huggingface.co/{HF_REPO}") from None
+    notes = []
+    if isinstance(obj, dict) and "generator" in obj:
+        others = sorted(str(k) for k in obj if k != "generator")
+        if others:
+            notes.append(f"ignored entries beside 'generator': {', '.join(others)} (the official loader reads only 'generator')")
+        obj = obj["generator"]
+    if not isinstance(obj, dict) or not obj:
+        raise VDOTInputError(input_name, f"{path.name} holds {type(obj).__name__}, not a state dict of tensors",
+                             f"use the release file from huggingface.co/{HF_REPO}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise VDOTInputError(input_name, f"{path.name}: {len(bad)} entries are not tensors (e.g. {', '.join(bad[:3])})",
+                             f"use the release file from huggingface.co/{HF_REPO}")
+    state = {}
+    for k, v in obj.items():
+        for prefix in STRIP_PREFIXES:
+            k = k[len(prefix):] if k.startswith(prefix) else k
+        if k in state:
+            raise VDOTInputError(input_name, f"{path.name}: two tensors are named {k} once prefixes are removed",
+                                 "use the release file unmodified")
+        state[k] = v
+    return state, notes
+
+
+def _load_mapped(path: Path):
+    """``torch.load(weights_only=True, mmap=True)``, mapped shared where possible.
+
+    A private mapping (torch's default) is charged against RAM + swap in full, and Linux refuses it
+    for a 35 GB file on a 24 GB machine without swap; a shared one is not charged. torch opens a
+    shared mapping read-write, so a read-only file falls back to the private mapping. Nothing here
+    writes to a mapped tensor (every cast makes a new tensor), so the file is never modified.
+    """
+    load = lambda: torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # noqa: E731
+    if os.name == "nt" or not hasattr(torch.serialization, "set_default_mmap_options"):
+        return load()
+    try:
+        with torch.serialization.set_default_mmap_options(mmap.MAP_SHARED):
+            return load()
+    except RuntimeError as e:
+        if "read-write mode" not in str(e):
+            raise
+    return load()
+
+
+def _unpickle_culprit(e: Exception) -> str:
+    m = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if m:
+        return f"a Python object or function ({m.group(1)})"
+    return f"something other than tensors ({_first_line(str(e))})"
+
+
+def _first_line(msg: str) -> str:
+    return next((line.strip() for line in msg.splitlines() if line.strip()), msg)[:200]
+
+
+# --------------------------------------------------------------------------------------------
+# Wan T5 names -> HF UMT5 names
+# --------------------------------------------------------------------------------------------
+
+_T5_BLOCK = {
+    "norm1.weight": "layer.0.layer_norm.weight",
+    "attn.q.weight": "layer.0.SelfAttention.q.weight",
+    "attn.k.weight": "layer.0.SelfAttention.k.weight",
+    "attn.v.weight": "layer.0.SelfAttention.v.weight",
+    "attn.o.weight": "layer.0.SelfAttention.o.weight",
+    "pos_embedding.embedding.weight": "layer.0.SelfAttention.relative_attention_bias.weight",
+    "norm2.weight": "layer.1.layer_norm.weight",
+    "ffn.gate.0.weight": "layer.1.DenseReluDense.wi_0.weight",  # gelu(gate(x)) * fc1(x): wi_0 is the gated path
+    "ffn.fc1.weight": "layer.1.DenseReluDense.wi_1.weight",
+    "ffn.fc2.weight": "layer.1.DenseReluDense.wo.weight",
+}
+
+
+def wan_t5_to_hf(name: str) -> str | None:
+    """HF ``UMT5EncoderModel`` name of a Wan T5 encoder tensor, or None for a name Wan's encoder lacks."""
+    if name == "token_embedding.weight":
+        return "shared.weight"
+    if name == "norm.weight":
+        return "encoder.final_layer_norm.weight"
+    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
+    if m and m.group(2) in _T5_BLOCK:
+        return f"encoder.block.{m.group(1)}.{_T5_BLOCK[m.group(2)]}"
+    return None
+
+
+def _hf_to_wan_t5(name: str) -> str:
+    if name == "shared.weight":
+        return "token_embedding.weight"
+    if name == "encoder.final_layer_norm.weight":
+        return "norm.weight"
+    m = re.fullmatch(r"encoder\.block\.(\d+)\.(.+)", name)
+    inverse = {v: k for k, v in _T5_BLOCK.items()}
+    if m and m.group(2) in inverse:
+        return f"blocks.{m.group(1)}.{inverse[m.group(2)]}"
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# Identify and check one release file
+# --------------------------------------------------------------------------------------------
+
+
+def open_release_file(path, expect: str | None = None, tokenizer=None, input_name: str = "SRC") -> ReleaseComponent:
+    """Read, identify and check one release file (nothing is written).
+
+    ``expect`` (transformer | text_encoder | vae) is what the file should be (from its release
+    name); ``tokenizer`` is the ``google/umt5-xxl`` folder, needed for the text encoder.
+    """
+    from .models import _Source
+
+    path = Path(path)
+    state, notes = load_weights_only(path, input_name)
+    is_wan_t5 = "token_embedding.weight" in state and any(k.startswith("blocks.0.attn.") for k in state)
+    names = {k: (wan_t5_to_hf(k) or k) if is_wan_t5 else k for k in state}  # output name per stored name
+    header = {names[k]: (tuple(v.shape), _SAFETENSORS_DTYPES.get(v.dtype, str(v.dtype))) for k, v in state.items()}
+    info, key_map = _Source.from_header(header, name=path.name).analyse()
+    kind = info["kind"]
+    if expect and kind != expect:
+        found = info["description"] if kind in _WORDS else f"no model VDOT knows ({info['problem']})"
+        raise VDOTInputError(
+            input_name, f"{path.name} should be the {_WORDS[expect]} but holds {found}",
+            f"put the right file there: {RELEASE_FILES[expect]} from huggingface.co/{HF_REPO}",
+        )
+    if kind not in _WORDS:
+        raise VDOTInputError(input_name, f"{path.name} holds no VDOT release component: {info['problem']}",
+                             f"convert {', '.join(RELEASE_FILES.values())} from huggingface.co/{HF_REPO}")
+    by_name = {names[k]: v for k, v in state.items()}
+    if kind == "transformer":
+        config = _check_transformer(path, info, key_map, header, input_name)
+    elif kind == "vae":
+        config = _check_vae(path, info, key_map, header, input_name)
+    else:
+        config = _check_text_encoder(path, info, key_map, header, is_wan_t5, input_name)
+    spiece = _read_spiece(tokenizer, path, config, input_name) if kind == "text_encoder" else None
+    size = str(info.get("size") or "custom")
+    return ReleaseComponent(kind, path, by_name, info["description"], size, config, spiece, notes)
+
+
+def _check_transformer(path: Path, info: dict, key_map: dict, header: dict, input_name: str) -> dict:
+    from .models import TRANSFORMER_CONFIGS, _transformer_facts, load_config
+    from .wan_layout import comfy_key_names
+
+    if info["variant"] != "vace":
+        what = {"t2v": "a plain Wan2.1 text-to-video", "i2v": "a Wan2.1 image-to-video"}.get(info["variant"], "a Wan-family")
+        raise VDOTInputError(
+            input_name, f"{path.name} is {what} transformer without VACE blocks ({info['description']}); VDOT is a VACE model",
+            f"use {RELEASE_FILES['transformer']} from huggingface.co/{HF_REPO}",
+        )
+    if info["layout"] != "original":
+        raise VDOTInputError(input_name, f"{path.name} is not in the original Wan layout ({info['description']})",
+                             f"use {RELEASE_FILES['transformer']} from huggingface.co/{HF_REPO}")
+    facts = _transformer_facts({d: header[s] for d, s in key_map.items()})
+    # A release-size width picks the shipped config, so a file missing whole blocks is reported key by
+    # key instead of being taken for a smaller custom model.
+    shipped = [load_config(n) for n in TRANSFORMER_CONFIGS.values()]
+    config = next((c for c in shipped if c["num_attention_heads"] * c["attention_head_dim"] == facts["dim"]), info["config"])
+    if config is None:
+        raise VDOTInputError(input_name, f"{path.name}: {info['problem']}", f"use {RELEASE_FILES['transformer']} from huggingface.co/{HF_REPO}")
+    expected_d = _meta_shapes("transformer", config)
+    expected = {orig: expected_d[d] for d, orig in comfy_key_names(expected_d).items()}
+    _compare(path, {k: v[0] for k, v in header.items()}, expected, input_name, "transformer")
+    return config
+
+
+def _check_vae(path: Path, info: dict, key_map: dict, header: dict, input_name: str) -> dict:
+    if info["variant"] != "wan2.1" or info["layout"] != "original" or info["config"] is None:
+        raise VDOTInputError(input_name, f"{path.name} is {info['description']}, not the original Wan2.1 VAE",
+                             f"use {RELEASE_FILES['vae']} from huggingface.co/{HF_REPO}")
+    expected_d = _meta_shapes("vae", info["config"])
+    # Keys the converter leaves unrenamed are unknown to the VAE; missing ones can only be named in
+    # diffusers' terms (no converter goes back).
+    found = {d: header[s][0] for d, s in key_map.items()}
+    unexpected = {key_map[d] for d in found if d not in expected_d}
+    _compare(path, {d: s for d, s in found.items() if d in expected_d}, expected_d, input_name, "vae",
+             unexpected=unexpected, missing_note=" (diffusers names)")
+    return info["config"]
+
+
+def _check_text_encoder(path: Path, info: dict, key_map: dict, header: dict, is_wan_t5: bool, input_name: str) -> dict:
+    if info["variant"] != "umt5" or info["config"] is None:
+        raise VDOTInputError(input_name, f"{path.name} is {info['description']}: {info['problem'] or 'not UMT5'}",
+                             f"use {RELEASE_FILES['text_encoder']} from huggingface.co/{HF_REPO}")
+    expected = _meta_shapes("text_encoder", info["config"])
+    back = _hf_to_wan_t5 if is_wan_t5 else (lambda n: n)
+    _compare(path, {back(k): v[0] for k, v in header.items() if k != "spiece_model"},
+             {back(k): v for k, v in expected.items()}, input_name, "text_encoder")
+    return info["config"]
+
+
+def _meta_shapes(kind: str, config: dict) -> dict[str, tuple]:
+    """``{name: shape}`` of the model ``config`` builds, on the meta device (no memory)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        if kind == "transformer":
+            from diffusers import WanVACETransformer3DModel
+
+            model = WanVACETransformer3DModel.from_config(config)
+        elif kind == "vae":
+            from diffusers import AutoencoderKLWan
+
+            model = AutoencoderKLWan.from_config(config)
+        else:
+            from transformers import UMT5Config, UMT5EncoderModel
+
+            model = UMT5EncoderModel(UMT5Config.from_dict(config))
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if kind == "text_encoder":
+        shapes.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight
+    return shapes
+
+
+def _compare(path: Path, found: dict, expected: dict, input_name: str, kind: str, unexpected=None, missing_note="") -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(unexpected if unexpected is not None else set(found) - set(expected)))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing{missing_note} (e.g. {', '.join(missing[:4])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:4])})")
+    if parts:
+        raise VDOTInputError(
+            input_name, f"{path.name} does not match the {_WORDS[kind]} ({len(expected)} tensors): " + "; ".join(parts),
+            f"download {path.name} again from huggingface.co/{HF_REPO} (incomplete or a different model)",
+        )
+    for k, shape in expected.items():
+        if tuple(found[k]) != tuple(shape):
+            raise VDOTInputError(input_name, f"{path.name}: tensor {k} has shape {list(found[k])}, the {_WORDS[kind]} needs {list(shape)}",
+                                 f"download {path.name} again from huggingface.co/{HF_REPO} (a different model size)")
+
+
+def _read_spiece(tokenizer, t5_path: Path, config: dict, input_name: str) -> bytes:
+    from .models import tokenizer_from_spiece
+
+    folder = Path(tokenizer) if tokenizer else t5_path.parent / RELEASE_TOKENIZER
+    name = "--tokenizer" if tokenizer else input_name
+    spiece = folder / "spiece.model"
+    if not spiece.is_file():
+        where = f"{folder} has no spiece.model" if folder.is_dir() else f"{folder} does not exist"
+        raise VDOTInputError(name, f"the text encoder needs its tokenizer: {where}",
+                             f"download {RELEASE_TOKENIZER}/ from huggingface.co/{HF_REPO} and pass --tokenizer <folder>")
+    data = spiece.read_bytes()
+    try:
+        tok = tokenizer_from_spiece(data)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise VDOTInputError(name, f"{spiece} is not a usable SentencePiece model ({_first_line(str(e))})",
+                             f"download {RELEASE_TOKENIZER}/ again from huggingface.co/{HF_REPO}") from None
+    if len(tok) > config["vocab_size"]:
+        raise VDOTInputError(name, f"{spiece} has {len(tok)} tokens but the text encoder only {config['vocab_size']}",
+                             f"use the {RELEASE_TOKENIZER} tokenizer of the release")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Output layout
+# --------------------------------------------------------------------------------------------
+
+
+def find_release_files(folder) -> dict[str, Path]:
+    """``{kind: path}`` of the release files present in a downloaded release folder."""
+    folder = Path(folder)
+    found = {}
+    for kind, rel in RELEASE_FILES.items():
+        for cand in (folder / rel, folder / Path(rel).name):
+            if cand.is_file():
+                found[kind] = cand
+                break
+    return found
+
+
+def expected_kind(path) -> str | None:
+    """The component a file is by its release name (None: not a release name, identify by keys)."""
+    name = Path(path).name
+    return next((kind for kind, rel in RELEASE_FILES.items() if Path(rel).name == name), None)
+
+
+def output_name(component: ReleaseComponent, dtype: str) -> str:
+    """``vdot_14b_bf16.safetensors``, ``umt5_xxl_bf16.safetensors``, ``wan_2.1_vae.safetensors``."""
+    if component.kind == "transformer":
+        return f"vdot_{component.size.lower()}_{dtype}.safetensors"
+    if component.kind == "text_encoder":
+        return f"umt5_{component.size.lower()}_{dtype}.safetensors"
+    return "wan_2.1_vae.safetensors"
+
+
+def output_dtypes(component: ReleaseComponent, dtype: str) -> dict[str, torch.dtype]:
+    """The stored dtype of every output tensor.
+
+    The VAE keeps its source dtype (ComfyUI and the loaders compute it in fp32 anyway). With
+    fp8_e4m3fn only 2-D weight matrices become fp8 — biases, norms, modulation vectors, the patch
+    convolutions, T5's embeddings and its ``wo`` (T5 feeds it its own dtype) stay bf16, as the
+    loaders' fp8 mode also keeps them.
+    """
+    target = CONVERT_DTYPES[dtype]
+    out = {}
+    for name, t in component.tensors.items():
+        if component.kind == "vae" or not t.is_floating_point():
+            out[name] = t.dtype
+        elif target == torch.float8_e4m3fn:
+            fp8 = t.dim() == 2 and name.endswith(".weight") and not (
+                component.kind == "text_encoder" and (name == "shared.weight" or "relative_attention_bias" in name or ".wo." in name))
+            out[name] = target if fp8 else torch.bfloat16
+        else:
+            out[name] = target
+    return out
+
+
+def output_metadata(component: ReleaseComponent, dtype: str) -> dict[str, str]:
+    """Metadata of a converted file. Never ``vdot_format``: these files are in the original / HF layout."""
+    meta = {"vdot_converted_from": f"{component.path.name} (huggingface.co/{HF_REPO})", "vdot_convert_dtype": dtype}
+    if component.kind == "transformer":
+        meta["vdot_transformer_config"] = json.dumps({k: v for k, v in component.config.items() if not k.startswith("_")})
+    return meta
+
+
+def output_tensors(component: ReleaseComponent) -> dict[str, torch.Tensor]:
+    tensors = dict(component.tensors)
+    if component.spiece is not None:
+        tensors["spiece_model"] = torch.frombuffer(bytearray(component.spiece), dtype=torch.uint8)
+    return tensors
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming safetensors writer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WriteReport:
+    path: Path
+    num_tensors: int
+    nbytes: int
+    clamped: int  # values clamped to ±448 for fp8
+
+
+def output_nbytes(tensors: dict, dtypes: dict) -> int:
+    return sum(t.numel() * torch.empty((), dtype=dtypes.get(k, t.dtype)).element_size() for k, t in tensors.items())
+
+
+def write_streaming(tensors: dict[str, torch.Tensor], dtypes: dict[str, torch.dtype], path, metadata: dict[str, str],
+                    *, overwrite: bool = False, progress=None, input_name: str = "OUT", source_name: str = "") -> WriteReport:
+    """Write ``tensors`` cast to ``dtypes`` as one safetensors file, one bounded chunk at a time.
+
+    The header (names, dtypes, shapes, offsets) is computed first from shapes alone; then each
+    tensor is read from its (memory-mapped) source in chunks of ``CHUNK_ELEMENTS``, cast, checked
+    finite, written and dropped. Through :func:`atomic_path`: an interrupted write leaves no file.
+    ``progress(nbytes)`` is called after each chunk.
+    """
+    names = sorted(tensors)
+    entries, offset = {}, 0
+    for name in names:
+        t, dt = tensors[name], dtypes.get(name, tensors[name].dtype)
+        n = t.numel() * torch.empty((), dtype=dt).element_size()
+        entries[name] = {"dtype": _SAFETENSORS_DTYPES[dt], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    head = json.dumps({"__metadata__": dict(metadata), **entries}, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    clamped = 0
+    with atomic_path(path, overwrite, input_name) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(head)))
+            f.write(head)
+            for name in names:
+                clamped += _write_tensor(f, name, tensors[name], dtypes.get(name, tensors[name].dtype), progress, source_name)
+    return WriteReport(Path(path), len(names), offset, clamped)
+
+
+def _write_tensor(f, name: str, t: torch.Tensor, dt: torch.dtype, progress, source_name: str) -> int:
+    flat = t.reshape(-1)  # a view for the contiguous tensors torch.save writes; one copy otherwise
+    clamped = 0
+    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+        src = flat[start:start + CHUNK_ELEMENTS]
+        # aminmax propagates NaN and shows inf, at a tenth of isfinite's cost on bf16.
+        lo, hi = torch.aminmax(src) if src.is_floating_point() else (None, None)
+        if lo is not None and not (torch.isfinite(lo) and torch.isfinite(hi)):
+            raise VDOTInputError(source_name or "SRC", f"tensor {name} holds NaN or infinite values",
+                                 f"download the file again from huggingface.co/{HF_REPO}; VDOT does not convert broken weights")
+        if dt == torch.float8_e4m3fn:
+            if lo < -FP8_E4M3_MAX or hi > FP8_E4M3_MAX:
+                clamped += int((src.abs() > FP8_E4M3_MAX).sum())
+            out = src.clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(dt)
+        else:
+            out = src.to(dt)
+            if lo is not None and out.dtype != src.dtype and not all(bool(torch.isfinite(v)) for v in torch.aminmax(out)):
+                raise VDOTInputError("--dtype", f"tensor {name} has values beyond the range of {str(dt).replace('torch.', '')}",
+                                     "convert with --dtype bf16")
+        f.write(out.contiguous().view(torch.uint8).numpy().data)
+        if progress is not None:
+            progress(out.numel() * out.element_size())
+        del src, out
+    return clamped
+
+
+__all__ = [
+    "CONVERT_DTYPES", "FP8_E4M3_MAX", "HF_REPO", "RELEASE_FILES", "RELEASE_TOKENIZER", "ReleaseComponent", "WriteReport",
+    "expected_kind", "find_release_files", "load_weights_only", "open_release_file", "output_dtypes", "output_metadata",
+    "output_name", "output_nbytes", "output_tensors", "wan_t5_to_hf", "write_streaming",
+]
