@@ -207,6 +207,13 @@ def test_lora_loader_and_long_video_nodes_leave_the_loaded_model_unchanged(tmp_p
         assert (plain - frames).abs().max() > 1e-3  # the LoRA changed the video; without it, the plain model ran
         with pytest.raises(VDOTInputError, match="^lora_name: 'missing.safetensors' is not in ComfyUI's models/loras"):
             call("VDOTLoraLoader", model=model, lora_name="missing.safetensors", strength=1.0, apply="auto")
+        # An API-format workflow bypasses the widgets' bounds; the nodes check them again.
+        with pytest.raises(VDOTInputError, match="^strength: is nan"):
+            call("VDOTLoraLoader", model=model, lora_name="toy_lora.safetensors", strength=float("nan"), apply="auto")
+        with pytest.raises(VDOTInputError, match="^window: must be a whole number, got 8.5"):
+            call("VDOTLongVideo", model=model, **{**args, "window": 8.5})
+        with pytest.raises(VDOTInputError, match="^overlap: is 5; it must be at least 1 and at most the window minus 4"):
+            call("VDOTLongVideo", model=model, **{**args, "overlap": 5})
     finally:
         comfy.set_fallback_root(None)
 

@@ -6,9 +6,10 @@ from ..core.errors import VDOTInputError
 from ..core.long_video import DEFAULT_OVERLAP, DEFAULT_WINDOW, generate_long_video, plan_windows
 from ..core.pipeline import VDOTPipeline
 from ..core.sampling import VDOT_SHIFT, vdot_timesteps_for
+from ..core.validate import MAX_FRAMES, MAX_SEED, Bound, check_number, validate_generate
 from . import comfy
 from .lora import lora_context
-from .sampler import MAX_SEED
+from .sampler import SOCKET_NAMES
 
 
 class VDOTLongVideo:
@@ -51,6 +52,11 @@ class VDOTLongVideo:
         }}
 
     def sample(self, model, vae, embeds, vcu, seed, steps, shift, cfg, control_scale, window, overlap, colour_match):
+        # An API-format workflow bypasses the widgets' bounds: the one validation layer checks them.
+        validate_generate(dict(seed=seed, steps=steps, shift=shift, cfg=cfg, control_scale=control_scale,
+                               num_frames=vcu.num_frames, height=vcu.height, width=vcu.width), SOCKET_NAMES)
+        window = check_number("window", window, Bound(int, 1, MAX_FRAMES, f"use {DEFAULT_WINDOW}"))
+        overlap = check_number("overlap", overlap, Bound(int, 1, MAX_FRAMES, f"use {DEFAULT_OVERLAP}"))
         if cfg != 1.0 and embeds.negative is None:
             raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
                                  "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")

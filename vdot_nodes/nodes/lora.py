@@ -14,6 +14,8 @@ import logging
 import os
 
 from ..core import lora as core
+from ..core.errors import VDOTInputError
+from ..core.validate import Bound, check_number
 from . import comfy
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class VDOTLoraLoader:
         }}
 
     def load(self, model, lora_name, strength, apply):
+        strength = check_number("strength", strength, Bound(float, -4.0, 4.0, "use 1.0 (0 = off)"))
+        if apply not in core.APPLY_MODES:  # an API-format workflow can send anything
+            raise VDOTInputError("apply", f"is {apply!r}", f"use one of {', '.join(core.APPLY_MODES)}")
         path = comfy.model_path("loras", lora_name, "lora_name")
         lora = _read(path)
         report = core.check_lora(model.module, lora, input_name="lora_name")  # wrong model: error here, not later
