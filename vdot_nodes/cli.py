@@ -273,6 +273,11 @@ def _plan_long_video(args):
     except VDOTInputError as exc:  # name the flag
         raise VDOTInputError(f"--{exc.input_name}", exc.problem, exc.fix.replace("use e.g.", "use e.g. --overlap")
                              if exc.input_name == "overlap" else exc.fix) from None
+    from .core.validate import MAX_SEED
+
+    if args.seed + len(windows) - 1 > MAX_SEED:  # window i uses seed + i
+        raise VDOTInputError("--seed", f"{args.seed} + {len(windows) - 1} (one seed per window) passes 2^64 - 1",
+                             f"use a seed of at most {MAX_SEED - len(windows) + 1}")
     if len(windows) > 1 and args.num_videos != 1:
         raise VDOTInputError("--num-videos", f"a long video (--frames {args.frames} > --window {args.window}) is made "
                              "one at a time", "use --num-videos 1 and run again with another --seed")
