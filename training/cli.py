@@ -29,10 +29,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the one at set-up: a second
+    in-process run (tests, notebooks) must not log into the first run's closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("training")
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def train_main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, train, return an exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _log_to_stderr()
     from .config import load_config
     from .distributed import destroy_distributed, is_main_process
 
