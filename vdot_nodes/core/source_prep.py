@@ -122,7 +122,6 @@ class SourcePlan:
     width: int
     source_size: tuple[int, int] | None = None  # (H, W) of the video the plan was made for
 
-
     @property
     def num_frames(self) -> int:
         return len(self.frame_ids)
