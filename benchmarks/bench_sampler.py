@@ -1,7 +1,8 @@
 """Sampler cost and the 14B memory plan. Prints tables; asserts nothing (targets are read, not enforced).
 
-1. On identical shapes: 4 bare transformer forwards vs the VDOT 4-step sampler (target ≤ 3% overhead).
-2. The 4-step sampler vs the 50-step CFG teacher (target ≥ 20× faster; 4 vs 100 transformer calls).
+1. On identical shapes: 4 bare transformer forwards vs each 4-step preset of ``SAMPLER_PRESETS`` (``vdot``,
+   the official FlowUniPC; ``renoise``; the rollouts) — target ≤ 3% overhead.
+2. The ``vdot`` preset vs a teacher preset with CFG 5 (target ≥ 20× faster; 4 vs 100 transformer calls).
 3. Memory plan for Wan2.1-VACE-14B at 832×480×81 with offload on: per-component weights computed
    from the shipped configs (models built on the meta device), activation estimates, and — with
    ``--measure`` on a CUDA machine — peak memory measured with random weights.
@@ -18,9 +19,13 @@ import json
 import time
 from pathlib import Path
 
+import sys
+
 import torch
 
-from vdot_nodes.core.sampling import SeededNoise, cfg_velocity, sample_teacher, sample_vdot
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's code, not an installed copy
+
+from vdot_nodes.core.sampling import SAMPLER_PRESETS, SeededNoise, cfg_velocity, get_preset, sample
 
 CONFIGS = Path(__file__).resolve().parent.parent / "vdot_nodes" / "core" / "configs"
 GiB = 1024**3
@@ -81,16 +86,21 @@ def bench_speed(args) -> None:
         for _ in range(4):
             cond(x, t)
 
-    def vdot():
-        sample_vdot(cond, SeededNoise([0]), shape, device=args.device)
+    def run_preset(name):
+        return lambda: sample(cond, SeededNoise([0]), shape, name, device=args.device)
+
+    teacher_preset = get_preset(args.teacher, steps=args.teacher_steps)
 
     def teacher():
-        sample_teacher(cfg_velocity(cond, velocity_with(null), 5.0), SeededNoise([0]), shape,
-                       num_steps=args.teacher_steps, device=args.device)
+        sample(cfg_velocity(cond, velocity_with(null), 5.0), SeededNoise([0]), shape, teacher_preset, device=args.device)
 
+    few_step = [name for name, p in SAMPLER_PRESETS.items() if p.steps == 4]  # vdot first: the table's order
+    runs = [("4 bare forwards", bare, args.repeats)]
+    runs += [(f"preset {name} ({SAMPLER_PRESETS[name].solver}, 4 steps)", run_preset(name), args.repeats)
+             for name in few_step]
+    runs += [(f"preset {teacher_preset.name}, {teacher_preset.steps} steps, cfg 5", teacher, 1)]
     rows = []
-    for name, fn, repeats in [("4 bare forwards", bare, args.repeats), ("VDOT 4-step sampler", vdot, args.repeats),
-                              (f"{args.teacher_steps}-step CFG teacher", teacher, 1)]:
+    for name, fn, repeats in runs:
         calls["n"] = 0
         seconds = timed(fn, args.device, repeats)
         rows.append((name, seconds, calls["n"] // (repeats + 1)))
@@ -99,10 +109,10 @@ def bench_speed(args) -> None:
     print("|---|---:|---:|---:|")
     for name, seconds, n in rows:
         print(f"| {name} | {n} | {seconds:.4f} | {seconds / rows[0][1]:.3f}x |")
-    overhead = rows[1][1] / rows[0][1] - 1
-    speedup = rows[2][1] / rows[1][1]
-    print(f"\nsampler overhead over bare forwards: {overhead * 100:+.2f}% (target ≤ 3%)")
-    print(f"4-step vs {args.teacher_steps}-step CFG teacher: {speedup:.1f}x faster (target ≥ 20x)")
+    for name, seconds, _ in rows[1:-1]:
+        print(f"\n{name}: overhead over bare forwards {(seconds / rows[0][1] - 1) * 100:+.2f}% (target ≤ 3%)", end="")
+    speedup = rows[-1][1] / rows[1][1]
+    print(f"\n\nvdot preset vs {teacher_preset.steps}-step CFG teacher: {speedup:.1f}x faster (target ≥ 20x)")
 
 
 def count_params(module) -> int:
@@ -193,6 +203,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--teacher", default="teacher_unipc", choices=[n for n in SAMPLER_PRESETS if "teacher" in n])
     parser.add_argument("--teacher-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-only", action="store_true")

@@ -79,6 +79,9 @@ def test_same_seed_same_video(tmp_path, capsys):
         (["--task", "nope"], "task"),
         (["--task", "t2v", "--ref", "missing.png"], "ref"),
         (["--steps", "0"], "steps"),
+        (["--shift", "0"], "shift"),
+        (["--preset", "rollout_official", "--steps", "3"], "fixed schedule"),
+        (["--preset", "vdot", "--timesteps", "1000,500"], "timesteps"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, argv, needle):
@@ -104,6 +107,31 @@ def test_existing_output_is_never_overwritten(tmp_path, capsys):
     assert out.read_bytes() == b"user data"
 
 
+def test_preset_and_overrides_choose_the_sampler(tmp_path, capsys, monkeypatch):
+    """--preset / --steps / --shift / --timesteps reach the pipeline as one resolved preset."""
+    from vdot_nodes.core.pipeline import VDOTPipeline
+    from vdot_nodes.core.sampling import get_preset
+
+    seen = []
+    generate = VDOTPipeline.generate
+
+    def spy(self, vcu, **kw):
+        seen.append(kw["preset"])
+        return generate(self, vcu, **kw)
+
+    monkeypatch.setattr(VDOTPipeline, "generate", spy)
+    base = ["generate", "--prompt", "x", "--frames", 5, "--height", H, "--width", W]
+    for i, extra in enumerate(([], ["--preset", "renoise", "--steps", "2"], ["--timesteps", "1000,500", "--shift", "1"],
+                               ["--preset", "teacher_euler", "--steps", "3", "--shift", "8"])):
+        code, _, err = run(capsys, *base, *extra, "--out", tmp_path / f"v{i}")
+        assert code == 0, err
+    assert seen[0] == get_preset("vdot")
+    assert seen[1] == get_preset("renoise", steps=2)
+    assert seen[2] == get_preset("renoise", shift=1.0, unshifted_timesteps=[1000, 500])
+    assert seen[3] == get_preset("teacher_euler", steps=3, shift=8.0)
+    assert [read_video(tmp_path / f"v{i}")[0].shape[0] for i in range(4)] == [5] * 4
+
+
 @pytest.fixture()
 def loader_must_not_run(monkeypatch):
     """Replace the pipeline loader with one that fails the test if it is ever reached."""
@@ -125,7 +153,8 @@ BAD_BEFORE_LOAD = [
     (["--shift", "0"], "--shift: is 0.0, outside"),
     (["--timesteps", "1000,1000,500"], "--timesteps: repeats 1000"),
     (["--timesteps", "500,1000"], "--timesteps: 500, 1000 are not in decreasing order"),
-    (["--sampler", "euler", "--teacher-steps", "0"], "--teacher-steps"),
+    (["--preset", "teacher_euler", "--steps", "0"], "--steps: is 0, outside"),
+    (["--preset", "rollout_official", "--steps", "3"], "--preset: 'rollout_official' has a fixed schedule"),
     (["--seed", str(2**64)], "--seed"),
     (["--seed", str(2**64 - 1), "--num-videos", "2"], "--seed: 18446744073709551615 + 1"),
     (["--seed", "-1"], "--seed"),

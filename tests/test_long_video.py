@@ -119,7 +119,8 @@ def test_two_windows_on_the_embedded_model(toy):
     control = torch.rand(13, 32, 32, 3, generator=g)
     long = build_control_vcu(control, task="depth", prompt="a red circle moves left over a white striped background")
     made_after, ticks = {}, []
-    out = generate_long_video(toy, long, window=9, overlap=5, seed=1, progress=lambda d, t: ticks.append((d, t)),
+    out = generate_long_video(toy, long, window=9, overlap=5, seed=1, preset="renoise",
+                              progress=lambda d, t: ticks.append((d, t)),
                               on_window=lambda w, n, made: made_after.setdefault(w.index, made.clone()))
     assert out.shape == (13, 32, 32, 3) and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
     assert torch.equal(out[:9], made_after[0][:9])  # window 0 untouched by window 1 (seam: frames 4..8)
@@ -198,8 +199,8 @@ def test_lora_loader_and_long_video_nodes_leave_the_loaded_model_unchanged(tmp_p
                 torch.testing.assert_close(m.module.blocks[0].attn1.to_q.weight, original + strength * (up @ down))
             assert model.module.blocks[0].attn1.to_q.weight is weight and torch.equal(weight, original)
         vcu = call("VDOTVCUText2Video", width=16, height=16, num_frames=9)[0]
-        args = dict(vae=vae, embeds=embeds, vcu=vcu, seed=3, steps=4, shift=5.0, cfg=1.0, control_scale=1.0,
-                    window=5, overlap=1, colour_match=True)
+        args = dict(vae=vae, embeds=embeds, vcu=vcu, seed=3, preset="renoise", steps=0, shift=0.0, cfg=1.0,
+                    control_scale=1.0, window=5, overlap=1, colour_match=True)
         (frames,) = call("VDOTLongVideo", model=with_lora, **args)
         assert frames.shape == (9, 16, 16, 3) and torch.isfinite(frames).all()
         assert torch.equal(model.module.blocks[0].attn1.to_q.weight, original)

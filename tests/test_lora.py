@@ -278,7 +278,7 @@ def test_accwaninit_from_a_t2v_lora_merges_wan_blocks_only(tmp_path):
 
 def test_lora_baseline_workflow_is_valid_for_the_real_14b_files(tmp_path):
     """workflows/vdot_lora_baseline_t2v.json (VDOT paper ablation row 1): real file names with download links, the
-    LoRA Loader between model loader and sampler, 4 steps / shift 5 / cfg 1; validated (not run: 14B files)."""
+    LoRA Loader between model loader and sampler, preset renoise / cfg 1; validated (not run: 14B files)."""
     import json
     import sys
     from pathlib import Path
@@ -307,7 +307,8 @@ def test_lora_baseline_workflow_is_valid_for_the_real_14b_files(tmp_path):
     lora_id, lora = by_type["VDOTLoraLoader"]
     assert lora["inputs"]["model"] == [by_type["VDOTModelLoader"][0], 0] and lora["inputs"]["strength"] == 1.0
     sampler = by_type["VDOTSampler"][1]["inputs"]
-    assert sampler["model"] == [lora_id, 0] and (sampler["steps"], sampler["shift"], sampler["cfg"]) == (4, 5.0, 1.0)
+    assert sampler["model"] == [lora_id, 0] and sampler["cfg"] == 1.0
+    assert (sampler["preset"], sampler["steps"], sampler["shift"]) == ("renoise", 0, 0.0)  # renoise's own 4 steps, shift 5
     for node in ui["nodes"]:
         if node["type"].endswith("Loader"):
             (entry,) = node["properties"]["models"]

@@ -12,7 +12,7 @@ from vdot_nodes.core.video_io import read_video
 from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, comfy
 
 KNOWN_TYPES = {"VDOT_MODEL", "VDOT_VAE", "VDOT_TEXT_ENCODER", "VDOT_EMBEDS", "VDOT_VCU", "IMAGE", "MASK", "INT",
-               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING"}
+               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING", "SIGMAS", "SAMPLER"}
 F, H, W = 5, 32, 48
 
 
@@ -90,8 +90,8 @@ def parts(root):
 
 def sample(parts, vcu, **kw):
     model, vae, _, embeds = parts
-    args = dict(model=model, vae=vae, embeds=embeds, vcu=vcu, seed=1, steps=4, shift=5.0, cfg=1.0, denoise=1.0,
-                control_scale=1.0, num_videos=1)
+    args = dict(model=model, vae=vae, embeds=embeds, vcu=vcu, seed=1, preset="vdot", steps=0, shift=0.0, cfg=1.0,
+                denoise=1.0, control_scale=1.0, num_videos=1)
     args.update(kw)
     return call("VDOTSampler", **args)[0]
 
@@ -372,11 +372,81 @@ def test_sampler_batches_videos_and_restyles_init_frames(parts, root):
         sample(parts, vcu, steps=1, seed=0xFFFFFFFFFFFFFFFF, num_videos=2)
 
 
+def test_sigmas_node_gives_each_presets_sigmas_and_the_sampler_offers_every_preset():
+    from vdot_nodes.core.sampling import SAMPLER_PRESETS, preset_schedule
+
+    (sigmas,) = call("VDOTSigmas", preset="vdot", steps=0, shift=0.0, denoise=1.0)
+    assert sigmas.dtype == torch.float32 and sigmas.ndim == 1
+    assert sigmas.tolist() == pytest.approx([0.99993742, 0.97951180, 0.94106567, 0.84192783, 0.0], abs=1e-6)
+    (renoise,) = call("VDOTSigmas", preset="renoise", steps=2, shift=1.0, denoise=1.0)
+    assert renoise.tolist() == [1.0, 0.5, 0.0]
+    for name, preset in SAMPLER_PRESETS.items():
+        (s,) = call("VDOTSigmas", preset=name, steps=0, shift=0.0, denoise=1.0)
+        assert s.tolist() == pytest.approx(list(preset_schedule(preset).sigmas), abs=1e-7)
+    with pytest.raises(VDOTInputError, match="fixed schedule"):
+        call("VDOTSigmas", preset="rollout_official", steps=3, shift=0.0, denoise=1.0)
+    spec = NODE_CLASS_MAPPINGS["VDOTSampler"].INPUT_TYPES()["required"]
+    choices, opts = spec["preset"]
+    assert choices == list(SAMPLER_PRESETS) and opts["default"] == "vdot"
+    for name, preset in SAMPLER_PRESETS.items():  # one tooltip line per preset: which checkpoint it suits
+        assert f"- {name}: {preset.description}" in opts["tooltip"]
+    assert spec["steps"][1]["max"] >= 100 and spec["steps"][1]["default"] == 0
+
+
+class ComfyFlowDenoiser:
+    """ComfyUI's denoiser for a flow (CONST) model as KSAMPLER hands it to a sampler function: it feeds the
+    network t = σ·1000, returns x − σ·v, and carries the raw noise and the latent image."""
+
+    def __init__(self, velocity, noise, latent):
+        self.velocity, self.noise, self.latent_image, self.sigmas_seen = velocity, noise, latent, []
+
+    def __call__(self, x, sigma, **extra_args):
+        self.sigmas_seen.append(float(sigma[0]))
+        return x - sigma.view(-1, 1, 1, 1, 1) * self.velocity(x, sigma * 1000)
+
+
+def test_flow_unipc_sampler_walks_the_official_trajectory_through_comfys_interface(monkeypatch):
+    from vdot_nodes.core.sampling import SeededNoise, preset_sigmas, sample
+    from vdot_nodes.nodes.sampler import flow_unipc_comfy
+
+    def velocity(x, t):
+        return 0.5 * x + (t / 1000).view(-1, 1, 1, 1, 1) + 0.1 * torch.sin(3 * x)
+
+    shape = (16, 2, 4, 4)
+    noise = SeededNoise([5]).draw(shape)
+    sigmas = preset_sigmas("vdot")
+    official = sample(velocity, SeededNoise([5]), shape, "vdot")
+    model = ComfyFlowDenoiser(velocity, noise, torch.zeros_like(noise))
+    steps = []
+    scaled = sigmas[0] * noise  # KSAMPLER's noise_scaling for an empty latent
+    out = flow_unipc_comfy(model, scaled, sigmas, extra_args={"seed": 1}, callback=lambda d: steps.append(d["i"]))
+    assert torch.allclose(out, official, atol=1e-6, rtol=0)
+    assert model.sigmas_seen == pytest.approx([0.999, 0.979, 0.941, 0.841])  # the truncated official t / 1000
+    assert steps == [0, 1, 2, 3]
+    as_comfy = flow_unipc_comfy(ComfyFlowDenoiser(velocity, noise, torch.zeros_like(noise)), scaled, sigmas,
+                                truncate_timesteps=False)
+    assert (as_comfy - official).abs().max() > 1e-4  # σ·1000 instead of the official t is a real difference
+    with pytest.raises(VDOTInputError, match="sigmas"):
+        flow_unipc_comfy(model, scaled, torch.tensor([1.0, 0.5, 0.0]))
+    # the node hands ComfyUI a KSAMPLER around that function; without ComfyUI it says so
+    with pytest.raises(VDOTInputError, match="needs ComfyUI"):
+        call("VDOTFlowUniPC", timesteps="truncated")
+    fake = types.ModuleType("comfy.samplers")
+    fake.KSAMPLER = lambda fn: ("KSAMPLER", fn)
+    parent = types.ModuleType("comfy")
+    parent.samplers = fake
+    monkeypatch.setitem(sys.modules, "comfy", parent)
+    monkeypatch.setitem(sys.modules, "comfy.samplers", fake)
+    (wrapped,) = call("VDOTFlowUniPC", timesteps="sigma")
+    assert wrapped[0] == "KSAMPLER" and wrapped[1].keywords == {"truncate_timesteps": False}
+
+
 @pytest.mark.parametrize("widget, value, needle", [
     ("num_videos", 10**9, "num_videos: is 1000000000, outside"), ("shift", float("nan"), "shift: is nan"),
     ("cfg", float("inf"), "cfg: is inf"), ("control_scale", float("nan"), "control_scale: is nan"),
     ("seed", -1, "seed"), ("seed", 2**64, "seed"), ("steps", 2.5, "steps: must be a whole number"),
     ("denoise", 0.0, "denoise"), ("shift", "5", "shift: must be a number"),
+    ("steps", 101, "steps: is 101, outside"), ("preset", "fast", "unknown sampler preset 'fast'"),
 ])
 def test_sampler_refuses_api_workflow_values_before_sampling(root, monkeypatch, widget, value, needle):
     """An API-format workflow bypasses the widgets' bounds; the node checks before it builds a pipeline."""
@@ -387,8 +457,8 @@ def test_sampler_refuses_api_workflow_values_before_sampling(root, monkeypatch, 
 
     monkeypatch.setattr(sampler, "VDOTPipeline", no_pipeline)
     (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
-    args = dict(model=None, vae=None, embeds=None, vcu=vcu, seed=1, steps=4, shift=5.0, cfg=1.0, denoise=1.0,
-                control_scale=1.0, num_videos=1)
+    args = dict(model=None, vae=None, embeds=None, vcu=vcu, seed=1, preset="vdot", steps=4, shift=5.0, cfg=1.0,
+                denoise=1.0, control_scale=1.0, num_videos=1)
     args[widget] = value
     with pytest.raises(VDOTInputError, match=needle):
         call("VDOTSampler", **args)
@@ -402,8 +472,8 @@ def test_sampler_refuses_a_batch_too_large_to_hold(root, monkeypatch):
     # A VCU as a custom node could hand over: 1025 frames at 1024x1024 (stride-0 views, no memory).
     big = VCU("t2v", torch.zeros(1, 1, 1, 3).expand(1025, 1024, 1024, 3), torch.ones(1, 1, 1).expand(1025, 1024, 1024))
     with pytest.raises(VDOTInputError, match="vcu \\(num_frames\\): 16 video\\(s\\) x 1025 frames .* GiB") as err:
-        call("VDOTSampler", model=None, vae=None, embeds=None, vcu=big, seed=0, steps=4, shift=5.0, cfg=1.0,
-             denoise=1.0, control_scale=1.0, num_videos=16)
+        call("VDOTSampler", model=None, vae=None, embeds=None, vcu=big, seed=0, preset="vdot", steps=4, shift=5.0,
+             cfg=1.0, denoise=1.0, control_scale=1.0, num_videos=16)
     assert "num_videos" in err.value.fix
 
 

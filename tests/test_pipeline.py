@@ -96,7 +96,13 @@ def test_conditioning_and_teacher_match_diffusers_wan_vace_pipeline(pipe):
     """Our encode_vcu + UniPC/CFG teacher against diffusers' WanVACEPipeline on the same components."""
     from diffusers import UniPCMultistepScheduler, WanVACEPipeline
 
+    import numpy as np
+
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    # Wan's own grid (linspace(0.999, 0)): diffusers >= 0.42 defaults to another one (VDOT_REFERENCE §2.4).
+    set_timesteps = scheduler.set_timesteps
+    scheduler.set_timesteps = lambda steps, device=None, **kw: set_timesteps(
+        sigmas=np.linspace(0.999, 0, steps + 1)[:-1], device=device)
     ref_pipe = WanVACEPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, scheduler, transformer=pipe.transformer)
     vcu = masked_vcu(with_reference=True)
 
@@ -120,7 +126,10 @@ def test_conditioning_and_teacher_match_diffusers_wan_vace_pipeline(pipe):
     q = lambda x: (x.clamp(0, 1) * 255).round() / 255  # noqa: E731
     vcu = VCU(vcu.task, q(vcu.frames), vcu.masks, [q(vcu.references[0])], vcu.prompt, vcu.negative_prompt)
     steps, cfg = 6, 3.0
-    ours_latents = pipe.generate(vcu, seed=4, sampler="unipc", num_inference_steps=steps, cfg=cfg, return_latents=True)
+    from vdot_nodes.core.sampling import get_preset
+
+    ours_latents = pipe.generate(vcu, seed=4, preset=get_preset("teacher_unipc", steps=steps, shift=5.0), cfg=cfg,
+                                 return_latents=True)
 
     from vdot_nodes.core.sampling import SeededNoise
 
@@ -141,7 +150,9 @@ def test_conditioning_and_teacher_match_diffusers_wan_vace_pipeline(pipe):
 def test_teacher_with_cfg_costs_two_calls_per_step(pipe):
     counter = CallCounter(pipe.transformer)
     try:
-        pipe.generate(masked_vcu(), sampler="euler", num_inference_steps=5, cfg=4.0, return_latents=True)
+        from vdot_nodes.core.sampling import get_preset
+
+        pipe.generate(masked_vcu(), preset=get_preset("teacher_euler", steps=5), cfg=4.0, return_latents=True)
     finally:
         counter.handle.remove()
     assert counter.count == 10
@@ -170,5 +181,5 @@ def test_vae_compression_comes_from_the_vae_config():
     mask = encoded.control[0, 32:]  # [16, f, h, w]: channel i·4 + j holds pixel (i, j) of each 4×4 block
     assert mask.shape == (16, 3, H // 4, W // 4)
     assert torch.equal(mask[:, -1], vcu.masks[-1].view(H // 4, 4, W // 4, 4).permute(1, 3, 0, 2).flatten(0, 1))
-    video = pipe4.generate(vcu, seed=0, num_inference_steps=4)
+    video = pipe4.generate(vcu, seed=0)
     assert video.shape == (1, F, H, W, 3) and torch.isfinite(video).all()

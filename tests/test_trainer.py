@@ -232,8 +232,10 @@ def test_fsdp2_two_process_cli_run(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_sample_vdot_exit_step_backprops_through_one_call():
-    from vdot_nodes.core.sampling import SeededNoise, few_step_sigmas, sample_vdot
+def test_rollout_exit_step_backprops_through_one_call():
+    """The trainer's rollout (renoise preset at the config's timesteps) stops at the exit step with grad there only."""
+    from training.rollout import rollout
+    from vdot_nodes.core.sampling import few_step_sigmas
 
     w = torch.tensor(0.5, requires_grad=True)
     grad_modes, inputs = [], []
@@ -243,16 +245,19 @@ def test_sample_vdot_exit_step_backprops_through_one_call():
         inputs.append(x_t.detach())
         return w * x_t + (t / 1000).view(-1, 1, 1, 1, 1)
 
-    out = sample_vdot(velocity, SeededNoise([4]), (16, 2, 2, 2), exit_step=2)
+    out = rollout(velocity, (16, 2, 2, 2), [4], timesteps=[1000, 750, 500, 250], shift=5.0, exit_step=2,
+                  device="cpu", grad=True)
     assert grad_modes == [False, False, True]
     with torch.no_grad():  # stopping at step 2 == the 3-step sampler over the first three timesteps
-        ref = sample_vdot(velocity, SeededNoise([4]), (16, 2, 2, 2), timesteps=(1000, 750, 500))
+        ref = rollout(velocity, (16, 2, 2, 2), [4], timesteps=[1000, 750, 500], shift=5.0, exit_step=2,
+                      device="cpu", grad=False)
     torch.testing.assert_close(out.detach(), ref, rtol=0, atol=0)
     out.sum().backward()  # x0 = x_t − σ·(w·x_t + t): only the exit step's call depends on w
-    sigma = few_step_sigmas()[2]
+    sigma = few_step_sigmas([1000, 750, 500, 250], 5.0)[2]
     torch.testing.assert_close(w.grad, -sigma * inputs[2].sum(), rtol=1e-5, atol=1e-5)
     with pytest.raises(VDOTInputError, match="exit_step"):
-        sample_vdot(velocity, SeededNoise([4]), (16, 2, 2, 2), exit_step=4)
+        rollout(velocity, (16, 2, 2, 2), [4], timesteps=[1000, 750, 500, 250], shift=5.0, exit_step=4,
+                device="cpu", grad=False)
 
 
 def test_approximate_r1_r2_penalties_enter_the_critic_loss(tmp_path):

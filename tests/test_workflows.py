@@ -62,10 +62,27 @@ def comfy_root(tmp_path):
     comfy.set_fallback_root(None)
 
 
+NATIVE = "vdot_native_t2v"  # ComfyUI's own nodes + VDOT Sigmas: validated here, not executed (needs ComfyUI)
+LORA_BASELINE = "vdot_lora_baseline_t2v"  # the real 14B files + a LoRA: validated in tests/test_lora.py
+
+
 def test_one_workflow_per_task():
-    shipped = sorted(f"vdot_{t}" for t in [*TASKS, "lora_baseline_t2v"])  # + the LoRA baseline (tests/test_lora.py)
+    shipped = sorted([f"vdot_{t}" for t in TASKS] + [NATIVE, LORA_BASELINE])
     assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == shipped
     assert sorted(p.stem for p in API.glob("*.json")) == shipped
+
+
+def test_every_shipped_workflow_is_executed_or_validated_structurally():
+    """Nothing is skipped silently: a workflow made only of our nodes is one of the executed task workflows or the
+    LoRA baseline (set to the real 14B files; validated in tests/test_lora.py); the only other one is the native
+    workflow, which the native tests below validate."""
+    executed = {f"vdot_{t}" for t in TASKS}
+    for path in API.glob("*.json"):
+        classes = {node["class_type"] for node in load_workflow(path).values()}
+        if classes <= set(NODE_CLASS_MAPPINGS):
+            assert path.stem in executed | {LORA_BASELINE}, path.name
+        else:
+            assert path.stem == NATIVE, f"{path.name} uses {sorted(classes - set(NODE_CLASS_MAPPINGS))}"
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -142,6 +159,7 @@ def test_readme_lists_every_workflow():
     readme = (WORKFLOWS / "README.md").read_text(encoding="utf-8")
     for task in TASKS:
         assert f"vdot_{task}.json" in readme
+    assert f"{NATIVE}.json" in readme
 
 
 # --- negative: the executor refuses broken graphs with a message naming the problem ----------------
@@ -179,8 +197,8 @@ def test_undeclared_input_bad_combo_and_range_are_refused():
     with pytest.raises(WorkflowError, match=r"precision='int4' is not one of the options"):
         validate(workflow, NODE_CLASS_MAPPINGS)
     workflow = _t2v()
-    workflow[_node(workflow, "VDOTSampler")]["inputs"]["steps"] = 50
-    with pytest.raises(WorkflowError, match=r"steps=50 is above the maximum 8"):
+    workflow[_node(workflow, "VDOTSampler")]["inputs"]["steps"] = 500
+    with pytest.raises(WorkflowError, match=r"steps=500 is above the maximum 100"):
         validate(workflow, NODE_CLASS_MAPPINGS)
     workflow = _t2v()
     del workflow[_node(workflow, "VDOTSampler")]["inputs"]["vcu"]
@@ -196,3 +214,78 @@ def test_cycle_is_refused():
     workflow["101"]["inputs"]["images"] = ["100", 0]
     with pytest.raises(WorkflowError, match="cycle"):
         validate(workflow, NODE_CLASS_MAPPINGS)
+
+
+# --- the native workflow: ComfyUI's own nodes, checked against their declarations in ComfyUI ---------
+# Input names (in order) and output types of ComfyUI's nodes as Comfy-Org/ComfyUI a125cd84 declares them
+# (nodes.py, comfy_extras/nodes_wan.py, nodes_custom_sampler.py, nodes_video.py), pinned here as data.
+COMFY_NODES = {
+    "UNETLoader": (["unet_name", "weight_dtype"], ["MODEL"]),
+    "CLIPLoader": (["clip_name", "type", "device"], ["CLIP"]),
+    "VAELoader": (["vae_name"], ["VAE"]),
+    "CLIPTextEncode": (["text", "clip"], ["CONDITIONING"]),
+    "WanVaceToVideo": (["positive", "negative", "vae", "width", "height", "length", "batch_size", "strength",
+                        "control_video", "control_masks", "reference_image"],
+                       ["CONDITIONING", "CONDITIONING", "LATENT", "INT"]),
+    "KSamplerSelect": (["sampler_name"], ["SAMPLER"]),
+    "RandomNoise": (["noise_seed"], ["NOISE"]),
+    "CFGGuider": (["model", "positive", "negative", "cfg"], ["GUIDER"]),
+    "SamplerCustomAdvanced": (["noise", "guider", "sampler", "sigmas", "latent_image"], ["LATENT", "LATENT"]),
+    "VAEDecode": (["samples", "vae"], ["IMAGE"]),
+    "CreateVideo": (["images", "fps", "audio"], ["VIDEO"]),
+    "SaveVideo": (["video", "filename_prefix", "format", "codec"], []),
+}
+COMFY_DETERMINISTIC_SAMPLERS = {"euler", "heun", "dpm_2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "res_multistep",
+                                "gradient_estimation", "uni_pc", "uni_pc_bh2"}
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_workflows", ROOT / "tools" / "build_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_native_workflow_uses_comfyuis_declarations_and_vdot_sigmas():
+    builder = _builder()
+    for name, (inputs, outputs) in COMFY_NODES.items():  # the builder's table agrees with ComfyUI's
+        cls = builder.NATIVE_CLASSES[name]
+        declared = cls.INPUT_TYPES()
+        assert [*declared["required"], *declared.get("optional", {})] == inputs, name
+        assert list(cls.RETURN_TYPES) == outputs, name
+    api = load_workflow(API / f"{NATIVE}.json")
+    ui = load_workflow(WORKFLOWS / f"{NATIVE}.json")
+    classes = builder.ALL_CLASSES
+    validate(api, classes)  # every input declared, links type-correct, widget values in range
+    assert ui_to_api(ui, classes) == {nid: {k: v for k, v in n.items() if k != "_meta"} for nid, n in api.items()}
+    by_type = {}
+    for nid, node in api.items():
+        assert node["class_type"] in COMFY_NODES or node["class_type"] in ("VDOTSigmas", "VDOTFlowUniPC"), node["class_type"]
+        by_type.setdefault(node["class_type"], []).append((nid, node["inputs"]))
+    (_, loader), = by_type["UNETLoader"]
+    assert loader["unet_name"] == "vdot_14b_bf16.safetensors"
+    assert by_type["CLIPLoader"][0][1]["type"] == "wan"
+    (sig_id, sig), = by_type["VDOTSigmas"]
+    (_, flow_unipc), = by_type["VDOTFlowUniPC"]  # our exact SAMPLER (ComfyUI's nearest: ipndm, README)
+    assert flow_unipc["timesteps"] == "truncated"
+    assert builder.NATIVE_SAMPLER in COMFY_DETERMINISTIC_SAMPLERS and builder.NATIVE_SAMPLER in builder.COMFY_SAMPLER_NAMES
+    (_, guider), = by_type["CFGGuider"]
+    assert guider["cfg"] == 1.0  # one model call per step, as VDOT samples
+    (_, sca), = by_type["SamplerCustomAdvanced"]
+    assert sca["sigmas"] == [sig_id, 0] and api[sca["latent_image"][0]]["class_type"] == "WanVaceToVideo"
+    assert api[sca["sampler"][0]]["class_type"] == "VDOTFlowUniPC"
+    # our node runs for real here: the sigmas ComfyUI will get are the official ones
+    (sigmas,) = getattr(NODE_CLASS_MAPPINGS["VDOTSigmas"](), "sigmas")(**sig)
+    assert sigmas.tolist() == pytest.approx([0.99993742, 0.97951180, 0.94106567, 0.84192783, 0.0], abs=1e-6)
+    # the UI file: link table consistent, download entries where a file can be downloaded
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, type_ in ui["links"]:
+        assert nodes[src]["outputs"][src_slot]["type"] == type_ == nodes[dst]["inputs"][dst_slot]["type"]
+        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
+    for node in ui["nodes"]:
+        for entry in node["properties"].get("models", []):
+            assert node["widgets_values"][0] == entry["name"] and entry["url"].endswith("/" + entry["name"])
+    (note,) = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+    assert "huggingface.co/yutongwang1012/VDOT" in note["widgets_values"][0]
+    assert "vdot convert" in note["widgets_values"][0]

@@ -1,5 +1,7 @@
 """Write the shipped workflows: ``workflows/vdot_<task>.json`` (ComfyUI UI format, what users load)
-and ``workflows/api/vdot_<task>.json`` (API format, what the tests execute), one per VCU task.
+and ``workflows/api/vdot_<task>.json`` (API format, what the tests execute), one per VCU task, plus
+``vdot_native_t2v.json``: VDOT-14B on ComfyUI's own nodes with our VDOT Sigmas (validated, not executed,
+by the tests: it needs ComfyUI).
 
 Both formats come from one Python description of each graph (:func:`describe`), so node layout,
 groups, notes and widget values stay consistent across the 20 files. Widget order is read from the
@@ -48,8 +50,9 @@ MODELS_NOTE = f"""## VDOT — {{title}}
 
 **Runs out of the box** on the tiny embedded toy model `{EMBEDDED}` (noise-like output; it checks the graph).
 For real videos pick these files in the three loaders. VDOT's distilled checkpoint is not public: use
-Wan2.1-VACE-14B itself (set the sampler's **steps** to 20+ and **cfg** to 5), or your own VDOT checkpoint made
-with `vdot train`, which samples in 4 steps at cfg 1 (the defaults).
+Wan2.1-VACE-14B itself (set the sampler's **preset** to `teacher_unipc` and **cfg** to 5), or your own VDOT
+checkpoint made with `vdot train`, which samples in 4 steps at cfg 1 (the defaults; preset `renoise` for
+checkpoints trained with the re-noising rollout).
 
 **Model links**
 - [wan2.1_vace_14B_fp16.safetensors]({MODEL_FILES['diffusion_models'][1]})
@@ -69,6 +72,73 @@ with `vdot train`, which samples in 4 steps at cfg 1 (the defaults).
 ```
 Low on GPU memory? Set the model loader's precision to `fp8_e4m3fn`.
 """
+
+# --- ComfyUI's own nodes, for the native workflow ----------------------------------------------------
+# Their declarations as ComfyUI (Comfy-Org/ComfyUI at a125cd84) has them — nodes.py, comfy_extras/nodes_wan.py,
+# nodes_custom_sampler.py, nodes_video.py — pinned as data, since ComfyUI is not importable here. Only what a
+# workflow file needs: input order, types, widget ranges, outputs. File-name combos list the files
+# `vdot convert` writes (ComfyUI offers whatever is in the model folder).
+COMFY_SAMPLER_NAMES = [
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral",
+    "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu",
+    "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep",
+    "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
+    "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc",
+    "uni_pc_bh2"]
+CONVERTED = {"diffusion_models": [f"vdot_14b_{d}.safetensors" for d in ("bf16", "fp16", "fp8_e4m3fn")],
+             "text_encoders": [f"umt5_xxl_{d}.safetensors" for d in ("bf16", "fp16", "fp8_e4m3fn")],  # fp16 = Comfy-Org's
+             "vae": ["wan_2.1_vae.safetensors"]}
+_RES = {"min": 16, "max": 16384, "step": 16}
+NATIVE_NODES: dict[str, tuple[dict, tuple, tuple]] = {  # type: (INPUT_TYPES, RETURN_TYPES, RETURN_NAMES)
+    "UNETLoader": ({"required": {"unet_name": (CONVERTED["diffusion_models"],),
+                                 "weight_dtype": (["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],)}},
+                   ("MODEL",), ("MODEL",)),
+    "CLIPLoader": ({"required": {"clip_name": (CONVERTED["text_encoders"],),
+                                 "type": (["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv",
+                                           "pixart", "cosmos", "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2",
+                                           "qwen_image", "hunyuan_image"],),
+                                 "device": (["default", "cpu"], {"advanced": True})}}, ("CLIP",), ("CLIP",)),
+    "VAELoader": ({"required": {"vae_name": (CONVERTED["vae"],)}}, ("VAE",), ("VAE",)),
+    "CLIPTextEncode": ({"required": {"text": ("STRING", {"multiline": True}), "clip": ("CLIP",)}},
+                       ("CONDITIONING",), ("CONDITIONING",)),
+    "WanVaceToVideo": ({"required": {"positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "vae": ("VAE",),
+                                     "width": ("INT", {"default": 832, **_RES}), "height": ("INT", {"default": 480, **_RES}),
+                                     "length": ("INT", {"default": 81, "min": 1, "max": 16384, "step": 4}),
+                                     "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+                                     "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1000.0, "step": 0.01})},
+                        "optional": {"control_video": ("IMAGE",), "control_masks": ("MASK",),
+                                     "reference_image": ("IMAGE",)}},
+                       ("CONDITIONING", "CONDITIONING", "LATENT", "INT"), ("positive", "negative", "latent", "trim_latent")),
+    "KSamplerSelect": ({"required": {"sampler_name": (COMFY_SAMPLER_NAMES,)}}, ("SAMPLER",), ("SAMPLER",)),
+    "RandomNoise": ({"required": {"noise_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                                                         "control_after_generate": True})}}, ("NOISE",), ("NOISE",)),
+    "CFGGuider": ({"required": {"model": ("MODEL",), "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+                                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1})}},
+                  ("GUIDER",), ("GUIDER",)),
+    "SamplerCustomAdvanced": ({"required": {"noise": ("NOISE",), "guider": ("GUIDER",), "sampler": ("SAMPLER",),
+                                            "sigmas": ("SIGMAS",), "latent_image": ("LATENT",)}},
+                              ("LATENT", "LATENT"), ("output", "denoised_output")),
+    "VAEDecode": ({"required": {"samples": ("LATENT",), "vae": ("VAE",)}}, ("IMAGE",), ("IMAGE",)),
+    "CreateVideo": ({"required": {"images": ("IMAGE",), "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0,
+                                                                          "step": 1.0})},
+                     "optional": {"audio": ("AUDIO",)}}, ("VIDEO",), ("VIDEO",)),
+    "SaveVideo": ({"required": {"video": ("VIDEO",), "filename_prefix": ("STRING", {"default": "video/ComfyUI"}),
+                                "format": (["auto", "mp4"],), "codec": (["auto", "h264"],)}}, (), ()),
+}
+
+
+def _spec_class(type_: str, inputs: dict, returns: tuple, names: tuple) -> type:
+    return type(type_, (), {"INPUT_TYPES": classmethod(lambda cls: inputs), "RETURN_TYPES": returns,
+                            "RETURN_NAMES": names})
+
+
+NATIVE_CLASSES = {name: _spec_class(name, *spec) for name, spec in NATIVE_NODES.items()}
+ALL_CLASSES = {**NODE_CLASS_MAPPINGS, **NATIVE_CLASSES}
+# ComfyUI's own sampler closest to the official FlowUniPC (benchmarks/bench_comfy_sampler_parity.py); the
+# workflow uses our VDOT FlowUniPC SAMPLER, which is exact, and the note names this one as the alternative.
+NATIVE_SAMPLER = "ipndm"
+NATIVE_WORKFLOW = "vdot_native_t2v"
 
 CONTROL_LABEL = {"depth": "depth map", "pose": "pose skeleton", "flow": "optical flow", "grey": "greyscale",
                  "scribble": "scribble"}
@@ -241,8 +311,8 @@ def describe(task: str) -> Graph:
     else:  # a task added to TASKS needs its graph described here
         raise ValueError(f"no workflow description for task {task!r}")
 
-    frames = g.add("VDOTSampler", "Sampling", {"seed": SEED, "steps": 4, "shift": 5.0, "cfg": 1.0, "denoise": 1.0,
-                                               "control_scale": 1.0, "num_videos": 1},
+    frames = g.add("VDOTSampler", "Sampling", {"seed": SEED, "preset": "vdot", "steps": 0, "shift": 0.0, "cfg": 1.0,
+                                               "denoise": 1.0, "control_scale": 1.0, "num_videos": 1},
                    {"model": (model, 0), "vae": (vae, 0), "embeds": (embeds, 0), "vcu": (vcu, 0)}, height=340)
     g.add("VDOTSaveVideo", "Save", {"fps": 16.0, "filename_prefix": f"VDOT/{task}", "format": "mp4", "crf": 17},
           {"frames": (frames, 0)}, height=460)  # room for the video preview
@@ -252,10 +322,72 @@ def describe(task: str) -> Graph:
     return g
 
 
+NATIVE_NOTE = f"""## VDOT-14B on ComfyUI's own nodes
+
+ComfyUI's loaders, memory management, LoRAs and fp8 formats, with the official VDOT sampler: **VDOT Sigmas**
+(preset `vdot`: σ 0.99994 / 0.97951 / 0.94107 / 0.84193 / 0) and **VDOT FlowUniPC** (Wan's FlowUniPC as a
+SAMPLER, fed t = 999 / 979 / 941 / 841), cfg 1, 4 model calls — the official trajectory to float precision.
+ComfyUI's own samplers come close but not exactly: the nearest is `{NATIVE_SAMPLER}` (KSamplerSelect), about
+1e-3 away (README, *Native ComfyUI nodes*).
+
+**Weights**: the official release, [yutongwang1012/VDOT](https://huggingface.co/yutongwang1012/VDOT)
+(`vdot-weights/vdot_14b.pt`, `models_t5_umt5-xxl-enc-bf16.pth`, `Wan2.1_VAE.pth`), converted once to
+safetensors with `vdot convert` (the pickles are read weights-only, never executed), which writes
+`vdot_14b_<dtype>`, `umt5_xxl_<dtype>` and `wan_2.1_vae` `.safetensors`:
+```
+vdot convert VDOT/ out/ --dtype bf16
+```
+```
+📂 ComfyUI/models/
+├── 📂 diffusion_models/  vdot_14b_bf16.safetensors
+├── 📂 text_encoders/     umt5_xxl_fp16.safetensors
+└── 📂 vae/               wan_2.1_vae.safetensors
+```
+The text encoder and VAE are Wan2.1's own, so Comfy-Org's [umt5_xxl_fp16.safetensors]({MODEL_FILES['text_encoders'][1]})
+and [wan_2.1_vae.safetensors]({MODEL_FILES['vae'][1]}) (offered for download here) work as well as the converted ones.
+Low on GPU memory? Set UNETLoader's weight_dtype to `fp8_e4m3fn`.
+"""
+
+
+def describe_native() -> Graph:
+    """``vdot_native_t2v.json``: VDOT-14B (converted) on ComfyUI's own nodes, with VDOT Sigmas."""
+    g = Graph("native_t2v")
+    model = g.add("UNETLoader", "Load models", {"unet_name": CONVERTED["diffusion_models"][0], "weight_dtype": "default"},
+                  height=110)
+    clip = g.add("CLIPLoader", "Load models", {"clip_name": MODEL_FILES["text_encoders"][0], "type": "wan",
+                                               "device": "default"},
+                 height=130, properties=_loader_properties("text_encoders"))
+    vae = g.add("VAELoader", "Load models", {"vae_name": CONVERTED["vae"][0]}, height=90,
+                properties=_loader_properties("vae"))
+    positive = g.add("CLIPTextEncode", "Prompt", {"text": PROMPTS["t2v"]}, {"clip": (clip, 0)}, height=200)
+    negative = g.add("CLIPTextEncode", "Prompt", {"text": DEFAULT_NEGATIVE}, {"clip": (clip, 0)}, height=200)
+    cond = g.add("WanVaceToVideo", "Inputs", {"width": WIDTH, "height": HEIGHT, "length": FRAMES, "batch_size": 1,
+                                              "strength": 1.0},
+                 {"positive": (positive, 0), "negative": (negative, 0), "vae": (vae, 0)}, height=260)
+    sigmas = g.add("VDOTSigmas", "Sampling", {"preset": "vdot", "steps": 0, "shift": 0.0, "denoise": 1.0}, height=150)
+    sampler = g.add("VDOTFlowUniPC", "Sampling", {"timesteps": "truncated"}, height=60)
+    noise = g.add("RandomNoise", "Sampling", {"noise_seed": SEED}, height=80)
+    guider = g.add("CFGGuider", "Sampling", {"cfg": 1.0},
+                   {"model": (model, 0), "positive": (cond, 0), "negative": (cond, 1)}, height=100)
+    latent = g.add("SamplerCustomAdvanced", "Sampling", {},
+                   {"noise": (noise, 0), "guider": (guider, 0), "sampler": (sampler, 0), "sigmas": (sigmas, 0),
+                    "latent_image": (cond, 2)}, height=110)
+    images = g.add("VAEDecode", "Save", {}, {"samples": (latent, 0), "vae": (vae, 0)}, height=50)
+    video = g.add("CreateVideo", "Save", {"fps": 16.0}, {"images": (images, 0)}, height=80)
+    g.add("SaveVideo", "Save", {"filename_prefix": "VDOT/native_t2v", "format": "auto", "codec": "auto"},
+          {"video": (video, 0)}, height=460)
+    g.notes.append(("MarkdownNote", "Models", NATIVE_NOTE, (-480, 60), (460, 760)))
+    g.notes.append(("Note", "Inputs", "Text to video at 832×480, 81 frames (5 s at 16 fps). WanVaceToVideo takes an "
+                    "optional control_video / control_masks / reference_image for the other VACE tasks; with a "
+                    "reference image, cut its latent frame after sampling with TrimVideoLatent (trim_latent).",
+                    None, (380, 160)))
+    return g
+
+
 # --- widgets: read from the node classes, in ComfyUI's order -------------------------------------
 
 def _inputs(node_type: str):
-    spec = NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
+    spec = ALL_CLASSES[node_type].INPUT_TYPES()
     for section in ("required", "optional"):
         for name, decl in spec.get(section, {}).items():
             yield name, decl[0], (decl[1] if len(decl) > 1 else {}), section == "optional"
@@ -297,7 +429,7 @@ def to_api(g: Graph) -> dict:
         inputs = {name: node.widgets[name] for name in widget_names(node.type)}
         inputs.update({name: [str(src), slot] for name, (src, slot) in node.links.items()})
         api[str(node.id)] = {"class_type": node.type, "inputs": inputs,
-                             "_meta": {"title": NODE_DISPLAY_NAME_MAPPINGS[node.type]}}
+                             "_meta": {"title": NODE_DISPLAY_NAME_MAPPINGS.get(node.type, node.type)}}
     return api
 
 
@@ -326,14 +458,14 @@ def to_ui(g: Graph) -> dict:
         for name, (src, slot) in node.links.items():
             link_id = len(links) + 1
             links.append([link_id, src, slot, node.id, sockets.index(name),
-                          NODE_CLASS_MAPPINGS[by_id[src].type].RETURN_TYPES[slot]])
+                          ALL_CLASSES[by_id[src].type].RETURN_TYPES[slot]])
             out_links.setdefault((src, slot), []).append(link_id)
             in_links[(node.id, name)] = link_id
 
     order = {node_id: i for i, node_id in enumerate(_topological(g))}
     ui_nodes = []
     for node in g.nodes:
-        cls = NODE_CLASS_MAPPINGS[node.type]
+        cls = ALL_CLASSES[node.type]
         inputs = []
         for name, type_, _, optional in _inputs(node.type):
             if _is_widget(type_):
@@ -380,7 +512,10 @@ def to_ui(g: Graph) -> dict:
 
 def render(task: str) -> tuple[str, str]:
     """(UI JSON, API JSON) text of ``vdot_<task>.json``."""
-    g = EXTRA_WORKFLOWS[task]() if task in EXTRA_WORKFLOWS else describe(task)
+    if task in EXTRA_WORKFLOWS:
+        g = EXTRA_WORKFLOWS[task]()
+    else:
+        g = describe_native() if f"vdot_{task}" == NATIVE_WORKFLOW else describe(task)
     return (json.dumps(to_ui(g), indent=2, ensure_ascii=False) + "\n",
             json.dumps(to_api(g), indent=2, ensure_ascii=False) + "\n")
 
@@ -390,7 +525,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a file would change")
     args = parser.parse_args(argv)
     stale = []
-    for task in [*TASKS, *EXTRA_WORKFLOWS]:
+    for task in [*TASKS, NATIVE_WORKFLOW.removeprefix("vdot_"), *EXTRA_WORKFLOWS]:
         ui, api = render(task)
         for path, text in ((WORKFLOW_DIR / f"vdot_{task}.json", ui), (API_DIR / f"vdot_{task}.json", api)):
             if path.exists() and path.read_text(encoding="utf-8") == text:
@@ -416,8 +551,8 @@ The VDOT paper's first ablation row: no VDOT training, just lightx2v's step- and
 checkpoint on the same prompt and seed. The LoRA adapts only the Wan blocks it was trained on; the VACE
 blocks stay undistilled — the gap VDOT's stage 2 closes.
 
-**Set for the real 14B files** (they do not fit the embedded toy model). Sampler: 4 steps, shift 5, cfg 1
-(the `renoise` 4-step sampler's values).
+**Set for the real 14B files** (they do not fit the embedded toy model). Sampler: preset `renoise` (x0 then
+fresh noise, 4 steps, shift 5 — how lightx2v-style distilled LoRAs are sampled), cfg 1.
 
 **Model links**
 - [wan2.1_vace_14B_fp16.safetensors]({MODEL_FILES['diffusion_models'][1]})
@@ -453,7 +588,7 @@ def describe_lora_baseline_t2v() -> Graph:
                  properties={"models": [{"name": LIGHTX2V_LORA[0], "url": LIGHTX2V_LORA[1], "directory": "loras"}]})
     sampler = next(n for n in g.nodes if n.type == "VDOTSampler")
     sampler.links["model"] = (lora, 0)
-    sampler.widgets.update(steps=4, shift=5.0, cfg=1.0)
+    sampler.widgets.update(preset="renoise", steps=0, shift=0.0, cfg=1.0)  # renoise's own: 4 steps, shift 5
     next(n for n in g.nodes if n.type == "VDOTSaveVideo").widgets["filename_prefix"] = "VDOT/lora_baseline_t2v"
     g.notes[0] = ("MarkdownNote", "Models", LORA_BASELINE_NOTE, g.notes[0][3], g.notes[0][4])
     return g

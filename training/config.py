@@ -75,7 +75,7 @@ class GuidanceConfig:
 
 @dataclass
 class SamplerConfig:
-    """The generator's few-step sampler (``vdot_nodes.core.sampling.sample_vdot``)."""
+    """The generator's few-step sampler (the ``renoise`` preset of ``vdot_nodes.core.sampling`` at these timesteps)."""
 
     timesteps: list[int] = field(default_factory=lambda: [1000, 750, 500, 250])
     """Few-step timesteps (before the shift)."""

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .core.errors import VDOTCancelled, VDOTInputError
+from .core.sampling import DEFAULT_PRESET, SAMPLER_PRESETS
 
 
 def _int_list(text: str) -> list[int]:
@@ -26,7 +27,7 @@ def _add_generate_parser(sub) -> None:
     p = sub.add_parser(
         "generate",
         help="generate a video for one task",
-        description="Generate a video with the VDOT 4-step sampler (or a multi-step teacher baseline). "
+        description="Generate a video with a sampler preset (default: the official VDOT-14B 4-step sampler). "
         "With no --model, the embedded default model is used.",
     )
     p.add_argument("--task", default="t2v", help="task name (see `vdot tasks`); default t2v")
@@ -64,16 +65,18 @@ def _add_generate_parser(sub) -> None:
                        help="which frames of a control/source video: uniform = spread over the whole clip (default, "
                             "as the official VDOT loader); first = the first --frames frames")
     samp = p.add_argument_group("sampling")
-    samp.add_argument("--steps", type=int, default=4, help="few-step count (default 4; timesteps spread from 1000)")
-    samp.add_argument("--timesteps", type=_int_list, help="explicit few-step timesteps, e.g. 1000,750,500,250")
-    samp.add_argument("--shift", type=float, default=5.0, help="timestep shift (default 5.0)")
+    samp.add_argument("--preset", choices=list(SAMPLER_PRESETS), default=None,
+                      help=f"sampler preset (default {DEFAULT_PRESET}, the official VDOT-14B sampler: FlowUniPC, 4 steps, "
+                           "shift 16); renoise = the re-noising sampler of lightx2v-style LoRAs and the embedded toy; "
+                           "teacher_unipc / teacher_euler = undistilled Wan (use --cfg 5). README: Sampling")
+    samp.add_argument("--steps", type=int, help="override the preset's step count")
+    samp.add_argument("--shift", type=float, help="override the preset's timestep shift")
+    samp.add_argument("--timesteps", type=_int_list,
+                      help="explicit unshifted step positions for the renoise preset, e.g. 1000,750,500,250")
     samp.add_argument("--seed", type=int, default=0, help="seed (video i uses seed+i)")
     samp.add_argument("--num-videos", type=int, default=1, help="videos to generate (default 1)")
     samp.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance (default 1 = off; VDOT's guidance is distilled)")
     samp.add_argument("--control-scale", type=float, default=1.0, help="strength of the VACE context (default 1.0)")
-    samp.add_argument("--sampler", choices=["vdot", "euler", "unipc"], default="vdot",
-                      help="vdot = few-step; euler/unipc = multi-step teacher baseline")
-    samp.add_argument("--teacher-steps", type=int, default=50, help="steps for euler/unipc (default 50)")
     model = p.add_argument_group("model (default: the embedded model)")
     model.add_argument("--model", help="VACE transformer: .safetensors file or diffusers folder")
     model.add_argument("--vae", help="Wan VAE: .safetensors file or diffusers folder")
@@ -214,7 +217,7 @@ def build_vcu_from_args(args):
 # The semantic input names of core.validate, as `vdot generate` spells them.
 CLI_NAMES = {"num_frames": "--frames", "height": "--height", "width": "--width", "fps": "--fps", "steps": "--steps",
              "timesteps": "--timesteps", "shift": "--shift", "seed": "--seed", "num_videos": "--num-videos",
-             "cfg": "--cfg", "control_scale": "--control-scale", "teacher_steps": "--teacher-steps",
+             "cfg": "--cfg", "control_scale": "--control-scale",
              "keep_frames": "--keep-frames", "device": "--device", "out": "--out"}
 
 
@@ -222,13 +225,18 @@ def cmd_generate(args) -> int:
     from tqdm import tqdm
 
     from .core.components import default_model_description, load_pipeline
-    from .core.sampling import vdot_timesteps_for
+    from .core.sampling import get_preset
     from .core.validate import numbered_outputs, validate_generate
     from .core.video_io import write_output
 
     # Inputs are checked before any model loads: a bad flag should not cost a 14B load.
     resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
     validate_generate({**vars(args), "num_frames": args.frames}, CLI_NAMES)
+    try:
+        preset = get_preset(args.preset or ("renoise" if args.timesteps else DEFAULT_PRESET), steps=args.steps,
+                            shift=args.shift, unshifted_timesteps=args.timesteps)
+    except VDOTInputError as exc:  # name the flag, as the other checks do
+        raise VDOTInputError(CLI_NAMES.get(exc.input_name, f"--{exc.input_name}"), exc.problem, exc.fix) from None
     vcu = build_vcu_from_args(args)
     windows = _plan_long_video(args)
     loras = _read_loras(args)
@@ -236,18 +244,16 @@ def cmd_generate(args) -> int:
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
                          device=args.device, offload=args.offload, loras=loras)
     if pipe.is_toy:
-        print(f"vdot: no --model given, using {default_model_description()}", file=sys.stderr)
+        hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise)"
+        print(f"vdot: no --model given, using {default_model_description()}{hint}", file=sys.stderr)
     for report in pipe.lora_reports:
         print(f"vdot: {report.summary()}", file=sys.stderr)
-    timesteps = tuple(args.timesteps) if args.timesteps else vdot_timesteps_for(args.steps)
-    total = (len(timesteps) if args.sampler == "vdot" else args.teacher_steps) * len(windows)
-    desc = f"{args.task} ({args.sampler}" + (f", {len(windows)} windows)" if len(windows) > 1 else ")")
-    with tqdm(total=total, desc=desc, unit="step") as bar:
+    desc = f"{args.task} ({preset.name}" + (f", {len(windows)} windows)" if len(windows) > 1 else ")")
+    with tqdm(total=preset.steps * len(windows), desc=desc, unit="step") as bar:
         def progress(done, _total):
             bar.update(done - bar.n)
 
-        common = dict(sampler=args.sampler, timesteps=timesteps, shift=args.shift, num_inference_steps=args.teacher_steps,
-                      cfg=args.cfg, control_scale=args.control_scale, progress=progress)
+        common = dict(preset=preset, cfg=args.cfg, control_scale=args.control_scale, progress=progress)
         if len(windows) > 1:
             from .core.long_video import generate_long_video
 

@@ -268,6 +268,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
 
     from training.data.manifest import ManifestDataset, sample_to_vcu
     from vdot_nodes.core.models import load_transformer
+    from vdot_nodes.core.sampling import get_preset
 
     from . import metrics
     from .components import psnr
@@ -294,8 +295,10 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
                 clip = make_clip(int(sample["meta"]["toy_seed"]), world)
                 vcu = sample_to_vcu(sample, generator=torch.Generator().manual_seed(i))
                 start = time.perf_counter()
-                videos = pipe.generate(vcu, seed=1000 * i, num_videos=seeds, sampler="euler" if teacher else "vdot",
-                                       num_inference_steps=spec["steps"], cfg=cfg_scale if teacher else 1.0)
+                # The toy student was distilled with the re-noising sampler; the teacher runs plain Euler.
+                preset = get_preset("teacher_euler", steps=spec["steps"]) if teacher else "renoise"
+                videos = pipe.generate(vcu, seed=1000 * i, num_videos=seeds, preset=preset,
+                                       cfg=cfg_scale if teacher else 1.0)
                 seconds.append((time.perf_counter() - start) / seeds)
                 features.append(metrics.video_features(list(videos)))
                 if sample["meta"].get("clip") == 0:  # contact sheet: first held-out clip, seed 0, per task

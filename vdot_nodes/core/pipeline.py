@@ -22,16 +22,16 @@ import torch
 
 from .errors import VDOTInputError
 from .sampling import (
-    check_cancel,
-    VDOT_SHIFT,
-    VDOT_TIMESTEPS,
+    DEFAULT_PRESET,
     CancelFn,
     ProgressFn,
+    SamplerPreset,
     SeededNoise,
     VelocityFn,
     cfg_velocity,
-    sample_teacher,
-    sample_vdot,
+    check_cancel,
+    get_preset,
+    sample,
 )
 from .vcu import VCU
 
@@ -281,10 +281,7 @@ class VDOTPipeline:
         *,
         seed: int = 0,
         num_videos: int = 1,
-        sampler: str = "vdot",
-        timesteps: Sequence[float] = VDOT_TIMESTEPS,
-        shift: float = VDOT_SHIFT,
-        num_inference_steps: int = 50,
+        preset: SamplerPreset | str = DEFAULT_PRESET,
         cfg: float = 1.0,
         control_scale: float = 1.0,
         denoise: float = 1.0,
@@ -297,10 +294,13 @@ class VDOTPipeline:
     ) -> torch.Tensor:
         """Generate ``num_videos`` videos for one VCU (seeds ``seed, seed+1, …``).
 
-        ``sampler``: ``"vdot"`` (few-step, ``timesteps`` + ``shift``), or a teacher baseline ``"euler"`` /
-        ``"unipc"`` with ``num_inference_steps``. ``cfg`` > 1 runs the negative prompt too (VDOT's guidance
-        is distilled, so 1 is its default). Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
+        ``preset``: a row of :data:`~vdot_nodes.core.sampling.SAMPLER_PRESETS` (by name) or a preset from
+        :func:`~vdot_nodes.core.sampling.get_preset` with steps/shift overrides; default ``"vdot"``, the
+        official 4-step sampler. ``cfg`` > 1 runs the negative prompt too (VDOT's guidance is distilled, so
+        1 is its default). Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
         """
+        if isinstance(preset, str):
+            preset = get_preset(preset)
         if prompt_embeds is None:
             prompt_embeds = self.encode_prompt([vcu.prompt])
         if cfg != 1.0 and negative_embeds is None:
@@ -333,17 +333,10 @@ class VDOTPipeline:
             uncond = self.velocity_fn(negative_embeds, encoded.control, control_scale) if cfg != 1.0 else None
             velocity = cfg_velocity(cond, uncond, cfg)
             with torch.no_grad():
-                if sampler == "vdot":
-                    latents = sample_vdot(
-                        velocity, noise, encoded.latent_shape, timesteps=timesteps, shift=shift,
-                        init_latents=init_latents, denoise=denoise, device=self.device,
-                        progress=progress, cancel=cancel,
-                    )
-                else:
-                    latents = sample_teacher(
-                        velocity, noise, encoded.latent_shape, num_steps=num_inference_steps, shift=shift,
-                        solver=sampler, device=self.device, progress=progress, cancel=cancel,
-                    )
+                latents = sample(
+                    velocity, noise, encoded.latent_shape, preset, init_latents=init_latents, denoise=denoise,
+                    device=self.device, progress=progress, cancel=cancel,
+                )
         latents = latents[:, :, encoded.num_reference_frames :].float().cpu()
         if not torch.isfinite(latents).all():
             raise VDOTInputError(

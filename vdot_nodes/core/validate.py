@@ -22,14 +22,14 @@ import torch
 
 from .atomic import check_target
 from .errors import VDOTInputError
-from .sampling import NUM_TRAIN_TIMESTEPS
+from .sampling import MAX_STEPS, NUM_TRAIN_TIMESTEPS
 
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF  # torch generators take unsigned 64-bit seeds
 MAX_FRAMES = 1025  # 64 s at Wan's 16 fps; every frame is decoded and held at once
 MAX_SIDE = 2048  # generated width / height
 MAX_PREPROCESS_SIDE = 4096  # control videos may be made at source resolution
 MAX_NUM_VIDEOS = 16  # the videos of one call are one transformer batch
-MAX_TIMESTEPS = 100
+MAX_TIMESTEPS = MAX_STEPS  # one cap on step counts, defined with the sampler presets
 MAX_OUTPUT_BYTES = 16 * 2**30  # the decoded float32 frames of one call, all held in memory at once
 VIDEO_SUFFIXES = (".mp4",)  # what write_video makes; a path without a suffix is a folder of PNG frames
 

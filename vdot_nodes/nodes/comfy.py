@@ -278,3 +278,13 @@ def make_cancel():
         return False
 
     return cancel
+
+
+def ksampler(sampler_function):
+    """ComfyUI's SAMPLER object (``comfy.samplers.KSAMPLER``) around a k-diffusion style sampler function."""
+    try:
+        import comfy.samplers
+    except ImportError:
+        raise VDOTInputError("sampler", "a SAMPLER object needs ComfyUI (comfy.samplers is not importable)",
+                             "use this node inside ComfyUI, or VDOT Sampler outside it") from None
+    return comfy.samplers.KSAMPLER(sampler_function)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from ..core.errors import VDOTInputError
 from ..core.long_video import DEFAULT_OVERLAP, DEFAULT_WINDOW, generate_long_video, plan_windows
 from ..core.pipeline import VDOTPipeline
-from ..core.sampling import VDOT_SHIFT, vdot_timesteps_for
 from ..core.validate import MAX_FRAMES, MAX_SEED, Bound, check_number, validate_generate
 from . import comfy
 from .lora import lora_context
-from .sampler import SOCKET_NAMES
+from .sampler import SOCKET_NAMES, _preset_inputs, node_preset
 
 
 class VDOTLongVideo:
@@ -34,9 +33,7 @@ class VDOTLongVideo:
                                             "with num_frames 161, or a long control video)."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                              "tooltip": "Noise seed; window i uses seed + i."}),
-            "steps": ("INT", {"default": 4, "min": 1, "max": 8, "tooltip": "Few-step count per window."}),
-            "shift": ("FLOAT", {"default": VDOT_SHIFT, "min": 0.1, "max": 20.0, "step": 0.1,
-                                "tooltip": "Timestep shift, as in VDOT Sampler."}),
+            **_preset_inputs(),
             "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
                               "tooltip": "Classifier-free guidance; 1 = off (VDOT's default)."}),
             "control_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
@@ -51,10 +48,14 @@ class VDOTLongVideo:
                                                     "(removes the colour drift of chained extensions)."}),
         }}
 
-    def sample(self, model, vae, embeds, vcu, seed, steps, shift, cfg, control_scale, window, overlap, colour_match):
-        # An API-format workflow bypasses the widgets' bounds: the one validation layer checks them.
-        validate_generate(dict(seed=seed, steps=steps, shift=shift, cfg=cfg, control_scale=control_scale,
-                               num_frames=vcu.num_frames, height=vcu.height, width=vcu.width), SOCKET_NAMES)
+    def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, control_scale, window, overlap,
+               colour_match):
+        # An API-format workflow bypasses the widgets' bounds: the one validation layer checks them
+        # (steps / shift 0 mean "the preset's own", as in VDOT Sampler).
+        overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
+        validate_generate(dict(seed=seed, cfg=cfg, control_scale=control_scale, num_frames=vcu.num_frames,
+                               height=vcu.height, width=vcu.width, **overrides), SOCKET_NAMES)
+        preset = node_preset(preset, steps, shift)
         window = check_number("window", window, Bound(int, 1, MAX_FRAMES, f"use {DEFAULT_WINDOW}"))
         overlap = check_number("overlap", overlap, Bound(int, 1, MAX_FRAMES, f"use {DEFAULT_OVERLAP}"))
         if cfg != 1.0 and embeds.negative is None:
@@ -69,9 +70,9 @@ class VDOTLongVideo:
         with lora_context(model):
             frames = generate_long_video(
                 pipe, vcu, window=window, overlap=overlap, colour_match=colour_match, seed=seed,
-                timesteps=vdot_timesteps_for(steps), shift=shift, cfg=cfg, control_scale=control_scale,
+                preset=preset, cfg=cfg, control_scale=control_scale,
                 prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
-                progress=comfy.make_progress(steps * len(plan), "VDOT Long Video"), cancel=comfy.make_cancel(),
+                progress=comfy.make_progress(preset.steps * len(plan), "VDOT Long Video"), cancel=comfy.make_cancel(),
             )
         return (frames,)
 

@@ -1,24 +1,55 @@
-"""The VDOT Sampler node: VCU + prompt → video, in 4 transformer calls."""
+"""The VDOT Sampler node (VCU + prompt → video, 4 transformer calls by default) and VDOT Sigmas (a preset's
+σ as ComfyUI ``SIGMAS``, for ComfyUI's own SamplerCustomAdvanced)."""
 
 from __future__ import annotations
 
+import functools
+
+import torch
+
 from ..core.errors import VDOTInputError
 from ..core.pipeline import VDOTPipeline
-from ..core.sampling import VDOT_SHIFT, vdot_timesteps_for
+from ..core.sampling import (
+    DEFAULT_PRESET,
+    MAX_STEPS,
+    SAMPLER_PRESETS,
+    get_preset,
+    preset_sigmas,
+    run_schedule,
+    sigmas_schedule,
+)
 from ..core.validate import MAX_NUM_VIDEOS, MAX_SEED, validate_generate
 from . import comfy
 from .lora import lora_context
 
-
 # The semantic input names of core.validate as this node shows them: the shape comes from the VCU
 # input, every other name is the socket's own.
 SOCKET_NAMES = {"num_frames": "vcu (num_frames)", "height": "vcu (height)", "width": "vcu (width)"}
+PRESET_TOOLTIP = "Sampler preset; which checkpoint each suits:\n" + "\n".join(
+    f"- {p.name}: {p.description}" for p in SAMPLER_PRESETS.values())
+
+
+def _preset_inputs() -> dict:
+    return {
+        "preset": (list(SAMPLER_PRESETS), {"default": DEFAULT_PRESET, "tooltip": PRESET_TOOLTIP}),
+        "steps": ("INT", {"default": 0, "min": 0, "max": MAX_STEPS,
+                          "tooltip": "0 = the preset's own (4 for vdot/renoise, 50 for the teachers). "
+                                     "VDOT is distilled for 4."}),
+        "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                            "tooltip": "Timestep shift σ' = sσ/(1+(s−1)σ); 0 = the preset's own "
+                                       "(16 for vdot, 5 for renoise)."}),
+    }
+
+
+def node_preset(preset: str, steps: int, shift: float):
+    """The preset with the node's overrides (0 = keep the preset's value)."""
+    return get_preset(preset, steps=steps or None, shift=shift or None)
 
 
 class VDOTSampler:
-    DESCRIPTION = ("Generate a video with the VDOT few-step sampler (4 steps: timesteps 1000, 750, 500, 250 warped "
-                   "by the shift). Guidance is distilled into VDOT, so cfg 1 (off) is the default. One progress tick "
-                   "per step; Cancel stops between steps.")
+    DESCRIPTION = ("Generate a video with a sampler preset; the default 'vdot' is the official VDOT-14B sampler "
+                   "(Wan's FlowUniPC, 4 steps, shift 16, deterministic). Guidance is distilled into VDOT, so cfg 1 "
+                   "(off) is the default. One progress tick per step; Cancel stops between steps.")
     CATEGORY = "VDOT/sampling"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
@@ -35,10 +66,7 @@ class VDOTSampler:
                 "vcu": ("VDOT_VCU", {"tooltip": "From a VDOT VCU node: what to generate and what to keep."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Noise seed; video i of a batch uses seed + i."}),
-                "steps": ("INT", {"default": 4, "min": 1, "max": 8,
-                                  "tooltip": "Few-step count. VDOT is distilled for 4."}),
-                "shift": ("FLOAT", {"default": VDOT_SHIFT, "min": 0.1, "max": 20.0, "step": 0.1,
-                                    "tooltip": "Timestep shift σ' = sσ/(1+(s−1)σ); 5 as in training."}),
+                **_preset_inputs(),
                 "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
                                   "tooltip": "Classifier-free guidance. 1 = off (VDOT's guidance is distilled); "
                                              "above 1 doubles the cost and uses the negative prompt."}),
@@ -55,28 +83,108 @@ class VDOTSampler:
             },
         }
 
-    def sample(self, model, vae, embeds, vcu, seed, steps, shift, cfg, denoise, control_scale, num_videos,
+    def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
                init_frames=None):
         # Widgets are bounded in the UI, but an API-format workflow can send anything: the one
         # validation layer checks types, NaN/inf, ranges, seed + num_videos and the memory estimate.
-        validate_generate(dict(seed=seed, steps=steps, shift=shift, cfg=cfg, denoise=denoise,
-                               control_scale=control_scale, num_videos=num_videos, num_frames=vcu.num_frames,
-                               height=vcu.height, width=vcu.width), SOCKET_NAMES)
+        # steps / shift 0 mean "the preset's own"; anything else is an override and is checked.
+        overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
+        validate_generate(dict(seed=seed, cfg=cfg, denoise=denoise, control_scale=control_scale,
+                               num_videos=num_videos, num_frames=vcu.num_frames, height=vcu.height, width=vcu.width,
+                               **overrides), SOCKET_NAMES)
+        preset = node_preset(preset, steps, shift)
         if cfg != 1.0 and embeds.negative is None:
             raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
                                  "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
         pipe = VDOTPipeline(model.module, vae.module, device=comfy.torch_device(),
                             offload="model" if model.offload else "none", is_toy=model.is_toy)
-        total = steps
         with lora_context(model):
             frames = pipe.generate(
-                vcu, seed=seed, num_videos=num_videos, timesteps=vdot_timesteps_for(steps), shift=shift, cfg=cfg,
+                vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
                 control_scale=control_scale, denoise=denoise, init_frames=init_frames,
                 prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
-                progress=comfy.make_progress(total, "VDOT Sampler"), cancel=comfy.make_cancel(),
+                progress=comfy.make_progress(preset.steps, "VDOT Sampler"), cancel=comfy.make_cancel(),
             )
         return (frames.reshape(-1, *frames.shape[2:]),)
 
 
-NODE_CLASS_MAPPINGS = {"VDOTSampler": VDOTSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"VDOTSampler": "VDOT Sampler"}
+class VDOTSigmas:
+    DESCRIPTION = ("A sampler preset's noise levels as ComfyUI SIGMAS (each step's σ, then the final 0), for "
+                   "ComfyUI's SamplerCustomAdvanced with its own loaders (UNETLoader, WanVaceToVideo). With VDOT "
+                   "FlowUniPC as the sampler (preset vdot, cfg 1) it walks the official trajectory; ComfyUI's own "
+                   "samplers come close but not exactly (README, 'Native ComfyUI nodes').")
+    CATEGORY = "VDOT/sampling"
+    RETURN_TYPES = ("SIGMAS",)
+    RETURN_NAMES = ("sigmas",)
+    OUTPUT_TOOLTIPS = ("1-D float tensor of σ, steps + 1 values ending in 0.",)
+    FUNCTION = "sigmas"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                **_preset_inputs(),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                      "tooltip": "Below 1: a schedule that starts part-way (video to video)."}),
+            }
+        }
+
+    def sigmas(self, preset, steps, shift, denoise):
+        return (preset_sigmas(node_preset(preset, steps, shift), denoise),)
+
+
+def flow_unipc_comfy(model, x, sigmas, extra_args=None, callback=None, disable=None, truncate_timesteps=True):
+    """Wan's FlowUniPC as a ComfyUI (k-diffusion style) sampler function, for SamplerCustomAdvanced.
+
+    ``model(x, σ)`` is ComfyUI's denoiser for a flow (CONST) model: it feeds the network t = σ·1000 and
+    returns x − σ·v. To feed the truncated t the official sampler feeds, the model is called at
+    σ_call = t/1000 and v = (x − denoised)/σ_call; the update uses the schedule's own σ. For text/VACE
+    generation (an all-zero latent) the walk starts from ComfyUI's raw noise, as Wan starts from pure
+    noise, instead of ComfyUI's σ₀-scaled one.
+    """
+    extra_args = extra_args or {}
+    sched = sigmas_schedule(sigmas.tolist(), truncate_timesteps)
+    latent, raw = getattr(model, "latent_image", None), getattr(model, "noise", None)
+    if raw is not None and latent is not None and raw.shape == x.shape and not torch.count_nonzero(latent):
+        x = raw.to(x)
+
+    def velocity(x_t, timestep):
+        sigma_call = (timestep / 1000).to(x_t.dtype)
+        denoised = model(x_t, sigma_call, **extra_args)
+        return (x_t - denoised) / sigma_call.view(-1, *[1] * (x_t.ndim - 1))
+
+    def on_step(k, x_k, x0_k):
+        if callback is not None:
+            callback({"x": x_k, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0_k})
+
+    return run_schedule(velocity, x.float(), sched, "unipc", on_step=on_step, cancel=comfy.make_cancel()).to(x.dtype)
+
+
+class VDOTFlowUniPC:
+    DESCRIPTION = ("Wan's FlowUniPC (the official VDOT sampler) as a ComfyUI SAMPLER for SamplerCustomAdvanced: "
+                   "with VDOT Sigmas (preset vdot) and a CFGGuider at cfg 1 it walks the official trajectory on "
+                   "ComfyUI's own model loading (README, 'Native ComfyUI nodes').")
+    CATEGORY = "VDOT/sampling"
+    RETURN_TYPES = ("SAMPLER",)
+    RETURN_NAMES = ("sampler",)
+    OUTPUT_TOOLTIPS = ("A SAMPLER for SamplerCustomAdvanced.",)
+    FUNCTION = "sampler"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "timesteps": (["truncated", "sigma"], {
+                    "default": "truncated",
+                    "tooltip": "truncated: feed the model floor(σ·1000) as Wan's FlowUniPC does (999, 979, 941, 841 "
+                               "for vdot); sigma: feed σ·1000 as ComfyUI's own samplers do."}),
+            }
+        }
+
+    def sampler(self, timesteps):
+        return (comfy.ksampler(functools.partial(flow_unipc_comfy, truncate_timesteps=timesteps == "truncated")),)
+
+
+NODE_CLASS_MAPPINGS = {"VDOTSampler": VDOTSampler, "VDOTSigmas": VDOTSigmas, "VDOTFlowUniPC": VDOTFlowUniPC}
+NODE_DISPLAY_NAME_MAPPINGS = {"VDOTSampler": "VDOT Sampler", "VDOTSigmas": "VDOT Sigmas",
+                              "VDOTFlowUniPC": "VDOT FlowUniPC (SAMPLER)"}
