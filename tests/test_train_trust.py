@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,8 @@ from training.cli import train_main
 from training.config import config_from_dict, load_config
 from training.trainer import Trainer
 from vdot_nodes.core.errors import VDOTInputError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 from tests.test_trainer import SHAPE, _write_manifest, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
@@ -324,11 +329,20 @@ def test_unreadable_row_is_skipped_logged_and_resumes_exactly(tmp_path, caplog):
     assert resumed.state_dict()["skipped_rows"] == [(1, "line 2 of train.jsonl")]  # through the checkpoint's JSON
 
 
-def test_more_unreadable_rows_than_the_budget_stop_the_run_clearly(tmp_path, capsys):
+def _train_in_fresh_process(config: Path) -> subprocess.CompletedProcess:
+    """``vdot train`` as a user runs it: a fresh process, so "no traceback on stderr" is judged on what
+    the run prints, not on logging handlers other in-process tests left bound to closed streams."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "training.cli", str(config), "--no-progress"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_more_unreadable_rows_than_the_budget_stop_the_run_clearly(tmp_path):
     _corrupt_manifest(tmp_path, n=3, bad=(0, 2))
     cfg = _config(tmp_path, captions=None, manifest="train.jsonl", max_skipped_rows=1)
-    assert train_main([str(_write(tmp_path, cfg)), "--no-progress"]) == 2
-    err = capsys.readouterr().err
+    proc = _train_in_fresh_process(_write(tmp_path, cfg))
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr
     assert "error: data.max_skipped_rows: 2 data rows could not be read (line 1 of train.jsonl, line 3 of train.jsonl;" in err
     assert "more than the 1 allowed" in err and "Traceback" not in err
 
@@ -336,11 +350,12 @@ def test_more_unreadable_rows_than_the_budget_stop_the_run_clearly(tmp_path, cap
 # ---------------------------------------------------------------------------------------------- divergence
 
 
-def test_divergence_is_one_line_naming_step_and_term_and_no_bad_checkpoint(tmp_path, capsys):
+def test_divergence_is_one_line_naming_step_and_term_and_no_bad_checkpoint(tmp_path):
     cfg = _set(_set(_config(tmp_path), "optim.lr", 1.0e30), "optim.critic_lr", 1.0e30)
     cfg["max_steps"] = 4
-    assert train_main([str(_write(tmp_path, cfg)), "--no-progress"]) == 2
-    err = capsys.readouterr().err
+    proc = _train_in_fresh_process(_write(tmp_path, cfg))
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr
     assert "error: training: diverged at step" in err and "lower optim.lr / optim.critic_lr" in err, err
     assert "Traceback" not in err and "FloatingPointError" not in err
     term = err.split("diverged at step ", 1)[1].split(":")[1].split(" is ")[0].strip()
