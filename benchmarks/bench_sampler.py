@@ -134,15 +134,13 @@ def memory_plan(args) -> None:
     frames, height, width = 81, 480, 832
     f, h, w = (frames - 1) // 4 + 1, height // 8, width // 8
     tokens = f * (h // 2) * (w // 2)
-    dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
-    ffn = transformer.config.ffn_dim
-    # Inference activations of one block (no grad): hidden + VACE hidden streams in fp32 residual
-    # form, the FFN intermediate in bf16, and q/k/v/o in bf16 (SDPA/flash never materialises L×L).
-    act_transformer = tokens * (2 * dim * 4 + ffn * 2 + 4 * dim * 2) + 512 * dim * 2 * 2
-    # Wan VAE decodes causally in chunks of one latent frame (4 pixel frames); its widest full-resolution
-    # tensors are 96 ch × 4 frames × H × W, a handful alive at once (fp32).
-    act_vae = 6 * 96 * 4 * height * width * 4
-    act_text = 512 * encoder.config.d_model * 4 * 6
+    # The activation estimates are the memory planner's (vdot_nodes/core/memory.py), so this table
+    # and `vdot generate`'s refusal agree.
+    from vdot_nodes.core.memory import text_activation_bytes, transformer_activation_bytes, vae_activation_bytes
+
+    act_transformer = transformer_activation_bytes(dict(transformer.config), tokens)
+    act_vae = vae_activation_bytes(height, width)
+    act_text = text_activation_bytes(encoder.config.d_model)
     rows = [
         ("text encoder (UMT5-XXL)", count_params(encoder), {"bf16": 2}, act_text),
         ("transformer (VACE 14B)", count_params(transformer), {"bf16": 2, "fp8_e4m3fn": 1}, act_transformer),

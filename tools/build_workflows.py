@@ -265,7 +265,8 @@ def describe(task: str) -> Graph:
     spec = TASKS[task]
     kind = spec.control_kind
     g = Graph(task)
-    model = g.add("VDOTModelLoader", "Load models", {"model_name": EMBEDDED, "precision": "bf16", "offload": "model"},
+    model = g.add("VDOTModelLoader", "Load models", {"model_name": EMBEDDED, "precision": "bf16", "offload": "model",
+                                                    "ram_budget_gb": 0.0, "vram_budget_gb": 0.0},
                   properties=_loader_properties("diffusion_models"))
     vae = g.add("VDOTVAELoader", "Load models", {"vae_name": EMBEDDED, "precision": "fp32"},
                 height=110, properties=_loader_properties("vae"))

@@ -89,6 +89,22 @@ def _add_generate_parser(sub) -> None:
     model.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available)")
     model.add_argument("--offload", choices=["model", "none"], default="model",
                        help="model = each component on the device only while it runs (default)")
+    mem = p.add_argument_group("memory and speed (a real --model loads one large component at a time)")
+    mem.add_argument("--text-precision", default="bf16", choices=["bf16", "fp16", "fp32", "fp8_e4m3fn"],
+                     help="text encoder precision (default bf16, ~11 GB for UMT5-XXL; fp8_e4m3fn ~7 GB)")
+    mem.add_argument("--ram-budget", type=float, metavar="GB",
+                     help="host memory this run may use; a plan above it is refused before loading (default: all RAM)")
+    mem.add_argument("--vram-budget", type=float, metavar="GB",
+                     help="GPU memory this run may use; transformer blocks that do not fit are streamed (block swap)")
+    mem.add_argument("--prompt-cache", metavar="DIR",
+                     help="prompt-embedding cache (default: $VDOT_CACHE_DIR or ~/.cache/vdot/prompt_embeds); "
+                          "a cached prompt never loads the text encoder")
+    mem.add_argument("--no-prompt-cache", action="store_true", help="always run the text encoder")
+    mem.add_argument("--attention", default="sdpa", choices=["auto", "sdpa", "flash", "sage"],
+                     help="attention backend (default sdpa; flash/sage need flash-attn/sageattention on CUDA, else sdpa)")
+    mem.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer block")
+    mem.add_argument("--fp8-matmul", action="store_true",
+                     help="with --precision fp8_e4m3fn: multiply in fp8 (torch._scaled_mm) where supported, else bf16")
     p.add_argument("--out", required=True, help="output .mp4, or a folder for PNG frames")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out")
 
@@ -232,6 +248,9 @@ def cmd_generate(args) -> int:
     # Inputs are checked before any model loads: a bad flag should not cost a 14B load.
     resolve_output_shape(args, is_toy=args.model is None and args.vae is None and args.text_encoder is None)
     validate_generate({**vars(args), "num_frames": args.frames}, CLI_NAMES)
+    for flag, budget in (("--ram-budget", args.ram_budget), ("--vram-budget", args.vram_budget)):
+        if budget is not None and not 0 < budget < 1e6:  # also NaN
+            raise VDOTInputError(flag, f"{budget} GB is not a usable budget", "give a positive number of GB, e.g. 24")
     try:
         preset = get_preset(args.preset or ("renoise" if args.timesteps else DEFAULT_PRESET), steps=args.steps,
                             shift=args.shift, unshifted_timesteps=args.timesteps)
@@ -241,19 +260,30 @@ def cmd_generate(args) -> int:
     windows = _plan_long_video(args)
     loras = _read_loras(args)
     started = time.perf_counter()
+    cache_dir = None
+    if not args.no_prompt_cache:
+        from .core.memory import default_cache_dir
+
+        cache_dir = Path(args.prompt_cache) if args.prompt_cache else default_cache_dir() / "prompt_embeds"
+    prompts = (args.prompt,) + ((args.negative_prompt,) if args.cfg != 1.0 else ())
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
-                         device=args.device, offload=args.offload, loras=loras)
+                         text_precision=args.text_precision, device=args.device, offload=args.offload, lazy=True,
+                         prompt_cache_dir=cache_dir, plan_shape=(windows[0].length, args.height, args.width),
+                         plan_prompts=prompts, num_videos=args.num_videos, cfg=args.cfg, ram_budget_gb=args.ram_budget,
+                         vram_budget_gb=args.vram_budget, attention=args.attention, compile_blocks=args.compile,
+                         fp8_matmul=args.fp8_matmul, loras=loras)
+    if pipe.memory_plan is not None:
+        print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
     if pipe.is_toy:
         hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise)"
         print(f"vdot: no --model given, using {default_model_description()}{hint}", file=sys.stderr)
-    for report in pipe.lora_reports:
-        print(f"vdot: {report.summary()}", file=sys.stderr)
     desc = f"{args.task} ({preset.name}" + (f", {len(windows)} windows)" if len(windows) > 1 else ")")
     with tqdm(total=preset.steps * len(windows), desc=desc, unit="step") as bar:
         def progress(done, _total):
             bar.update(done - bar.n)
 
-        common = dict(preset=preset, cfg=args.cfg, control_scale=args.control_scale, progress=progress)
+        common = dict(preset=preset, cfg=args.cfg, control_scale=args.control_scale, progress=progress,
+                      vae_progress=lambda phase, done: bar.set_postfix_str(f"VAE {phase} chunk {done}"))
         if len(windows) > 1:
             from .core.long_video import generate_long_video
 
@@ -261,6 +291,10 @@ def cmd_generate(args) -> int:
                                          colour_match=args.colour_match, seed=args.seed, **common).unsqueeze(0)
         else:
             videos = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, **common)
+    if pipe.speed_notes:
+        print(f"vdot: ran with {', '.join(pipe.speed_notes)}", file=sys.stderr)
+    for report in pipe.lora_reports:  # a lazy pipeline loads the transformer (and applies the LoRAs) while sampling
+        print(f"vdot: {report.summary()}", file=sys.stderr)
     written = []
     for video, target in zip(videos, numbered_outputs(args.out, args.num_videos)):
         written.append(write_output(video, target, fps=args.fps, overwrite=args.overwrite))

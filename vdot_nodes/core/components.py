@@ -40,14 +40,35 @@ def load_pipeline(
     text_precision: str = "bf16",
     device: str | None = None,
     offload: str = "model",
+    lazy: bool = False,
+    prompt_cache_dir: str | Path | None = None,
+    plan_shape: tuple[int, int, int] | None = None,
+    plan_prompts: tuple[str, ...] = (),
+    num_videos: int = 1,
+    cfg: float = 1.0,
+    ram_budget_gb: float | None = None,
+    vram_budget_gb: float | None = None,
+    attention: str = "sdpa",
+    compile_blocks: bool = False,
+    fp8_matmul: bool = False,
     loras: Sequence = (),
 ) -> VDOTPipeline:
     """Load the transformer, VAE and text encoder (each a file or a diffusers folder).
 
     A diffusers pipeline root given as ``model`` also provides the VAE and text encoder when those
     are not given. With nothing given, returns the embedded default (see module docstring).
-    ``loras``: ``(file or LoraFile, strength)`` pairs applied to the transformer for good (merged, or
-    on the fly when it is stored in fp8; :mod:`vdot_nodes.core.lora`); their reports are in
+
+    ``lazy``: only the VAE loads now; the text encoder loads when a prompt is not in the prompt cache
+    (``prompt_cache_dir``), streaming its blocks from the file, and is released after encoding, then the transformer loads for sampling
+    and is released before decoding — one large component in memory at a time. With ``plan_shape``
+    (frames, height, width) the run's memory is planned from the headers first
+    (:func:`memory.plan_memory`): a plan over ``ram_budget_gb`` / ``vram_budget_gb`` is refused
+    before anything loads, and on a GPU the VRAM budget decides how many blocks stay resident
+    (block swap). The plan is kept as ``pipeline.memory_plan``; what the speed options ran as
+    ``pipeline.speed_notes``.
+
+    ``loras``: ``(file or LoraFile, strength)`` pairs applied to the transformer each time it loads
+    (merged, or on the fly when it is stored in fp8; :mod:`vdot_nodes.core.lora`); their reports are in
     ``pipeline.lora_reports``.
     """
     if model is None and vae is None and text_encoder is None:
@@ -68,10 +89,56 @@ def load_pipeline(
                 "text_encoder", "no text encoder given", "pass --text-encoder umt5_xxl_fp16.safetensors (or a diffusers folder)"
             )
         text_encoder = model
-    transformer = models.load_transformer(model, precision=precision)
+    cache = None
+    if prompt_cache_dir is not None:
+        from .memory import PromptCache, file_identity
+
+        cache = PromptCache(prompt_cache_dir, f"{file_identity(text_encoder)}\n{text_precision}")
+    plan = None
+    run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if plan_shape is not None:
+        from .memory import plan_memory
+        from .pipeline import MAX_TEXT_TOKENS, clean_prompt
+
+        cached = cache is not None and all(cache.path(clean_prompt(p), MAX_TEXT_TOKENS).is_file() for p in plan_prompts)
+        frames, height, width = plan_shape
+        plan = plan_memory(model, vae, text_encoder, precision=precision, vae_precision=vae_precision,
+                           text_precision=text_precision, frames=frames, height=height, width=width, device=run_device,
+                           num_videos=num_videos, cfg=cfg, ram_budget_gb=ram_budget_gb, vram_budget_gb=vram_budget_gb,
+                           prompt_cached=cached, text_stream=lazy)
+    speed_notes: list[str] = []
+    lora_reports: list = []
+
+    def load_transformer():
+        from .speed import apply_speed_options
+
+        module = models.load_transformer(model, precision=precision)
+        if loras:  # before the speed options (compile) see the module; a lazy pipeline reloads, so re-applied
+            from .lora import apply_loras
+
+            lora_reports[:] = apply_loras(module, loras, input_name="--lora").reports
+        speed_notes[:] = apply_speed_options(module, run_device, attention=attention, compile_blocks=compile_blocks,
+                                             fp8_matmul=fp8_matmul)
+        return module
+
+    def load_text_encoder():
+        # Lazy (one prompt per run): the encoder's blocks are read from the file as they run.
+        return models.load_text_encoder(text_encoder, precision=text_precision, stream=lazy)
+
     vae_model = models.load_vae(vae, precision=vae_precision)
-    encoder, tokenizer = models.load_text_encoder(text_encoder, precision=text_precision)
-    return _with_loras(VDOTPipeline(transformer, vae_model, encoder, tokenizer, device=device, offload=offload), loras)
+    resident = plan.resident_blocks if plan is not None else None
+    if lazy:
+        config = models.empty_model(model, "transformer", precision, input_name="model").config
+        pipe = VDOTPipeline(None, vae_model, device=run_device, offload=offload, text_encoder_loader=load_text_encoder,
+                            transformer_loader=load_transformer, transformer_config=config, prompt_cache=cache,
+                            resident_blocks=resident, release_after_use=True)
+    else:
+        encoder, tokenizer = load_text_encoder()
+        pipe = VDOTPipeline(load_transformer(), vae_model, encoder, tokenizer, device=run_device, offload=offload,
+                            prompt_cache=cache, resident_blocks=resident)
+    pipe.memory_plan, pipe.speed_notes = plan, speed_notes
+    pipe.lora_reports = lora_reports
+    return pipe
 
 
 def _with_loras(pipe: VDOTPipeline, loras: Sequence) -> VDOTPipeline:

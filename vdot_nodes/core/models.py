@@ -32,6 +32,11 @@ of ``fp32 | bf16 | fp16 | fp8_e4m3fn | fp8_e5m2``; fp8 stores Linear/Conv weight
 computes in bf16 (diffusers layerwise casting, which skips embeddings and norms; in UMT5 also the
 feed-forward output projection, which T5 code feeds in its weight's dtype).
 ``describe_checkpoint`` tells what a file is from its header alone.
+
+Memory: headers are read with plain file reads (8 bytes + JSON), never by mapping the file, and
+tensors one at a time by positioned reads straight into their final dtype (:func:`read_tensor`), so
+a load holds the model in its final precision plus a 64 MB staging buffer, and a file larger than
+RAM loads. ``empty_model`` builds the same model on the meta device for memory planning.
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ def load_config(name: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def load_transformer(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "model"):
+def load_transformer(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "model", _meta: bool = False):
     """Load a ``WanVACETransformer3DModel`` from any format in the module docstring.
 
     ``config`` (dict or path to a config.json) overrides the architecture read from the file: needed
@@ -120,10 +125,9 @@ def load_transformer(path, precision: str = "bf16", device="cpu", *, config=None
     model = _materialise(
         lambda: WanVACETransformer3DModel.from_config(cfg), src, key_map, dtype,
         keep_fp32=WanVACETransformer3DModel._keep_in_fp32_modules or [], input_name=input_name,
+        storage=storage, casting=_diffusers_casting(storage, dtype), meta_only=_meta,
     )
-    if storage is not None:
-        model.enable_layerwise_casting(storage_dtype=storage, compute_dtype=dtype)
-    return model.to(device).eval()
+    return model if _meta else model.to(device).eval()
 
 
 def save_transformer(model, path) -> Path:
@@ -145,7 +149,7 @@ def save_transformer(model, path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def load_vae(path, precision: str = "fp32", device="cpu", *, config=None, input_name: str = "vae"):
+def load_vae(path, precision: str = "fp32", device="cpu", *, config=None, input_name: str = "vae", _meta: bool = False):
     """Load an ``AutoencoderKLWan`` (Wan2.1 VAE) from a folder, the original single file or our format."""
     from diffusers import AutoencoderKLWan
 
@@ -162,10 +166,9 @@ def load_vae(path, precision: str = "fp32", device="cpu", *, config=None, input_
     model = _materialise(
         lambda: AutoencoderKLWan.from_config(cfg), src, key_map, dtype,
         keep_fp32=AutoencoderKLWan._keep_in_fp32_modules or [], input_name=input_name,
+        storage=storage, casting=_diffusers_casting(storage, dtype), meta_only=_meta,
     )
-    if storage is not None:
-        model.enable_layerwise_casting(storage_dtype=storage, compute_dtype=dtype)
-    return model.to(device).eval()
+    return model if _meta else model.to(device).eval()
 
 
 def save_vae(model, path) -> Path:
@@ -183,12 +186,17 @@ def save_vae(model, path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "text_encoder"):
+def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=None, input_name: str = "text_encoder",
+                      stream: bool = False, _meta: bool = False):
     """Load ``(UMT5EncoderModel, tokenizer)`` from a pipeline root, an HF folder or one file.
 
     A single file must carry its tokenizer: a ``spiece_model`` tensor (ComfyUI) or, in files
     written by :func:`save_text_encoder` from a tokenizer that has no SentencePiece model, the
     ``vdot_tokenizer_vocab`` metadata entry.
+
+    ``stream=True`` keeps only the embedding, final norm and tokenizer in memory and reads each
+    encoder block from the file when it runs (same tensors, same result; host memory is the
+    embedding plus one block instead of the whole 11 GB — for encoding a prompt once per run).
     """
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -201,20 +209,29 @@ def load_text_encoder(path, precision: str = "bf16", device="cpu", *, config=Non
             input_name, f"{src.name} is {info['description']}; Wan uses UMT5 (relative attention in every layer)",
             f"use {EXAMPLE_FILES['text_encoder']}",
         )
-    tokenizer = src.tokenizer(input_name)
+    tokenizer = None if _meta else src.tokenizer(input_name)
     cfg = UMT5Config.from_dict(_config_arg(config, input_name) or info["config"])
     # transformers keeps the T5 feed-forward output projection in fp32 when loading in fp16 (overflow).
     keep = ["wo"] if dtype == torch.float16 else []
-    model = _materialise(lambda: UMT5EncoderModel(cfg), src, key_map, dtype, keep_fp32=keep, input_name=input_name)
+    casting = None
     if storage is not None:
         from diffusers.hooks import apply_layerwise_casting
 
         # Embeddings and norms stay in bf16 (as diffusers skips them); so does the FFN output
         # projection ``wo``: T5 casts its input to ``wo.weight.dtype``, which must not be fp8.
-        apply_layerwise_casting(
-            model, storage, dtype,
-            skip_modules_pattern=("norm", "shared", "embed_tokens", "relative_attention_bias", r"\.wo$"),
-        )
+        def casting(m):
+            apply_layerwise_casting(
+                m, storage, dtype,
+                skip_modules_pattern=("norm", "shared", "embed_tokens", "relative_attention_bias", r"\.wo$"),
+            )
+    def block_of(name):
+        parts = name.split(".")
+        return ".".join(parts[:3]) if stream and parts[:2] == ["encoder", "block"] else None
+
+    model = _materialise(lambda: UMT5EncoderModel(cfg), src, key_map, dtype, keep_fp32=keep, input_name=input_name,
+                         storage=storage, casting=casting, meta_only=_meta, stream=block_of)
+    if _meta:
+        return model, None
     if len(tokenizer) > cfg.vocab_size:
         raise VDOTInputError(
             input_name, f"{src.name}: the tokenizer has {len(tokenizer)} tokens but the embedding only {cfg.vocab_size} rows",
@@ -274,6 +291,32 @@ def tokenizer_from_spiece(model_bytes: bytes):
 
 
 # --------------------------------------------------------------------------------------------
+# Public API: what a load will cost
+# --------------------------------------------------------------------------------------------
+
+
+def empty_model(path, kind: str, precision: str, *, input_name: str | None = None):
+    """The model a load would build, on the meta device with every tensor in its final dtype.
+
+    Reads headers only: checks the file as a load would (same errors) and lets a memory plan count
+    the bytes each parameter will take, per block, before anything is loaded.
+    """
+    loaders = {"transformer": load_transformer, "vae": load_vae, "text_encoder": load_text_encoder}
+    model = loaders[kind](path, precision, input_name=input_name or kind, _meta=True)
+    return model[0] if kind == "text_encoder" else model
+
+
+def module_bytes(module) -> int:
+    """Bytes of a module's parameters and buffers (tied tensors once), meta or real."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+# --------------------------------------------------------------------------------------------
 # Public API: describe
 # --------------------------------------------------------------------------------------------
 
@@ -320,21 +363,24 @@ class _Source:
         self.header: dict[str, tuple[tuple[int, ...], str]] = {}
         self.file_of: dict[str, Path] = {}
         self.metadata: dict[str, str] = {}
-        from safetensors import safe_open
-
+        self.location: dict[str, tuple[Path, int, int]] = {}  # key -> (file, first byte, end byte)
         for f in files:
             try:
-                with safe_open(f, framework="pt") as st:
-                    self.metadata.update(st.metadata() or {})
-                    for k in st.keys():
-                        sl = st.get_slice(k)
-                        self.header[k] = (tuple(sl.get_shape()), sl.get_dtype())
-                        self.file_of[k] = f
-            except Exception as e:  # safetensors raises its own error types for bad headers
+                entries, metadata = read_safetensors_header(f)
+            except CheckpointFileError as e:
+                if e.truncated:
+                    raise VDOTInputError(input_name, f"{f} is truncated: {e}", "download it again (the copy is incomplete)") from None
                 raise VDOTInputError(
                     input_name, f"{f} is not a readable safetensors file ({_pickle_hint(f) or e})",
-                    "download it again (it may be truncated) or convert it to .safetensors",
+                    "convert it to .safetensors (or download the .safetensors release of this model)",
                 ) from None
+            except OSError as e:
+                raise VDOTInputError(input_name, f"{f} cannot be read ({e})", "check the file's permissions and disk") from None
+            self.metadata.update(metadata)
+            for k, (dtype, shape, start, end) in entries.items():
+                self.header[k] = (shape, dtype)
+                self.file_of[k] = f
+                self.location[k] = (f, start, end)
 
     @classmethod
     def from_header(cls, header: dict, metadata: dict | None = None, name: str = "<header>") -> "_Source":
@@ -342,6 +388,7 @@ class _Source:
         self = cls.__new__(cls)
         self.path, self.files, self.folder_config, self.input_name, self.name = Path(name), [], None, "checkpoint", name
         self.header, self.file_of, self.metadata = {k: (tuple(s), d) for k, (s, d) in header.items()}, {}, dict(metadata or {})
+        self.location = {}
         return self
 
     @classmethod
@@ -507,10 +554,8 @@ class _Source:
     def tokenizer(self, input_name: str):
         if self.folder_config is None:  # single file
             if "spiece_model" in self.header:
-                from safetensors import safe_open
-
-                with safe_open(self.file_of["spiece_model"], framework="pt") as st:
-                    data = st.get_tensor("spiece_model").numpy().tobytes()
+                with TensorReader() as reader:
+                    data = reader.read(*self.location["spiece_model"]).numpy().tobytes()
                 return _guard(lambda: tokenizer_from_spiece(data), input_name, f"{self.name}: spiece_model")
             if "vdot_tokenizer_vocab" in self.metadata:
                 from transformers import T5Tokenizer
@@ -747,13 +792,24 @@ def _require_kind(info: dict, src: _Source, kind: str, input_name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32, input_name: str):
-    """Build on the meta device, check every key and shape, then read each tensor once into place."""
+def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32, input_name: str, storage=None, casting=None,
+                 meta_only: bool = False, stream=None):
+    """Build on the meta device, check every key and shape, then read each tensor once into place.
+
+    Tensors are read one at a time (:class:`TensorReader`) and cast to their final dtype before the
+    next is read, so host memory never holds more than the final model plus one tensor in its stored
+    dtype. With fp8 ``storage``, ``casting(model)`` installs layerwise casting on the empty model
+    first; the parameters it turns to fp8 are cast to fp8 as they are read (through the compute
+    dtype, exactly as casting a loaded bf16 model would). ``stream(name)`` returning a module prefix
+    leaves that tensor on disk: the module reads it each time it runs (:class:`block_swap.StreamFromFile`).
+    """
     from accelerate import init_empty_weights
-    from safetensors import safe_open
 
     with init_empty_weights():  # parameters on meta, buffers (rope tables) real
         model = build()
+    if casting is not None:
+        casting(model)
+    target_dtypes = {k: v.dtype for k, v in model.state_dict().items()}
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tied_alias = "encoder.embed_tokens.weight" if "shared.weight" in expected and "encoder.embed_tokens.weight" in expected else None
     if tied_alias:
@@ -778,28 +834,255 @@ def _materialise(build, src: _Source, key_map: dict[str, str], dtype, keep_fp32,
                 input_name, f"{src.name}: tensor {key_map[name]} has shape {list(found)}, {arch} expects {list(shape)}",
                 "the file is a different model size or architecture than its config; pass the matching file or config",
             )
+    if meta_only:  # for planning: the checked, empty model with every parameter in its final dtype
+        for name, p in model.named_parameters():
+            keep = any(m in name.split(".") for m in keep_fp32)
+            if p.is_floating_point() and p.dtype != storage:
+                p.data = p.data.to(torch.float32 if keep else dtype)
+        if tied_alias:  # one tensor, as after a real load
+            model.encoder.embed_tokens.weight = model.shared.weight
+        return model
+    def final_dtype(name, t_dtype):
+        if not t_dtype.is_floating_point:
+            return t_dtype, None
+        keep = any(m in name.split(".") for m in keep_fp32)
+        first = torch.float32 if keep else dtype
+        return first, (storage if storage is not None and target_dtypes[name] == storage else None)
+
     state = {}
-    by_file: dict[Path, list[str]] = {}
-    for name, stored in key_map.items():
-        by_file.setdefault(src.file_of[stored], []).append(name)
-    for file, names in by_file.items():
-        with safe_open(file, framework="pt") as st:
-            for name in names:
-                t = st.get_tensor(key_map[name])
-                keep = any(m in name.split(".") for m in keep_fp32)
-                t = t.to(torch.float32 if keep else dtype) if t.is_floating_point() else t
-                # safetensors hands out buffers at arbitrary offsets; CPU kernels round differently on
-                # unaligned memory, so realign to make a loaded model compute exactly like its source.
-                state[name] = t.clone() if t.data_ptr() % 64 else t
+    streamed: dict[str, dict[str, tuple]] = {}  # module prefix -> {param name: how to read it}
+    loaded = 0
+    # File order: sequential reads are what disks (and the page cache's read-ahead) do fastest.
+    order = sorted(key_map, key=lambda n: (str(src.location[key_map[n]][0]), src.location[key_map[n]][1]))
+    with TensorReader() as reader:
+        for name in order:
+            stored = key_map[name]
+            shape, st_dtype = src.header[stored]
+            first, then = final_dtype(name, SAFETENSORS_DTYPES[st_dtype])
+            prefix = stream(name) if stream is not None else None
+            if prefix is not None:  # left on disk: read by StreamFromFile when its block runs
+                streamed.setdefault(prefix, {})[name[len(prefix) + 1:]] = (*src.location[stored], shape, st_dtype, first, then)
+                state[name] = torch.empty(shape, dtype=then or first, device="meta")
+                continue
+            try:
+                t = read_tensor(reader, *src.location[stored], shape, st_dtype, first, then)
+            except CheckpointFileError as e:
+                raise VDOTInputError(input_name, f"{src.name} is truncated: {e}", "download it again (the copy is incomplete)") from None
+            except (MemoryError, RuntimeError) as e:
+                if "memory" not in str(e).lower() and not isinstance(e, MemoryError):
+                    raise
+                file, begin, end = src.location[stored]
+                raise VDOTInputError(
+                    input_name, f"out of host memory reading {src.name} (tensor {stored}, {(end - begin) / 2**20:.0f} MiB, "
+                    f"after {loaded / 2**30:.1f} GiB loaded)",
+                    "close other programs, or load with precision fp8_e4m3fn (half the memory of bf16)",
+                ) from None
+            loaded += t.numel() * t.element_size()
+            state[name] = t
     if tied_alias:
         state[tied_alias] = state["shared.weight"]
     model.load_state_dict(state, strict=True, assign=True)
     if tied_alias:
         model.encoder.embed_tokens.weight = model.shared.weight
+    if streamed:
+        from .block_swap import StreamFromFile
+
+        model.vdot_stream = StreamFromFile(model, streamed)
     still_meta = [n for n, p in model.named_parameters() if p.is_meta]
     if still_meta:
         raise RuntimeError(f"parameters left uninitialised after loading {src.name}: {still_meta[:4]}")
     return model
+
+
+READ_CHUNK = 64 * 2**20  # a tensor that changes dtype is read through a reusable buffer of this size
+
+
+def read_tensor(reader, file, start: int, end: int, shape, st_dtype: str, first, then=None) -> torch.Tensor:
+    """One stored tensor in its final dtype: cast to ``first`` (compute / fp32-kept dtype), then to
+    ``then`` (fp8 storage) when given. The only allocation is the final tensor: bytes already in
+    the final dtype are read straight into it; others go through the reader's reusable staging
+    buffer in blocks of :data:`READ_CHUNK` and are cast into place. So no stored-dtype copy of a
+    tensor ever exists whole (UMT5's 2.1 GB embedding), and no per-tensor temporaries fragment the
+    heap."""
+    stored = SAFETENSORS_DTYPES[st_dtype]
+    final = (then or first) if stored.is_floating_point else stored
+    out = torch.empty(tuple(shape), dtype=final)
+    flat = out.view(-1)
+    if final == stored:
+        reader.read_into(file, start, flat.view(torch.uint8))
+        return out
+    item = stored.itemsize
+    step = max(1, READ_CHUNK // item)
+    for i in range(0, flat.numel(), step):
+        k = min(step, flat.numel() - i)
+        part = reader.staging(k * item)
+        reader.read_into(file, start + i * item, part)
+        part = part.view(stored)
+        flat[i:i + k].copy_(part.to(first) if then is not None else part)  # copy_ casts as .to() does
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reading safetensors without mapping the whole file
+# --------------------------------------------------------------------------------------------
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+_MAX_HEADER = 100 * 2**20  # the safetensors format's own limit
+
+
+class CheckpointFileError(Exception):
+    """A safetensors file that cannot be used; ``truncated`` tells an incomplete copy from a wrong format."""
+
+    def __init__(self, message: str, truncated: bool = False):
+        super().__init__(message)
+        self.truncated = truncated
+
+
+def read_safetensors_header(path) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], dict[str, str]]:
+    """``({key: (dtype, shape, first byte, end byte)}, metadata)`` of a safetensors file, by plain reads.
+
+    The header is 8 bytes (little-endian length) + JSON; nothing is mapped, so a file larger than RAM
+    is described as cheaply as a small one. A header that promises more bytes than the file holds
+    raises :class:`CheckpointFileError` with ``truncated=True``.
+    """
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointFileError(f"{size} bytes, shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length > _MAX_HEADER:
+            raise CheckpointFileError("its first 8 bytes are not a safetensors header length")
+        if 8 + length > size:
+            raise CheckpointFileError(f"its header needs {8 + length} bytes but the file has {size}", truncated=True)
+        raw = f.read(length)
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        raise CheckpointFileError("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise CheckpointFileError("its header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    base = 8 + length
+    entries, data_end = {}, 0
+    for key, e in header.items():
+        try:
+            dtype, shape, (begin, end) = e["dtype"], tuple(int(v) for v in e["shape"]), e["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointFileError(f"header entry {key!r} is malformed") from None
+        if dtype not in SAFETENSORS_DTYPES:
+            raise CheckpointFileError(f"tensor {key!r} has dtype {dtype}, which VDOT does not read")
+        n = 1
+        for d in shape:
+            n *= d
+        if end - begin != n * SAFETENSORS_DTYPES[dtype].itemsize or begin < 0:
+            raise CheckpointFileError(f"tensor {key!r}: its byte range does not match its shape {list(shape)} and dtype")
+        entries[key] = (dtype, shape, base + begin, base + end)
+        data_end = max(data_end, end)
+    if base + data_end > size:
+        raise CheckpointFileError(
+            f"its header describes {base + data_end:,} bytes but the file has {size:,} "
+            f"({(base + data_end - size) / 2**20:.0f} MiB missing)", truncated=True)
+    return entries, {str(k): str(v) for k, v in metadata.items()}
+
+
+class TensorReader:
+    """Reads one tensor's bytes at a time into memory it is given: positioned reads, or a mapping.
+
+    ``mode="read"`` (default) uses ``os.preadv`` straight into the destination: no mapping at all, so
+    no address-space or overcommit limit applies and a file larger than RAM loads. ``mode="mmap"``
+    maps only the pages of one tensor, copies them out and unmaps; where the OS refuses a mapping it
+    falls back to positioned reads. Both give the same bytes.
+    """
+
+    def __init__(self, mode: str = "read"):
+        if mode not in ("read", "mmap"):
+            raise ValueError(f"unknown reader mode {mode!r}")
+        self.mode = mode
+        self._files: dict[str, int] = {}
+        self._staging: torch.Tensor | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    def _fd(self, file) -> int:
+        key = str(file)
+        if key not in self._files:
+            self._files[key] = os.open(key, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        return self._files[key]
+
+    def read(self, file, start: int, end: int) -> torch.Tensor:
+        """Bytes ``[start, end)`` of ``file`` as a new uint8 tensor."""
+        buf = torch.empty(end - start, dtype=torch.uint8)
+        self.read_into(file, start, buf)
+        return buf
+
+    def staging(self, nbytes: int) -> torch.Tensor:
+        """A reusable uint8 buffer of ``nbytes`` (≤ :data:`READ_CHUNK`), so casting reads allocate nothing."""
+        if self._staging is None or self._staging.numel() < nbytes:
+            self._staging = torch.empty(2**20 if nbytes <= 2**20 else max(nbytes, READ_CHUNK), dtype=torch.uint8)
+        return self._staging[:nbytes]
+
+    def read_into(self, file, start: int, dest: torch.Tensor) -> None:
+        """Fill the contiguous uint8 tensor ``dest`` with the file's bytes from ``start``."""
+        fd = self._fd(file)
+        if dest.numel() == 0:
+            return
+        view = memoryview(dest.numpy())
+        if self.mode == "mmap":
+            try:
+                return self._read_mapped(fd, start, view)
+            except (OSError, ValueError):  # ENOMEM / no mapping support: read instead
+                pass
+        done = 0
+        while done < len(view):
+            if hasattr(os, "preadv"):
+                n = os.preadv(fd, [view[done:]], start + done)
+            else:  # Windows: seek + read on the descriptor
+                os.lseek(fd, start + done, os.SEEK_SET)
+                chunk = os.read(fd, min(len(view) - done, 1 << 30))
+                n = len(chunk)
+                view[done:done + n] = chunk
+            if n == 0:
+                raise CheckpointFileError(f"{file} ended at byte {start + done:,}, inside a tensor", truncated=True)
+            done += n
+
+    @staticmethod
+    def _read_mapped(fd: int, start: int, dest: memoryview) -> None:
+        import mmap
+
+        skip = start % mmap.ALLOCATIONGRANULARITY
+        mm = mmap.mmap(fd, len(dest) + skip, access=mmap.ACCESS_READ, offset=start - skip)
+        try:
+            view = memoryview(mm)[skip:]
+            try:
+                dest[:] = view
+            finally:
+                view.release()
+        finally:
+            mm.close()
+
+
+def _diffusers_casting(storage, compute):
+    """Layerwise casting installed on the empty model, so fp8 weights are cast as they are read."""
+    if storage is None:
+        return None
+    return lambda model: model.enable_layerwise_casting(storage_dtype=storage, compute_dtype=compute)
 
 
 def _parse_precision(precision: str, input_name: str):
@@ -923,6 +1206,7 @@ def _atomic_save(state: dict, path, fmt: str, config: dict, extra_metadata: dict
 
 
 __all__ = [
-    "PRECISIONS", "describe_checkpoint", "load_config", "load_text_encoder", "load_transformer", "load_vae",
+    "PRECISIONS", "CheckpointFileError", "TensorReader", "describe_checkpoint", "empty_model", "module_bytes",
+    "read_safetensors_header", "load_config", "load_text_encoder", "load_transformer", "load_vae",
     "save_text_encoder", "save_transformer", "save_vae", "tokenizer_from_spiece",
 ]

@@ -7,7 +7,11 @@ the velocity function the samplers call, and decoding. Frames come back in Comfy
 
 Memory: with ``offload="model"`` each component sits on the CPU and moves to the compute device only
 while it runs (text encoder → transformer → VAE), so peak accelerator memory is the largest single
-component plus its activations; ``offload="none"`` keeps everything on the device.
+component plus its activations; ``offload="none"`` keeps everything on the device. Components given
+as loaders (``text_encoder_loader``, ``transformer_loader``: what ``components.load_pipeline`` does)
+are loaded when their phase starts and released after it, so host memory holds one large component
+at a time; with ``resident_blocks`` the transformer runs under block swap (``block_swap.py``); a
+``prompt_cache`` skips the text encoder for prompts seen before (``memory.py``).
 """
 
 from __future__ import annotations
@@ -80,6 +84,9 @@ class VDOTPipeline:
     are given directly, e.g. from a cache or ComfyUI's CONDITIONING).
     """
 
+    memory_plan = None  # memory.MemoryPlan, set by components.load_pipeline when it planned the run
+    speed_notes: list[str] = []  # what speed.apply_speed_options ran
+
     def __init__(
         self,
         transformer,
@@ -90,9 +97,20 @@ class VDOTPipeline:
         device: str | torch.device | None = None,
         offload: str = "model",
         is_toy: bool = False,
+        text_encoder_loader=None,
+        transformer_loader=None,
+        transformer_config=None,
+        prompt_cache=None,
+        resident_blocks: int | None = None,
+        vae_tiling: str = "auto",
+        release_after_use: bool = False,
     ):
         if offload not in OFFLOAD_MODES:
             raise VDOTInputError("offload", f"unknown offload mode {offload!r}", f"use one of {OFFLOAD_MODES}")
+        self._transformer_loader, self._transformer_config = transformer_loader, transformer_config
+        self.text_encoder_loader, self.prompt_cache = text_encoder_loader, prompt_cache
+        self.resident_blocks, self.vae_tiling = resident_blocks, vae_tiling
+        self.release_after_use = release_after_use
         self.transformer = transformer
         self.vae = vae
         self.text_encoder = text_encoder
@@ -101,12 +119,61 @@ class VDOTPipeline:
         self.offload = offload == "model"
         self.is_toy = is_toy
         self.lora_reports: list = []  # what load_pipeline(loras=...) applied (vdot_nodes.core.lora)
-        if transformer is not None and vae is not None:
+        if (transformer is not None or transformer_config is not None) and vae is not None:
             self._check_vae_matches_transformer()
+
+    # ---------------------------------------------------------------- lazily loaded components
+    @property
+    def transformer(self):
+        if self._transformer is None and self._transformer_loader is not None:
+            self._transformer = self._transformer_loader()
+        return self._transformer
+
+    @transformer.setter
+    def transformer(self, module) -> None:
+        self._transformer = module
+
+    @property
+    def transformer_config(self):
+        """The transformer's config, known before a lazily loaded transformer is loaded."""
+        if self._transformer is not None or self._transformer_config is None:
+            return self.transformer.config
+        return self._transformer_config
+
+    def _release_lazy(self, name: str) -> None:
+        """Drop a component that a loader can bring back (frees its host memory now)."""
+        import gc
+
+        if not self.release_after_use:
+            return
+        if name == "text_encoder" and self.text_encoder_loader is not None and self.text_encoder is not None:
+            self.text_encoder = self.tokenizer = None
+        elif name == "transformer" and self._transformer_loader is not None and self._transformer is not None:
+            self._transformer = None
+        else:
+            return
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    @contextlib.contextmanager
+    def _transformer_on_device(self) -> Iterator[None]:
+        """The transformer on the device for sampling: whole, or under block swap with ``resident_blocks``."""
+        transformer = self.transformer
+        if self.resident_blocks is None:
+            with on_device(transformer, self.device, self.offload):
+                yield
+            return
+        from .block_swap import BlockSwap
+
+        with BlockSwap(transformer, self.device, self.resident_blocks):
+            yield
+        if self.offload and self.device.type != "cpu":
+            transformer.to("cpu")
 
     def _check_vae_matches_transformer(self) -> None:
         """The transformer's latent width and VACE context width must be what this VAE produces."""
-        t, z, s = self.transformer.config, int(self.vae.config.z_dim), self.vae_spatial
+        t, z, s = self.transformer_config, int(self.vae.config.z_dim), self.vae_spatial
         expected = {"in_channels": z}
         if getattr(t, "vace_in_channels", None) is not None:
             expected["vace_in_channels"] = 2 * z + s * s  # inactive + reactive latents + s×s-unshuffled mask
@@ -121,11 +188,21 @@ class VDOTPipeline:
     # ---------------------------------------------------------------- text
     @property
     def text_dim(self) -> int:
-        return int(self.transformer.config.text_dim)
+        return int(self.transformer_config.text_dim)
 
     @torch.no_grad()
     def encode_prompt(self, prompts: Sequence[str], max_length: int = MAX_TEXT_TOKENS) -> torch.Tensor:
-        """UMT5 embeddings ``[B, max_length, D]``: each prompt's tokens, then zeros (Wan's convention)."""
+        """UMT5 embeddings ``[B, max_length, D]``: each prompt's tokens, then zeros (Wan's convention).
+
+        With a ``prompt_cache`` a prompt seen before is read from disk and the encoder is not touched
+        (nor loaded, when it comes from ``text_encoder_loader``).
+        """
+        if self.prompt_cache is not None:
+            cached = [self.prompt_cache.get(clean_prompt(p), max_length) for p in prompts]
+            if all(c is not None for c in cached):
+                return torch.stack(cached)
+        if self.text_encoder is None and self.text_encoder_loader is not None:
+            self.text_encoder, self.tokenizer = self.text_encoder_loader()
         if self.text_encoder is None or self.tokenizer is None:
             raise VDOTInputError(
                 "text_encoder", "no text encoder is loaded", "load a UMT5 text encoder or pass prompt embeddings"
@@ -149,6 +226,8 @@ class VDOTPipeline:
         embeds = torch.zeros_like(hidden)
         for i, n in enumerate(lengths.tolist()):
             embeds[i, :n] = hidden[i, :n]
+            if self.prompt_cache is not None:
+                self.prompt_cache.put(prompts[i], max_length, embeds[i], n)
         return embeds
 
     # ---------------------------------------------------------------- VAE
@@ -175,8 +254,11 @@ class VDOTPipeline:
 
     def _encode_pixels(self, video: torch.Tensor) -> torch.Tensor:
         """[1, 3, F, H, W] in [-1, 1] → normalised latents [1, 16, f, h, w] (posterior mode, deterministic)."""
+        from .vae_tiling import vae_tiling
+
         dtype = next(self.vae.parameters()).dtype
-        z = self.vae.encode(video.to(self.device, dtype)).latent_dist.mode().float()
+        with vae_tiling(self.vae, self.vae_tiling, video.shape[-2], video.shape[-1]):
+            z = self.vae.encode(video.to(self.device, dtype)).latent_dist.mode().float()
         mean, std = self._latent_stats(z.device)
         return (z - mean) / std
 
@@ -190,8 +272,12 @@ class VDOTPipeline:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents ``[B, 16, f, h, w]`` → frames ``[B, F, H, W, 3]`` float32 in 0..1."""
+        from .vae_tiling import vae_tiling
+
         videos = []
-        with on_device(self.vae, self.device, self.offload):
+        s = self.vae_spatial
+        with on_device(self.vae, self.device, self.offload), \
+                vae_tiling(self.vae, self.vae_tiling, latents.shape[-2] * s, latents.shape[-1] * s):
             dtype = next(self.vae.parameters()).dtype
             mean, std = self._latent_stats(self.device)
             for latent in latents:
@@ -291,6 +377,7 @@ class VDOTPipeline:
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
         return_latents: bool = False,
+        vae_progress=None,
     ) -> torch.Tensor:
         """Generate ``num_videos`` videos for one VCU (seeds ``seed, seed+1, …``).
 
@@ -298,6 +385,7 @@ class VDOTPipeline:
         :func:`~vdot_nodes.core.sampling.get_preset` with steps/shift overrides; default ``"vdot"``, the
         official 4-step sampler. ``cfg`` > 1 runs the negative prompt too (VDOT's guidance is distilled, so
         1 is its default). Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
+        ``vae_progress(phase, chunks_done)`` is called before every VAE chunk ("encode" / "decode").
         """
         if isinstance(preset, str):
             preset = get_preset(preset)
@@ -314,21 +402,25 @@ class VDOTPipeline:
                 )
             if embeds is not None and not torch.isfinite(embeds).all():
                 raise VDOTInputError(name, "text embeddings contain NaN/inf", "re-encode the prompt; check the text encoder weights")
+        self._release_lazy("text_encoder")  # before the transformer loads: one large component at a time
+        from .vae_tiling import vae_chunks
         # Cancel is honoured between every phase, not only between steps: at 832x480x81 the VAE
         # encode and decode take as long as several transformer calls.
         check_cancel(cancel)
-        encoded = self.encode_vcu(vcu)
+        with vae_chunks(self.vae, cancel, vae_progress):  # cancel honoured between VAE chunks too
+            encoded = self.encode_vcu(vcu)
         check_cancel(cancel)
         noise = SeededNoise([seed + i for i in range(num_videos)])
         init_latents = None
         if denoise < 1.0:
             if init_frames is None:
                 raise VDOTInputError("denoise", f"denoise {denoise} < 1 needs input frames", "connect a video or set 1.0")
-            init_latents = self.encode_latents(init_frames)
+            with vae_chunks(self.vae, cancel, vae_progress):
+                init_latents = self.encode_latents(init_frames)
             if encoded.num_reference_frames:
                 ref = torch.zeros_like(init_latents[:, :, : encoded.num_reference_frames])
                 init_latents = torch.cat([ref, init_latents], dim=2)
-        with on_device(self.transformer, self.device, self.offload):
+        with self._transformer_on_device():
             cond = self.velocity_fn(prompt_embeds, encoded.control, control_scale)
             uncond = self.velocity_fn(negative_embeds, encoded.control, control_scale) if cfg != 1.0 else None
             velocity = cfg_velocity(cond, uncond, cfg)
@@ -338,6 +430,7 @@ class VDOTPipeline:
                     device=self.device, progress=progress, cancel=cancel,
                 )
         latents = latents[:, :, encoded.num_reference_frames :].float().cpu()
+        self._release_lazy("transformer")
         if not torch.isfinite(latents).all():
             raise VDOTInputError(
                 "model", "the sampler produced NaN/inf latents", "try another precision (bf16/fp32) or check the weights"
@@ -345,4 +438,5 @@ class VDOTPipeline:
         if return_latents:
             return latents
         check_cancel(cancel)
-        return self.decode(latents)
+        with vae_chunks(self.vae, cancel, vae_progress):
+            return self.decode(latents)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import models
+from ..core.errors import VDOTInputError
 from . import comfy
 
 TRANSFORMER_PRECISIONS = ["bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
@@ -27,6 +28,7 @@ class LoadedModel:
     offload: bool = True
     tokenizer: Any = None
     is_toy: bool = False
+    vram_budget_gb: float = 0.0  # Model Loader: GPU memory the sampler may use (0 = no limit, no block swap)
     loras: tuple = ()  # VDOT LoRA Loader's LoraSpecs, applied by the samplers while they run
 
 
@@ -75,17 +77,33 @@ class VDOTModelLoader:
                 "default": "model",
                 "tooltip": "model: keep the transformer on the GPU only while it samples (saves memory); "
                            "none: leave it on the GPU between runs (faster re-runs)."}),
+        }, "optional": {
+            "ram_budget_gb": ("FLOAT", {
+                "default": 0.0, "min": 0.0, "max": 4096.0, "step": 0.5,
+                "tooltip": "System RAM the transformer may take (0 = no check). A file whose weights in this "
+                           "precision exceed it is refused before loading, e.g. 14B needs ~17 GB in fp8, ~35 GB in bf16."}),
+            "vram_budget_gb": ("FLOAT", {
+                "default": 0.0, "min": 0.0, "max": 4096.0, "step": 0.5,
+                "tooltip": "GPU memory the sampler may use (0 = no limit). When the transformer and its activations "
+                           "do not fit, the blocks that do not fit stay in RAM and are streamed in as they run "
+                           "(block swap: same output, slower)."}),
         }}
 
-    def load(self, model_name, precision, offload):
+    def load(self, model_name, precision, offload, ram_budget_gb=0.0, vram_budget_gb=0.0):
         if model_name == comfy.EMBEDDED:
             module, is_toy = _embedded().transformer, True
         else:
             path = comfy.model_path("diffusion_models", model_name)
+            if ram_budget_gb:
+                need = models.module_bytes(models.empty_model(path, "transformer", precision, input_name="model_name"))
+                if need > ram_budget_gb * 1e9:
+                    raise VDOTInputError(
+                        "ram_budget_gb", f"{model_name} takes {need / 1e9:.1f} GB in {precision}, over the "
+                        f"{ram_budget_gb:g} GB budget", "choose precision fp8_e4m3fn (half of bf16) or raise the budget")
             module = _cached("transformer", (str(path), precision),
                              lambda: models.load_transformer(path, precision=precision, input_name="model_name"))
             is_toy = False
-        return (LoadedModel(module, model_name, offload == "model", is_toy=is_toy),)
+        return (LoadedModel(module, model_name, offload == "model", is_toy=is_toy, vram_budget_gb=vram_budget_gb),)
 
 
 class VDOTVAELoader:

@@ -65,7 +65,14 @@ class VDOTLongVideo:
         if seed + len(plan) - 1 > MAX_SEED:
             raise VDOTInputError("seed", f"{seed} + {len(plan) - 1} (one seed per window) exceeds 2^64 - 1",
                                  f"use a seed of at most {MAX_SEED - len(plan) + 1}")
-        pipe = VDOTPipeline(model.module, vae.module, device=comfy.torch_device(),
+        device = comfy.torch_device()
+        resident = None
+        if getattr(model, "vram_budget_gb", 0) and device.type != "cpu":  # Model Loader's budget: block swap
+            from ..core.memory import resident_blocks_for, video_tokens
+
+            tokens = video_tokens(plan[0].length, vcu.height, vcu.width) + len(vcu.references) * (vcu.height // 16) * (vcu.width // 16)
+            resident = resident_blocks_for(model.module, int(model.vram_budget_gb * 1e9), tokens, 2 if cfg != 1.0 else 1)
+        pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
                             offload="model" if model.offload else "none", is_toy=model.is_toy)
         with lora_context(model):
             frames = generate_long_video(

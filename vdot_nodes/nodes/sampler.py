@@ -96,7 +96,15 @@ class VDOTSampler:
         if cfg != 1.0 and embeds.negative is None:
             raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
                                  "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
-        pipe = VDOTPipeline(model.module, vae.module, device=comfy.torch_device(),
+        device = comfy.torch_device()
+        resident = None
+        if getattr(model, "vram_budget_gb", 0) and device.type != "cpu":  # Model Loader's budget: block swap
+            from ..core.memory import resident_blocks_for, video_tokens
+
+            tokens = video_tokens(vcu.num_frames, vcu.height, vcu.width) + len(vcu.references) * (vcu.height // 16) * (vcu.width // 16)
+            resident = resident_blocks_for(model.module, int(model.vram_budget_gb * 1e9), tokens,
+                                           num_videos * (2 if cfg != 1.0 else 1))
+        pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
                             offload="model" if model.offload else "none", is_toy=model.is_toy)
         with lora_context(model):
             frames = pipe.generate(
