@@ -379,19 +379,19 @@ def test_consistency_gradient_lowers_the_consistency_loss(run_dir):
     trainer = Trainer(stage1_config(run_dir, "cd_only", sampler={"last_step_only": True}, optim={"lr": 1e-6},
                                     dm_weight=0.0, consistency_weight=1.0))
     seen = {}
-    dollar_terms = trainer._dollar_terms
+    dollar_terms = trainer.objective._dollar_terms
 
     def measure(enc, x_k):  # L_CD of the current student at the trainer's own exit-step input
         student = velocity_fn(trainer.generator, enc.prompt_embeds, None, trainer.device)
         with torch.no_grad():
             x0 = x_k - 0.625 * student(x_k, torch.full((x_k.shape[0],), 625.0))
-            return float(consistency_distillation_loss(x0, x_k, 0.625, 0.0, trainer._real_velocity(enc), student))
+            return float(consistency_distillation_loss(x0, x_k, 0.625, 0.0, trainer.objective._real_velocity(enc), student))
 
     def spy(enc, x0, k, x_k, loss, logs):
         seen.update(enc=enc, x_k=x_k, before=measure(enc, x_k))
         return dollar_terms(enc, x0, k, x_k, loss, logs)
 
-    trainer._dollar_terms = spy
+    trainer.objective._dollar_terms = spy
     metrics = trainer.train_step()
     after = measure(seen["enc"], seen["x_k"])
     assert metrics["exit_step"] == 3 and metrics["loss_consistency"] == pytest.approx(seen["before"], rel=1e-6)

@@ -99,7 +99,7 @@ def test_schedule_and_config_errors(tmp_path):
         config_from_dict({"data": {"captions": "c.txt"}})
     with pytest.raises(VDOTInputError, match="loss.dm"):
         config_from_dict({**base, "loss": {"dm": "kl"}})
-    for name in ("toy_stage1", "toy_stage2", "wan1.3b_stage1", "wan1.3b_stage2", "wan14b_stage1", "wan14b_stage2"):
+    for name in ("toy_stage1", "toy_stage2", "toy_stage2_vdot", "wan1.3b_stage1", "wan1.3b_stage2", "wan14b_stage1", "wan14b_stage2"):
         assert load_config(ROOT / "training" / "configs" / f"{name}.yaml").max_steps > 0
 
 

@@ -51,7 +51,8 @@ def build_loader(cfg: TrainConfig) -> ResumableLoader:
         dataset = CaptionDataset(cfg.resolve(d.captions), d.num_frames, d.height, d.width)
     else:
         tasks = d.tasks if cfg.stage == 2 else None
-        dataset = ManifestDataset(cfg.resolve(d.manifest), d.num_frames, d.height, d.width, tasks=tasks)
+        dataset = ManifestDataset(cfg.resolve(d.manifest), d.num_frames, d.height, d.width, tasks=tasks,
+                                  gt_dir=cfg.resolve(d.gt_dir))
     sampler = ResumableSampler(dataset, seed=cfg.seed, shuffle=d.shuffle)
     return ResumableLoader(dataset, sampler, batch_size=d.batch_size, max_skipped=d.max_skipped_rows,
                            num_workers=d.num_workers)

@@ -90,11 +90,33 @@ class LossConfig:
     """Objectives. DM = DMD or OTD (``training.losses``); ADV = relativistic GAN on fake-score features."""
 
     dm: str = "otd"
-    """Distribution-matching objective: ``dmd`` or ``otd``."""
+    """Distribution-matching objective: ``dmd``, ``otd`` or ``dmd+otd`` (both, each with its own σ, noise and score
+    forwards, weighted by ``dm_mix``; the released VDOT recipe)."""
+    dm_mix: list[float] = field(default_factory=lambda: [0.2, 0.8])
+    """``dm: dmd+otd`` only: weights of L_DMD and L_OT (VDOT: 0.2·L_DMD + 0.8·L_OT)."""
+    dmd_normalizer: str = "meanabs"
+    """DMD gradient: ``meanabs`` — (f − r)/mean|x̂0 − r| per sample (DMD paper, Self-Forcing); ``sigma`` — (f − r)·σ,
+    no mean-abs term (the released VDOT code)."""
     otd_variant: str = "paper"
     """``paper`` (direction f − r̄, eqs. 7-8) or ``debiased`` (f̄ − r̄)."""
     otd_cloud: str = "samples"
-    """``samples`` (batch rows gathered across ranks) or ``frame_tokens`` (latent frames of each sample)."""
+    """``samples`` (batch rows gathered across ranks), ``frame_tokens`` (latent frames of each sample) or
+    ``pooled_positions`` (the released VDOT OT, ``training.losses.otd_pooled``: per latent frame, the ``otd_pool``×
+    ``otd_pool`` average-pooled positions are points of dimension C; squared-Euclidean cost, uniform marginals,
+    ``otd_iters`` log-domain sweeps, gradient per ``otd_gradient``, per-frame unit norm, loss
+    ½·Σ(x̂0 − sg(x̂0 − ``otd_step``·ĝ))²; ``otd_variant`` does not apply)."""
+    otd_iters: int = 60
+    """``pooled_positions``: Sinkhorn sweeps (VDOT: 60)."""
+    otd_pool: int = 2
+    """``pooled_positions``: average-pooling kernel and stride over latent positions (VDOT: 2)."""
+    otd_gradient: str = "autograd"
+    """``pooled_positions``: ``autograd`` (through the unrolled sweeps, as released) or ``envelope`` (the plan as a
+    constant: Σ_j P_ij·2(x_i − y_j))."""
+    otd_step: float = 0.1
+    """``pooled_positions``: step along the unit-norm per-frame OT gradient (the loss's gradient on x̂0)."""
+    otd_frame_chunk: int = 0
+    """``pooled_positions``: frames solved at once (bounds memory: ~15 N×M fp32 matrices per frame with autograd);
+    0 = automatic (chunks of ≤ 2^23 plan entries: 3 frames at 480p, all frames of small latents)."""
     otd_eps: float = 0.1
     """Entropic regularisation ε, in cost units ‖f − r‖²/(2d)."""
     dm_weight: float = 1.0
@@ -117,6 +139,11 @@ class LossConfig:
     """Highest timestep fraction drawn for the score evaluations."""
     timestep_shift: float = 5.0
     """Shift applied to the drawn timestep (σ = s·u / (1 + (s−1)·u))."""
+    timestep_draw: str = "continuous"
+    """``continuous`` — u ~ U[min_t, max_t); ``integer`` — t ~ randint[int(1000·min_t), int(1000·max_t)), u = t/1000
+    (the released code)."""
+    timestep_clamp: bool = False
+    """Clamp the shifted σ to [min_t, max_t] (the released code clamps DMD, OT, critic and GAN timesteps)."""
     critic_weighting: str = "none"
     """Fake-score denoising loss weighting: ``none`` (v-space MSE) or ``x0``."""
     disc_attn_dim: int | None = None
@@ -135,6 +162,34 @@ class LossConfig:
 
 
 @dataclass
+class GanConfig:
+    """The discriminator head and the GAN's timesteps (its weights are ``loss.gan_weight`` / ``loss.gan_d_weight``)."""
+
+    head: str = "register"
+    """``register`` — :class:`~training.discriminator.RegisterTokenDiscriminator` (attention width
+    ``loss.disc_attn_dim``, linear classifier); ``vdot`` — :class:`~training.discriminator.VDOTGanHead`, the released
+    head (RMS-normed register tokens of width ``head_dim``, per tap a cross-attention block with MLP projections and
+    an FFN of ``head_ffn_dim``, the tapped outputs concatenated with 10× the time embedding, LN → Linear → SiLU →
+    Linear)."""
+    head_dim: int = 512
+    """``vdot`` head: width of the register tokens (VDOT: 512)."""
+    head_ffn_dim: int = 13824
+    """``vdot`` head: FFN width of each attention block (VDOT: 13824)."""
+    head_heads: int = 8
+    """``vdot`` head: attention heads (VDOT: 8)."""
+    min_t: float | None = None
+    """Lowest timestep fraction of the GAN draws (generator and discriminator); None = ``loss.min_t``."""
+    max_t: float | None = None
+    """Highest timestep fraction of the GAN draws; None = ``loss.max_t``."""
+    timestep_shift: float | None = None
+    """Shift of the GAN draws; None = ``loss.timestep_shift`` (VDOT: 12, with min_t 0, max_t 1 and the clamp of
+    ``loss.timestep_clamp`` to loss.min_t/max_t)."""
+    generator_real_noise: str = "shared"
+    """Generator GAN step: the real clip is noised with the ``shared`` ε of the fake one, or an ``independent`` ε (as
+    released; the discriminator step always shares ε)."""
+
+
+@dataclass
 class ScheduleConfig:
     """Which network is updated when."""
 
@@ -142,6 +197,12 @@ class ScheduleConfig:
     """Two-time-scale update rule: the critic every iteration, the generator every ``ttur``-th (step % ttur == 0)."""
     generator_objectives: list[str] = field(default_factory=lambda: ["dm", "adv"])
     """Cycled over generator updates: ``dm``, ``adv`` or ``dm+adv``. [dm, adv] alternates them."""
+    critic_objectives: list[str] = field(default_factory=lambda: ["denoise+disc"])
+    """Cycled over iterations (``step % len``): ``denoise+disc`` (one forward, both losses), ``denoise`` or ``disc``.
+    The released code: [denoise, disc] — denoising on even, discriminator on odd iterations."""
+    shared_exit_step: bool = False
+    """One rollout exit step per iteration, shared by the generator and critic passes and all accumulation
+    micro-batches (the released code); False = a fresh draw per rollout."""
 
 
 @dataclass
@@ -156,6 +217,8 @@ class OptimConfig:
     """AdamW betas (β1 = 0 as in DMD2 / Self-Forcing)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
+    grad_accumulation: int = 1
+    """Micro-batches per update (each a new data batch, loss / n); the critic reuses the generator's micro-batches."""
     grad_clip: float = 10.0
     """Max global grad norm (0 = no clipping)."""
     ema_decay: float = 0.99
@@ -163,6 +226,21 @@ class OptimConfig:
     state_dtype: str = "fp32"
     """fp32 | bf16. AdamW keeps its moments in the parameters' dtype, so bf16 stores the trainable master
     weights and both moments in bf16 (halves optimiser memory, coarser updates)."""
+
+
+@dataclass
+class RolloutConfig:
+    """Which few-step schedule the generator is trained on, and which the checkpoint will be sampled with."""
+
+    preset: str | None = None
+    """A row of ``vdot_nodes.core.sampling.SAMPLER_PRESETS``. None — the ``renoise`` preset at ``sampler.timesteps`` /
+    ``sampler.shift``; ``rollout`` — a consistent re-noising rollout at the t and σ of the ``vdot`` inference preset
+    (UniPC shift 16: t 999/979/941/841, σ .99994/.97951/.94107/.84193);
+    ``rollout_official`` — the released training rollout: told t = 1000/960/888.9/727.3, x0 formed with σ = t/1000,
+    re-noised to σ .97983/.94173/.84122 (timestep and input noise level disagree at steps 1-3)."""
+    inference_preset: str | None = None
+    """The sampler preset the checkpoint is meant for (``vdot``: Wan's UniPC, shift 16); stored in the export's
+    metadata as ``vdot_inference_preset``."""
 
 
 @dataclass
@@ -179,6 +257,9 @@ class RuntimeConfig:
     """FSDP2 CPUOffloadPolicy: sharded parameters, gradients and optimiser states live on the CPU."""
     offload_encoders: bool = True
     """Keep the VAE / text encoder on the CPU except while they run."""
+    timestep_bf16_quantize: bool = False
+    """Round every timestep given to a network to bf16 (the released training code embeds t through a bf16 cast:
+    888.9 → 888, 727.3 → 728, multiples of 4 above 512); inference uses float64, so off by default."""
 
 
 @dataclass
@@ -203,6 +284,13 @@ class DataConfig:
     """DataLoader workers."""
     shuffle: bool = True
     """Shuffle each epoch (seeded, resumable)."""
+    reference_context: str = "noise_frames"
+    """Reference-image tasks: ``noise_frames`` — one noise frame per reference, stripped after sampling (inference);
+    ``truncate`` — as the released training: no extra noise frames, the VACE context cut to the video's frame count
+    (references then align with the first output frames, the last control frames are dropped)."""
+    gt_dir: str | None = None
+    """CSV manifests (the released format): folder of the ground-truth clips, found by the source video's file name
+    (``reference`` rows: the first reference image's name up to its first ``_`` or ``.``, plus ``.mp4``)."""
     encode_cache: str | None = None
     """Stage 2: folder keeping each row's VAE encodings (VACE context, real latents) on disk, so every row is
     encoded once across visits and runs. A cached row's open VCU choices are drawn once (seed + line) instead
@@ -248,11 +336,15 @@ class TrainConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    recipe: str | None = None
+    """A named set of defaults (``training.recipes``) under this file's own keys: ``vdot`` = the released recipe."""
     config_dir: str = ""
     """Folder of the YAML file (set by :func:`load_config`; relative paths start there)."""
 
@@ -269,9 +361,16 @@ class TrainConfig:
         if self.stage not in (1, 2):
             bad("stage", f"must be 1 or 2, got {self.stage}", "stage: 1 (T2V) or stage: 2 (VACE)")
         choices = {
-            "loss.dm": (self.loss.dm, ("dmd", "otd")),
+            "loss.dm": (self.loss.dm, ("dmd", "otd", "dmd+otd")),
+            "loss.dmd_normalizer": (self.loss.dmd_normalizer, ("meanabs", "sigma")),
+            "loss.otd_gradient": (self.loss.otd_gradient, ("autograd", "envelope")),
+            "loss.timestep_draw": (self.loss.timestep_draw, ("continuous", "integer")),
+            "gan.head": (self.gan.head, ("register", "vdot")),
+            "gan.generator_real_noise": (self.gan.generator_real_noise, ("shared", "independent")),
+            "rollout.preset": (self.rollout.preset, (None, "rollout", "rollout_official")),
+            "data.reference_context": (self.data.reference_context, ("noise_frames", "truncate")),
             "loss.otd_variant": (self.loss.otd_variant, ("paper", "debiased")),
-            "loss.otd_cloud": (self.loss.otd_cloud, ("samples", "frame_tokens")),
+            "loss.otd_cloud": (self.loss.otd_cloud, ("samples", "frame_tokens", "pooled_positions")),
             "loss.critic_weighting": (self.loss.critic_weighting, ("none", "x0")),
             "models.trainable": (self.models.trainable, ("all", "vace")),
             "models.teacher_precision": (self.models.teacher_precision, ("bf16", "fp32")),
@@ -284,6 +383,27 @@ class TrainConfig:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 bad(key, f"{value!r} is not one of {allowed}", f"set {key} to one of {', '.join(allowed)}")
+        if len(self.loss.dm_mix) != 2 or any(w < 0 for w in self.loss.dm_mix):
+            bad("loss.dm_mix", f"{self.loss.dm_mix} must be two weights >= 0 (DMD, OTD)", "use [0.2, 0.8]")
+        for key, low in (("otd_iters", 1), ("otd_pool", 1), ("otd_frame_chunk", 0)):
+            if getattr(self.loss, key) < low:
+                bad(f"loss.{key}", f"must be >= {low}, got {getattr(self.loss, key)}", "use the VDOT value (60, 2, 4)")
+        if self.optim.grad_accumulation < 1:
+            bad("optim.grad_accumulation", f"must be >= 1, got {self.optim.grad_accumulation}", "use 1 (off) or 3 (VDOT)")
+        crit = self.schedule.critic_objectives
+        if not crit or any(o not in ("denoise", "disc", "denoise+disc") for o in crit):
+            bad("schedule.critic_objectives", f"{crit} must be a non-empty list of denoise, disc, denoise+disc",
+                "e.g. [denoise+disc], or [denoise, disc] (VDOT)")
+        if any("disc" in o for o in crit) and not self.uses_gan and crit != ["denoise+disc"]:
+            bad("schedule.critic_objectives", "disc iterations need the GAN, and no generator objective uses adv",
+                "use [denoise+disc] or add adv to schedule.generator_objectives")
+        if self.uses_gan and not any("disc" in o for o in crit):
+            bad("schedule.critic_objectives", "the generator has ADV updates but the discriminator is never trained",
+                "include disc or denoise+disc")
+        for key in ("min_t", "max_t"):
+            v = getattr(self.gan, key)
+            if v is not None and not 0 <= v <= 1:
+                bad(f"gan.{key}", f"must be in [0, 1], got {v}", "use 0 and 1 (VDOT) or null")
         for key in ("ttur",):
             if getattr(self.schedule, key) < 1:
                 bad(f"schedule.{key}", "must be >= 1", "use 5 (VDOT) or 1 (update the generator every step)")
@@ -444,7 +564,9 @@ def _build(cls, data: Any, where: str):
 
 def config_from_dict(data: dict, config_dir: str = "") -> TrainConfig:
     """Build and validate a :class:`TrainConfig`; unknown keys raise ``VDOTInputError`` naming them."""
-    cfg = _build(TrainConfig, data or {}, "")
+    from .recipes import apply_recipe
+
+    cfg = _build(TrainConfig, apply_recipe(data or {}), "")
     if config_dir:
         cfg.config_dir = config_dir
     return cfg.validate()

@@ -201,3 +201,145 @@ class RegisterTokenDiscriminator(nn.Module):
             outs.append((o + q)[:, 0])
         z = self.out_norm(torch.cat(outs, dim=-1))
         return self.classifier(z).squeeze(-1)
+
+
+# --------------------------------------------------------------------------- the released VDOT head
+
+
+@contextlib.contextmanager
+def capture_time_embedding(transformer: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the time embedding ``e`` ``[B, D]`` (the time MLP's output, before the 6·D projection).
+
+    Diffusers' Wan models compute it in ``condition_embedder`` (first output, ``temb``); Wan's own code
+    calls it ``time_embedding``. ``out["e"]`` keeps its graph.
+    """
+    embedder = getattr(transformer, "condition_embedder", None)
+    if embedder is None:
+        raise TypeError(f"{type(transformer).__name__} has no condition_embedder to read the time embedding from")
+    out: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _args, output):
+        if not _in_backward():
+            out["e"] = output[0] if isinstance(output, (tuple, list)) else output
+
+    handle = embedder.register_forward_hook(hook)
+    try:
+        yield out
+    finally:
+        handle.remove()
+
+
+class _RMSNorm(nn.Module):
+    """RMS norm with a learnable scale, computed in fp32 (Wan's ``WanRMSNorm``)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def _mlp_proj(in_dim: int, out_dim: int) -> nn.Sequential:
+    """LN → Linear(in, in) → GELU → Linear(in, out) → LN (Wan's ``MLPProj``)."""
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim),
+                         nn.LayerNorm(out_dim))
+
+
+class GanAttentionBlock(nn.Module):
+    """One tapped block of the released head: the register token cross-attends to the projected video tokens.
+
+    ``x`` = proj1(hidden states) ``[B, L, small]``; ``a`` = attention with the register token as the
+    single query and ``x`` as keys / values (``heads`` heads, RMS qk-norm); ``token = register + a``;
+    ``y = FFN(LN(token)) + token`` (FFN small → ffn → small, tanh-GELU; LN without affine);
+    output proj2(y) ``[B, 1, dim]``.
+    """
+
+    def __init__(self, dim: int, small_dim: int = 512, ffn_dim: int = 13824, num_heads: int = 8, eps: float = 1e-6):
+        super().__init__()
+        if small_dim % num_heads:
+            raise ValueError(f"head width {small_dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.proj1 = _mlp_proj(dim, small_dim)
+        self.proj2 = _mlp_proj(small_dim, dim)
+        self.norm2 = nn.LayerNorm(small_dim, eps=eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(small_dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, small_dim))
+        self.q, self.k, self.v, self.o = (nn.Linear(small_dim, small_dim) for _ in range(4))
+        self.norm_q, self.norm_k = _RMSNorm(small_dim, eps), _RMSNorm(small_dim, eps)
+
+    def forward(self, hidden: torch.Tensor, register: torch.Tensor) -> torch.Tensor:
+        x = self.proj1(hidden)
+        b, n = x.shape[0], self.num_heads
+        q = self.norm_q(self.q(register)).view(b, 1, n, -1).transpose(1, 2)
+        k = self.norm_k(self.k(x)).view(b, x.shape[1], n, -1).transpose(1, 2)
+        v = self.v(x).view(b, x.shape[1], n, -1).transpose(1, 2)
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        token = register + self.o(a)
+        y = self.ffn(self.norm2(token)) + token
+        return self.proj2(y)
+
+
+class VDOTGanHead(nn.Module):
+    """The discriminator head of the released VDOT code (``gan.head: vdot``).
+
+    ``registers`` = RMSNorm(3 learnable tokens of width ``small_dim``); for tap k a
+    :class:`GanAttentionBlock` reads the hidden states after block ``tap_blocks[k]`` with register k;
+    the outputs ``[B, 3, D]`` are concatenated with ``time_scale·e`` (the time embedding ``[B, D]``)
+    into ``[B, 4·D]`` → LN → Linear(4D → D) → SiLU → Linear(D → 1). At 14B: D 5120, small 512, FFN
+    13824, 8 heads, taps 23/31/39.
+    """
+
+    def __init__(self, hidden_dim: int, tap_blocks: Sequence[int], *, small_dim: int = 512, ffn_dim: int = 13824,
+                 num_heads: int = 8, time_scale: float = 10.0, token_init_std: float = 0.02):
+        super().__init__()
+        self.hidden_dim = int(hidden_dim)
+        self.tap_blocks = [int(i) for i in tap_blocks]
+        if not self.tap_blocks or len(set(self.tap_blocks)) != len(self.tap_blocks):
+            raise ValueError(f"tap_blocks must be non-empty and distinct, got {self.tap_blocks}")
+        n = len(self.tap_blocks)
+        self.time_scale = float(time_scale)
+        self.register_tokens = nn.Parameter(torch.randn(n, small_dim) * token_init_std)
+        self.register_norm = _RMSNorm(small_dim)
+        self.attns = nn.ModuleList(GanAttentionBlock(self.hidden_dim, small_dim, ffn_dim, num_heads) for _ in range(n))
+        width = (n + 1) * self.hidden_dim
+        self.classifier = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.hidden_dim), nn.SiLU(),
+                                        nn.Linear(self.hidden_dim, 1))
+
+    @classmethod
+    def from_transformer(cls, transformer: nn.Module, tap_blocks: Optional[Sequence[int]] = None, **kwargs
+                         ) -> "VDOTGanHead":
+        cfg = transformer.config
+        hidden = cfg.num_attention_heads * cfg.attention_head_dim
+        taps = default_tap_blocks(cfg.num_layers) if tap_blocks is None else tap_blocks
+        return cls(hidden, taps, **kwargs)
+
+    def forward(self, features: Mapping[int, torch.Tensor], time_embedding: torch.Tensor) -> torch.Tensor:
+        """``features`` ``{block: [B, L, D]}``, ``time_embedding`` ``[B, D]`` → logits ``[B]``."""
+        missing = [i for i in self.tap_blocks if i not in features]
+        if missing:
+            raise KeyError(f"hidden states of tapped blocks {missing} were not captured (got {sorted(features)})")
+        dtype = self.register_tokens.dtype
+        regs = self.register_norm(self.register_tokens)
+        outs = []
+        for k, i in enumerate(self.tap_blocks):
+            h = features[i].to(dtype)
+            if h.ndim != 3 or h.shape[-1] != self.hidden_dim:
+                raise ValueError(f"tap {i}: expected [B, L, {self.hidden_dim}], got {tuple(h.shape)}")
+            outs.append(self.attns[k](h, regs[k].expand(h.shape[0], 1, -1)))
+        e = time_embedding.to(dtype).reshape(time_embedding.shape[0], 1, self.hidden_dim)
+        z = torch.cat(outs + [self.time_scale * e], dim=1).flatten(1)
+        return self.classifier(z).squeeze(-1)
+
+
+def vdot_head_parameter_count(dim: int, num_taps: int = 3, small_dim: int = 512, ffn_dim: int = 13824) -> int:
+    """Parameters of :class:`VDOTGanHead` from its spec (LayerNorms with affine except the FFN's pre-norm)."""
+    s, f = small_dim, ffn_dim
+    proj1 = 2 * dim + (dim * dim + dim) + (dim * s + s) + 2 * s
+    proj2 = 2 * s + (s * s + s) + (s * dim + dim) + 2 * dim
+    attn = 4 * (s * s + s) + 2 * s
+    ffn = (s * f + f) + (f * s + s)
+    width = (num_taps + 1) * dim
+    classifier = 2 * width + (width * dim + dim) + (dim + 1)
+    return num_taps * s + s + num_taps * (proj1 + proj2 + attn + ffn) + classifier

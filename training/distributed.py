@@ -366,4 +366,17 @@ def load_full_optimizer_state_dict(
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
     broadcast = broadcast_from_rank0 and is_distributed()
-    set_optimizer_state_dict(model, optimizer, state_dict, options=_full_options(broadcast_from_rank0=broadcast))
+    # A parameter that never received a gradient before the save (e.g. the discriminator head after only
+    # denoising critic steps) has no AdamW state: load leniently (strict=False), then drop the placeholder state
+    # torch creates for it (a zero-lr step, step count 1), so it starts fresh on resume as it would have.
+    saved = set((state_dict or {}).get("state", {}))
+    if broadcast:
+        saved = broadcast_object(saved)
+    set_optimizer_state_dict(model, optimizer, state_dict,
+                             options=_full_options(broadcast_from_rank0=broadcast, strict=False))
+    for name, param in model.named_parameters():
+        state = optimizer.state.get(param)
+        placeholder = state and not any(bool(torch.as_tensor(v).any()) for k, v in state.items()
+                                        if k != "step" and torch.is_tensor(v))
+        if name not in saved and placeholder:  # only torch's all-zero placeholder, never a loaded state
+            optimizer.state.pop(param, None)

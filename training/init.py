@@ -73,7 +73,8 @@ def load_t2v_state_dict(path, *, input_name: str = "t2v_checkpoint") -> dict[str
     return state
 
 
-def _check(vace_params: dict[str, torch.Tensor], t2v_state: dict[str, torch.Tensor], input_name: str) -> list[str]:
+def _check(vace_params: dict[str, torch.Tensor], t2v_state: dict[str, torch.Tensor], input_name: str,
+           require_complete: bool = True) -> list[str]:
     """The keys to copy, after checking names and shapes of every one of them."""
     wan_keys = {k for k in vace_params if not k.startswith(VACE_ONLY_PREFIXES)}
     unmapped = sorted(set(t2v_state) - wan_keys)
@@ -86,6 +87,9 @@ def _check(vace_params: dict[str, torch.Tensor], t2v_state: dict[str, torch.Tens
             "use a plain Wan2.1 T2V transformer (no image or other adapters) of the VACE model's architecture",
         )
     missing = sorted(wan_keys - set(t2v_state))
+    if not require_complete:  # the released overlay: a strict subset check only, the rest keeps VACE's weights
+        wan_keys = wan_keys & set(t2v_state)
+        missing = []
     if missing:
         k = missing[0]
         raise VDOTInputError(
@@ -105,7 +109,8 @@ def _check(vace_params: dict[str, torch.Tensor], t2v_state: dict[str, torch.Tens
 
 
 @torch.no_grad()
-def init_vace_from_t2v(vace_model, t2v_state_dict, *, input_name: str = "t2v_checkpoint") -> dict:
+def init_vace_from_t2v(vace_model, t2v_state_dict, *, input_name: str = "t2v_checkpoint",
+                       require_complete: bool = True) -> dict:
     """AccWanInit: copy the Wan part of a T2V state dict into ``vace_model`` in place.
 
     ``t2v_state_dict``: diffusers ``WanTransformer3DModel`` names, or the original / ComfyUI layout
@@ -113,6 +118,10 @@ def init_vace_from_t2v(vace_model, t2v_state_dict, *, input_name: str = "t2v_che
     All names and shapes are checked before the first copy, so a failed call leaves the model as it
     was. Values are cast to each parameter's dtype (bit-exact when the dtypes agree). Call it on the
     full model, before ``shard_model``: FSDP2 parameters are shards.
+
+    ``require_complete=False`` is the released overlay (``wan_wrapper_2.py``): every T2V key must exist in the VACE
+    model (a strict subset check) but Wan keys the file lacks keep the VACE weights. The released prefixes
+    ``diffusion_model.``, ``model.`` and ``_fsdp_wrapped_module.`` are stripped as there.
 
     Returns ``{"copied": [...], "vace_only": [...], "cast": [...]}`` — the keys overwritten, the
     VACE-only keys left untouched, and those whose dtype changed on the way in.
@@ -130,7 +139,7 @@ def init_vace_from_t2v(vace_model, t2v_state_dict, *, input_name: str = "t2v_che
     if meta:
         raise VDOTInputError("vace_model", f"its parameters are on the meta device (e.g. {meta[0]})",
                              "load the VACE weights (load_transformer) before AccWanInit")
-    keys = _check(params, state, input_name)
+    keys = _check(params, state, input_name, require_complete)
     cast = []
     for k in keys:
         src = state[k]
@@ -147,6 +156,8 @@ def _to_diffusers_names(state: dict, input_name: str) -> dict:
     """Rename an original / ComfyUI-layout Wan state dict to diffusers names (no tensor is copied)."""
     prefix = "model.diffusion_model."
     state = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    for released in ("diffusion_model.", "model.", "_fsdp_wrapped_module."):  # the released AccWanInit's prefixes
+        state = {(k[len(released):] if k.startswith(released) else k): v for k, v in state.items()}
     if "blocks.0.self_attn.q.weight" not in state:
         return state
     from vdot_nodes.core.models import _convert_names

@@ -20,7 +20,7 @@ from vdot_nodes.core.pipeline import VDOTPipeline
 from vdot_nodes.core.sampling import VelocityFn
 
 from .config import TrainConfig
-from .discriminator import RegisterTokenDiscriminator
+from .discriminator import RegisterTokenDiscriminator, VDOTGanHead
 
 __all__ = ["Networks", "build_networks", "is_vace", "velocity_fn", "set_trainable"]
 
@@ -67,7 +67,7 @@ class Networks:
     generator: nn.Module
     teacher: nn.Module
     fake_score: nn.Module
-    discriminator: RegisterTokenDiscriminator | None
+    discriminator: RegisterTokenDiscriminator | VDOTGanHead | None
     pipeline: VDOTPipeline  # teacher + VAE + text encoder: encode_prompt / encode_vcu / encode_latents
     init_report: dict | None = None
 
@@ -171,9 +171,14 @@ def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
     fake_score.requires_grad_(True)
     discriminator = None
     if cfg.uses_gan:
-        discriminator = RegisterTokenDiscriminator.from_transformer(
-            fake_score, tap_blocks=cfg.loss.disc_taps, attn_dim=cfg.loss.disc_attn_dim
-        ).train()
+        if cfg.gan.head == "vdot":
+            g = cfg.gan
+            discriminator = VDOTGanHead.from_transformer(fake_score, tap_blocks=cfg.loss.disc_taps, small_dim=g.head_dim,
+                                                         ffn_dim=g.head_ffn_dim, num_heads=g.head_heads).train()
+        else:
+            discriminator = RegisterTokenDiscriminator.from_transformer(
+                fake_score, tap_blocks=cfg.loss.disc_taps, attn_dim=cfg.loss.disc_attn_dim
+            ).train()
     if cfg.optim.state_dtype == "bf16":  # AdamW states follow the parameter dtype (the critic's optimiser
         for net in (generator, fake_score, discriminator):  # also steps the discriminator head)
             if net is not None:

@@ -1,26 +1,15 @@
-"""The VDOT distillation loop: DMD / OTD + relativistic GAN, two-time-scale updates (after Self-Forcing / DMD2).
+"""The VDOT distillation loop: optimisers, the two-time-scale schedule, checkpoints, exports and logging.
 
-One iteration (``step`` counts from 0):
+What is computed per iteration — every term of the recipe — lives in :mod:`training.objective`
+(:class:`~training.objective.VDOTObjective`: ``generator_loss`` and ``critic_loss``). Here:
 
-1. *Generator* (only when ``step % ttur == 0``): roll the 4-step sampler out to a random exit step
-   (:mod:`training.rollout`), giving x̂0 with grad through that step's call. The objective cycles
-   through ``schedule.generator_objectives`` over generator updates (``[dm, adv]``: DM, ADV, DM, ...):
+1. *Generator* (only when ``step % ttur == 0``; objective from ``schedule.generator_objectives``):
+   zero grads, the objective's loss on each of ``optim.grad_accumulation`` micro-batches (divided by their
+   number), backward, grad clipping, AdamW step, EMA update.
+2. *Critic* (every step; objective from ``schedule.critic_objectives``): the same for the fake score +
+   discriminator head (one optimiser), on the same micro-batches.
 
-   - DM: noise x̂0 to a random σ, ``f`` = fake-score and ``r`` = real-score (CFG, negative prompt)
-     x0-predictions, then :func:`~training.losses.dmd_loss` or :func:`~training.losses.otd_loss`;
-   - ADV: ``L_G = softplus(−(D(x_t^fake) − D(x_t^real)))``, D reading the fake score's hidden states,
-     the real clip's latents noised with the same σ and ε; the gradient reaches x̂0 through the fake
-     score (whose parameters are not stepped here).
-
-   DM updates may add DOLLAR's optional objectives (each off at weight 0, and then not computed):
-   consistency distillation (``loss.consistency_weight``: x̂0 vs the stop-grad student's x0 after one
-   CFG-teacher ODE step to the next student σ, :func:`~training.losses.consistency_distillation_loss`)
-   and the latent reward (``loss.reward_weight``: ``−mean R(x̂0)``, R = ``models.reward_model``, frozen).
-
-   AdamW step with grad clipping, then the EMA.
-2. *Critic* (every step): a fresh no-grad rollout; fake score trained with the flow-matching denoising
-   loss on x̂0, plus (when ADV is scheduled) the discriminator loss
-   ``L_D = softplus(−(D(x_t^real) − D(x_t^fake)))`` on the same forward's features.
+With ``schedule.shared_exit_step`` one rollout exit step is drawn per iteration for all of these passes.
 
 Sharding: FSDP2 ``fully_shard`` per block (:func:`training.distributed.shard_model`) for generator,
 fake score, teacher and discriminator head; in one process the same code runs unsharded. Every random
@@ -40,41 +29,22 @@ import torch
 from torch import nn
 
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.sampling import cfg_velocity, few_step_sigmas, shift_sigma
 
 from . import distributed as D
 from .batches import EncodedBatch, build_loader, encode_batch
 from .encode_cache import EncodeCache
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
-from .discriminator import capture_block_hidden_states
 from .divergence import check_finite_metrics
 from .ema import EMA
-from .losses import (
-    approx_r1_penalty,
-    consistency_distillation_loss,
-    critic_denoising_loss,
-    dmd_loss,
-    flow_matching_noise,
-    gan_d_loss,
-    gan_g_loss,
-    otd_loss,
-)
-from .models import build_networks, is_vace, velocity_fn
-from .reward import load_reward_model, reward_loss
-from .rollout import draw_exit_step, rollout
+from .models import build_networks, is_vace
+from .objective import VDOTObjective, critic_objective, generator_objective
+from .reward import load_reward_model
 from .run_dir import export_target, new_run_id, prepare_run_folder
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Trainer", "generator_objective"]
-
-
-def generator_objective(step: int, ttur: int, objectives: list[str]) -> str | None:
-    """The generator's objective at iteration ``step`` (None: critic-only iteration)."""
-    if step % ttur:
-        return None
-    return objectives[(step // ttur) % len(objectives)]
 
 
 def _to_float(v) -> float:
@@ -149,6 +119,9 @@ class Trainer:
         self.negative_embeds = None
         if cfg.guidance.cfg_scale != 1.0:
             self.negative_embeds = self.pipeline.encode_prompt([cfg.guidance.negative_prompt])
+        self.objective = VDOTObjective(cfg, generator=self.generator, teacher=self.teacher, fake_score=self.fake_score,
+                                       discriminator=self.discriminator, negative_embeds=self.negative_embeds,
+                                       reward_model=self.reward_model, rng=self.rng, device=self.device)
 
     # ------------------------------------------------------------------ plumbing
     def _device(self) -> torch.device:
@@ -186,61 +159,6 @@ class Trainer:
         if D.is_main_process():
             logger.info(msg)
 
-    def _seeds(self, n: int) -> list[int]:
-        return torch.randint(0, 2**31 - 1, (n,), generator=self.rng).tolist()
-
-    def _sigma(self, n: int) -> torch.Tensor:
-        """Per-sample σ: u ~ U[min_t, max_t], shifted (Self-Forcing's timestep sampling)."""
-        lo, hi = self.cfg.loss.min_t, self.cfg.loss.max_t
-        u = lo + (hi - lo) * torch.rand(n, generator=self.rng, dtype=torch.float64)
-        return shift_sigma(u, self.cfg.loss.timestep_shift).float().to(self.device)
-
-    def _noise(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(like.shape, generator=self.rng, dtype=torch.float32).to(self.device)
-
-    @staticmethod
-    def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return sigma.view(-1, *([1] * (x.ndim - 1)))
-
-    def _x0(self, velocity, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """x0 = x_t − σ·v(x_t, σ·1000)."""
-        return x_t - self._bcast(sigma, x_t) * velocity(x_t, sigma * 1000)
-
-    def _real_velocity(self, enc: EncodedBatch):
-        cond = velocity_fn(self.teacher, enc.prompt_embeds, enc.control, self.device)
-        uncond = None
-        if self.negative_embeds is not None:
-            neg = self.negative_embeds.expand(enc.prompt_embeds.shape[0], -1, -1)
-            uncond = velocity_fn(self.teacher, neg, enc.control, self.device)
-        return cfg_velocity(cond, uncond, self.cfg.guidance.cfg_scale)
-
-    def _generate(self, enc: EncodedBatch, grad: bool, return_input: bool = False
-                  ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
-        """``(x̂0, k, x_k)``: the sample, its exit step and (``return_input``, else None) the exit step's noisy input."""
-        s = self.cfg.sampler
-        k = draw_exit_step(len(s.timesteps), self.rng, s.last_step_only)
-        v = velocity_fn(self.generator, enc.prompt_embeds, enc.control, self.device)
-        out = rollout(v, enc.latent_shape, self._seeds(enc.prompt_embeds.shape[0]), timesteps=s.timesteps,
-                      shift=s.shift, exit_step=k, device=self.device, grad=grad, return_input=return_input)
-        return (out[0], k, out[1]) if return_input else (out, k, None)
-
-    def _real_x0(self, enc: EncodedBatch, fake_x0: torch.Tensor) -> torch.Tensor:
-        """Real clips' latents laid out like x̂0: reference-frame slots copied from x̂0 (D compares the video)."""
-        real = enc.real_latents.to(self.device)
-        if enc.num_reference_frames:
-            real = torch.cat([fake_x0[:, :, : enc.num_reference_frames].detach(), real], dim=2)
-        if real.shape != fake_x0.shape:
-            raise VDOTInputError("data", f"real latents {tuple(real.shape)} do not match generated {tuple(fake_x0.shape)}",
-                                 "check data.num_frames / height / width against the clips")
-        return real
-
-    def _disc_logits(self, x_t: torch.Tensor, sigma: torch.Tensor, enc: EncodedBatch):
-        """D(x_t) and the fake score's velocity from the same forward."""
-        fake_v = velocity_fn(self.fake_score, enc.prompt_embeds, enc.control, self.device)
-        with capture_block_hidden_states(self.fake_score, self.discriminator.tap_blocks) as feats:
-            v = fake_v(x_t, sigma * 1000)
-        return self.discriminator(feats), v
-
     def _clip(self, params) -> float:
         params = [p for p in params if p.grad is not None]
         if not params:
@@ -248,107 +166,34 @@ class Trainer:
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         return _to_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
-    def _dollar_terms(self, enc: EncodedBatch, x0: torch.Tensor, k: int, x_k: torch.Tensor | None,
-                      loss: torch.Tensor, logs: dict) -> torch.Tensor:
-        """DOLLAR's optional DM-update objectives added to ``loss``: consistency distillation, latent reward."""
-        lc = self.cfg.loss
-        if lc.consistency_weight > 0:
-            sigmas = few_step_sigmas(self.cfg.sampler.timesteps, self.cfg.sampler.shift)
-            sigma_next = sigmas[k + 1] if k + 1 < len(sigmas) else 0.0  # after the last step: the teacher's x0
-            student = velocity_fn(self.generator, enc.prompt_embeds, enc.control, self.device)  # target, no grad
-            cd = consistency_distillation_loss(x0, x_k, sigmas[k], sigma_next, self._real_velocity(enc), student,
-                                               huber_c=lc.consistency_huber_c)
-            loss = loss + lc.consistency_weight * cd
-            logs["loss_consistency"] = cd
-        if self.reward_model is not None:
-            video = x0[:, :, enc.num_reference_frames:]  # reference-image latent frames are not the video
-            if lc.reward_weight > 0:
-                r_loss = reward_loss(self.reward_model, video)
-                loss = loss + lc.reward_weight * r_loss
-            else:  # weight 0: only logged
-                with torch.no_grad():
-                    r_loss = reward_loss(self.reward_model, video.detach())
-            logs["reward"] = -r_loss.detach()
-        return loss
-
     # ------------------------------------------------------------------ updates
-    def generator_step(self, enc: EncodedBatch, objective: str) -> dict:
-        cfg, logs = self.cfg, {}
+    def generator_step(self, encs: list[EncodedBatch], objective: str, exit_step: int | None = None) -> dict:
         self.gen_opt.zero_grad(set_to_none=True)
-        cd_on = "dm" in objective.split("+") and cfg.loss.consistency_weight > 0
-        with self._autocast():
-            x0, k, x_k = self._generate(enc, grad=True, return_input=cd_on)
-            logs["exit_step"] = k
-            loss = x0.new_zeros((), dtype=torch.float64)
-            if "dm" in objective.split("+"):
-                sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
-                with torch.no_grad():
-                    x_t = flow_matching_noise(x0.detach(), eps, sigma)
-                    fake = self._x0(velocity_fn(self.fake_score, enc.prompt_embeds, enc.control, self.device), x_t, sigma)
-                    real = self._x0(self._real_velocity(enc), x_t, sigma)
-                if cfg.loss.dm == "otd":
-                    gather = D.is_distributed() and cfg.loss.otd_cloud == "samples"
-                    dm, dm_logs = otd_loss(x0, fake, real, cfg.loss.otd_eps, variant=cfg.loss.otd_variant,
-                                           cloud=cfg.loss.otd_cloud, gather=gather)
-                else:
-                    dm, dm_logs = dmd_loss(x0, fake, real)
-                loss = loss + cfg.loss.dm_weight * dm
-                logs["loss_dm"] = dm
-                logs.update(dm_logs)
-                if cd_on or self.reward_model is not None:
-                    loss = self._dollar_terms(enc, x0, k, x_k, loss, logs)
-            if "adv" in objective.split("+"):
-                sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
-                d_fake, _ = self._disc_logits(flow_matching_noise(x0, eps, sigma), sigma, enc)
-                with torch.no_grad():
-                    d_real, _ = self._disc_logits(flow_matching_noise(self._real_x0(enc, x0), eps, sigma), sigma, enc)
-                g_loss = gan_g_loss(d_fake, d_real)
-                loss = loss + cfg.loss.gan_weight * g_loss
-                logs["loss_gan_g"] = g_loss
-        loss.backward()
+        logs = self._accumulate(encs, lambda enc: self.objective.generator_loss(enc, objective, exit_step))
         logs["grad_norm_generator"] = self._clip(self.generator.parameters())
         self.gen_opt.step()
         self.ema.update(self.generator)
         self.critic_opt.zero_grad(set_to_none=True)  # ADV's backward went through the fake score
-        logs["loss_generator"] = loss
         return logs
 
-    def critic_step(self, enc: EncodedBatch) -> dict:
-        cfg, logs = self.cfg, {}
+    def critic_step(self, encs: list[EncodedBatch], objective: str = "denoise+disc", exit_step: int | None = None) -> dict:
         self.critic_opt.zero_grad(set_to_none=True)
-        with self._autocast():
-            with torch.no_grad():
-                x0, _, _ = self._generate(enc, grad=False)
-            sigma, eps = self._sigma(x0.shape[0]), self._noise(x0)
-            x_t = flow_matching_noise(x0, eps, sigma)
-            penalties = 0.0
-            if self.discriminator is not None:
-                d_fake, v = self._disc_logits(x_t, sigma, enc)
-                x_real_t = flow_matching_noise(self._real_x0(enc, x0), eps, sigma)
-                d_real, _ = self._disc_logits(x_real_t, sigma, enc)
-                d_loss = gan_d_loss(d_real, d_fake)
-                logs["loss_gan_d"] = d_loss
-                logs["d_real_minus_fake"] = (d_real - d_fake).mean().detach()
-                # Approximate R1 (real inputs) / R2 (generated inputs): D's local sensitivity by a finite
-                # difference, so no double backward through the fake score is needed.
-                for name, weight, x_in, d_in in (("r1", cfg.loss.r1_weight, x_real_t, d_real),
-                                                 ("r2", cfg.loss.r2_weight, x_t, d_fake)):
-                    if weight > 0:
-                        penalty = approx_r1_penalty(lambda x: self._disc_logits(x, sigma, enc)[0], x_in,
-                                                    cfg.loss.r1_sigma, d_x=d_in, noise=self._noise(x_in))
-                        penalties = penalties + weight * penalty
-                        logs[f"loss_{name}"] = penalty
-            else:
-                v = velocity_fn(self.fake_score, enc.prompt_embeds, enc.control, self.device)(x_t, sigma * 1000)
-                d_loss = 0.0
-            denoise = critic_denoising_loss(v, x0, eps, sigma, weighting=cfg.loss.critic_weighting)
-            loss = denoise + cfg.loss.gan_d_weight * d_loss + penalties
-        loss.backward()
+        logs = self._accumulate(encs, lambda enc: self.objective.critic_loss(enc, objective, exit_step))
         logs["grad_norm_critic"] = self._clip(self.critic.parameters())
         self.critic_opt.step()
-        logs["loss_critic_denoise"] = denoise
-        logs["loss_critic"] = loss
         return logs
+
+    def _accumulate(self, encs: list[EncodedBatch], loss_fn) -> dict:
+        """Backward of ``loss / len(encs)`` per micro-batch; returns the logs averaged over micro-batches."""
+        merged: dict = {}
+        for enc in encs:
+            with self._autocast():
+                loss, logs = loss_fn(enc)
+            (loss / len(encs) if len(encs) > 1 else loss).backward()
+            for k, v in logs.items():
+                merged.setdefault(k, []).append(v)
+        return {k: (v[0] if len(v) == 1 or isinstance(v[0], (str, int)) else sum(_to_float(x) for x in v) / len(v))
+                for k, v in merged.items()}
 
     def train_step(self) -> dict:
         """One iteration; returns its metrics (floats)."""
@@ -356,16 +201,20 @@ class Trainer:
         if self._batches is None:
             self._batches = iter(self.loader)
         start = time.perf_counter()
-        batch = next(self._batches)
-        enc = encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None,
-                           cache=self.encode_cache)
+        encs = []
+        for _ in range(cfg.optim.grad_accumulation):
+            batch = next(self._batches)
+            encs.append(encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None,
+                                     cache=self.encode_cache))
         objective = generator_objective(self.step, cfg.schedule.ttur, cfg.schedule.generator_objectives)
-        metrics: dict = {"step": self.step, "objective": objective or "critic"}
+        c_objective = critic_objective(self.step, cfg.schedule.critic_objectives)
+        exit_step = self.objective.draw_exit_step() if cfg.schedule.shared_exit_step else None
+        metrics: dict = {"step": self.step, "objective": objective or "critic", "critic_objective": c_objective}
         t0 = time.perf_counter()
         if objective is not None:
-            metrics.update(self.generator_step(enc, objective))
+            metrics.update(self.generator_step(encs, objective, exit_step))
         t1 = time.perf_counter()
-        metrics.update(self.critic_step(enc))
+        metrics.update(self.critic_step(encs, c_objective, exit_step))
         t2 = time.perf_counter()
         metrics.update(time_data_s=t0 - start, time_generator_s=t1 - t0, time_critic_s=t2 - t1, time_step_s=t2 - start)
         self.step += 1
@@ -415,7 +264,9 @@ class Trainer:
             self._log(f"{path} exists (this run, same step, after a resume); kept as it is")
         elif vace:
             export_generator(model, path, ema=ema, layout=self.cfg.logging.export_layout, precision=precision,
-                             metadata={"vdot_step": str(self.step), "vdot_stage": "2", "vdot_run_id": self.run_id})
+                             metadata={"vdot_step": str(self.step), "vdot_stage": "2", "vdot_run_id": self.run_id,
+                                       **({"vdot_inference_preset": self.cfg.rollout.inference_preset}
+                                          if self.cfg.rollout.inference_preset else {})})
         else:
             from vdot_nodes.core.atomic import atomic_save_safetensors
 

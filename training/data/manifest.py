@@ -65,6 +65,7 @@ __all__ = [
     "FIELDS",
     "ManifestError",
     "ManifestSample",
+    "CSV_COLUMNS",
     "read_manifest",
     "ManifestDataset",
     "collate_samples",
@@ -211,24 +212,81 @@ def _parse_line(text: str, line: int, base: Path, check_files: bool, errors: lis
     )
 
 
-def read_manifest(path: str | os.PathLike, check_files: bool = True) -> list[ManifestSample]:
-    """Parse and validate a JSON Lines manifest; raises :class:`ManifestError` listing every bad line.
+CSV_COLUMNS = ("task_name", "src_video_path", "mask_video_path", "ref_image_path", "internvl_short")
+"""Columns of the released training CSV (hhhh1138/VDOT ``utils/dataset.py`` ``TextMultiTaskVideoDataset``)."""
+CSV_TASK_NAMES = {"reference": "r2v"}
+"""Released task names that differ from ours (``grey`` and the control names are the same)."""
+
+
+def _csv_rows(path: Path, gt_dir: str | os.PathLike | None, base: Path, errors: list) -> list[tuple[int, str]]:
+    """The released CSV as ``(line, JSON text)`` rows in our manifest schema, for :func:`_parse_line`.
+
+    ``internvl_short`` → caption; ``task_name`` → task (``reference`` → ``r2v``); ``src_video_path`` → control
+    (tasks that take one; otherwise kept in meta); ``mask_video_path`` → mask; ``ref_image_path`` (comma-separated) →
+    references; the ground-truth clip → video: ``gt_dir/basename(src_video_path)``, or for ``reference`` rows
+    ``gt_dir/<first reference's name up to its first '.' or '_'>.mp4``. Empty cells are null; other columns → meta.
+    """
+    import csv
+
+    if gt_dir is None:
+        raise VDOTInputError("data.gt_dir", f"{path.name} is a CSV manifest, whose ground-truth clips are found by "
+                             "file name in a folder, and no folder is set", "set data.gt_dir to the folder of the clips")
+    gt = Path(gt_dir) if os.path.isabs(gt_dir) else base / gt_dir
+    rows: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            errors.append((1, missing[0], f"the header lacks column(s) {missing}",
+                           f"a training CSV has the columns {', '.join(CSV_COLUMNS)}"))
+            return rows
+        for row in reader:
+            line = reader.line_num
+            cell = {k: (v.strip() if isinstance(v, str) and v.strip() and v.strip().lower() != "nan" else None)
+                    for k, v in row.items() if k is not None}
+            if not any(cell.values()):
+                continue
+            released = cell.get("task_name")
+            task = CSV_TASK_NAMES.get(released, released)
+            refs = [r.strip() for r in (cell.get("ref_image_path") or "").split(",") if r.strip()]
+            src = cell.get("src_video_path")
+            if released == "reference" and refs:
+                clip = os.path.basename(refs[0]).split(".")[0].split("_")[0] + ".mp4"
+            else:
+                clip = os.path.basename(src) if src else None
+            takes_control = task in TASKS and "control" in TASKS[task]
+            meta = {k: v for k, v in cell.items() if k not in CSV_COLUMNS and v is not None}
+            if src and not takes_control:
+                meta["src_video_path"] = src
+            obj = {"caption": cell.get("internvl_short"), "task": task, "video": str(gt / clip) if clip else None,
+                   "control": src if takes_control else None, "mask": cell.get("mask_video_path"),
+                   "references": refs, "meta": meta}
+            rows.append((line, json.dumps(obj)))
+    return rows
+
+
+def read_manifest(path: str | os.PathLike, check_files: bool = True,
+                  gt_dir: str | os.PathLike | None = None) -> list[ManifestSample]:
+    """Parse and validate a JSON Lines manifest, or the released training CSV (``*.csv``, :data:`CSV_COLUMNS`,
+    ground-truth clips in ``gt_dir``, see :func:`_csv_rows`); raises :class:`ManifestError` listing every bad line.
 
     ``check_files=False`` skips the existence checks (for huge manifests on slow storage).
     """
     path = Path(path)
     if not path.is_file():
-        raise VDOTInputError(str(path), "manifest file not found", "give the path of a .jsonl manifest")
+        raise VDOTInputError(str(path), "manifest file not found", "give the path of a .jsonl manifest (or a training .csv)")
     base = path.resolve().parent
     samples: list[ManifestSample] = []
     errors: list[tuple[int, str, str, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            sample = _parse_line(text, line_no, base, check_files, errors)
-            if sample is not None:
-                samples.append(sample)
+    if path.suffix.lower() == ".csv":
+        lines = _csv_rows(path, gt_dir, base, errors)
+    else:
+        with open(path, encoding="utf-8") as f:
+            lines = [(n, text) for n, text in enumerate(f, start=1) if text.strip()]
+    for line_no, text in lines:
+        sample = _parse_line(text, line_no, base, check_files, errors)
+        if sample is not None:
+            samples.append(sample)
     if errors:
         raise ManifestError(path, errors)
     if not samples:
@@ -279,6 +337,7 @@ class ManifestDataset(Dataset):
         width: int,
         tasks: Sequence[str] | None = None,
         check_files: bool = True,
+        gt_dir: str | os.PathLike | None = None,
     ):
         if num_frames < 1 or (num_frames - 1) % 4:
             raise VDOTInputError("num_frames", f"{num_frames} is not 4k+1", "use 17, 33, 49, 81 ...")
@@ -286,7 +345,7 @@ class ManifestDataset(Dataset):
             raise VDOTInputError("height/width", f"{height}x{width} is not a multiple of 16", "use e.g. 480x832")
         self.path = Path(path)
         self.num_frames, self.height, self.width = num_frames, height, width
-        samples = read_manifest(path, check_files=check_files)
+        samples = read_manifest(path, check_files=check_files, gt_dir=gt_dir)
         if tasks is not None:
             unknown = sorted(set(tasks) - set(TASKS))
             if unknown:

@@ -12,6 +12,9 @@ and the loss is the stop-gradient MSE whose gradient w.r.t. ``x̂0`` equals ``g 
 
     L_DMD = ½ · mean((x̂0 - sg(x̂0 - g))²)
 
+The released VDOT code instead weights by the noise level (``normalizer="sigma"``, its
+``bi_dmd_gan.py`` ``_compute_kl_grad``): ``g_b = (f_b − r_b)·σ_b`` with ``σ_b = t_b/1000``, no mean-abs term.
+
 Everything is computed in fp64 by default (fp32 at least): the normaliser and the difference of two
 nearly equal predictions are precision-sensitive, and bf16 here visibly biases the update.
 """
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["dmd_normalizer", "dmd_gradient", "stopgrad_mse", "dmd_loss"]
+__all__ = ["DMD_NORMALIZERS", "dmd_normalizer", "dmd_gradient", "stopgrad_mse", "dmd_loss"]
+
+DMD_NORMALIZERS = ("meanabs", "sigma")
 
 
 def dmd_normalizer(x0_gen: torch.Tensor, real_x0: torch.Tensor, *, eps: float = 1e-8,
@@ -53,28 +58,41 @@ def stopgrad_mse(x0_gen: torch.Tensor, grad: torch.Tensor, *,
 
 
 def dmd_loss(x0_gen: torch.Tensor, fake_x0: torch.Tensor, real_x0: torch.Tensor, *,
+             normalizer: str = "meanabs", sigma: torch.Tensor | None = None,
              eps: float = 1e-8, dtype: torch.dtype = torch.float64
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """DMD generator loss ``L = ½·mean((x̂0 - sg(x̂0 - g))²)``, ``g = (f - r)/mean|x̂0 - r|``.
+    """DMD generator loss ``L = ½·mean((x̂0 - sg(x̂0 - g))²)``.
 
     Args:
         x0_gen: generator output x̂0 ``[B, ...]`` (carries the generator's graph).
         fake_x0, real_x0: fake / real score x0-predictions at the same x_t (treated as constants).
-        eps: floor of the per-sample normaliser.
+        normalizer: ``"meanabs"`` — ``g = (f - r)/mean|x̂0 - r|`` per sample (DMD paper, Self-Forcing);
+            ``"sigma"`` — ``g = (f - r)·σ`` per sample (the released VDOT code), ``sigma`` ``[B]`` required.
+        eps: floor of the mean-abs normaliser.
         dtype: compute dtype (fp64 default; pass fp32 to save memory, never bf16).
 
     Returns:
         ``(loss, logs)``: the scalar loss in ``dtype`` and detached diagnostics
         ``dmd_grad_norm`` (‖g‖₂ over the batch), ``dmd_grad_abs_mean`` (mean|g|) and
-        ``dmd_normalizer`` (mean over samples of mean|x̂0 - r|).
+        ``dmd_normalizer`` (mean over samples of the factor dividing ``f - r``).
     """
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dmd_loss must be computed in fp32 or fp64, got {dtype}")
     if not (x0_gen.shape == fake_x0.shape == real_x0.shape):
         raise ValueError(f"shape mismatch: {tuple(x0_gen.shape)}, {tuple(fake_x0.shape)}, "
                          f"{tuple(real_x0.shape)}")
-    norm = dmd_normalizer(x0_gen, real_x0, eps=eps, dtype=dtype)
-    g = torch.nan_to_num((fake_x0.detach().to(dtype) - real_x0.detach().to(dtype)) / norm)
+    diff = fake_x0.detach().to(dtype) - real_x0.detach().to(dtype)
+    if normalizer == "meanabs":
+        norm = dmd_normalizer(x0_gen, real_x0, eps=eps, dtype=dtype)
+        g = torch.nan_to_num(diff / norm)
+    elif normalizer == "sigma":
+        if sigma is None:
+            raise ValueError("normalizer='sigma' needs the per-sample sigma")
+        s = torch.as_tensor(sigma, dtype=dtype, device=diff.device).reshape(-1, *([1] * (diff.ndim - 1)))
+        norm = 1.0 / s
+        g = torch.nan_to_num(diff * s)
+    else:
+        raise ValueError(f"normalizer must be one of {DMD_NORMALIZERS}, got {normalizer!r}")
     loss = stopgrad_mse(x0_gen, g, dtype=dtype)
     logs = {
         "dmd_grad_norm": g.norm().detach(),
