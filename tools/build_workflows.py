@@ -518,7 +518,10 @@ def to_ui(g: Graph) -> dict:
 
 def render(task: str) -> tuple[str, str]:
     """(UI JSON, API JSON) text of ``vdot_<task>.json``."""
-    g = describe_native() if f"vdot_{task}" == NATIVE_WORKFLOW else describe(task)
+    if task in EXTRA_WORKFLOWS:
+        g = EXTRA_WORKFLOWS[task]()
+    else:
+        g = describe_native() if f"vdot_{task}" == NATIVE_WORKFLOW else describe(task)
     return (json.dumps(to_ui(g), indent=2, ensure_ascii=False) + "\n",
             json.dumps(to_api(g), indent=2, ensure_ascii=False) + "\n")
 
@@ -528,7 +531,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a file would change")
     args = parser.parse_args(argv)
     stale = []
-    for task in [*TASKS, NATIVE_WORKFLOW.removeprefix("vdot_")]:
+    for task in [*TASKS, NATIVE_WORKFLOW.removeprefix("vdot_"), *EXTRA_WORKFLOWS]:
         ui, api = render(task)
         for path, text in ((WORKFLOW_DIR / f"vdot_{task}.json", ui), (API_DIR / f"vdot_{task}.json", api)):
             if path.exists() and path.read_text(encoding="utf-8") == text:
@@ -540,6 +543,64 @@ def main(argv=None) -> int:
     print(f"{len(stale)} workflow file(s) {'differ' if args.check else 'written'}"
           + "".join(f"\n  {p.relative_to(ROOT)}" for p in stale))
     return 1 if (args.check and stale) else 0
+
+
+# --- the training-free 4-step baseline (VDOT paper, ablation row 1) -------------------------------
+
+LIGHTX2V_LORA = ("lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank32_bf16.safetensors",
+                 "https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/Lightx2v/"
+                 "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank32_bf16.safetensors")
+LORA_BASELINE_NOTE = f"""## Training-free 4-step baseline: Wan2.1-VACE-14B + a step-distilled T2V LoRA
+
+The VDOT paper's first ablation row: no VDOT training, just lightx2v's step- and CFG-distilled
+**Wan2.1-T2V-14B** LoRA on Wan2.1-VACE-14B, sampled in 4 steps at cfg 1. Compare it with your VDOT
+checkpoint on the same prompt and seed. The LoRA adapts only the Wan blocks it was trained on; the VACE
+blocks stay undistilled — the gap VDOT's stage 2 closes.
+
+**Set for the real 14B files** (they do not fit the embedded toy model). Sampler: preset `renoise` (x0 then
+fresh noise, 4 steps, shift 5 — how lightx2v-style distilled LoRAs are sampled), cfg 1.
+
+**Model links**
+- [wan2.1_vace_14B_fp16.safetensors]({MODEL_FILES['diffusion_models'][1]})
+- [wan_2.1_vae.safetensors]({MODEL_FILES['vae'][1]})
+- [umt5_xxl_fp16.safetensors]({MODEL_FILES['text_encoders'][1]})
+- [{LIGHTX2V_LORA[0]}]({LIGHTX2V_LORA[1]}) (rank 32; rank 64/128 files work the same)
+
+**Model storage location**
+```
+📂 ComfyUI/models/
+├── 📂 diffusion_models/  wan2.1_vace_14B_fp16.safetensors
+├── 📂 loras/             {LIGHTX2V_LORA[0]}
+├── 📂 text_encoders/     umt5_xxl_fp16.safetensors
+└── 📂 vae/               wan_2.1_vae.safetensors
+```
+Low on GPU memory? Set the model loader's precision to `fp8_e4m3fn` (the LoRA stays on the fly).
+"""
+
+
+def describe_lora_baseline_t2v() -> Graph:
+    """``vdot_lora_baseline_t2v.json``: the t2v graph on the real 14B files with VDOT LoRA Loader before the sampler."""
+    g = describe("t2v")
+    g.task = "lora_baseline_t2v"
+    real = {"VDOTModelLoader": ("model_name", "diffusion_models"), "VDOTVAELoader": ("vae_name", "vae"),
+            "VDOTTextEncoderLoader": ("text_encoder_name", "text_encoders")}
+    for node in g.nodes:
+        if node.type in real:
+            widget, kind = real[node.type]
+            node.widgets[widget] = MODEL_FILES[kind][0]
+    model = next(n.id for n in g.nodes if n.type == "VDOTModelLoader")
+    lora = g.add("VDOTLoraLoader", "Load models", {"lora_name": LIGHTX2V_LORA[0], "strength": 1.0, "apply": "on_the_fly"},
+                 {"model": (model, 0)}, height=130,
+                 properties={"models": [{"name": LIGHTX2V_LORA[0], "url": LIGHTX2V_LORA[1], "directory": "loras"}]})
+    sampler = next(n for n in g.nodes if n.type == "VDOTSampler")
+    sampler.links["model"] = (lora, 0)
+    sampler.widgets.update(preset="renoise", steps=0, shift=0.0, cfg=1.0)  # renoise's own: 4 steps, shift 5
+    next(n for n in g.nodes if n.type == "VDOTSaveVideo").widgets["filename_prefix"] = "VDOT/lora_baseline_t2v"
+    g.notes[0] = ("MarkdownNote", "Models", LORA_BASELINE_NOTE, g.notes[0][3], g.notes[0][4])
+    return g
+
+
+EXTRA_WORKFLOWS = {"lora_baseline_t2v": describe_lora_baseline_t2v}
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ class ModelsConfig:
     (a shipped name such as ``wan2.1_vace_14b_transformer.json`` or a path)."""
     generator_init: str | None = None
     """Stage 2: the stage-1 generator export; its Wan blocks replace the teacher's in the generator (AccWanInit)."""
+    generator_init_lora: str | None = None
+    """Stage 2: AccWanInit from a step-distilled Wan2.1 T2V LoRA instead of (or after) ``generator_init``:
+    ``FILE`` or ``FILE:STRENGTH`` (default 1), any format ``vdot_nodes.core.lora`` reads (ComfyUI/Kijai
+    ``lora_down``/``lora_up``/``alpha``/``diff``/``diff_b``, musubi/kohya, diffusers). Merged into the generator's
+    Wan part only; the VACE blocks keep the teacher's weights."""
     vae: str = "tiny"
     """Wan2.1 VAE (encodes VCU conditions and the GAN's real videos)."""
     text_encoder: str = "tiny"

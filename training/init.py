@@ -23,7 +23,8 @@ from vdot_nodes.core.models import _require_kind, _Source
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VACE_ONLY_PREFIXES", "init_vace_from_t2v", "load_t2v_state_dict", "t2v_config_from_vace", "vace_only_keys"]
+__all__ = ["VACE_ONLY_PREFIXES", "init_vace_from_t2v", "init_vace_from_t2v_lora", "load_t2v_state_dict",
+           "t2v_config_from_vace", "vace_only_keys"]
 
 # Parameters that exist only in the VACE model: the context branch and its patch embedding.
 VACE_ONLY_PREFIXES = ("vace_blocks.", "vace_patch_embedding.")
@@ -163,3 +164,31 @@ def _to_diffusers_names(state: dict, input_name: str) -> dict:
 
     renamed = _convert_names(list(state), "transformer")  # diffusers name -> original name
     return {new: state[old] for new, old in renamed.items()}
+
+
+@torch.no_grad()
+def init_vace_from_t2v_lora(vace_model, lora, strength: float = 1.0, *, input_name: str = "generator_init_lora"):
+    """AccWanInit from a T2V LoRA: merge it into the Wan part of ``vace_model`` in place.
+
+    ``lora``: a safetensors path or a :class:`vdot_nodes.core.lora.LoraFile`. A step-distilled T2V LoRA (e.g. lightx2v's) carries the
+    change that makes Wan2.1 T2V few-step; merged into the VACE model's Wan blocks it gives the
+    generator AccWanInit's start, while ``vace_blocks`` / ``vace_patch_embedding`` keep their weights
+    (a LoRA entry for them is left out and listed in the report). Names and shapes of every entry
+    are checked before the first weight changes (:func:`vdot_nodes.core.lora.apply_loras`). Call it
+    on the full model, before ``shard_model``. Returns the :class:`LoraReport`.
+    """
+    from vdot_nodes.core import lora as lora_mod
+
+    if not isinstance(lora, lora_mod.LoraFile):
+        lora = lora_mod.read_lora(lora, input_name)
+    model = getattr(vace_model, "_orig_mod", vace_model)
+    if not any(k.startswith("vace_blocks.") for k, _ in model.named_parameters()):
+        raise VDOTInputError("vace_model", f"{type(model).__name__} has no vace_blocks", "pass a WanVACETransformer3DModel")
+    # Merging into fp8 storage would lose the LoRA: the trainer's generator is fp32/bf16, so merge.
+    (report,) = lora_mod.apply_loras(model, [lora_mod.LoraSpec(lora, float(strength), "merge")],
+                                     exclude_prefixes=VACE_ONLY_PREFIXES, input_name=input_name).reports
+    if not report.merged:
+        raise VDOTInputError(input_name, f"{lora.name} changes only VACE-only modules ({', '.join(report.excluded[:3])})",
+                             "use a Wan2.1 T2V LoRA (it changes blocks.N.*)")
+    logger.info("AccWanInit from LoRA: %s", report.summary())
+    return report

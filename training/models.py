@@ -157,6 +157,15 @@ def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
         from .init import init_vace_from_t2v
 
         report = init_vace_from_t2v(generator, cfg.resolve(cfg.models.generator_init), input_name="models.generator_init")
+    if cfg.models.generator_init_lora:
+        if cfg.stage != 2:
+            raise VDOTInputError("models.generator_init_lora", "AccWanInit is a stage-2 step", "remove it in stage 1")
+        from .init import init_vace_from_t2v_lora
+        from vdot_nodes.core.lora import parse_lora_arg
+
+        path, strength = parse_lora_arg(cfg.models.generator_init_lora, "models.generator_init_lora")
+        lora_report = init_vace_from_t2v_lora(generator, cfg.resolve(path), strength, input_name="models.generator_init_lora")
+        report = {**(report or {}), "lora": lora_report}
     teacher = teacher.to(_DTYPES[cfg.models.teacher_precision]).requires_grad_(False).eval()
     set_trainable(generator, cfg.models.trainable)
     fake_score.requires_grad_(True)

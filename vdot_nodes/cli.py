@@ -47,7 +47,14 @@ def _add_generate_parser(sub) -> None:
     inputs.add_argument("--box", type=_int_list, metavar="X0,Y0,X1,Y1", help="inpaint: box to regenerate instead of --mask")
     shape = p.add_argument_group("output shape")
     shape.add_argument("--frames", type=int, help="frame count, 4k+1 (default: from the control/source video, up to "
-                                                   "81 (17 on the embedded toy model); else 81 / 17 toy)")
+                                                   "81 (17 on the embedded toy model); else 81 / 17 toy); more than "
+                                                   "--window frames are made as chained extension windows")
+    shape.add_argument("--window", type=int, default=81,
+                       help="long video: frames per window, 4k+1 (default 81, what Wan/VDOT were trained on)")
+    shape.add_argument("--overlap", type=int, default=17,
+                       help="long video: at least this many frames of the previous window are kept in the next (default 17)")
+    shape.add_argument("--no-colour-match", dest="colour_match", action="store_false",
+                       help="long video: do not match each window's colours to the frames already made")
     shape.add_argument("--height", type=int,
                        help="height, multiple of 16 (default: the control/source video's aspect ratio at area 480·832 "
                             "(64·64 toy), else 480 / 64 toy); the video is resized to cover and centre-cropped")
@@ -77,6 +84,9 @@ def _add_generate_parser(sub) -> None:
     model.add_argument("--text-encoder", help="UMT5 text encoder: .safetensors file or diffusers folder")
     model.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2"],
                        help="transformer weight precision (default bf16; fp8 = fp8 storage, bf16 compute)")
+    model.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                       help="Wan LoRA (.safetensors: ComfyUI/Kijai, musubi/kohya or diffusers format) merged into the "
+                       "transformer, applied on the fly with fp8 storage; strength default 1; repeatable")
     model.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available)")
     model.add_argument("--offload", choices=["model", "none"], default="model",
                        help="model = each component on the device only while it runs (default)")
@@ -251,6 +261,8 @@ def cmd_generate(args) -> int:
     except VDOTInputError as exc:  # name the flag, as the other checks do
         raise VDOTInputError(CLI_NAMES.get(exc.input_name, f"--{exc.input_name}"), exc.problem, exc.fix) from None
     vcu = build_vcu_from_args(args)
+    windows = _plan_long_video(args)
+    loras = _read_loras(args)
     started = time.perf_counter()
     cache_dir = None
     if not args.no_prompt_cache:
@@ -260,26 +272,33 @@ def cmd_generate(args) -> int:
     prompts = (args.prompt,) + ((args.negative_prompt,) if args.cfg != 1.0 else ())
     pipe = load_pipeline(args.model, args.vae, args.text_encoder, precision=args.precision,
                          text_precision=args.text_precision, device=args.device, offload=args.offload, lazy=True,
-                         prompt_cache_dir=cache_dir, plan_shape=(args.frames, args.height, args.width),
+                         prompt_cache_dir=cache_dir, plan_shape=(windows[0].length, args.height, args.width),
                          plan_prompts=prompts, num_videos=args.num_videos, cfg=args.cfg, ram_budget_gb=args.ram_budget,
                          vram_budget_gb=args.vram_budget, attention=args.attention, compile_blocks=args.compile,
-                         fp8_matmul=args.fp8_matmul)
+                         fp8_matmul=args.fp8_matmul, loras=loras)
     if pipe.memory_plan is not None:
         print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
     if pipe.is_toy:
         hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise, its default)"
         print(f"vdot: no --model given, using {default_model_description()}{hint}", file=sys.stderr)
-    with tqdm(total=preset.steps, desc=f"{args.task} ({preset.name})", unit="step") as bar:
+    desc = f"{args.task} ({preset.name}" + (f", {len(windows)} windows)" if len(windows) > 1 else ")")
+    with tqdm(total=preset.steps * len(windows), desc=desc, unit="step") as bar:
         def progress(done, _total):
             bar.update(done - bar.n)
 
-        videos = pipe.generate(
-            vcu, seed=args.seed, num_videos=args.num_videos, preset=preset, cfg=args.cfg,
-            control_scale=args.control_scale, progress=progress,
-            vae_progress=lambda phase, done: bar.set_postfix_str(f"VAE {phase} chunk {done}"),
-        )
+        common = dict(preset=preset, cfg=args.cfg, control_scale=args.control_scale, progress=progress,
+                      vae_progress=lambda phase, done: bar.set_postfix_str(f"VAE {phase} chunk {done}"))
+        if len(windows) > 1:
+            from .core.long_video import generate_long_video
+
+            videos = generate_long_video(pipe, vcu, window=args.window, overlap=args.overlap,
+                                         colour_match=args.colour_match, seed=args.seed, **common).unsqueeze(0)
+        else:
+            videos = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, **common)
     if pipe.speed_notes:
         print(f"vdot: ran with {', '.join(pipe.speed_notes)}", file=sys.stderr)
+    for report in pipe.lora_reports:  # a lazy pipeline loads the transformer (and applies the LoRAs) while sampling
+        print(f"vdot: {report.summary()}", file=sys.stderr)
     written = []
     for video, target in zip(videos, numbered_outputs(args.out, args.num_videos)):
         written.append(write_output(video, target, fps=args.fps, overwrite=args.overwrite))
@@ -287,6 +306,42 @@ def cmd_generate(args) -> int:
     for path in written:
         print(f"wrote {path} ({videos.shape[1]} frames, {videos.shape[3]}x{videos.shape[2]}) in {elapsed:.1f}s")
     return 0
+
+
+def _plan_long_video(args):
+    """The windows of ``--frames`` (one unless it exceeds ``--window``), checked before any model loads."""
+    from .core.long_video import plan_windows
+
+    try:
+        windows = plan_windows(args.frames, args.window, args.overlap)
+    except VDOTInputError as exc:  # name the flag
+        raise VDOTInputError(f"--{exc.input_name}", exc.problem, exc.fix.replace("use e.g.", "use e.g. --overlap")
+                             if exc.input_name == "overlap" else exc.fix) from None
+    from .core.validate import MAX_SEED
+
+    if args.seed + len(windows) - 1 > MAX_SEED:  # window i uses seed + i
+        raise VDOTInputError("--seed", f"{args.seed} + {len(windows) - 1} (one seed per window) passes 2^64 - 1",
+                             f"use a seed of at most {MAX_SEED - len(windows) + 1}")
+    if len(windows) > 1 and args.num_videos != 1:
+        raise VDOTInputError("--num-videos", f"a long video (--frames {args.frames} > --window {args.window}) is made "
+                             "one at a time", "use --num-videos 1 and run again with another --seed")
+    return windows
+
+
+def _read_loras(args) -> list:
+    """Every ``--lora FILE[:STRENGTH]`` read and checked against the transformer's architecture (from the
+    checkpoint's header) before the model loads."""
+    if not args.lora:
+        return []
+    from .core.components import TOY_DIR, TOY_FILES, toy_checkpoints_available
+    from .core.lora import LoraSpec, check_lora_for_checkpoint, parse_lora_arg, read_lora
+
+    loras = [LoraSpec(read_lora(path, input_name="--lora"), strength)
+             for path, strength in (parse_lora_arg(text) for text in args.lora)]
+    checkpoint = args.model or (TOY_DIR / TOY_FILES["transformer"] if toy_checkpoints_available() else None)
+    if checkpoint is not None:
+        check_lora_for_checkpoint(checkpoint, loras, input_name="--lora")
+    return loras
 
 
 def cmd_tasks(args) -> int:

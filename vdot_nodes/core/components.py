@@ -8,6 +8,7 @@ pipeline says so (``is_toy``), and the CLI prints it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -50,6 +51,7 @@ def load_pipeline(
     attention: str = "sdpa",
     compile_blocks: bool = False,
     fp8_matmul: bool = False,
+    loras: Sequence = (),
 ) -> VDOTPipeline:
     """Load the transformer, VAE and text encoder (each a file or a diffusers folder).
 
@@ -64,9 +66,13 @@ def load_pipeline(
     before anything loads, and on a GPU the VRAM budget decides how many blocks stay resident
     (block swap). The plan is kept as ``pipeline.memory_plan``; what the speed options ran as
     ``pipeline.speed_notes``.
+
+    ``loras``: ``(file or LoraFile, strength)`` pairs applied to the transformer each time it loads
+    (merged, or on the fly when it is stored in fp8; :mod:`vdot_nodes.core.lora`); their reports are in
+    ``pipeline.lora_reports``.
     """
     if model is None and vae is None and text_encoder is None:
-        return default_pipeline(device=device, offload=offload)
+        return _with_loras(default_pipeline(device=device, offload=offload), loras)
     if model is None:
         raise VDOTInputError("model", "a VAE or text encoder was given but no transformer", "pass --model too")
     from . import models
@@ -101,11 +107,16 @@ def load_pipeline(
                            num_videos=num_videos, cfg=cfg, ram_budget_gb=ram_budget_gb, vram_budget_gb=vram_budget_gb,
                            prompt_cached=cached, text_stream=lazy)
     speed_notes: list[str] = []
+    lora_reports: list = []
 
     def load_transformer():
         from .speed import apply_speed_options
 
         module = models.load_transformer(model, precision=precision)
+        if loras:  # before the speed options (compile) see the module; a lazy pipeline reloads, so re-applied
+            from .lora import apply_loras
+
+            lora_reports[:] = apply_loras(module, loras, input_name="--lora").reports
         speed_notes[:] = apply_speed_options(module, run_device, attention=attention, compile_blocks=compile_blocks,
                                              fp8_matmul=fp8_matmul)
         return module
@@ -126,6 +137,15 @@ def load_pipeline(
         pipe = VDOTPipeline(load_transformer(), vae_model, encoder, tokenizer, device=run_device, offload=offload,
                             prompt_cache=cache, resident_blocks=resident)
     pipe.memory_plan, pipe.speed_notes = plan, speed_notes
+    pipe.lora_reports = lora_reports
+    return pipe
+
+
+def _with_loras(pipe: VDOTPipeline, loras: Sequence) -> VDOTPipeline:
+    if loras:
+        from .lora import apply_loras
+
+        pipe.lora_reports = apply_loras(pipe.transformer, loras, input_name="--lora").reports
     return pipe
 
 

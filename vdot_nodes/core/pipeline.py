@@ -118,6 +118,7 @@ class VDOTPipeline:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.offload = offload == "model"
         self.is_toy = is_toy
+        self.lora_reports: list = []  # what load_pipeline(loras=...) applied (vdot_nodes.core.lora)
         if (transformer is not None or transformer_config is not None) and vae is not None:
             self._check_vae_matches_transformer()
 

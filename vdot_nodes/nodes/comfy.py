@@ -19,7 +19,7 @@ from pathlib import Path
 from ..core.errors import VDOTInputError
 
 EMBEDDED = "vdot-toy (embedded)"
-MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators")
+MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators", "loras")
 EXAMPLES_PREFIX = "vdot_examples/"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".avi")
@@ -110,7 +110,7 @@ def list_models(kind: str) -> list[str]:
             names = _scan(models_dir() / kind, extensions)
     except VDOTInputError:
         names = []
-    return ([EMBEDDED] if kind != "vdot_annotators" else []) + names
+    return ([EMBEDDED] if kind not in ("vdot_annotators", "loras") else []) + names
 
 
 def list_model_folders(kind: str = "diffusion_models") -> list[str]:

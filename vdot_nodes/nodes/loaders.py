@@ -29,6 +29,7 @@ class LoadedModel:
     tokenizer: Any = None
     is_toy: bool = False
     vram_budget_gb: float = 0.0  # Model Loader: GPU memory the sampler may use (0 = no limit, no block swap)
+    loras: tuple = ()  # VDOT LoRA Loader's LoraSpecs, applied by the samplers while they run
 
 
 # The last thing each loader loaded: a re-run with the same file and precision reuses it

@@ -20,6 +20,7 @@ from ..core.sampling import (
 )
 from ..core.validate import MAX_NUM_VIDEOS, MAX_SEED, validate_generate
 from . import comfy
+from .lora import lora_context
 
 # The semantic input names of core.validate as this node shows them: the shape comes from the VCU
 # input, every other name is the socket's own.
@@ -105,12 +106,13 @@ class VDOTSampler:
                                            num_videos * (2 if cfg != 1.0 else 1))
         pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
                             offload="model" if model.offload else "none", is_toy=model.is_toy)
-        frames = pipe.generate(
-            vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
-            control_scale=control_scale, denoise=denoise, init_frames=init_frames,
-            prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
-            progress=comfy.make_progress(preset.steps, "VDOT Sampler"), cancel=comfy.make_cancel(),
-        )
+        with lora_context(model):
+            frames = pipe.generate(
+                vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
+                control_scale=control_scale, denoise=denoise, init_frames=init_frames,
+                prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
+                progress=comfy.make_progress(preset.steps, "VDOT Sampler"), cancel=comfy.make_cancel(),
+            )
         return (frames.reshape(-1, *frames.shape[2:]),)
 
 
