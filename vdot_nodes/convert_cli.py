@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .core.errors import VDOTInputError
+from .core.errors import VDOTInputError, one_line_parser_class, run_subcommand
 
 PROG = "vdot convert"
 
@@ -43,13 +43,7 @@ its source dtype.
 example: vdot convert ~/Downloads/VDOT ComfyUI/models/vdot --dtype bf16"""
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2 (argparse would print the whole usage)
-        raise _UsageError(message)
+_Parser = one_line_parser_class()  # errors are one line, exit status 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,21 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 def convert_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vdot convert``; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(argv)
-    except _UsageError as exc:
-        print(f"{PROG}: error: {exc} (see {PROG} --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    try:
-        return _run(args)
-    except VDOTInputError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the file being written was removed, finished files are complete", file=sys.stderr)
-        return 130
+    return run_subcommand(PROG, build_parser(), argv, _run,
+                          "interrupted; the file being written was removed, finished files are complete")
 
 
 def _sources(src: Path) -> list[tuple[str | None, Path]]:

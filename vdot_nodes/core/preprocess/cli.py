@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import VDOTCancelled, VDOTInputError
+from ..errors import VDOTInputError, one_line_parser_class, run_subcommand
 from . import PREPROCESSORS, resolve_name, run_preprocessor
 from ..validate import validate_preprocess
 from .video_ops import DEFAULT_BATCH_SIZE, fit_video
@@ -33,13 +33,7 @@ KIND_OPTIONS = {
 }
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        raise _UsageError(message)
+_Parser = one_line_parser_class()  # errors are one line, exit status 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,21 +163,7 @@ def _run(args) -> int:
 def preprocess_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vdot preprocess``; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(argv)
-    except _UsageError as exc:
-        print(f"{PROG}: error: {exc} (see {PROG} --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    try:
-        return _run(args)
-    except VDOTInputError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except (VDOTCancelled, KeyboardInterrupt):
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_subcommand(PROG, build_parser(), argv, _run)
 
 
 if __name__ == "__main__":
