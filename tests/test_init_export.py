@@ -179,5 +179,5 @@ def test_comfy_export_loads_through_the_model_loader_node(tmp_path, monkeypatch)
     monkeypatch.setattr(comfy, "_fallback_root", tmp_path)
     monkeypatch.setattr(loaders, "_CACHE", {})
     (loaded,) = loaders.VDOTModelLoader().load("vdot_custom.safetensors", "fp32", "none")
-    assert loaded.module.config.vace_layers == [0] and not loaded.is_toy
+    assert loaded.module.config.vace_layers == [0]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.module.state_dict().items())

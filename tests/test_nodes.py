@@ -238,7 +238,7 @@ def test_loader_reads_a_file_from_the_models_folder(root):
     (model,) = call("VDOTModelLoader", model_name="mine.safetensors", precision="fp32", offload="none")
     ref = build_tiny_transformer(seed=4)
     assert torch.equal(model.module.patch_embedding.weight, ref.patch_embedding.weight)
-    assert model.offload is False and not model.is_toy
+    assert model.offload is False
 
 
 def test_fit_video_and_image_to_mask(root):

@@ -278,7 +278,7 @@ def cmd_generate(args) -> int:
                          fp8_matmul=args.fp8_matmul, loras=loras)
     if pipe.memory_plan is not None:
         print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
-    if pipe.is_toy:
+    if is_toy:
         hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise, its default)"
         print(f"vdot: no --model given, using {default_model_description()}{hint}", file=sys.stderr)
     desc = f"{args.task} ({preset.name}" + (f", {len(windows)} windows)" if len(windows) > 1 else ")")

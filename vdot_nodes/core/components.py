@@ -2,8 +2,8 @@
 
 The one place the CLI and the nodes turn "which weights?" into models. With no paths, the embedded
 default is used: the toy-world checkpoints shipped in ``vdot_nodes/assets/toy`` when present, else
-tiny randomly initialised components (noise-like output, for trying the plumbing). Either way the
-pipeline says so (``is_toy``), and the CLI prints it.
+tiny randomly initialised components (noise-like output, for trying the plumbing); the CLI says
+which (:func:`default_model_description`).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def default_pipeline(device: str | None = None, offload: str = "model") -> VDOTP
         transformer = models.load_transformer(TOY_DIR / TOY_FILES["transformer"], precision="fp32")
         vae = models.load_vae(TOY_DIR / TOY_FILES["vae"], precision="fp32")
         encoder, tokenizer = models.load_text_encoder(TOY_DIR / TOY_FILES["text_encoder"], precision="fp32")
-        return VDOTPipeline(transformer, vae, encoder, tokenizer, device=device or "cpu", offload=offload, is_toy=True)
+        return VDOTPipeline(transformer, vae, encoder, tokenizer, device=device or "cpu", offload=offload)
     from .tiny import build_tiny_text_encoder, build_tiny_tokenizer, build_tiny_transformer, build_tiny_vae
 
     with torch.no_grad():
@@ -167,5 +167,4 @@ def default_pipeline(device: str | None = None, offload: str = "model") -> VDOTP
             build_tiny_tokenizer(),
             device=device or "cpu",
             offload=offload,
-            is_toy=True,
         )

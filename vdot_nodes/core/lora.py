@@ -97,7 +97,6 @@ class LoraFile:
     format: str  # "comfy" | "kohya" | "diffusers" (the majority of its keys)
     stems: dict[str, ModulePatch]  # file stem (prefix stripped) -> patch; resolved against a model later
     unknown_keys: list[str]  # keys with no LoRA role (e.g. DoRA scales, LoCon mids)
-    metadata_alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +224,7 @@ def lora_from_state_dict(tensors: dict[str, torch.Tensor], name: str = "<lora>",
             if patch.alpha is None and patch.down is not None:
                 patch.alpha = alpha
     fmt = max(votes, key=votes.get)
-    return LoraFile(name, fmt, stems, unknown, alpha)
+    return LoraFile(name, fmt, stems, unknown)
 
 
 def _metadata_alpha(metadata: dict) -> float | None:

@@ -27,7 +27,6 @@ class LoadedModel:
     name: str
     offload: bool = True
     tokenizer: Any = None
-    is_toy: bool = False
     vram_budget_gb: float = 0.0  # Model Loader: GPU memory the sampler may use (0 = no limit, no block swap)
     loras: tuple = ()  # VDOT LoRA Loader's LoraSpecs, applied by the samplers while they run
 
@@ -91,7 +90,7 @@ class VDOTModelLoader:
 
     def load(self, model_name, precision, offload, ram_budget_gb=0.0, vram_budget_gb=0.0):
         if model_name == comfy.EMBEDDED:
-            module, is_toy = _embedded().transformer, True
+            module = _embedded().transformer
         else:
             path = comfy.model_path("diffusion_models", model_name)
             if ram_budget_gb:
@@ -102,8 +101,7 @@ class VDOTModelLoader:
                         f"{ram_budget_gb:g} GB budget", "choose precision fp8_e4m3fn (half of bf16) or raise the budget")
             module = _cached("transformer", (str(path), precision),
                              lambda: models.load_transformer(path, precision=precision, input_name="model_name"))
-            is_toy = False
-        return (LoadedModel(module, model_name, offload == "model", is_toy=is_toy, vram_budget_gb=vram_budget_gb),)
+        return (LoadedModel(module, model_name, offload == "model", vram_budget_gb=vram_budget_gb),)
 
 
 class VDOTVAELoader:
@@ -125,7 +123,7 @@ class VDOTVAELoader:
 
     def load(self, vae_name, precision):
         if vae_name == comfy.EMBEDDED:
-            return (LoadedModel(_embedded().vae, vae_name, is_toy=True),)
+            return (LoadedModel(_embedded().vae, vae_name),)
         path = comfy.model_path("vae", vae_name, "vae_name")
         module = _cached("vae", (str(path), precision),
                          lambda: models.load_vae(path, precision=precision, input_name="vae_name"))
@@ -154,7 +152,7 @@ class VDOTTextEncoderLoader:
     def load(self, text_encoder_name, precision):
         if text_encoder_name == comfy.EMBEDDED:
             pipe = _embedded()
-            return (LoadedModel(pipe.text_encoder, text_encoder_name, tokenizer=pipe.tokenizer, is_toy=True),)
+            return (LoadedModel(pipe.text_encoder, text_encoder_name, tokenizer=pipe.tokenizer),)
         path = comfy.model_path("text_encoders", text_encoder_name, "text_encoder_name")
         encoder, tokenizer = _cached(
             "text_encoder", (str(path), precision),

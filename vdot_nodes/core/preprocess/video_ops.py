@@ -108,12 +108,9 @@ def _crop_or_pad(video: torch.Tensor, height: int, width: int, mode: str, fill: 
 
         return fit_clip(video, height, width)
     src_h, src_w = video.shape[1:3]
-    scale = (max if mode == "crop" else min)(height / src_h, width / src_w)
+    scale = min(height / src_h, width / src_w)
     h, w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
     video = resize_frames(video, h, w)
-    if mode == "crop":
-        top, left = (h - height) // 2, (w - width) // 2
-        return video[:, top:top + height, left:left + width].contiguous()
     out = torch.full((video.shape[0], height, width, video.shape[3]), fill, dtype=video.dtype)
     top, left = (height - h) // 2, (width - w) // 2
     out[:, top:top + h, left:left + w] = video
