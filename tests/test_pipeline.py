@@ -16,11 +16,8 @@ F, H, W = 9, 32, 48
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return VDOTPipeline(
-        build_tiny_transformer(seed=1), build_tiny_vae(seed=2), build_tiny_text_encoder(seed=3), build_tiny_tokenizer(),
-        device="cpu",
-    )
+def pipe(tiny_pipeline):
+    return tiny_pipeline
 
 
 def masked_vcu(with_reference=False):

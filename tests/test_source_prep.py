@@ -20,14 +20,13 @@ from vdot_nodes.core.source_prep import (
     sample_frame_ids,
     soft_mask,
 )
-from vdot_nodes.core.tiny import build_tiny_transformer, build_tiny_vae
 from vdot_nodes.core.vcu import VCU, build_inpaint_vcu, place_on_white_canvas
 from vdot_nodes.core.video_io import constant_rate_timestamps, probe_video, write_frames, write_image, write_video
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return VDOTPipeline(build_tiny_transformer(seed=1), build_tiny_vae(seed=2), device="cpu", offload="none")
+def pipe(tiny_pipeline):
+    return tiny_pipeline
 
 
 def _numbered_video(path, num_frames, fps, height=16, width=16):
