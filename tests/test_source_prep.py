@@ -11,6 +11,7 @@ import torch
 from vdot_nodes.cli import build_parser, build_vcu_from_args, resolve_output_shape
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.pipeline import VDOTPipeline
+from vdot_nodes.core.preprocess.masks import image_to_mask
 from vdot_nodes.core.source_prep import (
     OFFICIAL_POLICY,
     TOY_POLICY,
@@ -18,7 +19,6 @@ from vdot_nodes.core.source_prep import (
     official_shape,
     plan_source,
     sample_frame_ids,
-    soft_mask,
 )
 from vdot_nodes.core.vcu import VCU, build_inpaint_vcu, place_on_white_canvas
 from vdot_nodes.core.video_io import constant_rate_timestamps, probe_video, write_frames, write_image, write_video
@@ -141,7 +141,7 @@ def test_soft_mask_is_channel0_mapped_like_the_official_code():
     frames = torch.zeros(1, 1, 5, 3, dtype=torch.uint8)
     frames[0, 0, :, 0] = u
     frames[0, 0, :, 1] = 255 - u  # other channels are ignored
-    soft = soft_mask(frames)[0, 0]
+    soft = image_to_mask(frames)[0, 0]
     expected = torch.clamp((u.float() / 127.5 - 1 + 1) / 2, 0, 1)
     assert torch.equal(soft, expected)
     assert (soft > 0.5).tolist() == [False, False, True, True, True]  # 128 is the first "generate" level
@@ -284,3 +284,51 @@ def test_training_clips_are_sampled_over_the_whole_clip_like_inference(tmp_path)
     # duration (16 + 17)/2/16 s; timestamps k·16.5/(16·4) s are in frame floor(k·4.125) = 4k
     assert _frame_indices(item["video"], levels) == [0, 4, 8, 12, 16]
     assert item["video"].shape == (5, 32, 32, 3)  # 32×64 covered and centre-cropped, not stretched
+
+
+def test_one_policy_every_front_end_prepares_a_clip_identically(tmp_path):
+    """One clip, mask and first frame through `vdot generate`, the training manifest, the nodes (Fit Video
+    crop, Image to Mask, the VCU nodes) and `vdot preprocess`'s fit: bit-identical pixels. A second resize
+    policy or image→mask conversion in any of them fails here."""
+    import json
+
+    from training.data.manifest import ManifestDataset, sample_to_vcu
+    from vdot_nodes.core.preprocess.video_ops import fit_video
+    from vdot_nodes.core.video_io import read_image, read_video
+    from vdot_nodes.nodes import NODE_CLASS_MAPPINGS
+
+    def node(name, **kw):
+        cls = NODE_CLASS_MAPPINGS[name]
+        return getattr(cls(), cls.FUNCTION)(**kw)[0]
+
+    g = torch.Generator().manual_seed(0)
+    clip, mask, first = tmp_path / "clip", tmp_path / "mask.png", tmp_path / "first.png"
+    write_frames(torch.rand(5, 40, 72, 3, generator=g), clip)  # 5 frames: every front end keeps all of them
+    write_image(torch.rand(40, 72, 3, generator=g), mask)  # soft everywhere: many levels near the threshold
+    write_image(torch.rand(64, 96, 3, generator=g), first)  # the output's aspect ratio, another size
+    size = ("--frames", 5, "--height", 32, "--width", 48)  # 40×72 → cover 32×48: resized and cropped
+
+    cli = build_vcu_from_args(_args("--task", "inpaint", "--source", clip, "--mask", mask, *size))
+    rows = [{"caption": "c", "task": "inpaint", "video": "clip", "mask": "mask.png"},
+            {"caption": "c", "task": "firstframe_depth", "video": "clip", "control": "clip", "first_frame": "first.png"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = ManifestDataset(tmp_path / "m.jsonl", num_frames=5, height=32, width=48)
+    train = sample_to_vcu(data[0])
+    assert cli.frames.shape == (5, 32, 48, 3) and 0 < cli.masks.mean() < 1
+    for field in ("frames", "masks", "soft_masks"):
+        assert torch.equal(getattr(train, field), getattr(cli, field)), field
+
+    frames = read_video(clip)[0]
+    fitted = node("VDOTFitVideo", images=frames, width=48, height=32, num_frames=5, mode="crop")
+    assert torch.equal(fitted, data[0]["video"])
+    assert torch.equal(fit_video(frames, height=32, width=48), fitted)  # vdot preprocess / run_preprocessor
+    mask_image = node("VDOTFitVideo", images=read_image(mask)[None], width=48, height=32, num_frames=1, mode="crop")
+    node_mask = node("VDOTImageToMask", images=mask_image, channel="red", threshold=0.5)
+    assert torch.equal(node_mask[0], cli.masks[0])
+    inpaint = node("VDOTVCUInpaint", source=fitted, threshold=0.5, mask=node_mask)
+    assert torch.equal(inpaint.frames, cli.frames) and torch.equal(inpaint.masks, cli.masks)
+
+    cli_ff = build_vcu_from_args(_args("--task", "firstframe_depth", "--control", clip, "--first-frame", first, *size))
+    train_ff = sample_to_vcu(data[1])
+    node_ff = node("VDOTVCUFirstFrameControl", control=fitted, first_frame=read_image(first)[None], kind="depth")
+    assert torch.equal(train_ff.frames, cli_ff.frames) and torch.equal(node_ff.frames, cli_ff.frames)

@@ -18,8 +18,9 @@ training clip loader:
 * **Resize to cover** with bicubic + antialias on the 8-bit frames (torch's uint8 kernel, as the
   official loader runs it), then centre crop with floor offsets (:func:`cover_crop`).
 * **Mask videos** use the same frame ids and crop; the mask is channel 0 mapped to
-  ``clamp((x/127.5 − 1 + 1)/2, 0, 1)`` and stays soft (:func:`soft_mask`); the 0.5 threshold is
-  applied where inactive/reactive are formed, the 64-channel mask input gets the soft values.
+  ``clamp((x/127.5 − 1 + 1)/2, 0, 1)`` and stays soft (``preprocess.masks.image_to_mask``, the one
+  image→mask conversion); the 0.5 threshold is applied where inactive/reactive are formed, the
+  64-channel mask input gets the soft values.
 * **References** go on a white canvas of the output size: ``vcu.place_on_white_canvas``.
 """
 
@@ -190,13 +191,6 @@ def unit_frames(frames_uint8: torch.Tensor) -> torch.Tensor:
     return frames_uint8.to(torch.float32).div_(255.0)
 
 
-def soft_mask(frames_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 mask frames ``[F, H, W, C]`` → soft mask ``[F, H, W]`` in 0..1: channel 0,
-    ``clamp(((x/127.5 − 1) + 1)/2, 0, 1)`` as the official ``prepare_source`` computes it."""
-    m = frames_uint8[..., 0].to(torch.float32).div_(127.5).sub_(1.0)
-    return torch.clamp((m + 1) / 2, min=0, max=1)
-
-
 def load_video(path: str | Path, plan: SourcePlan) -> torch.Tensor:
     """The plan's frames of a video, fitted to its size: float32 ``[F, H, W, 3]`` 0..1."""
     from .video_io import read_video_frames
@@ -207,6 +201,7 @@ def load_video(path: str | Path, plan: SourcePlan) -> torch.Tensor:
 def load_mask(path: str | Path, plan: SourcePlan) -> torch.Tensor:
     """A mask video (same frame ids and crop as the video) or one mask image (used for every
     frame) → soft mask ``[F, H, W]`` float32 0..1 (1 = generate)."""
+    from .preprocess.masks import image_to_mask
     from .vcu import check_mask_size
     from .video_io import IMAGE_EXTENSIONS, read_image, read_video_frames, to_uint8
 
@@ -216,7 +211,7 @@ def load_mask(path: str | Path, plan: SourcePlan) -> torch.Tensor:
         frames = read_video_frames(path, plan.frame_ids)
     # A mask drawn for another size would be stretched by the crop: refuse it (sizes must agree).
     check_mask_size(tuple(frames.shape[1:3]), plan.source_size or (plan.height, plan.width))
-    mask = soft_mask(cover_crop(frames, plan.height, plan.width))
+    mask = image_to_mask(cover_crop(frames, plan.height, plan.width))
     return mask.expand(plan.num_frames, -1, -1).contiguous() if mask.shape[0] == 1 else mask
 
 
