@@ -147,6 +147,25 @@ def test_soft_mask_is_channel0_mapped_like_the_official_code():
     assert (soft > 0.5).tolist() == [False, False, True, True, True]  # 128 is the first "generate" level
 
 
+def test_image_to_mask_reads_8_bit_and_float_frames_alike():
+    """A mask file (uint8) and the same pixels as a ComfyUI IMAGE (float) give the same binary mask, for
+    every channel; luminance weighs the channels BT.601; a channel the frames lack is a clear error."""
+    from vdot_nodes.core.preprocess.masks import MASK_CHANNELS, binarize_mask
+
+    u8 = torch.randint(0, 256, (2, 6, 7, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for channel in MASK_CHANNELS:
+        official, comfy = image_to_mask(u8, channel), image_to_mask(u8.float() / 255, channel)
+        assert official.shape == (2, 6, 7) and torch.allclose(official, comfy, atol=1e-6, rtol=0), channel
+        assert torch.equal(binarize_mask(official), binarize_mask(comfy)), channel
+    assert torch.equal(image_to_mask(u8, "green"), image_to_mask(u8[..., [1, 0, 2]], "red"))
+    grey = u8.float() @ torch.tensor([0.299, 0.587, 0.114]) / 255
+    torch.testing.assert_close(image_to_mask(u8, "luminance"), grey, atol=1e-6, rtol=0)
+    with pytest.raises(VDOTInputError, match="^images: has 1 channel"):
+        image_to_mask(u8[..., :1], "blue", "images")
+    with pytest.raises(VDOTInputError, match="^channel: unknown mask channel 'alpha'"):
+        image_to_mask(u8, "alpha")
+
+
 def test_white_canvas_fit_matches_the_official_arithmetic():
     gen = torch.Generator().manual_seed(1)
     ref = torch.rand(30, 50, 3, generator=gen)
