@@ -16,7 +16,9 @@ training clip loader:
   ratio, and a smaller source keeps its own size (rounded down to 16) and may get more frames
   within the same token budget.
 * **Resize to cover** with bicubic + antialias on the 8-bit frames (torch's uint8 kernel, as the
-  official loader runs it), then centre crop with floor offsets (:func:`cover_crop`).
+  official loader runs it), then centre crop with floor offsets (:func:`cover_crop`). This resampler
+  is the only one for frames: VDOT Fit Video's ``stretch`` / ``pad`` modes, asked for explicitly,
+  use it too (:func:`resize_exact`); only references keep the official canvas arithmetic below.
 * **Mask videos** use the same frame ids and crop; the mask is channel 0 mapped to
   ``clamp((x/127.5 − 1 + 1)/2, 0, 1)`` and stays soft (``preprocess.masks.image_to_mask``, the one
   image→mask conversion); the 0.5 threshold is applied where inactive/reactive are formed, the
@@ -162,21 +164,20 @@ def plan_source(timestamps: np.ndarray, src_height: int, src_width: int, policy:
     return SourcePlan(tuple(ids), out_h, out_w, (int(src_height), int(src_width)))
 
 
-def cover_crop(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor:
-    """Resize uint8 ``[F, H, W, 3]`` frames to cover height×width (bicubic, antialias, on uint8 as
-    the official loader does), then centre-crop with floor offsets. Returns uint8 ``[F, height, width, 3]``.
-
-    Runs ``chunk`` frames at a time (frames are independent, so the result is the same) to bound memory.
-    """
+def _uint8_video(frames) -> torch.Tensor:
     video = torch.as_tensor(frames)
     if video.dtype != torch.uint8 or video.ndim != 4:
         raise VDOTInputError("frames", f"expected uint8 [F, H, W, C], got {video.dtype} {tuple(video.shape)}",
                              "convert with video_io.to_uint8")
-    ih, iw = int(video.shape[1]), int(video.shape[2])
-    if (ih, iw) == (height, width):
-        return video
-    scale = max(width / iw, height / ih)
-    size = (round(scale * ih), round(scale * iw))
+    return video
+
+
+def _resample(video: torch.Tensor, size: tuple[int, int], height: int, width: int, chunk: int) -> torch.Tensor:
+    """The one frame resampler: uint8 ``[F, H, W, C]`` resized to ``size`` (bicubic, antialias, on
+    uint8 as the official loader does), then centre-cropped to height×width with floor offsets.
+
+    Runs ``chunk`` frames at a time (frames are independent, so the result is the same) to bound memory.
+    """
     out = torch.empty((video.shape[0], height, width, video.shape[3]), dtype=torch.uint8)
     for start in range(0, video.shape[0], chunk):
         x = video[start:start + chunk].permute(0, 3, 1, 2)  # a channels-last view, as decord's tensor is
@@ -184,6 +185,26 @@ def cover_crop(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor
         top, left = (y.shape[2] - height) // 2, (y.shape[3] - width) // 2
         out[start:start + chunk] = y[:, :, top:top + height, left:left + width].permute(0, 2, 3, 1)
     return out
+
+
+def cover_crop(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor:
+    """Resize uint8 ``[F, H, W, 3]`` frames to cover height×width, then centre-crop with floor
+    offsets (:func:`_resample`). Returns uint8 ``[F, height, width, 3]``."""
+    video = _uint8_video(frames)
+    ih, iw = int(video.shape[1]), int(video.shape[2])
+    if (ih, iw) == (height, width):
+        return video
+    scale = max(width / iw, height / ih)
+    return _resample(video, (round(scale * ih), round(scale * iw)), height, width, chunk)
+
+
+def resize_exact(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor:
+    """uint8 frames resized to exactly height×width by the same resampler, ignoring the aspect ratio:
+    only where a user asks for it (VDOT Fit Video's ``stretch``, and ``pad`` before its bars)."""
+    video = _uint8_video(frames)
+    if tuple(video.shape[1:3]) == (height, width):
+        return video
+    return _resample(video, (height, width), height, width, chunk)
 
 
 def unit_frames(frames_uint8: torch.Tensor) -> torch.Tensor:
@@ -215,8 +236,10 @@ def load_mask(path: str | Path, plan: SourcePlan) -> torch.Tensor:
     return mask.expand(plan.num_frames, -1, -1).contiguous() if mask.shape[0] == 1 else mask
 
 
-def fit_clip(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Float ``[F, H, W, 3]`` 0..1 frames → the same policy's cover + centre crop, float 0..1."""
+def fit_clip(frames: torch.Tensor, height: int, width: int, stretch: bool = False) -> torch.Tensor:
+    """Float ``[F, H, W, 3]`` 0..1 frames → the same policy's cover + centre crop, float 0..1
+    (``stretch``: :func:`resize_exact` instead, for a user who asked for it)."""
     from .video_io import to_uint8
 
-    return unit_frames(cover_crop(torch.from_numpy(to_uint8(frames)), height, width))
+    fit = resize_exact if stretch else cover_crop
+    return unit_frames(fit(torch.from_numpy(to_uint8(frames)), height, width))

@@ -289,16 +289,3 @@ def write_output(frames: torch.Tensor, out: str | Path, fps: float = 16.0, overw
     if output_kind(out) == "video":
         return write_video(frames, out, fps=fps, overwrite=overwrite, crf=crf, input_name=input_name)
     return write_frames(frames, out, overwrite=overwrite, input_name=input_name)
-
-
-def resize_video(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize ``[F, H, W, C]`` frames to height×width (area filter when shrinking, bilinear otherwise)."""
-    if frames.shape[1] == height and frames.shape[2] == width:
-        return frames
-    shrinking = frames.shape[1] * frames.shape[2] > height * width
-    x = frames.permute(0, 3, 1, 2).float()
-    if shrinking:
-        x = torch.nn.functional.interpolate(x, size=(height, width), mode="area")
-    else:
-        x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
-    return x.permute(0, 2, 3, 1).clamp(0, 1).contiguous()

@@ -76,10 +76,13 @@ def uint8_to_video(array: np.ndarray) -> torch.Tensor:
 
 
 def resize_frames(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize ``[F, H, W, C]`` to height×width (area filter when shrinking, bilinear when enlarging)."""
-    from ..video_io import resize_video
+    """``[F, H, W, C]`` resized to exactly height×width by the one frame resampler (``source_prep``);
+    frames already that size pass unchanged (not rounded to 8 bits)."""
+    if tuple(video.shape[1:3]) == (int(height), int(width)):
+        return video
+    from ..source_prep import fit_clip
 
-    return resize_video(video, int(height), int(width))
+    return fit_clip(video, int(height), int(width), stretch=True)
 
 
 def resolve_size(src_h: int, src_w: int, height: int | None, width: int | None) -> tuple[int, int]:
