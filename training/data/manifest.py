@@ -299,14 +299,6 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True,
 # Dataset
 
 
-def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize ``[F, H, W, C]`` to cover height×width keeping the aspect ratio, then centre-crop — the
-    inference policy (``vdot_nodes.core.source_prep``), so training sees what the CLI feeds the model."""
-    if tuple(frames.shape[1:3]) == (height, width):
-        return frames
-    return fit_clip(frames, height, width)
-
-
 class ManifestDataset(Dataset):
     """Samples of a manifest loaded as tensors in ComfyUI layout.
 
@@ -388,7 +380,8 @@ class ManifestDataset(Dataset):
         references = [read_image(p) for p in s.references]
         first_frame = None
         if s.first_frame is not None:
-            first_frame = _fit(read_image(s.first_frame)[None], self.height, self.width)[0]
+            # the inference policy (core.source_prep), so training sees what the CLI feeds the model
+            first_frame = fit_clip(read_image(s.first_frame)[None], self.height, self.width)[0]
         elif s.task.startswith("firstframe_") and video is not None:
             first_frame = video[0].clone()
         return {

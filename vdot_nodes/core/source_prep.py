@@ -238,8 +238,12 @@ def load_mask(path: str | Path, plan: SourcePlan) -> torch.Tensor:
 
 def fit_clip(frames: torch.Tensor, height: int, width: int, stretch: bool = False) -> torch.Tensor:
     """Float ``[F, H, W, 3]`` 0..1 frames → the same policy's cover + centre crop, float 0..1
-    (``stretch``: :func:`resize_exact` instead, for a user who asked for it)."""
+    (``stretch``: :func:`resize_exact` instead, for a user who asked for it). Frames already that
+    size pass unchanged (not rounded to 8 bits)."""
     from .video_io import to_uint8
+
+    if tuple(frames.shape[1:3]) == (height, width):
+        return frames
 
     fit = resize_exact if stretch else cover_crop
     return unit_frames(fit(torch.from_numpy(to_uint8(frames)), height, width))

@@ -76,10 +76,7 @@ def uint8_to_video(array: np.ndarray) -> torch.Tensor:
 
 
 def resize_frames(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``[F, H, W, C]`` resized to exactly height×width by the one frame resampler (``source_prep``);
-    frames already that size pass unchanged (not rounded to 8 bits)."""
-    if tuple(video.shape[1:3]) == (int(height), int(width)):
-        return video
+    """``[F, H, W, C]`` resized to exactly height×width by the one frame resampler (``source_prep``)."""
     from ..source_prep import fit_clip
 
     return fit_clip(video, int(height), int(width), stretch=True)
