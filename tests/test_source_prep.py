@@ -351,3 +351,28 @@ def test_one_policy_every_front_end_prepares_a_clip_identically(tmp_path):
     train_ff = sample_to_vcu(data[1])
     node_ff = node("VDOTVCUFirstFrameControl", control=fitted, first_frame=read_image(first)[None], kind="depth")
     assert torch.equal(train_ff.frames, cli_ff.frames) and torch.equal(node_ff.frames, cli_ff.frames)
+
+
+# Every resize in the package, and why it is not a second policy for a user's frames. A new one fails
+# the test below: fit frames with source_prep (cover_crop / fit_clip / resize_exact) instead.
+RESIZE_SITES = {
+    "vdot_nodes/core/source_prep.py": "the one frame resampler",
+    "vdot_nodes/core/vcu.py": "reference images on the white canvas (the official arithmetic)",
+    "vdot_nodes/core/pipeline.py": "the mask resampled to latent frames (VACE's nearest-exact)",
+    "vdot_nodes/core/preprocess/depth.py": "the network's input size and back",
+    "vdot_nodes/core/preprocess/hed.py": "side outputs to the frame size inside the network",
+    "vdot_nodes/core/preprocess/raft.py": "flow upsampling inside the network",
+    "vdot_nodes/core/preprocess/pose.py": "the detector's input size",
+    "training/toy/report.py": "the report's contact sheet, enlarged for viewing",
+}
+
+
+def test_frames_are_resized_in_one_place():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    call = re.compile(r"\binterpolate\(|\bresize\(|\.thumbnail\(")
+    found = {str(p.relative_to(root)) for folder in ("vdot_nodes", "training") for p in (root / folder).rglob("*.py")
+             if any(call.search(line.split("#")[0]) for line in p.read_text(encoding="utf-8").splitlines())}
+    assert found <= set(RESIZE_SITES), f"a new resize in {sorted(found - set(RESIZE_SITES))}: fit frames with source_prep"
