@@ -28,7 +28,7 @@ def write_release_file(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from vdot_nodes.core.models import TRANSFORMER_CONFIGS, load_config
     from vdot_nodes.core.release import _meta_shapes
-    from vdot_nodes.core.wan_layout import comfy_key_names
+    from vdot_nodes.core.models.convert.wan_transformer import comfy_key_names
 
     shapes = _meta_shapes("transformer", load_config(TRANSFORMER_CONFIGS["1.3B"]))
     names = comfy_key_names(shapes)

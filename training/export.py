@@ -26,7 +26,7 @@ import torch
 
 from vdot_nodes.core.atomic import atomic_folder, atomic_save_safetensors, atomic_write_text
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.wan_layout import comfy_key_names
+from vdot_nodes.core.models.convert.wan_transformer import comfy_key_names
 
 __all__ = ["EXPORT_PRECISIONS", "LAYOUTS", "comfy_key_names", "export_generator", "generator_state_dict"]
 
