@@ -4,6 +4,11 @@ this project writes goes through vdot_nodes/core/atomic.py."""
 import re
 from pathlib import Path
 
+import pytest
+
+from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.preprocess.weights import COMFY_ROOT_ENV, ENV_DIR, find_weights
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = ("vdot_nodes", "training", "tools", "benchmarks")
 
@@ -60,3 +65,21 @@ def test_the_writer_check_would_catch_a_direct_write():
     line = 'with open(path, "w", encoding="utf-8") as f:'
     assert OPEN_FOR_WRITING.search(line) and not OPEN_FOR_WRITING.search('with open(path, "rb") as f:')
     assert any(w in "save_file(tensors, str(path))" for w in WRITERS)
+
+
+def test_annotator_folders_come_in_as_data(tmp_path, monkeypatch):
+    """The node layer passes ComfyUI's folders; the CLI's fallback is $VDOT_COMFY_ROOT; nothing is imported."""
+    monkeypatch.delenv(ENV_DIR, raising=False)
+    monkeypatch.delenv(COMFY_ROOT_ENV, raising=False)
+    given, root = tmp_path / "given", tmp_path / "root"
+    (root / "models" / "vdot_annotators").mkdir(parents=True)
+    given.mkdir()
+    (given / "yolox_l.onnx").write_bytes(b"x")
+    (root / "models" / "vdot_annotators" / "yolox_l.onnx").write_bytes(b"y")
+    assert find_weights("dwpose_det", search_dirs=[given]) == given / "yolox_l.onnx"
+    with pytest.raises(VDOTInputError, match="nowhere"):
+        find_weights("dwpose_det")
+    monkeypatch.setenv(COMFY_ROOT_ENV, str(root))
+    assert find_weights("dwpose_det") == root / "models" / "vdot_annotators" / "yolox_l.onnx"
+    with pytest.raises(VDOTInputError, match=str(tmp_path / "empty")):
+        find_weights("dwpose_det", search_dirs=[tmp_path / "empty"])  # given folders replace the fallback
