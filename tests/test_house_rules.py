@@ -83,3 +83,11 @@ def test_annotator_folders_come_in_as_data(tmp_path, monkeypatch):
     assert find_weights("dwpose_det") == root / "models" / "vdot_annotators" / "yolox_l.onnx"
     with pytest.raises(VDOTInputError, match=str(tmp_path / "empty")):
         find_weights("dwpose_det", search_dirs=[tmp_path / "empty"])  # given folders replace the fallback
+
+
+def test_pickles_are_opened_only_by_the_one_reader():
+    """``torch.load`` runs in models/files.py only (weights-only); elsewhere it appears in docs and user hints."""
+    calls = [(name, line.strip()) for name, text in _sources() for line in text.splitlines()
+             if re.search(r"(?<![`'\"(])torch\.load\(", line) and not line.lstrip().startswith(("#", '"', "``"))]
+    assert {name for name, _ in calls} == {"vdot_nodes/core/models/files.py"}
+    assert all("weights_only=True" in line for _, line in calls)
