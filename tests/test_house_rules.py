@@ -23,8 +23,10 @@ WRITER_ALLOWED = {
     ("benchmarks/bench_convert.py", "torch.save("): "builds a stand-in of the official release pickle to convert",
     ("benchmarks/bench_scale.py", ".write_text("): "writes /proc/self/clear_refs (a kernel control, not a file)",
     ("vdot_nodes/core/preprocess/weights.py", "save_file("): "a one-line conversion the user is told to run",
+    ("training/toy/cli.py", "shutil.copy"): "copies the toy checkpoints into the temporary path atomic_path gives",
 }
-WRITERS = ("save_file(", "torch.save(", "os.replace(", ".write_text(", ".write_bytes(")
+WRITERS = ("save_file(", "torch.save(", "os.replace(", ".write_text(", ".write_bytes(", "shutil.copy", "shutil.move",
+           ".tofile(", "np.save(")
 OPEN_FOR_WRITING = re.compile(r"""\bopen\([^)]*['"][wax]b?\+?['"]""")
 
 
