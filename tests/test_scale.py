@@ -102,7 +102,7 @@ def test_fp32_file_into_fp8_never_holds_the_state_in_fp32(files, monkeypatch):
 
 def test_large_tensors_cast_in_row_blocks_load_the_same(files, monkeypatch):
     whole = models.load_transformer(files["transformer"], "fp8_e4m3fn").state_dict()
-    monkeypatch.setattr(models, "READ_CHUNK", 256)  # every tensor above 256 bytes is read in row blocks
+    monkeypatch.setattr(models.files, "READ_CHUNK", 256)  # every tensor above 256 bytes is read in row blocks
     reads = []
     original = models.TensorReader.read_into
     monkeypatch.setattr(models.TensorReader, "read_into", lambda self, f, a, d: reads.append(d.numel()) or original(self, f, a, d))
