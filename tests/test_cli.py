@@ -25,7 +25,7 @@ def run(capsys, *argv):
 
 
 def test_tasks_lists_every_task(capsys):
-    from vdot_nodes.core.vcu import TASKS
+    from vdot_nodes.core.tasks import TASKS
 
     code, out, _ = run(capsys, "tasks")
     assert code == 0
