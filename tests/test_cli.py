@@ -73,10 +73,13 @@ def test_same_seed_same_video(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--frames", "10"], "num_frames: has 10 frames; VACE needs 4k+1"),
-        (["--height", "40"], "height"),
-        (["--task", "depth"], "control: task 'depth' needs a control video"),
-        (["--task", "nope"], "task"),
+        (["--frames", "10"], "--frames: has 10 frames; VACE needs 4k+1"),  # the flag, not core's num_frames
+        (["--height", "40"], "--height/--width: is "),
+        (["--task", "depth"], "--control: task 'depth' needs a control video but none was given. "
+                              "Fix: pass --control <video|frame folder>"),
+        (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
+        (["--box", "0,0,8,8"], "--box: task 't2v' does not use it"),  # was silently ignored
+        (["--extension-mode", "last"], "--extension-mode: task 't2v' does not use it"),
         (["--task", "t2v", "--ref", "missing.png"], "ref"),
         (["--steps", "0"], "steps"),
         (["--shift", "0"], "shift"),
