@@ -15,7 +15,8 @@ from training.toy.dataset import write_toy_dataset
 from training.toy.world import (BACKGROUND_DEPTH, FIGURE, WorldConfig, depth_to_video, make_clip, sample_scene)
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.preprocess import flow_to_color
-from vdot_nodes.core.vcu import TASKS, validate_vcu
+from vdot_nodes.core.tasks import TASKS
+from vdot_nodes.core.vcu import validate_vcu
 from vdot_nodes.core.video_io import read_video
 
 SEEDS = range(12)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workflow_executor import WorkflowError, execute, load_workflow, ui_to_api, validate  # noqa: E402
 
-from vdot_nodes.core.vcu import TASKS  # noqa: E402
+from vdot_nodes.core.tasks import TASKS  # noqa: E402
 from vdot_nodes.core.video_io import read_video  # noqa: E402
 from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, comfy  # noqa: E402
 

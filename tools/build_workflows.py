@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from vdot_nodes.core.atomic import atomic_write_text  # noqa: E402
-from vdot_nodes.core.vcu import TASKS  # noqa: E402
+from vdot_nodes.core.tasks import TASKS  # noqa: E402
 from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 from vdot_nodes.nodes.comfy import EMBEDDED  # noqa: E402
 from vdot_nodes.nodes.text import DEFAULT_NEGATIVE  # noqa: E402

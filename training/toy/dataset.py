@@ -32,7 +32,7 @@ import torch
 from vdot_nodes.core.atomic import atomic_save_safetensors, atomic_write_text
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.preprocess import flow_to_color, grey
-from vdot_nodes.core.vcu import TASKS
+from vdot_nodes.core.tasks import TASKS
 from vdot_nodes.core.video_io import write_frames, write_image
 
 from .world import (Clip, WorldConfig, depth_to_video, edges_to_scribble, flow_for_video, make_clip,
