@@ -25,18 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import VDOTInputError
-from .sampling import (
-    DEFAULT_PRESET,
-    CancelFn,
-    ProgressFn,
-    SamplerPreset,
-    SeededNoise,
-    VelocityFn,
-    cfg_velocity,
-    check_cancel,
-    get_preset,
-    sample,
-)
+from .progress import CancelFn, Progress, ProgressFn, as_progress
+from .sampling import DEFAULT_PRESET, SamplerPreset, SeededNoise, VelocityFn, cfg_velocity, get_preset, sample
 from .vcu import VCU
 
 MAX_TEXT_TOKENS = 512  # Wan2.1 pads/truncates prompts to 512 UMT5 tokens
@@ -374,7 +364,7 @@ class VDOTPipeline:
         init_frames: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_embeds: torch.Tensor | None = None,
-        progress: ProgressFn | None = None,
+        progress: Progress | ProgressFn | None = None,
         cancel: CancelFn | None = None,
         return_latents: bool = False,
         vae_progress=None,
@@ -385,7 +375,10 @@ class VDOTPipeline:
         :func:`~vdot_nodes.core.sampling.get_preset` with steps/shift overrides; default ``"vdot"``, the
         official 4-step sampler. ``cfg`` > 1 runs the negative prompt too (VDOT's guidance is distilled, so
         1 is its default). Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
-        ``vae_progress(phase, chunks_done)`` is called before every VAE chunk ("encode" / "decode").
+        ``progress``: a :class:`~vdot_nodes.core.progress.Progress` (or the callback ``progress(done, total)``)
+        counting sampler steps; it is asked to cancel between steps, phases and VAE chunks, and VAE chunks
+        show as its notes. ``vae_progress``: a Progress of its own for VAE chunks (one update per chunk), or
+        the callback ``vae_progress(phase, chunks_done)``.
         """
         if isinstance(preset, str):
             preset = get_preset(preset)
@@ -404,18 +397,23 @@ class VDOTPipeline:
                 raise VDOTInputError(name, "text embeddings contain NaN/inf", "re-encode the prompt; check the text encoder weights")
         self._release_lazy("text_encoder")  # before the transformer loads: one large component at a time
         from .vae_tiling import vae_chunks
+        progress = as_progress(progress, cancel)
+        # VAE chunks: cancel honoured and reported between chunks (a note on the step bar unless the caller
+        # gives the VAE its own Progress or a chunk callback).
+        vae_report = progress.status() if vae_progress is None else vae_progress
+        vae_cancel = None if isinstance(vae_report, Progress) else (lambda: progress.check_cancel() or False)
         # Cancel is honoured between every phase, not only between steps: at 832x480x81 the VAE
         # encode and decode take as long as several transformer calls.
-        check_cancel(cancel)
-        with vae_chunks(self.vae, cancel, vae_progress):  # cancel honoured between VAE chunks too
+        progress.check_cancel()
+        with vae_chunks(self.vae, vae_cancel, vae_report):
             encoded = self.encode_vcu(vcu)
-        check_cancel(cancel)
+        progress.check_cancel()
         noise = SeededNoise([seed + i for i in range(num_videos)])
         init_latents = None
         if denoise < 1.0:
             if init_frames is None:
                 raise VDOTInputError("denoise", f"denoise {denoise} < 1 needs input frames", "connect a video or set 1.0")
-            with vae_chunks(self.vae, cancel, vae_progress):
+            with vae_chunks(self.vae, vae_cancel, vae_report):
                 init_latents = self.encode_latents(init_frames)
             if encoded.num_reference_frames:
                 ref = torch.zeros_like(init_latents[:, :, : encoded.num_reference_frames])
@@ -427,7 +425,7 @@ class VDOTPipeline:
             with torch.no_grad():
                 latents = sample(
                     velocity, noise, encoded.latent_shape, preset, init_latents=init_latents, denoise=denoise,
-                    device=self.device, progress=progress, cancel=cancel,
+                    device=self.device, progress=progress,
                 )
         latents = latents[:, :, encoded.num_reference_frames :].float().cpu()
         self._release_lazy("transformer")
@@ -437,6 +435,6 @@ class VDOTPipeline:
             )
         if return_latents:
             return latents
-        check_cancel(cancel)
-        with vae_chunks(self.vae, cancel, vae_progress):
+        progress.check_cancel()
+        with vae_chunks(self.vae, vae_cancel, vae_report):
             return self.decode(latents)
