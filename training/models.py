@@ -82,8 +82,10 @@ def _tiny_teacher(cfg: TrainConfig) -> nn.Module:
 
     from .init import t2v_config_from_vace
 
-    torch.manual_seed(cfg.models.tiny_seed)
-    return WanTransformer3DModel(**{**t2v_config_from_vace({**TINY_TRANSFORMER_CONFIG, **overrides})}).eval()
+    from vdot_nodes.core.seeding import seeded
+
+    with seeded(cfg.models.tiny_seed):
+        return WanTransformer3DModel(**{**t2v_config_from_vace({**TINY_TRANSFORMER_CONFIG, **overrides})}).eval()
 
 
 def _load_t2v(path: str, config: str | None) -> nn.Module:

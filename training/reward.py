@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
+from vdot_nodes.core.seeding import seeded
 
 __all__ = [
     "LatentRewardModel", "fit_reward_model", "load_reward_model", "reward_loss", "reward_main", "reward_model_loss",
@@ -359,8 +360,8 @@ def reward_main(argv: list[str] | None = None) -> int:
         vae.requires_grad_(False).eval()
         latents, rewards = encode_manifest_rewards(args.manifest, vae, num_frames=args.num_frames, height=args.height,
                                                    width=args.width, device=device)
-        torch.manual_seed(args.seed)
-        model = LatentRewardModel(latents.shape[1], hidden=args.hidden, mlp_hidden=args.mlp_hidden).to(device)
+        with seeded(args.seed):
+            model = LatentRewardModel(latents.shape[1], hidden=args.hidden, mlp_hidden=args.mlp_hidden).to(device)
         result = fit_reward_model(model, latents, rewards, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                   val_fraction=args.val_fraction, seed=args.seed, progress=not args.no_progress)
         info = {k: v for k, v in result.items() if k != "train_losses"}

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.seeding import seeded
 
 from . import distributed as D
 from .batches import EncodedBatch, build_loader, encode_batch
@@ -67,8 +68,8 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
         resume_from = prepare_run_folder(self.out, resume=resume, overwrite=overwrite)  # before any model loads
         self.run_id = D.broadcast_object(new_run_id())  # one id for all ranks
-        torch.manual_seed(cfg.seed)  # identical initial weights (discriminator head) on every rank
-        nets = build_networks(cfg, self.device)
+        with seeded(cfg.seed):  # identical initial weights (discriminator head) on every rank
+            nets = build_networks(cfg, self.device)
         self.pipeline = nets.pipeline
         self.init_report = nets.init_report
         rt = cfg.runtime
