@@ -319,7 +319,7 @@ def encode_manifest_rewards(manifest: str | os.PathLike, vae, *, num_frames: int
                             device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """VAE latents ``[N, C, f, h, w]`` and rewards ``[N]`` of a manifest's labelled videos (held in memory:
     ~8.4 MB per 81×480×832 clip). Every line must have a ``video`` and a ``reward``."""
-    from vdot_nodes.core.pipeline import VDOTPipeline
+    from vdot_nodes.core.vae_codec import VAECodec
 
     from .data.manifest import ManifestDataset
 
@@ -331,12 +331,12 @@ def encode_manifest_rewards(manifest: str | os.PathLike, vae, *, num_frames: int
         raise VDOTInputError(str(manifest), f"line(s) {lines[:20]}{' ...' if len(lines) > 20 else ''} have no "
                              f"{' / '.join(repr(f) for f in fields)}",
                              'give every line a "video" and a numeric "reward" (the score of that video)')
-    pipeline = VDOTPipeline(None, vae, device=device, offload="none")
+    codec = VAECodec(vae, device=device)
     latents, rewards = [], []
     with torch.no_grad():
         for i in range(len(dataset)):
             item = dataset[i]
-            latents.append(pipeline.encode_latents(item["video"]))
+            latents.append(codec.encode(item["video"]))
             rewards.append(item["reward"])
     return torch.cat(latents), torch.tensor(rewards, dtype=torch.float32)
 

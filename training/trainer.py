@@ -70,7 +70,7 @@ class Trainer:
         self.run_id = D.broadcast_object(new_run_id())  # one id for all ranks
         with seeded(cfg.seed):  # identical initial weights (discriminator head) on every rank
             nets = build_networks(cfg, self.device)
-        self.pipeline = nets.pipeline
+        self.encoders = nets.encoders
         self.init_report = nets.init_report
         rt = cfg.runtime
         if rt.gradient_checkpointing:
@@ -86,7 +86,6 @@ class Trainer:
         self.teacher = D.shard_model(nets.teacher, **shard)
         self.discriminator = (D.shard_model(nets.discriminator, block_attrs=("attns",), **shard)
                               if nets.discriminator is not None else None)
-        self.pipeline.transformer = self.teacher
         critic = {"fake_score": self.fake_score}
         if self.discriminator is not None:
             critic["discriminator"] = self.discriminator
@@ -105,7 +104,7 @@ class Trainer:
         self.loader = build_loader(cfg)
         self.encode_cache = None
         if cfg.stage == 2 and cfg.data.encode_cache:
-            self.encode_cache = EncodeCache(cfg.resolve(cfg.data.encode_cache), self.pipeline, seed=cfg.seed,
+            self.encode_cache = EncodeCache(cfg.resolve(cfg.data.encode_cache), self.encoders, seed=cfg.seed,
                                             negative_prompt=cfg.guidance.negative_prompt)
         self.step = 0
         if resume_from is not None:
@@ -119,7 +118,7 @@ class Trainer:
         self._batches = None
         self.negative_embeds = None
         if cfg.guidance.cfg_scale != 1.0:
-            self.negative_embeds = self.pipeline.encode_prompt([cfg.guidance.negative_prompt])
+            self.negative_embeds = self.encoders.encode_prompt([cfg.guidance.negative_prompt])
         self.objective = VDOTObjective(cfg, generator=self.generator, teacher=self.teacher, fake_score=self.fake_score,
                                        discriminator=self.discriminator, negative_embeds=self.negative_embeds,
                                        reward_model=self.reward_model, rng=self.rng, device=self.device)
@@ -205,7 +204,7 @@ class Trainer:
         encs = []
         for _ in range(cfg.optim.grad_accumulation):
             batch = next(self._batches)
-            encs.append(encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None,
+            encs.append(encode_batch(cfg, self.encoders, batch, self.data_rng, need_real=self.discriminator is not None,
                                      cache=self.encode_cache))
         objective = generator_objective(self.step, cfg.schedule.ttur, cfg.schedule.generator_objectives)
         c_objective = critic_objective(self.step, cfg.schedule.critic_objectives)
