@@ -110,7 +110,8 @@ def train_reward_model(
     Each step draws ``z = sample_latents(step)`` (e.g. latents from the current generator, or
     VAE-encoded data), scores ``r = reward_fn(decode(z))`` without gradient (``decode`` defaults to
     the identity: rewards defined on latents), and takes one optimizer step on
-    :func:`reward_model_loss`. ``progress``: True for a tqdm bar, or a ``fn(done, total)`` callback.
+    :func:`reward_model_loss`. ``progress``: True for a tqdm bar, a ``fn(done, total)`` callback or a
+    :class:`~vdot_nodes.core.progress.Progress`.
     ``cancel()`` is checked between steps (raises :class:`VDOTCancelled`).
     """
     if steps < 1:
@@ -130,31 +131,30 @@ def _regress(reward_model: nn.Module, next_batch: Callable[[int], tuple[torch.Te
              cancel: Callable[[], bool] | None) -> list[float]:
     """``steps`` optimizer steps of :func:`reward_model_loss` on ``next_batch(step)`` = (latents, rewards);
     returns every step's loss and leaves the model in eval mode with no gradients."""
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
+    from vdot_nodes.core.progress import Progress, TqdmProgress, as_progress
 
-        bar = tqdm(total=steps, desc="reward model", unit="step")
+    if progress is True:
+        bar = TqdmProgress(steps, "reward model")
+    else:
+        bar = as_progress(progress if isinstance(progress, Progress) or callable(progress) else None)
+        bar.set_total(steps)
     losses: list[float] = []
     reward_model.train()
     try:
         for step in range(steps):
             if cancel is not None and cancel():
                 raise VDOTCancelled(f"reward-model training cancelled after {step} of {steps} steps")
+            bar.check_cancel()
             latents, rewards = next_batch(step)
             loss = reward_model_loss(reward_model, latents, rewards)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(mse=f"{losses[-1]:.4g}")
-            elif callable(progress):
-                progress(step + 1, steps)
+            bar.update(1)
+            bar.note(f"mse={losses[-1]:.4g}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         optimizer.zero_grad(set_to_none=True)  # no stale gradients left on a model that is then frozen
         reward_model.eval()
     return losses

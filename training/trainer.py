@@ -291,10 +291,9 @@ class Trainer:
         ``cancel()`` is polled between iterations: when it returns True a checkpoint is saved (resume
         with ``--resume``) and :class:`VDOTCancelled` is raised. Under torchrun rank 0 decides.
         """
-        from tqdm import tqdm
-
         from vdot_nodes.core.atomic import atomic_write_text
         from vdot_nodes.core.errors import VDOTCancelled
+        from vdot_nodes.core.progress import TqdmProgress
 
         cfg, lg = self.cfg, self.cfg.logging
         total = cfg.max_steps if max_steps is None else max_steps
@@ -305,7 +304,7 @@ class Trainer:
 
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False), overwrite=True)
         metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8") if main else None
-        bar = tqdm(total=total, initial=self.step, desc=f"VDOT stage {cfg.stage}", disable=not (main and progress))
+        bar = TqdmProgress(total, f"VDOT stage {cfg.stage}", initial=self.step, disable=not (main and progress))
         last: dict = {}
         gen_loss = "-"  # the generator updates every ttur-th iteration: show its latest loss meanwhile
         try:
@@ -317,7 +316,7 @@ class Trainer:
                     metrics_file.write(json.dumps(last) + "\n")
                     metrics_file.flush()
                 bar.update(1)
-                bar.set_postfix(critic=f"{last['loss_critic']:.4g}", gen=gen_loss)
+                bar.note(f"critic={last['loss_critic']:.4g}, gen={gen_loss}")
                 if lg.checkpoint_every and self.step % lg.checkpoint_every == 0 and self.step < total:
                     self.save()
                 if lg.export_every and self.step % lg.export_every == 0 and self.step < total:

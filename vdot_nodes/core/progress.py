@@ -19,6 +19,7 @@ Nested loops (windows of a long video, each sampled in steps) share one bar thro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -180,7 +181,10 @@ class TqdmProgress(Progress):
         check_cancel(self._cancel)
 
     def note(self, text: str) -> None:
-        self.bar.set_postfix_str(text)
+        # Drawn now unless the bar drew within its refresh interval (notes may come every few ms).
+        self.bar.set_postfix_str(text, refresh=False)
+        if time.time() - getattr(self.bar, "last_print_t", 0) >= getattr(self.bar, "mininterval", 0.1):
+            self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
