@@ -208,10 +208,10 @@ class VDOTPipeline:
             init_latents = torch.cat([ref, init_latents], dim=2)
         return init_latents
 
-    def sample_latents(self, encoded: EncodedVCU, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None,
-                noise: SeededNoise, preset: SamplerPreset, *, cfg: float = 1.0, control_scale: float = 1.0,
-                init_latents: torch.Tensor | None = None, denoise: float = 1.0,
-                progress: Progress | None = None) -> torch.Tensor:
+    def sample_latents(self, encoded: EncodedVCU, prompt_embeds: torch.Tensor,
+                       negative_embeds: torch.Tensor | None, noise: SeededNoise, preset: SamplerPreset, *,
+                       cfg: float = 1.0, control_scale: float = 1.0, init_latents: torch.Tensor | None = None,
+                       denoise: float = 1.0, progress: Progress | None = None) -> torch.Tensor:
         """The sampler on the transformer: latents ``[B, 16, f, h, w]`` without the reference frames, float32
         on the CPU; NaN/inf is an error."""
         with self._transformer_on_device():
@@ -268,7 +268,7 @@ class VDOTPipeline:
         # VAE chunks: cancel honoured and reported between chunks (a note on the step bar unless the caller
         # gives the VAE its own Progress or a chunk callback).
         vae_report = progress.status() if vae_progress is None else vae_progress
-        vae_cancel = None if isinstance(vae_report, Progress) else (lambda: progress.check_cancel() or False)
+        vae_cancel = None if vae_progress is None else (lambda: progress.check_cancel() or False)  # status() cancels
         # Cancel is honoured between every phase, not only between steps: at 832x480x81 the VAE
         # encode and decode take as long as several transformer calls.
         progress.check_cancel()
@@ -279,8 +279,8 @@ class VDOTPipeline:
         with self.codec.chunks(vae_cancel, vae_report):
             init_latents = self.prepare_init_latents(init_frames, denoise, encoded)
         latents = self.sample_latents(encoded, prompt_embeds, negative_embeds, noise, preset, cfg=cfg,
-                               control_scale=control_scale, init_latents=init_latents, denoise=denoise,
-                               progress=progress)
+                                      control_scale=control_scale, init_latents=init_latents, denoise=denoise,
+                                      progress=progress)
         if return_latents:
             return latents
         progress.check_cancel()
