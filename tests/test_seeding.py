@@ -55,3 +55,22 @@ def test_seeded_restores_state_even_on_error():
         a = torch.rand(3)
     torch.manual_seed(5)
     assert torch.equal(a, torch.rand(3))  # inside: exactly torch.manual_seed(seed)
+
+
+def test_stage1_tiny_teacher_keeps_the_callers_rng_and_its_weights():
+    from diffusers import WanTransformer3DModel
+
+    from training.config import config_from_dict
+    from training.init import t2v_config_from_vace
+    from training.models import _tiny_teacher
+
+    cfg = config_from_dict({"stage": 1, "data": {"captions": "c.txt"}, "schedule": {"generator_objectives": ["dm"]}})
+    torch.manual_seed(99)
+    expected_next = torch.rand(4)
+    torch.manual_seed(99)
+    teacher = _tiny_teacher(cfg)
+    assert torch.equal(torch.rand(4), expected_next)
+    overrides = {"num_layers": cfg.models.tiny_layers, **(cfg.models.tiny_overrides or {})}
+    reference = _old_recipe(cfg.models.tiny_seed, lambda: WanTransformer3DModel(
+        **t2v_config_from_vace({**tiny.TINY_TRANSFORMER_CONFIG, **overrides})).eval())
+    assert _same_weights(teacher, reference)
