@@ -62,7 +62,6 @@ class VDOTPipeline:
         *,
         device: str | torch.device | None = None,
         offload: str = "model",
-        is_toy: bool = False,
         text_encoder_loader=None,
         transformer_loader=None,
         transformer_config=None,
@@ -79,7 +78,6 @@ class VDOTPipeline:
         self.transformer = transformer
         self.device = compute_device(device)
         self.offload = offload == "model"
-        self.is_toy = is_toy
         self.lora_reports: list = []  # what load_pipeline(loras=...) applied (vdot_nodes.core.lora)
         self.text = PromptEncoder(text_encoder, tokenizer, device=self.device, offload=self.offload,
                                   loader=text_encoder_loader, prompt_cache=prompt_cache)
