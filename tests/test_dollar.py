@@ -312,7 +312,7 @@ def sample_reward(trainer, seeds=tuple(range(100, 108))):
     from training.rollout import rollout
 
     s = trainer.cfg.sampler
-    text = trainer.pipeline.encode_prompt(["a red ball"])
+    text = trainer.encoders.encode_prompt(["a red ball"])
     with torch.no_grad():
         x0 = rollout(velocity_fn(trainer.generator, text, None, trainer.device), (16, 2, 2, 2), list(seeds),
                      timesteps=s.timesteps, shift=s.shift, exit_step=len(s.timesteps) - 1, device=trainer.device, grad=False)

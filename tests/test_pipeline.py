@@ -190,3 +190,30 @@ def test_vae_compression_comes_from_the_vae_config():
     assert torch.equal(mask[:, -1], vcu.masks[-1].view(H // 4, 4, W // 4, 4).permute(1, 3, 0, 2).flatten(0, 1))
     video = pipe4.generate(vcu, seed=0)
     assert video.shape == (1, F, H, W, 3) and torch.isfinite(video).all()
+
+
+def test_generate_is_the_steps_in_order(pipe):
+    """The composed generate equals the steps called one by one: text step, VACE-context step (on the VAE
+    step), velocity step, sampler, VAE decode — bit for bit, with cfg and video-to-video."""
+    from vdot_nodes.core.sampling import SeededNoise, cfg_velocity, get_preset, sample
+    from vdot_nodes.core.text_encoding import PromptEncoder
+    from vdot_nodes.core.vace_context import encode_vcu
+    from vdot_nodes.core.vae_codec import VAECodec
+    from vdot_nodes.core.velocity import transformer_velocity
+
+    vcu, preset = masked_vcu(with_reference=True), get_preset("teacher_euler", steps=2)
+    text = PromptEncoder(pipe.text_encoder, pipe.tokenizer, device="cpu")
+    codec = VAECodec(pipe.vae, device="cpu")
+    positive, negative = text.encode([vcu.prompt]), text.encode([vcu.negative_prompt])
+    encoded = encode_vcu(codec, vcu)
+    init = codec.encode(vcu.frames)
+    init = torch.cat([torch.zeros_like(init[:, :, :1]), init], dim=2)  # the reference frame's slot
+    velocity = cfg_velocity(transformer_velocity(pipe.transformer, positive, encoded.control, "cpu", 0.8),
+                            transformer_velocity(pipe.transformer, negative, encoded.control, "cpu", 0.8), 3.0)
+    with torch.no_grad():
+        latents = sample(velocity, SeededNoise([7, 8]), encoded.latent_shape, preset, init_latents=init, denoise=0.7)
+    by_steps = codec.decode(latents[:, :, 1:].float().cpu())
+    composed = pipe.generate(vcu, seed=7, num_videos=2, preset=preset, cfg=3.0, control_scale=0.8, denoise=0.7,
+                             init_frames=vcu.frames)
+    assert by_steps.shape == (2, F, H, W, 3) and encoded.num_reference_frames == 1
+    assert torch.equal(composed, by_steps)

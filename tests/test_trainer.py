@@ -56,7 +56,7 @@ def _generate_t2v(trainer, model) -> torch.Tensor:
     from vdot_nodes.core.pipeline import VDOTPipeline
     from vdot_nodes.core.vcu import build_t2v_vcu
 
-    pipe = trainer.pipeline
+    pipe = trainer.encoders
     return VDOTPipeline(model, pipe.vae, pipe.text_encoder, pipe.tokenizer, device="cpu", offload="none").generate(
         build_t2v_vcu(**SHAPE, prompt="a red ball"), seed=1)
 

@@ -2,8 +2,9 @@
 
 Stage 1 reads captions (a text file, or a manifest's captions and — for the GAN — its videos) and
 conditions on text only. Stage 2 turns each manifest sample into its task's VCU
-(:func:`training.data.manifest.sample_to_vcu`) and encodes it with :meth:`VDOTPipeline.encode_vcu`,
-the same path inference takes. Real videos are VAE-encoded with :meth:`VDOTPipeline.encode_latents`. With ``data.encode_cache``
+(:func:`training.data.manifest.sample_to_vcu`) and encodes it with inference's own steps
+(:class:`training.models.Encoders`: the VACE context step, the VAE step for real videos, the text step).
+With ``data.encode_cache``
 stage 2 reads both from :class:`training.encode_cache.EncodeCache` (each row encoded once).
 """
 
@@ -16,10 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.pipeline import VDOTPipeline
-
 from .config import TrainConfig
 from .encode_cache import EncodeCache
+from .models import Encoders
 from .data.manifest import ManifestDataset, ResumableLoader, ResumableSampler, sample_to_vcu
 
 __all__ = ["CaptionDataset", "EncodedBatch", "build_loader", "encode_batch"]
@@ -67,11 +67,11 @@ class EncodedBatch:
     real_latents: torch.Tensor | None  # [B, 16, f, h, w] VAE latents of the real clips (GAN), or None
 
 
-def encode_batch(cfg: TrainConfig, pipeline: VDOTPipeline, batch: list[dict], generator: torch.Generator,
+def encode_batch(cfg: TrainConfig, encoders: Encoders, batch: list[dict], generator: torch.Generator,
                  need_real: bool, cache: EncodeCache | None = None) -> EncodedBatch:
     """Encode one batch of dataset items (all must give the same latent shape). With ``cache`` (stage 2),
     VAE encodings come from / go to it and ``generator`` is not drawn from."""
-    prompt_embeds = pipeline.encode_prompt([s["caption"] for s in batch])
+    prompt_embeds = encoders.encode_prompt([s["caption"] for s in batch])
     control, refs = None, 0
     rows = None
     if cfg.stage == 2:
@@ -79,7 +79,7 @@ def encode_batch(cfg: TrainConfig, pipeline: VDOTPipeline, batch: list[dict], ge
             rows = [cache.get(s) for s in batch]
             encoded = [r.vcu for r in rows]
         else:
-            encoded = [pipeline.encode_vcu(sample_to_vcu(s, generator=generator, negative_prompt=cfg.guidance.negative_prompt))
+            encoded = [encoders.encode_vcu(sample_to_vcu(s, generator=generator, negative_prompt=cfg.guidance.negative_prompt))
                        for s in batch]
         shapes = {tuple(e.latent_shape) for e in encoded}
         if len(shapes) > 1:
@@ -88,12 +88,12 @@ def encode_batch(cfg: TrainConfig, pipeline: VDOTPipeline, batch: list[dict], ge
         control = torch.cat([e.control for e in encoded])
         latent_shape, refs = encoded[0].latent_shape, encoded[0].num_reference_frames
     else:
-        latent_shape = pipeline.latent_shape(cfg.data.num_frames, cfg.data.height, cfg.data.width)
+        latent_shape = encoders.latent_shape(cfg.data.num_frames, cfg.data.height, cfg.data.width)
     real = None
     if need_real:
         missing = [s.get("line", s.get("index")) for s in batch if s.get("video") is None]
         if missing:
             raise VDOTInputError("data", f"samples {missing} have no video, and the GAN needs real clips",
                                  "give every manifest line a video, or train without adv")
-        real = torch.cat([r.real for r in rows] if rows is not None else [pipeline.encode_latents(s["video"]) for s in batch])
+        real = torch.cat([r.real for r in rows] if rows is not None else [encoders.encode_latents(s["video"]) for s in batch])
     return EncodedBatch(prompt_embeds, control, tuple(latent_shape), refs, real)

@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 
 from vdot_nodes.core.atomic import atomic_save_safetensors
-from vdot_nodes.core.pipeline import EncodedVCU
+from vdot_nodes.core.vace_context import EncodedVCU
 
 __all__ = ["EncodeCache", "EncodedRow", "encode_row", "row_generator", "vae_fingerprint"]
 
@@ -45,12 +45,13 @@ def row_generator(seed: int, sample: dict) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) + int(sample.get("line", sample.get("index", 0))))
 
 
-def encode_row(pipeline, sample: dict, generator: torch.Generator, negative_prompt: str = "") -> EncodedRow:
-    """Encode one dataset item: its VCU (open choices from ``generator``) and its video (if any)."""
+def encode_row(encoders, sample: dict, generator: torch.Generator, negative_prompt: str = "") -> EncodedRow:
+    """Encode one dataset item: its VCU (open choices from ``generator``) and its video (if any).
+    ``encoders``: :class:`training.models.Encoders` (or a ``VDOTPipeline``: the same two methods)."""
     from .data.manifest import sample_to_vcu
 
-    encoded = pipeline.encode_vcu(sample_to_vcu(sample, generator=generator, negative_prompt=negative_prompt))
-    real = pipeline.encode_latents(sample["video"]) if sample.get("video") is not None else None
+    encoded = encoders.encode_vcu(sample_to_vcu(sample, generator=generator, negative_prompt=negative_prompt))
+    real = encoders.encode_latents(sample["video"]) if sample.get("video") is not None else None
     return EncodedRow(encoded, real)
 
 
@@ -77,10 +78,10 @@ def _row_hash(sample: dict) -> str:
 class EncodeCache:
     """``folder`` of encoded rows for one VAE; ``get(sample)`` encodes on a miss and stores the result."""
 
-    def __init__(self, folder: str | os.PathLike, pipeline, seed: int = 0, negative_prompt: str = ""):
-        self.folder, self.pipeline, self.seed, self.negative_prompt = Path(folder), pipeline, int(seed), negative_prompt
+    def __init__(self, folder: str | os.PathLike, encoders, seed: int = 0, negative_prompt: str = ""):
+        self.folder, self.encoders, self.seed, self.negative_prompt = Path(folder), encoders, int(seed), negative_prompt
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.vae_id = vae_fingerprint(pipeline.vae)
+        self.vae_id = vae_fingerprint(encoders.vae)
         self.hits = self.misses = 0
 
     def path(self, sample: dict) -> Path:
@@ -102,7 +103,7 @@ class EncodeCache:
                 logging.getLogger(__name__).warning(f"encode cache: {path.name} is unreadable ({type(exc).__name__}); "
                                                     "encoding the row again")
         self.misses += 1
-        row = encode_row(self.pipeline, sample, row_generator(self.seed, sample), self.negative_prompt)
+        row = encode_row(self.encoders, sample, row_generator(self.seed, sample), self.negative_prompt)
         tensors = {"control": row.vcu.control.contiguous()}
         if row.real is not None:
             tensors["real"] = row.real.contiguous()

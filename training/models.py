@@ -3,8 +3,9 @@
 Stage 1 distils Wan T2V (``WanTransformer3DModel``); stage 2 the VACE model
 (``WanVACETransformer3DModel``), its generator starting from the stage-1 Wan blocks (AccWanInit,
 :func:`training.init.init_vace_from_t2v`). Generator and fake score both start as copies of the teacher.
-All three run through one velocity function: for VACE models the pipeline's own
-:meth:`VDOTPipeline.velocity_fn` (text + VACE context), for T2V the same call without the context.
+All three run through inference's velocity step (:func:`vdot_nodes.core.velocity.transformer_velocity`:
+text + VACE context, for T2V the same call without the context). Data is encoded with inference's text
+and VAE steps (:class:`Encoders`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import torch
 from torch import nn
 
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.pipeline import VDOTPipeline
 from vdot_nodes.core.sampling import VelocityFn
+from vdot_nodes.core.text_encoding import PromptEncoder
+from vdot_nodes.core.vace_context import EncodedVCU, check_vae_fits_transformer, encode_vcu
+from vdot_nodes.core.vae_codec import VAECodec
+from vdot_nodes.core.velocity import transformer_velocity
 
 from .config import TrainConfig
 from .discriminator import RegisterTokenDiscriminator, VDOTGanHead
 
-__all__ = ["Networks", "build_networks", "is_vace", "velocity_fn", "set_trainable"]
+__all__ = ["Encoders", "Networks", "build_networks", "is_vace", "velocity_fn", "set_trainable"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -33,20 +37,9 @@ def is_vace(model: nn.Module) -> bool:
 
 def velocity_fn(model: nn.Module, text: torch.Tensor, control: torch.Tensor | None, device) -> VelocityFn:
     """``v(x_t, t)`` of ``model`` with fixed text (``[B, L, D]``) and VACE context (``[B, 96, f, h, w]`` or None)."""
-    if is_vace(model):
-        if control is None:
-            raise VDOTInputError("control", "a VACE model needs the VACE context", "encode the VCU first")
-        # A pipeline without VAE / text encoder is just a holder for the shared velocity function.
-        return VDOTPipeline(model, None, device=device, offload="none").velocity_fn(text, control)
-    dtype = model.patch_embedding.weight.dtype
-
-    def velocity(x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        t = text.to(device, dtype)
-        if t.shape[0] == 1 and x_t.shape[0] > 1:
-            t = t.expand(x_t.shape[0], -1, -1)
-        return model(hidden_states=x_t.to(dtype), timestep=timestep, encoder_hidden_states=t, return_dict=False)[0].float()
-
-    return velocity
+    if is_vace(model) and control is None:
+        raise VDOTInputError("control", "a VACE model needs the VACE context", "encode the VCU first")
+    return transformer_velocity(model, text, control if is_vace(model) else None, device)
 
 
 def set_trainable(model: nn.Module, which: str) -> list[str]:
@@ -63,12 +56,37 @@ def set_trainable(model: nn.Module, which: str) -> list[str]:
 
 
 @dataclass
+class Encoders:
+    """What training encodes its data with: inference's text step and VAE step (the VACE context is
+    built from the VAE step), so a training sample is conditioned exactly as a generation is."""
+
+    text: PromptEncoder
+    codec: VAECodec
+
+    def encode_prompt(self, prompts) -> torch.Tensor:
+        return self.text.encode(prompts)
+
+    def encode_vcu(self, vcu) -> EncodedVCU:
+        return encode_vcu(self.codec, vcu)
+
+    def encode_latents(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(frames)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        return self.codec.latent_shape(num_frames, height, width)
+
+    vae = property(lambda self: self.codec.vae)
+    text_encoder = property(lambda self: self.text.text_encoder)
+    tokenizer = property(lambda self: self.text.tokenizer)
+
+
+@dataclass
 class Networks:
     generator: nn.Module
     teacher: nn.Module
     fake_score: nn.Module
     discriminator: RegisterTokenDiscriminator | VDOTGanHead | None
-    pipeline: VDOTPipeline  # teacher + VAE + text encoder: encode_prompt / encode_vcu / encode_latents
+    encoders: Encoders  # text + VAE steps: encode_prompt / encode_vcu / encode_latents
     init_report: dict | None = None
 
 
@@ -82,8 +100,10 @@ def _tiny_teacher(cfg: TrainConfig) -> nn.Module:
 
     from .init import t2v_config_from_vace
 
-    torch.manual_seed(cfg.models.tiny_seed)
-    return WanTransformer3DModel(**{**t2v_config_from_vace({**TINY_TRANSFORMER_CONFIG, **overrides})}).eval()
+    from vdot_nodes.core.seeding import seeded
+
+    with seeded(cfg.models.tiny_seed):
+        return WanTransformer3DModel(**{**t2v_config_from_vace({**TINY_TRANSFORMER_CONFIG, **overrides})}).eval()
 
 
 def _load_t2v(path: str, config: str | None) -> nn.Module:
@@ -184,6 +204,8 @@ def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
             if net is not None:
                 net.to(torch.bfloat16)
     vae, encoder, tokenizer = _load_encoders(cfg)
-    offload = "model" if cfg.runtime.offload_encoders and device.type != "cpu" else "none"
-    pipeline = VDOTPipeline(teacher, vae, encoder, tokenizer, device=device, offload=offload)
-    return Networks(generator, teacher, fake_score, discriminator, pipeline, report)
+    offload = cfg.runtime.offload_encoders and device.type != "cpu"
+    codec = VAECodec(vae, device=device, offload=offload)
+    check_vae_fits_transformer(teacher.config, codec)
+    encoders = Encoders(PromptEncoder(encoder, tokenizer, device=device, offload=offload), codec)
+    return Networks(generator, teacher, fake_score, discriminator, encoders, report)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError, one_line_parser_class, run_subcommand
+from vdot_nodes.core.seeding import seeded
 
 __all__ = [
     "LatentRewardModel", "fit_reward_model", "load_reward_model", "reward_loss", "reward_main", "reward_model_loss",
@@ -108,7 +109,8 @@ def train_reward_model(
     Each step draws ``z = sample_latents(step)`` (e.g. latents from the current generator, or
     VAE-encoded data), scores ``r = reward_fn(decode(z))`` without gradient (``decode`` defaults to
     the identity: rewards defined on latents), and takes one optimizer step on
-    :func:`reward_model_loss`. ``progress``: True for a tqdm bar, or a ``fn(done, total)`` callback.
+    :func:`reward_model_loss`. ``progress``: True for a tqdm bar, a ``fn(done, total)`` callback or a
+    :class:`~vdot_nodes.core.progress.Progress`.
     ``cancel()`` is checked between steps (raises :class:`VDOTCancelled`).
     """
     if steps < 1:
@@ -128,31 +130,30 @@ def _regress(reward_model: nn.Module, next_batch: Callable[[int], tuple[torch.Te
              cancel: Callable[[], bool] | None) -> list[float]:
     """``steps`` optimizer steps of :func:`reward_model_loss` on ``next_batch(step)`` = (latents, rewards);
     returns every step's loss and leaves the model in eval mode with no gradients."""
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
+    from vdot_nodes.core.progress import Progress, TqdmProgress, as_progress
 
-        bar = tqdm(total=steps, desc="reward model", unit="step")
+    if progress is True:
+        bar = TqdmProgress(steps, "reward model")
+    else:
+        bar = as_progress(progress if isinstance(progress, Progress) or callable(progress) else None)
+        bar.set_total(steps)
     losses: list[float] = []
     reward_model.train()
     try:
         for step in range(steps):
             if cancel is not None and cancel():
                 raise VDOTCancelled(f"reward-model training cancelled after {step} of {steps} steps")
+            bar.check_cancel()
             latents, rewards = next_batch(step)
             loss = reward_model_loss(reward_model, latents, rewards)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(mse=f"{losses[-1]:.4g}")
-            elif callable(progress):
-                progress(step + 1, steps)
+            bar.update(1)
+            bar.note(f"mse={losses[-1]:.4g}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         optimizer.zero_grad(set_to_none=True)  # no stale gradients left on a model that is then frozen
         reward_model.eval()
     return losses
@@ -312,7 +313,7 @@ def encode_manifest_rewards(manifest: str | os.PathLike, vae, *, num_frames: int
                             device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """VAE latents ``[N, C, f, h, w]`` and rewards ``[N]`` of a manifest's labelled videos (held in memory:
     ~8.4 MB per 81×480×832 clip). Every line must have a ``video`` and a ``reward``."""
-    from vdot_nodes.core.pipeline import VDOTPipeline
+    from vdot_nodes.core.vae_codec import VAECodec
 
     from .data.manifest import ManifestDataset
 
@@ -324,12 +325,12 @@ def encode_manifest_rewards(manifest: str | os.PathLike, vae, *, num_frames: int
         raise VDOTInputError(str(manifest), f"line(s) {lines[:20]}{' ...' if len(lines) > 20 else ''} have no "
                              f"{' / '.join(repr(f) for f in fields)}",
                              'give every line a "video" and a numeric "reward" (the score of that video)')
-    pipeline = VDOTPipeline(None, vae, device=device, offload="none")
+    codec = VAECodec(vae, device=device)
     latents, rewards = [], []
     with torch.no_grad():
         for i in range(len(dataset)):
             item = dataset[i]
-            latents.append(pipeline.encode_latents(item["video"]))
+            latents.append(codec.encode(item["video"]))
             rewards.append(item["reward"])
     return torch.cat(latents), torch.tensor(rewards, dtype=torch.float32)
 
@@ -356,8 +357,8 @@ def _train_reward(args) -> int:
     vae.requires_grad_(False).eval()
     latents, rewards = encode_manifest_rewards(args.manifest, vae, num_frames=args.num_frames, height=args.height,
                                                width=args.width, device=device)
-    torch.manual_seed(args.seed)
-    model = LatentRewardModel(latents.shape[1], hidden=args.hidden, mlp_hidden=args.mlp_hidden).to(device)
+    with seeded(args.seed):
+        model = LatentRewardModel(latents.shape[1], hidden=args.hidden, mlp_hidden=args.mlp_hidden).to(device)
     result = fit_reward_model(model, latents, rewards, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                               val_fraction=args.val_fraction, seed=args.seed, progress=not args.no_progress)
     info = {k: v for k, v in result.items() if k != "train_losses"}

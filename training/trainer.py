@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.seeding import seeded
 
 from . import distributed as D
 from .batches import EncodedBatch, build_loader, encode_batch
@@ -67,9 +68,9 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
         resume_from = prepare_run_folder(self.out, resume=resume, overwrite=overwrite)  # before any model loads
         self.run_id = D.broadcast_object(new_run_id())  # one id for all ranks
-        torch.manual_seed(cfg.seed)  # identical initial weights (discriminator head) on every rank
-        nets = build_networks(cfg, self.device)
-        self.pipeline = nets.pipeline
+        with seeded(cfg.seed):  # identical initial weights (discriminator head) on every rank
+            nets = build_networks(cfg, self.device)
+        self.encoders = nets.encoders
         self.init_report = nets.init_report
         rt = cfg.runtime
         if rt.gradient_checkpointing:
@@ -85,7 +86,6 @@ class Trainer:
         self.teacher = D.shard_model(nets.teacher, **shard)
         self.discriminator = (D.shard_model(nets.discriminator, block_attrs=("attns",), **shard)
                               if nets.discriminator is not None else None)
-        self.pipeline.transformer = self.teacher
         critic = {"fake_score": self.fake_score}
         if self.discriminator is not None:
             critic["discriminator"] = self.discriminator
@@ -104,7 +104,7 @@ class Trainer:
         self.loader = build_loader(cfg)
         self.encode_cache = None
         if cfg.stage == 2 and cfg.data.encode_cache:
-            self.encode_cache = EncodeCache(cfg.resolve(cfg.data.encode_cache), self.pipeline, seed=cfg.seed,
+            self.encode_cache = EncodeCache(cfg.resolve(cfg.data.encode_cache), self.encoders, seed=cfg.seed,
                                             negative_prompt=cfg.guidance.negative_prompt)
         self.step = 0
         if resume_from is not None:
@@ -118,7 +118,7 @@ class Trainer:
         self._batches = None
         self.negative_embeds = None
         if cfg.guidance.cfg_scale != 1.0:
-            self.negative_embeds = self.pipeline.encode_prompt([cfg.guidance.negative_prompt])
+            self.negative_embeds = self.encoders.encode_prompt([cfg.guidance.negative_prompt])
         self.objective = VDOTObjective(cfg, generator=self.generator, teacher=self.teacher, fake_score=self.fake_score,
                                        discriminator=self.discriminator, negative_embeds=self.negative_embeds,
                                        reward_model=self.reward_model, rng=self.rng, device=self.device)
@@ -204,7 +204,7 @@ class Trainer:
         encs = []
         for _ in range(cfg.optim.grad_accumulation):
             batch = next(self._batches)
-            encs.append(encode_batch(cfg, self.pipeline, batch, self.data_rng, need_real=self.discriminator is not None,
+            encs.append(encode_batch(cfg, self.encoders, batch, self.data_rng, need_real=self.discriminator is not None,
                                      cache=self.encode_cache))
         objective = generator_objective(self.step, cfg.schedule.ttur, cfg.schedule.generator_objectives)
         c_objective = critic_objective(self.step, cfg.schedule.critic_objectives)
@@ -291,10 +291,9 @@ class Trainer:
         ``cancel()`` is polled between iterations: when it returns True a checkpoint is saved (resume
         with ``--resume``) and :class:`VDOTCancelled` is raised. Under torchrun rank 0 decides.
         """
-        from tqdm import tqdm
-
         from vdot_nodes.core.atomic import atomic_write_text
         from vdot_nodes.core.errors import VDOTCancelled
+        from vdot_nodes.core.progress import TqdmProgress
 
         cfg, lg = self.cfg, self.cfg.logging
         total = cfg.max_steps if max_steps is None else max_steps
@@ -305,7 +304,7 @@ class Trainer:
 
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False), overwrite=True)
         metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8") if main else None
-        bar = tqdm(total=total, initial=self.step, desc=f"VDOT stage {cfg.stage}", disable=not (main and progress))
+        bar = TqdmProgress(total, f"VDOT stage {cfg.stage}", initial=self.step, disable=not (main and progress))
         last: dict = {}
         gen_loss = "-"  # the generator updates every ttur-th iteration: show its latest loss meanwhile
         try:
@@ -317,7 +316,7 @@ class Trainer:
                     metrics_file.write(json.dumps(last) + "\n")
                     metrics_file.flush()
                 bar.update(1)
-                bar.set_postfix(critic=f"{last['loss_critic']:.4g}", gen=gen_loss)
+                bar.note(f"critic={last['loss_critic']:.4g}, gen={gen_loss}")
                 if lg.checkpoint_every and self.step % lg.checkpoint_every == 0 and self.step < total:
                     self.save()
                 if lg.export_every and self.step % lg.export_every == 0 and self.step < total:

@@ -255,8 +255,6 @@ CLI_HOW_TO_GIVE = {name: f"pass {usage}" for name, usage in (
 
 
 def cmd_generate(args) -> int:
-    from tqdm import tqdm
-
     from .core.components import default_model_description, load_pipeline
     from .core.models import tqdm_load_progress
     from .core.sampling import get_preset
@@ -299,12 +297,10 @@ def cmd_generate(args) -> int:
         hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise, its default)"
         print(f"vdot: no --model given, using {default_model_description()}{hint}", file=sys.stderr)
     desc = f"{args.task} ({preset.name}" + (f", {len(windows)} windows)" if len(windows) > 1 else ")")
-    with tqdm(total=preset.steps * len(windows), desc=desc, unit="step") as bar:
-        def progress(done, _total):
-            bar.update(done - bar.n)
+    from .core.progress import TqdmProgress
 
-        common = dict(preset=preset, cfg=args.cfg, control_scale=args.control_scale, progress=progress,
-                      vae_progress=lambda phase, done: bar.set_postfix_str(f"VAE {phase} chunk {done}"))
+    with TqdmProgress(preset.steps * len(windows), desc) as progress:  # VAE chunks show as its postfix
+        common = dict(preset=preset, cfg=args.cfg, control_scale=args.control_scale, progress=progress)
         if len(windows) > 1:
             from .core.long_video import generate_long_video
 

@@ -83,9 +83,8 @@ def _sources(src: Path) -> list[tuple[str | None, Path]]:
 
 
 def _run(args) -> int:
-    from tqdm import tqdm
-
     from .core.atomic import check_target
+    from .core.progress import TqdmProgress
     from .core.release import (
         RELEASE_FILES, open_release_file, output_dtypes, output_metadata, output_name, output_nbytes, output_tensors,
         write_streaming,
@@ -122,9 +121,9 @@ def _run(args) -> int:
     total = sum(output_nbytes(t, d) for _, t, d, _ in plans)
     started = time.perf_counter()
     reports = []
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="convert") as bar:
+    with TqdmProgress(total, "convert", unit="B", unit_scale=True, unit_divisor=1024) as bar:
         for comp, tensors, dtypes, target in plans:
-            bar.set_postfix_str(target.name)
+            bar.note(target.name)
             reports.append(write_streaming(tensors, dtypes, target, output_metadata(comp, args.dtype),
                                            overwrite=args.overwrite, progress=bar.update, input_name="OUT",
                                            source_name=str(comp.path)))

@@ -54,9 +54,9 @@ def _world_config(cfg: dict):
 
 
 def _bar(total: int, desc: str):
-    from tqdm import tqdm
+    from vdot_nodes.core.progress import TqdmProgress
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+    return TqdmProgress(total, desc, dynamic_ncols=True)
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -93,7 +93,7 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
         def train_phase(steps: int, desc: str, **kwargs) -> dict:
             with _bar(steps, desc) as bar:
                 def progress(step, total, record):
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['train_psnr']:.1f}", refresh=False)
+                    bar.note(f"loss={record['loss']:.4f}, psnr={record['train_psnr']:.1f}")
                     bar.update(1)
 
                 return train_vae(vae, steps=steps, config=_world_config(cfg), kl_weight=float(v.get("kl_weight", 1e-6)),
@@ -148,7 +148,7 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
         bar.update(trainer.step)
 
         def progress(step, total, record):
-            bar.set_postfix(loss=f"{record['loss']:.4f}", cached=len(data.cache), refresh=False)
+            bar.note(f"loss={record['loss']:.4f}, cached={len(data.cache)}")
             bar.update(1)
 
         trainer.train(steps, progress=progress, time_limit_s=60 * minutes)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import VDOTInputError
-from .sampling import CancelFn, ProgressFn, check_cancel
+from .progress import CancelFn, Progress, ProgressFn, as_progress
 from .vcu import VCU, check_frame_count, validate_vcu
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def generate_long_video(
     cfg: float = 1.0,
     prompt_embeds: torch.Tensor | None = None,
     negative_embeds: torch.Tensor | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | ProgressFn | None = None,
     cancel: CancelFn | None = None,
     on_window: Callable[[Window, int, torch.Tensor], None] | None = None,
     **sampler_kwargs,
@@ -152,25 +152,20 @@ def generate_long_video(
     if cfg != 1.0 and negative_embeds is None:
         negative_embeds = pipe.encode_prompt([vcu.negative_prompt])
     made = torch.zeros(vcu.num_frames, vcu.height, vcu.width, 3)
-    steps = {"per_window": 0}
+    progress = as_progress(progress, cancel)
     for w in plan:
-        check_cancel(cancel)
-
-        def window_progress(done: int, total: int, index=w.index) -> None:
-            steps["per_window"] = total
-            if progress is not None:
-                progress(index * total + done, total * len(plan))
-
+        progress.check_cancel()
+        window_progress = progress.part(w.index, len(plan))  # one bar: steps over all windows
         frames = pipe.generate(
             window_vcu(vcu, w, made), seed=seed + w.index, cfg=cfg, prompt_embeds=prompt_embeds,
-            negative_embeds=negative_embeds, progress=window_progress, cancel=cancel, **sampler_kwargs,
+            negative_embeds=negative_embeds, progress=window_progress, **sampler_kwargs,
         )[0]
+        if window_progress.total is not None:
+            window_progress.update_to(window_progress.total)  # the window's end, whatever the sampler reported
         new = frames[w.keep:]
         if w.keep and colour_match:
             new = match_colours(new, frames[: w.keep], made[w.start:w.start + w.keep])
         made[w.start + w.keep:w.end] = new
-        if progress is not None and steps["per_window"]:
-            progress((w.index + 1) * steps["per_window"], steps["per_window"] * len(plan))
         logger.info("long video: window %d/%d done (frames %d-%d, %d kept)", w.index + 1, len(plan), w.start,
                     w.end - 1, w.keep)
         if on_window is not None:

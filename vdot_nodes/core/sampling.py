@@ -31,11 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import VDOTCancelled, VDOTInputError
+from .errors import VDOTInputError
+from .progress import CancelFn, Progress, ProgressFn, as_progress, check_cancel  # noqa: F401 (re-exported)
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-ProgressFn = Callable[[int, int], None]
-CancelFn = Callable[[], bool]
 
 NUM_TRAIN_TIMESTEPS = 1000
 # Wan's FlowUniPC builds its training σ as 1 − linspace(1, 1/1000, 1000) in float32, so the largest is
@@ -294,11 +293,6 @@ def cfg_velocity(cond_fn: VelocityFn, uncond_fn: VelocityFn | None, guidance_sca
     return guided
 
 
-def check_cancel(cancel: CancelFn | None) -> None:
-    if cancel is not None and cancel():
-        raise VDOTCancelled("generation interrupted by the user")
-
-
 # --------------------------------------------------------------------------------------------- solvers
 def _log_snr(sigma: float) -> float:
     """λ = log(α/σ) with α = 1 − σ; +inf at σ = 0."""
@@ -363,7 +357,7 @@ def sample(
     init_latents: torch.Tensor | None = None,
     denoise: float = 1.0,
     device: torch.device | str = "cpu",
-    progress: ProgressFn | None = None,
+    progress: Progress | ProgressFn | None = None,
     cancel: CancelFn | None = None,
     exit_step: int | None = None,
 ) -> torch.Tensor:
@@ -391,12 +385,13 @@ def sample(
 
 
 def run_schedule(velocity_fn: VelocityFn, x: torch.Tensor, sched: Schedule, solver: str,
-                 fresh_noise: Callable[[], torch.Tensor] | None = None, *, progress: ProgressFn | None = None,
+                 fresh_noise: Callable[[], torch.Tensor] | None = None, *, progress: Progress | ProgressFn | None = None,
                  cancel: CancelFn | None = None, exit_step: int | None = None,
                  on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Walk ``sched`` with ``solver`` from the starting sample ``x`` (what :func:`sample` does after drawing
     the noise). ``fresh_noise()`` is needed by the re-noising solver only; ``on_step(k, x_k, x0_k)`` sees
-    every step's input and x0-prediction (ComfyUI's previews)."""
+    every step's input and x0-prediction (ComfyUI's previews). ``progress`` counts steps (total: the
+    schedule's steps) and is asked to cancel before each one; ``cancel()`` is the callback form."""
     steps = sched.steps
     last = steps - 1 if exit_step is None else int(exit_step)
     if not 0 <= last < steps:
@@ -409,8 +404,10 @@ def run_schedule(velocity_fn: VelocityFn, x: torch.Tensor, sched: Schedule, solv
     sigmas = sched.sigmas
     x0s: list[torch.Tensor] = []  # UniPC's history of x0-predictions (the last two are used)
     x_prev = x  # UniPC: the corrected sample the last predictor started from
+    progress = as_progress(progress, cancel)
+    progress.set_total(steps)
     for k in range(last + 1):
-        check_cancel(cancel)
+        progress.check_cancel()
         with torch.set_grad_enabled(grad_enabled and (exit_step is None or k == last)):
             v = velocity_fn(x, _timestep_batch(sched.timesteps[k], batch, device)).float()
             x0 = x - sched.x0_sigmas[k] * v
@@ -430,8 +427,7 @@ def run_schedule(velocity_fn: VelocityFn, x: torch.Tensor, sched: Schedule, solv
             x0s = [*x0s[-1:], x0]
             x_prev = x
             x = _unipc_update(x, sigmas, k, x0s, unipc_order(k, steps))
-        if progress is not None:
-            progress(k + 1, steps)
+        progress.update(1)
     return x
 
 

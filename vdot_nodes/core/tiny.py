@@ -9,7 +9,7 @@ code paths, not for pictures.
 
 from __future__ import annotations
 
-import torch
+from .seeding import seeded
 
 # Small enough for a CPU, large enough to exercise every code path: two Wan blocks with a VACE
 # block on the first, rope head_dim 12 (split 4/4/4 over t/h/w), text width 32.
@@ -75,20 +75,20 @@ def build_tiny_tokenizer():
 def build_tiny_transformer(seed: int = 0, **overrides):
     from diffusers import WanVACETransformer3DModel
 
-    torch.manual_seed(seed)
-    return WanVACETransformer3DModel(**{**TINY_TRANSFORMER_CONFIG, **overrides}).eval()
+    with seeded(seed):
+        return WanVACETransformer3DModel(**{**TINY_TRANSFORMER_CONFIG, **overrides}).eval()
 
 
 def build_tiny_vae(seed: int = 0, **overrides):
     from diffusers import AutoencoderKLWan
 
-    torch.manual_seed(seed)
-    return AutoencoderKLWan(**{**TINY_VAE_CONFIG, **overrides}).eval()
+    with seeded(seed):
+        return AutoencoderKLWan(**{**TINY_VAE_CONFIG, **overrides}).eval()
 
 
 def build_tiny_text_encoder(seed: int = 0, **overrides):
     from transformers import UMT5Config, UMT5EncoderModel
 
-    torch.manual_seed(seed)
     cfg = UMT5Config(**{"vocab_size": len(tiny_vocab()), **TINY_TEXT_ENCODER_CONFIG, **overrides})
-    return UMT5EncoderModel(cfg).eval()
+    with seeded(seed):
+        return UMT5EncoderModel(cfg).eval()

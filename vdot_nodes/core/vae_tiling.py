@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from .sampling import CancelFn, check_cancel
+from .progress import CancelFn, Progress, as_progress
 
 AUTO_TILE_PIXELS = 832 * 480  # above 480p: spatial tiles (Wan's own sizes run untiled, as officially)
 TILE = 256  # diffusers' defaults: 256-pixel tiles every 192 pixels (64 pixels of blend)
@@ -28,16 +28,23 @@ ChunkProgressFn = Callable[[str, int], None]  # (phase "encode" | "decode", chun
 
 
 @contextlib.contextmanager
-def vae_chunks(vae, cancel: CancelFn | None = None, progress: ChunkProgressFn | None = None) -> Iterator[None]:
-    """Within the block, every encoder / decoder chunk first honours ``cancel`` and reports ``progress``."""
+def vae_chunks(vae, cancel: CancelFn | None = None, progress: Progress | ChunkProgressFn | None = None) -> Iterator[None]:
+    """Within the block, every encoder / decoder chunk first honours ``cancel`` and reports ``progress``:
+    a :class:`~vdot_nodes.core.progress.Progress` (cancel checked, one ``update`` and a note
+    "VAE decode chunk 3" per chunk) or the callback ``progress(phase, chunks_done)``."""
     done = {"encode": 0, "decode": 0}
     handles = []
+    reporter = progress if isinstance(progress, Progress) else None
+    stop = as_progress(reporter, cancel)
 
     def hook(phase):
         def pre(module, args, kwargs=None):
-            check_cancel(cancel)
+            stop.check_cancel()
             done[phase] += 1
-            if progress is not None:
+            if reporter is not None:
+                reporter.update(1)
+                reporter.note(f"VAE {phase} chunk {done[phase]}")
+            elif progress is not None:
                 progress(phase, done[phase])
         return pre
 

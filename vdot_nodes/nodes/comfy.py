@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..core.errors import VDOTInputError
 from ..core.preprocess.weights import COMFY_ROOT_ENV
+from ..core.progress import Progress
 
 EMBEDDED = "vdot-toy (embedded)"
 MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators", "loras")
@@ -269,20 +270,34 @@ def check_interrupt() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
-def make_progress(total: int, desc: str = "VDOT"):
-    """A ``progress(done, total)`` callback ticking one bar."""
-    bar = progress_bar(total, desc)
-    state = {"done": 0}
+class ComfyProgress(Progress):
+    """The core :class:`~vdot_nodes.core.progress.Progress` on ComfyUI: its ProgressBar (a tqdm bar outside
+    ComfyUI) and its interrupt (Cancel raises ComfyUI's own exception between steps and chunks)."""
 
-    def progress(done: int, _total: int) -> None:
-        if done > state["done"]:
-            bar.update(done - state["done"])
-            state["done"] = done
+    def __init__(self, total: int, desc: str = "VDOT"):
+        super().__init__(total)
+        self.desc = desc
+        self.bar = progress_bar(total, desc)
 
-    return progress
+    def set_total(self, total: int) -> None:
+        if int(total) != self.total:  # ComfyUI's bar takes its total when made: a new total, a new bar
+            self.total, self.done = int(total), 0
+            self.bar = progress_bar(self.total, self.desc)
+
+    def update(self, n: int = 1) -> None:
+        self.done += int(n)
+        self.bar.update(int(n))
+
+    def check_cancel(self) -> None:
+        check_interrupt()
 
 
-def make_cancel():
+def make_progress(total: int, desc: str = "VDOT") -> ComfyProgress:
+    """A :class:`ComfyProgress` (also callable as ``progress(done, total)``) ticking one bar."""
+    return ComfyProgress(total, desc)
+
+
+def make_cancel():  # the callback form, for loops that take ``cancel()`` (ComfyUI's SAMPLER)
     """A ``cancel()`` callback: raises ComfyUI's interrupt when pressed, else returns False."""
 
     def cancel() -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import VDOTInputError
-from ..core.pipeline import MAX_TEXT_TOKENS, VDOTPipeline
+from ..core.text_encoding import MAX_TEXT_TOKENS, PromptEncoder
 from . import comfy
 
 # Wan2.1's recommended negative prompt (from its reference code), in English.
@@ -39,9 +39,8 @@ def _encode(text_encoder, text: str) -> torch.Tensor:
     hit = _EMBED_CACHE.get(key)
     if hit is not None and hit[0]() is text_encoder.module:
         return hit[1]
-    pipe = VDOTPipeline(None, None, text_encoder.module, text_encoder.tokenizer,
-                        device=comfy.torch_device(), offload="model")
-    embeds = pipe.encode_prompt([text])
+    encoder = PromptEncoder(text_encoder.module, text_encoder.tokenizer, device=comfy.torch_device(), offload=True)
+    embeds = encoder.encode([text])
     if len(_EMBED_CACHE) >= _EMBED_CACHE_SIZE:
         _EMBED_CACHE.pop(next(iter(_EMBED_CACHE)))
     _EMBED_CACHE[key] = (weakref.ref(text_encoder.module), embeds)

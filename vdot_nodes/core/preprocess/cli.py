@@ -116,8 +116,7 @@ def _kind_options(args) -> dict:
 
 
 def _run(args) -> int:
-    from tqdm import tqdm
-
+    from ..progress import TqdmProgress
     from ..video_io import read_video, write_frames, write_video
 
     kind = resolve_name(args.kind)
@@ -145,11 +144,8 @@ def _run(args) -> int:
     video = fit_video(video, frames=args.frames, height=args.height, width=args.width, name=f"IN ({src})")
     total = video.shape[0]
     # delay: nothing is drawn for runs that fail at once (bad option values) or finish at once
-    with tqdm(total=total, desc=kind, unit="frame", disable=args.quiet, file=sys.stderr, delay=0.5) as bar:
-        def progress(done: int, _total: int) -> None:
-            bar.update(done - bar.n)
-
-        result = run_preprocessor(kind, video, batch_size=args.batch_size, progress=progress, **opts)
+    with TqdmProgress(total, kind, unit="frame", disable=args.quiet, file=sys.stderr, delay=0.5) as bar:
+        result = run_preprocessor(kind, video, batch_size=args.batch_size, progress=bar, **opts)
     if is_file:
         write_video(result, out, fps=args.fps or fps, overwrite=args.overwrite, crf=args.crf)
     else:
