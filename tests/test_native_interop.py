@@ -252,6 +252,8 @@ def test_native_inputs_that_do_not_fit_are_refused_before_any_model_call(tiny):
         (dict(vae=LoadedModel(tiny.vae, "tiny")), "vae", "not a ComfyUI VAE"),
         (dict(positive="a cat"), "positive", "CONDITIONING"),
         (dict(cfg=3.0), "embeds", "needs a negative prompt"),
+        (dict(preset="fast"), "preset", "unknown sampler preset"),
+        (dict(num_videos=0), "num_videos", "outside"),
         (dict(positive=conditioning(torch.zeros(1, 512, 4096))), "prompt_embeds", "do not fit this model"),
     ]
     wide_vae = ComfyVAE(tiny.vae)

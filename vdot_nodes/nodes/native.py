@@ -68,7 +68,7 @@ class VDOTNativeSampler:
                negative=None, init_frames=None):
         embeds = Embeds(_from_conditioning(positive, "positive"),
                         None if negative is None else _from_conditioning(negative, "negative"))
-        check_sampler_inputs(embeds, vcu, seed, steps, shift, cfg, denoise, control_scale, num_videos)
+        preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos)
         transformer = NativeWanVACE(model)
         native_vae = NativeWanVAE(vae, transformer.latent_format)
         cfg_vae = native_vae.config
@@ -77,8 +77,8 @@ class VDOTNativeSampler:
         transformer._load = comfy.model_loader(model, shape)
         # ComfyUI keeps and moves its models itself: no offload by the pipeline.
         pipe = VDOTPipeline(transformer, native_vae, device=comfy.torch_device(), offload="none")
-        return (generate_frames(pipe, embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale,
-                                num_videos, init_frames, "VDOT Sampler (native)"),)
+        return (generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
+                                "VDOT Sampler (native)"),)
 
 
 class VDOTVCUToWanVace:
