@@ -196,6 +196,7 @@ def ours(tiny, vcu, **kw):
     ("r2v", "vdot", {}),
     ("inpaint", "renoise", {"cfg": 2.0, "negative": conditioning(embeds_of(2)), "control_scale": 0.7}),
     ("t2v", "teacher_euler", {"steps": 3, "num_videos": 2}),
+    ("t2v", "vdot", {"denoise": 0.6, "init_frames": torch.rand(F, H, W, 3, generator=torch.Generator().manual_seed(8))}),
 ])
 def test_native_sampler_gives_the_vdot_samplers_video_on_the_same_weights(tiny, task, preset, extra):
     vcu = vcus()[task]
@@ -204,8 +205,9 @@ def test_native_sampler_gives_the_vdot_samplers_video_on_the_same_weights(tiny, 
     assert native.shape == mine.shape == (extra.get("num_videos", 1) * F, H, W, 3)
     # σ = t/1000 → t = σ·1000 and v = (x − x̂₀)/σ round in float32; nothing else differs.
     torch.testing.assert_close(native, mine, atol=2e-4, rtol=0)
-    other_seed = call("VDOTNativeSampler", **native_args(tiny, vcu, preset=preset, **{**extra, "seed": 8}))[0]
-    assert (other_seed - native).abs().max() > 1e-3  # the comparison above can fail
+    if task == "r2v":  # the comparison above can fail: another seed is far outside its tolerance
+        other_seed = call("VDOTNativeSampler", **native_args(tiny, vcu, preset=preset, **{**extra, "seed": 8}))[0]
+        assert (other_seed - native).abs().max() > 1e-3
 
 
 def test_native_sampler_loads_the_model_with_its_patches_before_sampling(tiny, monkeypatch):
