@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     import diffusers  # noqa: F401  before any stub: transformers probes for torchvision
     from diffusers import AutoencoderKLWan, WanVACETransformer3DModel  # noqa: F401
-    from vdot_nodes.core import models, release
+    from vdot_nodes.core import models
     from vdot_nodes.core.atomic import atomic_save_safetensors
     from vdot_nodes.core.tiny import build_tiny_transformer
     from vdot_nodes.core.vcu import build_r2v_vcu
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
                                                                               reference_video)))
 
     cfg14 = models.load_config(models.TRANSFORMER_CONFIGS["14B"])
-    shapes = release._meta_shapes("transformer", cfg14)
+    shapes = models.meta_shapes("transformer", cfg14)
     sd14 = {orig: torch.empty(shapes[d], device="meta") for d, orig in comfy_key_names(shapes).items()}
     detected = comfy.model_detection.detect_unet_config(sd14, "")
     picked = type(comfy.model_detection.model_config_from_unet(sd14, "")).__name__

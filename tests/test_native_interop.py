@@ -22,6 +22,7 @@ from vdot_nodes.nodes.sampler import flow_unipc_comfy
 from vdot_nodes.nodes.text import Embeds
 
 F, H, W = 5, 32, 48
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def call(name, **kwargs):
@@ -134,15 +135,6 @@ class ComfyVAE:
 
     def decode(self, samples):
         return torch.clamp((self.inner.decode(samples).sample.float() + 1) / 2, 0, 1).movedim(1, -1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On a shared 2-core box two threads per op spin against each other (20x slower for the tiny VAE)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
