@@ -315,3 +315,23 @@ def ksampler(sampler_function):
         raise VDOTInputError("sampler", "a SAMPLER object needs ComfyUI (comfy.samplers is not importable)",
                              "use this node inside ComfyUI, or VDOT Sampler outside it") from None
     return comfy.samplers.KSAMPLER(sampler_function)
+
+
+def model_loader(patcher, latent_shape):
+    """A ``load()`` that brings a ComfyUI MODEL onto its device with its weight patches (LoRA) applied and room
+    for a ``latent_shape`` batch, as ComfyUI's samplers do; None outside ComfyUI (nothing to load)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return None
+    return lambda: mm.load_models_gpu([patcher], memory_required=patcher.memory_required(list(latent_shape)))
+
+
+def wan_latent_format():
+    """ComfyUI's Wan 2.1 latent format (normalisation of the Wan VAE's latents)."""
+    try:
+        import comfy.latent_formats
+    except ImportError:
+        raise VDOTInputError("vae", "ComfyUI's latent formats are not importable",
+                             "use this node inside ComfyUI") from None
+    return comfy.latent_formats.Wan21()

@@ -85,17 +85,7 @@ class VDOTSampler:
 
     def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
                init_frames=None):
-        # Widgets are bounded in the UI, but an API-format workflow can send anything: the one
-        # validation layer checks types, NaN/inf, ranges, seed + num_videos and the memory estimate.
-        # steps / shift 0 mean "the preset's own"; anything else is an override and is checked.
-        overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
-        validate_generate(dict(seed=seed, cfg=cfg, denoise=denoise, control_scale=control_scale,
-                               num_videos=num_videos, num_frames=vcu.num_frames, height=vcu.height, width=vcu.width,
-                               **overrides), SOCKET_NAMES)
-        preset = node_preset(preset, steps, shift)
-        if cfg != 1.0 and embeds.negative is None:
-            raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
-                                 "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
+        preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos)
         device = comfy.torch_device()
         resident = None
         if getattr(model, "vram_budget_gb", 0) and device.type != "cpu":  # Model Loader's budget: block swap
@@ -107,13 +97,35 @@ class VDOTSampler:
         pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
                             offload="model" if model.offload else "none")
         with lora_context(model):
-            frames = pipe.generate(
-                vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
-                control_scale=control_scale, denoise=denoise, init_frames=init_frames,
-                prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
-                progress=comfy.make_progress(preset.steps, "VDOT Sampler"), cancel=comfy.make_cancel(),
-            )
-        return (frames.reshape(-1, *frames.shape[2:]),)
+            return (generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos,
+                                    init_frames, "VDOT Sampler"),)
+
+
+def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos):
+    """What both samplers check before any model runs; returns the preset with the node's overrides."""
+    # Widgets are bounded in the UI, but an API-format workflow can send anything: the one
+    # validation layer checks types, NaN/inf, ranges, seed + num_videos and the memory estimate.
+    # steps / shift 0 mean "the preset's own"; anything else is an override and is checked.
+    overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
+    validate_generate(dict(seed=seed, cfg=cfg, denoise=denoise, control_scale=control_scale,
+                           num_videos=num_videos, num_frames=vcu.num_frames, height=vcu.height, width=vcu.width,
+                           **overrides), SOCKET_NAMES)
+    if cfg != 1.0 and embeds.negative is None:
+        raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
+                             "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
+    return node_preset(preset, steps, shift)
+
+
+def generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
+                    desc: str) -> torch.Tensor:
+    """The samplers' shared run: one progress tick per step, Cancel between steps; frames ``[num_videos·F, H, W, 3]``."""
+    frames = pipe.generate(
+        vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
+        control_scale=control_scale, denoise=denoise, init_frames=init_frames,
+        prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
+        progress=comfy.make_progress(preset.steps, desc), cancel=comfy.make_cancel(),
+    )
+    return frames.reshape(-1, *frames.shape[2:])
 
 
 class VDOTSigmas:
