@@ -12,7 +12,7 @@ from vdot_nodes.core.video_io import read_video
 from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, comfy
 
 KNOWN_TYPES = {"VDOT_MODEL", "VDOT_VAE", "VDOT_TEXT_ENCODER", "VDOT_EMBEDS", "VDOT_VCU", "IMAGE", "MASK", "INT",
-               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING", "SIGMAS", "SAMPLER"}
+               "FLOAT", "STRING", "BOOLEAN", "CONDITIONING", "SIGMAS", "SAMPLER", "VDOT_PREVIEW_DECODER"}
 F, H, W = 5, 32, 48
 
 

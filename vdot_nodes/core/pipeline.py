@@ -378,6 +378,7 @@ class VDOTPipeline:
         cancel: CancelFn | None = None,
         return_latents: bool = False,
         vae_progress=None,
+        on_step=None,
     ) -> torch.Tensor:
         """Generate ``num_videos`` videos for one VCU (seeds ``seed, seed+1, …``).
 
@@ -386,6 +387,7 @@ class VDOTPipeline:
         official 4-step sampler. ``cfg`` > 1 runs the negative prompt too (VDOT's guidance is distilled, so
         1 is its default). Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
         ``vae_progress(phase, chunks_done)`` is called before every VAE chunk ("encode" / "decode").
+        ``on_step(k, x0)`` sees each step's x0-prediction without the reference frames (previews).
         """
         if isinstance(preset, str):
             preset = get_preset(preset)
@@ -428,6 +430,8 @@ class VDOTPipeline:
                 latents = sample(
                     velocity, noise, encoded.latent_shape, preset, init_latents=init_latents, denoise=denoise,
                     device=self.device, progress=progress, cancel=cancel,
+                    on_step=None if on_step is None else
+                    lambda k, _x, x0: on_step(k, x0[:, :, encoded.num_reference_frames:]),
                 )
         latents = latents[:, :, encoded.num_reference_frames :].float().cpu()
         self._release_lazy("transformer")

@@ -79,16 +79,17 @@ class ReleaseComponent:
 # --------------------------------------------------------------------------------------------
 
 
-def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Tensor], list[str]]:
+def load_weights_only(path, input_name: str = "SRC", origin: str | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
     """``({name: tensor}, notes)`` of a release pickle, memory-mapped, through the weights-only unpickler.
 
     ``{'generator': {...}}`` (the VDOT checkpoint) is unwrapped; the ``model.`` /
     ``_fsdp_wrapped_module.`` prefixes are stripped as the official loader does. ``notes`` says what
-    was ignored.
+    was ignored. ``origin``: where the file comes from, for the fixes in messages (default: the release).
     """
     path = Path(path)
+    origin = origin or f"huggingface.co/{HF_REPO}"
     if not path.is_file():
-        raise VDOTInputError(input_name, f"{path} does not exist", f"download it from huggingface.co/{HF_REPO}")
+        raise VDOTInputError(input_name, f"{path} does not exist", f"download it from {origin}")
     with open(path, "rb") as f:
         head = f.read(4)
     # The legacy (pre-zip) torch.save format cannot be memory-mapped: read small ones into memory.
@@ -98,14 +99,14 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
                 if head[:1] == b"\x80" else "a safetensors file: it needs no conversion" if path.suffix == ".safetensors"
                 else "not a torch.save checkpoint")
         fix = ("load it directly (--model/--vae/--text-encoder)" if path.suffix == ".safetensors" else
-               f"use the release file from huggingface.co/{HF_REPO}, or re-save it with a current torch.save")
+               f"use the release file from {origin}, or re-save it with a current torch.save")
         raise VDOTInputError(input_name, f"{path.name} is {what}", fix)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True) if legacy else _load_mapped(path)
     except pickle.UnpicklingError as e:
         raise VDOTInputError(
             input_name, f"{path.name} is not a plain tensor checkpoint: it contains {_unpickle_culprit(e)}; refusing to unpickle it",
-            f"use the original file from huggingface.co/{HF_REPO} (the release holds only tensors)",
+            f"use the original file from {origin} (the release holds only tensors)",
         ) from None
     except RuntimeError as e:
         msg = str(e)
@@ -117,9 +118,9 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
             ) from None
         if "central directory" in msg or "zip archive" in msg or "PytorchStreamReader" in msg:
             raise VDOTInputError(input_name, f"{path.name} is truncated or damaged ({_first_line(msg)})",
-                                 f"download it again from huggingface.co/{HF_REPO}") from None
+                                 f"download it again from {origin}") from None
         raise VDOTInputError(input_name, f"{path.name} cannot be read ({_first_line(msg)})",
-                             f"download it again from huggingface.co/{HF_REPO}") from None
+                             f"download it again from {origin}") from None
     notes = []
     if isinstance(obj, dict) and "generator" in obj:
         others = sorted(str(k) for k in obj if k != "generator")
@@ -128,11 +129,11 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
         obj = obj["generator"]
     if not isinstance(obj, dict) or not obj:
         raise VDOTInputError(input_name, f"{path.name} holds {type(obj).__name__}, not a state dict of tensors",
-                             f"use the release file from huggingface.co/{HF_REPO}")
+                             f"use the release file from {origin}")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise VDOTInputError(input_name, f"{path.name}: {len(bad)} entries are not tensors (e.g. {', '.join(bad[:3])})",
-                             f"use the release file from huggingface.co/{HF_REPO}")
+                             f"use the release file from {origin}")
     state = {}
     for k, v in obj.items():
         for prefix in STRIP_PREFIXES:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-_MODULES = ("loaders", "lora", "text", "vcu", "sampler", "long_video", "io", "preprocess")
+_MODULES = ("loaders", "lora", "text", "vcu", "sampler", "long_video", "io", "preprocess", "preview")
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
