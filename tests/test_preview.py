@@ -14,7 +14,6 @@ from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.preview import (
     WAN21_LATENT_RGB_BIAS,
     WAN21_LATENT_RGB_FACTORS,
-    TinyWanDecoder,
     decode_draft,
     expected_shapes,
     latent_rgb,
@@ -217,7 +216,7 @@ def _fake_comfy(monkeypatch, interrupt_after=None):
 
     class ProgressBar:
         def __init__(self, total):
-            self.total, self.id = total, len({e[0] for e in events}) + len(events)
+            self.total = total
 
         def update_absolute(self, value, total=None, preview=None):
             events.append((id(self), value, total or self.total, preview))
@@ -338,4 +337,25 @@ def test_draft_decode_is_cancellable_per_chunk(tae_files):
     ticks = []
     decode_draft(vae, decoder, torch.randn(2, 16, 2, 2, 2), progress=lambda d, t: ticks.append((d, t)))
     assert ticks == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert isinstance(TinyWanDecoder(), torch.nn.Module)
+
+
+def test_long_video_bars_count_every_windows_vae_chunks(parts, monkeypatch):
+    from vdot_nodes.core.long_video import plan_windows
+    from vdot_nodes.nodes.long_video import VDOTLongVideo
+    from vdot_nodes.nodes.vcu import VDOTVCUText2Video
+
+    model, vae, embeds = parts
+    events, _, _ = _fake_comfy(monkeypatch)
+    (vcu,) = VDOTVCUText2Video().build(width=32, height=16, num_frames=9)
+    (frames,) = VDOTLongVideo().sample(model=model, vae=vae, embeds=embeds, vcu=vcu, seed=0, preset="renoise", steps=1,
+                                       shift=0.0, cfg=1.0, control_scale=1.0, window=5, overlap=1, colour_match=True)
+    assert frames.shape == (9, 16, 32, 3)
+    plan = plan_windows(9, 5, 1)
+    assert len(plan) == 2
+    want = {phase: sum(generate_chunk_totals(vae.module, "auto", w.length, 16, 32)[phase] for w in plan)
+            for phase in ("encode", "decode")}
+    bars = {}
+    for bar, value, total, _ in events:
+        bars.setdefault(bar, []).append((value, total))
+    finals = [v[-1] for v in bars.values()]
+    assert (want["encode"], want["encode"]) in finals and (want["decode"], want["decode"]) in finals
