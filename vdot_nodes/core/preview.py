@@ -199,9 +199,12 @@ def _read_state(path: Path, input_name: str) -> tuple[dict[str, tuple[int, ...]]
 
         return shapes, read
     if suffix in PICKLE_SUFFIXES:
-        from .release import load_weights_only  # the one pickle policy: torch.load(weights_only=True)
+        from .models.files import read_pickle_weights  # the one pickle policy: torch.load(weights_only=True)
 
-        state, _ = load_weights_only(path, input_name, origin=TAE_SOURCE)
+        state = read_pickle_weights(path, input_name, TAE_SOURCE)
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            raise VDOTInputError(input_name, f"{path.name} holds {type(state).__name__}, not a state dict of tensors",
+                                 f"give taew2_1 from {TAE_SOURCE}")
         return {k: tuple(v.shape) for k, v in state.items()}, lambda: {k: v for k, v in state.items() if k.startswith("decoder.")}
     raise VDOTInputError(input_name, f"{path.name} is neither .safetensors nor .pth",
                          f"give the TAEW2.1 file from {TAE_SOURCE}")

@@ -108,7 +108,7 @@ class VDOTSampler:
             resident = resident_blocks_for(model.module, int(model.vram_budget_gb * 1e9), tokens,
                                            num_videos * (2 if cfg != 1.0 else 1))
         pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
-                            offload="model" if model.offload else "none", is_toy=model.is_toy)
+                            offload="model" if model.offload else "none")
         # Previews: TAEW2.1 when connected (refused here, before sampling, for the toy VAE's latents),
         # else latent-RGB for Wan 2.1 latents; the VAE's chunks get their own bars.
         from ..core.preview import decode_draft, make_step_preview
