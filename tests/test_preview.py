@@ -23,6 +23,8 @@ from vdot_nodes.core.preview import (
 from vdot_nodes.core.tiny import build_tiny_text_encoder, build_tiny_tokenizer, build_tiny_transformer, build_tiny_vae
 from vdot_nodes.core.vae_tiling import expected_chunks, generate_chunk_totals, vae_chunks, vae_tiling
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: two threads only contend on a shared CPU
+
 
 def atomic_save_safetensors(state, path):
     """Test files: plain safetensors writes (no fsync; the atomic writer is tested in test_atomic)."""
@@ -46,15 +48,6 @@ def header_only(state, path):
         f.write(struct.pack("<Q", len(blob)) + blob)
         f.truncate(8 + len(blob) + offset)
     return path
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions: one thread is faster than two fighting other jobs for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _encoder_shapes() -> dict:

@@ -199,7 +199,7 @@ def _read_state(path: Path, input_name: str) -> tuple[dict[str, tuple[int, ...]]
 
         return shapes, read
     if suffix in PICKLE_SUFFIXES:
-        from .models.files import read_pickle_weights  # the one pickle policy: torch.load(weights_only=True)
+        from .models.files import read_pickle_weights  # the one pickle reader (weights-only unpickler)
 
         state = read_pickle_weights(path, input_name, TAE_SOURCE)
         if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
