@@ -108,6 +108,9 @@ def _add_generate_parser(sub) -> None:
     mem.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer block")
     mem.add_argument("--fp8-matmul", action="store_true",
                      help="with --precision fp8_e4m3fn: multiply in fp8 (torch._scaled_mm) where supported, else bf16")
+    mem.add_argument("--preview-decoder", metavar="FILE",
+                     help="decode the video with TAEW2.1 (taew2_1.safetensors or .pth from github.com/madebyollin/taehv) "
+                          "instead of the VAE: a quick, softer draft; Wan 2.1 VAE only")
     p.add_argument("--out", required=True, help="output .mp4, or a folder for PNG frames")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out")
 
@@ -278,6 +281,7 @@ def cmd_generate(args) -> int:
     vcu = build_vcu_from_args(args)
     windows = _plan_long_video(args)
     loras = _read_loras(args)
+    tae = _read_preview_decoder(args, is_toy, len(windows))
     started = time.perf_counter()
     cache_dir = None
     if not args.no_prompt_cache:
@@ -291,6 +295,10 @@ def cmd_generate(args) -> int:
                          plan_prompts=prompts, num_videos=args.num_videos, cfg=args.cfg, ram_budget_gb=args.ram_budget,
                          vram_budget_gb=args.vram_budget, attention=args.attention, compile_blocks=args.compile,
                          fp8_matmul=args.fp8_matmul, loras=loras, load_progress=tqdm_load_progress)
+    if tae is not None:  # a VAE from a diffusers folder is known only now (lazy: before the other models load)
+        from .core.preview import check_preview_applies
+
+        check_preview_applies(pipe.vae, "--preview-decoder", "the VAE")
     if pipe.memory_plan is not None:
         print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
     if is_toy:
@@ -306,6 +314,15 @@ def cmd_generate(args) -> int:
 
             videos = generate_long_video(pipe, vcu, window=args.window, overlap=args.overlap,
                                          colour_match=args.colour_match, seed=args.seed, **common).unsqueeze(0)
+        elif tae is not None:  # a draft: the VAE only encodes, TAEW2.1 decodes
+            import torch
+
+            from .core.preview import decode_draft
+
+            latents = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, return_latents=True, **common)
+            bar.set_postfix_str("TAEW2.1 decode")
+            videos = decode_draft(pipe.vae, tae.to(pipe.device, torch.float16 if pipe.device.type == "cuda" else
+                                                   torch.float32), latents)
         else:
             videos = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, **common)
     if pipe.speed_notes:
@@ -339,6 +356,29 @@ def _plan_long_video(args):
         raise VDOTInputError("--num-videos", f"a long video (--frames {args.frames} > --window {args.window}) is made "
                              "one at a time", "use --num-videos 1 and run again with another --seed")
     return windows
+
+
+def _read_preview_decoder(args, is_toy: bool, num_windows: int):
+    """The ``--preview-decoder`` TAEW2.1, read and checked (and checked against the VAE's header) before the
+    models load; None without the flag."""
+    if args.preview_decoder is None:
+        return None
+    from .core.preview import check_preview_applies, load_preview_decoder
+
+    if is_toy:
+        raise VDOTInputError("--preview-decoder", "TAEW2.1 decodes Wan 2.1 latents; the embedded toy model's VAE makes "
+                             "other latents (4x spatial) and has no tiny decoder", "drop --preview-decoder, or give "
+                             "--model/--vae/--text-encoder for Wan2.1-VACE")
+    if num_windows > 1:
+        raise VDOTInputError("--preview-decoder", f"a long video ({num_windows} windows) carries each window's decoded "
+                             "frames into the next, so it is decoded with the VAE", "drop --preview-decoder")
+    if args.vae is not None:
+        from .core.models import describe_checkpoint
+
+        config = describe_checkpoint(args.vae).get("config")
+        if config is not None:
+            check_preview_applies(config, "--preview-decoder", f"--vae {Path(args.vae).name}")
+    return load_preview_decoder(args.preview_decoder, input_name="--preview-decoder")
 
 
 def _read_loras(args) -> list:

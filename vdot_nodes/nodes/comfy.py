@@ -21,7 +21,7 @@ from ..core.preprocess.weights import COMFY_ROOT_ENV
 from ..core.progress import Progress
 
 EMBEDDED = "vdot-toy (embedded)"
-MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators", "loras")
+MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators", "loras", "vae_approx")
 EXAMPLES_PREFIX = "vdot_examples/"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".avi")
@@ -112,7 +112,7 @@ def list_models(kind: str) -> list[str]:
             names = _scan(models_dir() / kind, extensions)
     except VDOTInputError:
         names = []
-    return ([EMBEDDED] if kind not in ("vdot_annotators", "loras") else []) + names
+    return ([EMBEDDED] if kind not in ("vdot_annotators", "loras", "vae_approx") else []) + names
 
 
 def model_folders(kind: str) -> list[Path]:
@@ -241,9 +241,16 @@ class _TqdmBar:
         if self._bar.n >= self._bar.total:
             self._bar.close()
 
+    def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
+        """ComfyUI's ``ProgressBar.update_absolute`` (a preview has nowhere to go here)."""
+        if total is not None:
+            self._bar.total = total
+        self.update(value - self._bar.n)
+
 
 def progress_bar(total: int, desc: str = "VDOT"):
-    """ComfyUI's ProgressBar when running in ComfyUI, else a tqdm bar; both have ``update(n)``."""
+    """ComfyUI's ProgressBar when running in ComfyUI, else a tqdm bar; both have ``update(n)`` and
+    ``update_absolute(value, total)``."""
     try:
         import comfy.utils
 
@@ -295,6 +302,57 @@ class ComfyProgress(Progress):
 def make_progress(total: int, desc: str = "VDOT") -> ComfyProgress:
     """A :class:`ComfyProgress` (also callable as ``progress(done, total)``) ticking one bar."""
     return ComfyProgress(total, desc)
+
+
+def _comfy_preview_settings():
+    """``(enabled, max size)`` of ComfyUI's own preview options (``--preview-method none`` turns ours off
+    too); None outside ComfyUI, where a preview has nowhere to go."""
+    try:
+        from comfy.cli_args import LatentPreviewMethod, args
+    except ImportError:
+        return None
+    return args.preview_method != LatentPreviewMethod.NoPreviews, getattr(args, "preview_size", 512)
+
+
+def make_step_previews(total: int, step_preview):
+    """An ``on_step(k, x0)`` callback that shows ``step_preview(x0)`` (a frame ``[H, W, 3]`` in 0..1) in
+    ComfyUI's progress bar after each step, as ComfyUI's own samplers do; None when there is no preview
+    function, no ComfyUI, or ComfyUI's previews are off."""
+    settings = _comfy_preview_settings()
+    if step_preview is None or settings is None or not settings[0]:
+        return None
+    import comfy.utils
+    import torch
+    from PIL import Image
+
+    bar = comfy.utils.ProgressBar(total)
+
+    def on_step(k, x0) -> None:
+        frame = (step_preview(x0) * 255).round().to(torch.uint8).cpu().numpy()
+        bar.update_absolute(k + 1, total, ("JPEG", Image.fromarray(frame), settings[1]))
+
+    return on_step
+
+
+def make_vae_progress(totals: dict[str, int]):
+    """A ``vae_progress(phase, chunks_done)`` callback: one bar per phase ("encode", "decode") with the
+    totals of ``vae_tiling.generate_chunk_totals``. Each ``vae_chunks`` block counts from 1 again, so
+    the counts of successive blocks of one phase are added up."""
+    bars: dict[str, object] = {}
+    state = {phase: {"last": 0, "base": 0} for phase in totals}
+
+    def progress(phase: str, done: int) -> None:
+        total = max(int(totals.get(phase, 0)), 1)
+        s = state.setdefault(phase, {"last": 0, "base": 0})
+        if done <= s["last"]:  # a new block of this phase started
+            s["base"] += s["last"]
+        s["last"] = done
+        if phase not in bars:
+            bars[phase] = progress_bar(total, f"VAE {phase}")
+        bar = bars[phase]
+        bar.update_absolute(min(s["base"] + done, total), total)
+
+    return progress
 
 
 def make_cancel():  # the callback form, for loops that take ``cancel()`` (ComfyUI's SAMPLER)

@@ -77,8 +77,9 @@ class VDOTNativeSampler:
         transformer._load = comfy.model_loader(model, shape)
         # ComfyUI keeps and moves its models itself: no offload by the pipeline.
         pipe = VDOTPipeline(transformer, native_vae, device=comfy.torch_device(), offload="none")
-        return (generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
-                                "VDOT Sampler (native)"),)
+        frames = generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
+                                 "VDOT Sampler (native)")
+        return (frames.reshape(-1, *frames.shape[2:]),)
 
 
 class VDOTVCUToWanVace:

@@ -80,11 +80,14 @@ class VDOTSampler:
             },
             "optional": {
                 "init_frames": ("IMAGE", {"tooltip": "Starting video for denoise < 1 (same size and frame count as the VCU)."}),
+                "preview_decoder": ("VDOT_PREVIEW_DECODER", {"tooltip": "From VDOT Preview Decoder Loader (TAEW2.1): "
+                                    "step previews decoded by it (without it: ComfyUI's latent-RGB colours), and the "
+                                    "final video too when its final_video is on."}),
             },
         }
 
     def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
-               init_frames=None):
+               init_frames=None, preview_decoder=None):
         preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos)
         device = comfy.torch_device()
         resident = None
@@ -96,9 +99,27 @@ class VDOTSampler:
                                            num_videos * (2 if cfg != 1.0 else 1))
         pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
                             offload="model" if model.offload else "none")
+        # Previews: TAEW2.1 when connected (refused here, before sampling, for the toy VAE's latents),
+        # else latent-RGB for Wan 2.1 latents; the VAE's chunks get their own bars.
+        from ..core.preview import decode_draft, make_step_preview
+        from ..core.vae_tiling import generate_chunk_totals
+
+        tae = preview_decoder.decoder if preview_decoder is not None else None
+        draft = tae is not None and preview_decoder.final_video
+        step_preview = make_step_preview(vae.module, tae)
+        cancel = comfy.make_cancel()
+        vae_progress = comfy.make_vae_progress(generate_chunk_totals(
+            vae.module, pipe.vae_tiling, vcu.num_frames, vcu.height, vcu.width, references=len(vcu.references),
+            num_videos=num_videos, init_frames=denoise < 1.0, decode=not draft, temporal=pipe.vae_temporal))
         with lora_context(model):
-            return (generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos,
-                                    init_frames, "VDOT Sampler"),)
+            frames = generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos,
+                                     init_frames, "VDOT Sampler", cancel=cancel, vae_progress=vae_progress,
+                                     on_step=comfy.make_step_previews(preset.steps, step_preview),
+                                     return_latents=draft)
+        if draft:
+            frames = decode_draft(vae.module, tae, frames, cancel=cancel,
+                                  progress=comfy.make_progress(frames.shape[0] * frames.shape[2], "TAE decode"))
+        return (frames.reshape(-1, *frames.shape[2:]),)
 
 
 def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos):
@@ -117,15 +138,16 @@ def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, 
 
 
 def generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
-                    desc: str) -> torch.Tensor:
-    """The samplers' shared run: one progress tick per step, Cancel between steps; frames ``[num_videos·F, H, W, 3]``."""
-    frames = pipe.generate(
+                    desc: str, cancel=None, **options) -> torch.Tensor:
+    """The samplers' shared run: one progress tick per step, Cancel between steps; frames
+    ``[num_videos, F, H, W, 3]`` (or latents with ``return_latents=True``). ``options`` go to
+    ``VDOTPipeline.generate`` (``vae_progress``, ``on_step``, ``return_latents``)."""
+    return pipe.generate(
         vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
         control_scale=control_scale, denoise=denoise, init_frames=init_frames,
         prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
-        progress=comfy.make_progress(preset.steps, desc), cancel=comfy.make_cancel(),
+        progress=comfy.make_progress(preset.steps, desc), cancel=cancel or comfy.make_cancel(), **options,
     )
-    return frames.reshape(-1, *frames.shape[2:])
 
 
 class VDOTSigmas:
