@@ -92,11 +92,11 @@ REAL_PROMPTS = {"t2v": "A red ball bounces across a sunlit wooden floor, soft sh
                 "": "A red ball rolls across a striped wooden floor in a bright room, soft shadows, smooth camera motion."}
 # The embedded toy at its native size (the size it was trained on), distilled with the re-noising rollout.
 TOY = Setup("toy", "vdot_", TOY_POLICY.width, TOY_POLICY.height, TOY_POLICY.default_frames, EMBEDDED, EMBEDDED,
-            EMBEDDED, "renoise", 16, 5, 49, 17, 5, TOY_PROMPTS)
+            EMBEDDED, "renoise", 16, 5, 29, 17, 5, TOY_PROMPTS)
 # VDOT-14B at 480p, 5 s at 16 fps, with the official sampler.
 REAL = Setup("14b", "vdot_14b_", OFFICIAL_POLICY.width, OFFICIAL_POLICY.height, OFFICIAL_POLICY.default_frames,
              CONVERTED["diffusion_models"][0], MODEL_FILES["vae"][0], MODEL_FILES["text_encoders"][0], "vdot", 96, 17,
-             161, DEFAULT_WINDOW, DEFAULT_OVERLAP, REAL_PROMPTS)
+             145, DEFAULT_WINDOW, DEFAULT_OVERLAP, REAL_PROMPTS)
 SETUPS = (TOY, REAL)
 LONG = "long_t2v"
 
@@ -367,6 +367,11 @@ def _title(task: str) -> str:
     return f"{task}: {TASKS[task].description.split(' [')[0]}"
 
 
+def _source_width(task: str, setup: Setup) -> int:
+    """The width a task's source video is fitted to (outpaint's VCU adds the sides)."""
+    return setup.width - 2 * setup.outpaint_side if task == "outpaint" else setup.width
+
+
 def _size_widgets(task: str) -> str:
     """Where a workflow's size is set."""
     if task in ("t2v", "r2v", LONG):
@@ -384,7 +389,7 @@ CONVERT = (f"The VDOT-14B transformer is in the official release [yutongwang1012
            "`vdot-weights/vdot_14b.pt`: convert it once with\n"
            "`vdot convert VDOT/vdot-weights/vdot_14b.pt ComfyUI/models/diffusion_models/ --dtype bf16`\n"
            "→ `vdot_14b_bf16.safetensors` (read by torch's weights-only unpickler: no code in the file runs). "
-           "The text encoder and VAE are Wan2.1's: Comfy-Org's files below (the frontend offers their download), "
+           "The text encoder and VAE are Wan2.1's: Comfy-Org's files below (offered for download by the 14B workflows), "
            "or `vdot convert`'s `umt5_xxl_bf16` / `wan_2.1_vae` from the same release.")
 LINKS = (f"- [{MODEL_FILES['text_encoders'][0]}]({MODEL_FILES['text_encoders'][1]}) → `models/text_encoders/`\n"
          f"- [{MODEL_FILES['vae'][0]}]({MODEL_FILES['vae'][1]}) → `models/vae/`")
@@ -402,8 +407,8 @@ recognisable. Preset `renoise`: the rollout it was distilled with.
 **Real videos: VDOT-14B.** Open `{REAL.stem}{task}.json` — this graph set for VDOT-14B at 480p \
 ({REAL.width}×{REAL.height}, {REAL.frames} frames, preset `vdot`). To switch this one instead: pick \
 `vdot_14b_bf16.safetensors`, `wan_2.1_vae.safetensors` and `umt5_xxl_fp16.safetensors` in the three loaders, \
-set the sampler's preset to `vdot` and width / height / num_frames to {REAL.width} / {REAL.height} / \
-{REAL.frames if task != LONG else REAL.long_frames} on {_size_widgets(task)}\
+set the sampler's preset to `vdot` and width / height / num_frames to {_source_width(task, REAL)} / \
+{REAL.height} / {REAL.frames if task != LONG else REAL.long_frames} on {_size_widgets(task)}\
 {'; ' + str(REAL.outpaint_side) + ' px on the outpaint sides' if task == 'outpaint' else ''}\
 {'; keep_frames ' + str(REAL.keep_frames) if task == 'extension' else ''}\
 {'; window ' + str(REAL.long_window) + ', overlap ' + str(REAL.long_overlap) if task == LONG else ''}.
@@ -458,7 +463,7 @@ def inputs_note(task: str, setup: Setup) -> str:
     if kind is not None or task in ("outpaint", "extension", "inpaint"):  # a video goes through VDOT Fit Video
         lines += ["", f"VDOT Load Video reads up to {LOAD_CAP} frames; VDOT Fit Video picks num_frames of them "
                       f"({setup.frames} here, 4k+1) spread over the clip (frame_sampling: uniform / first / "
-                      f"target_fps) and crops to {setup.width}×{setup.height} (multiples of 16)."]
+                      f"target_fps) and crops to {_source_width(task, setup)}×{setup.height} (multiples of 16)."]
     return "\n".join(lines)
 
 
