@@ -81,7 +81,12 @@ def comfy_root(tmp_path_factory):
                 (root / "models" / folder).mkdir(parents=True, exist_ok=True)
                 (root / "models" / folder / file).write_bytes(b"")
     comfy.set_fallback_root(root)
+    # One thread: the toy's tensors are small, and on a loaded 2-core runner a second OpenMP thread mostly
+    # waits (the 21 toy runs take ~35 CPU-seconds on one thread).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield root
+    torch.set_num_threads(threads)
     comfy.set_fallback_root(None)
 
 
@@ -400,7 +405,7 @@ def test_fit_video_picks_frames_first_uniform_or_at_a_target_fps():
         picked(frame_sampling="target_fps", target_fps=8.0)
     with pytest.raises(VDOTInputError, match="target_fps: 24 is not in"):
         picked(frame_sampling="target_fps", target_fps=24.0, fps=16.0)  # would repeat frames
-    with pytest.raises(VDOTInputError, match="81 frames at 16 fps: 17 frames at 2 fps need 121"):
+    with pytest.raises(VDOTInputError, match="81 frames at 16 fps: 17 frames at 2 fps need 129"):
         picked(frame_sampling="target_fps", target_fps=2.0, fps=16.0)
     with pytest.raises(VDOTInputError, match="has 81 frames but 85"):
         picked(frame_sampling="uniform", num_frames=85)
