@@ -2,7 +2,8 @@
 
 Outputs are standard IMAGE (frames as the batch) / MASK plus fps, so core CreateVideo / SaveVideo
 and VideoHelperSuite plug in too. Loads read only ComfyUI's input folder and the pack's bundled
-examples; saves write only under the output folder and never over an existing file.
+examples (copied into ``input/vdot_examples/`` so the frontend can preview them); saves write only
+under the output folder, previews only under the temp folder, never over an existing file.
 """
 
 from __future__ import annotations
