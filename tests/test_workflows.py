@@ -68,8 +68,11 @@ ON_TOY = [n for n in SHIPPED if _on_toy(n)]
 ON_14B = [n for n in SHIPPED if n.startswith(builder.REAL.stem)]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: the toy gains nothing from threads
+
+
 @pytest.fixture(scope="module")
-def comfy_root(tmp_path_factory):
+def shared_root(tmp_path_factory):
     """A ComfyUI folder root with empty stand-ins of every model file a shipped workflow names (so the
     loaders' file lists offer them, as after the downloads); the toy workflows never read them."""
     root = tmp_path_factory.mktemp("comfy")
@@ -81,12 +84,7 @@ def comfy_root(tmp_path_factory):
                 (root / "models" / folder).mkdir(parents=True, exist_ok=True)
                 (root / "models" / folder / file).write_bytes(b"")
     comfy.set_fallback_root(root)
-    # One thread: the toy's tensors are small, and on a loaded 2-core runner a second OpenMP thread mostly
-    # waits (the 21 toy runs take ~35 CPU-seconds on one thread).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield root
-    torch.set_num_threads(threads)
     comfy.set_fallback_root(None)
 
 
@@ -120,7 +118,7 @@ def _expected_shape(name: str) -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize("name", ON_TOY)
-def test_toy_workflow_runs_at_its_shipped_defaults(name, comfy_root):
+def test_toy_workflow_runs_at_its_shipped_defaults(name, shared_root):
     workflow = load_workflow(API / f"{name}.json")
     results = execute(workflow, NODE_CLASS_MAPPINGS)  # as shipped: nothing shrunk or replaced
 
@@ -133,7 +131,7 @@ def test_toy_workflow_runs_at_its_shipped_defaults(name, comfy_root):
         if node["class_type"] in ("VDOTSaveVideo", "VDOTPreviewVideo"):
             (entry,) = results[nid]["ui"]["images"]
             folder = {"output": "output", "temp": "temp"}[entry["type"]]
-            frames, fps = read_video(comfy_root / folder / entry["subfolder"] / entry["filename"])
+            frames, fps = read_video(shared_root / folder / entry["subfolder"] / entry["filename"])
             assert tuple(frames.shape) == (*expected, 3) and fps == 16.0
             assert (frames - sampled).abs().mean() < 0.05  # mp4 is lossy: what was sampled, loosely
             shown[node["class_type"]] = entry["type"]
@@ -143,7 +141,7 @@ def test_toy_workflow_runs_at_its_shipped_defaults(name, comfy_root):
 # --- the VDOT-14B set and every other file: validated, not run ---------------------------------------
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_ui_and_api_twins_describe_one_valid_graph(name, comfy_root):
+def test_ui_and_api_twins_describe_one_valid_graph(name, shared_root):
     """The UI file converts (as the frontend's Save (API) does) to its API twin, and that validates against
     the node declarations: classes, inputs, socket types, combo options (model files included), ranges."""
     classes = _classes()
@@ -411,48 +409,39 @@ def test_fit_video_picks_frames_first_uniform_or_at_a_target_fps():
         picked(frame_sampling="uniform", num_frames=85)
 
 
-def test_preview_video_writes_only_to_the_temp_folder(tmp_path):
-    for sub in ("input", "output"):
-        (tmp_path / sub).mkdir()
-    comfy.set_fallback_root(tmp_path)
-    try:
-        frames = torch.rand(5, 32, 48, 3)
-        preview = NODE_CLASS_MAPPINGS["VDOTPreviewVideo"]()
-        first = preview.preview(frames, 16.0)["ui"]["images"][0]
-        second = preview.preview(frames, 16.0)["ui"]["images"][0]
-        assert first["type"] == second["type"] == "temp" and first["filename"] != second["filename"]
-        saved, fps = read_video(tmp_path / "temp" / first["subfolder"] / first["filename"])
-        assert saved.shape == (5, 32, 48, 3) and fps == 16.0
-        assert list((tmp_path / "output").iterdir()) == []
-        with pytest.raises(VDOTInputError, match="frames"):
-            preview.preview(torch.full((5, 32, 48, 3), float("nan")), 16.0)
-    finally:
-        comfy.set_fallback_root(None)
+def test_preview_video_writes_only_to_the_temp_folder(comfy_root):
+    frames = torch.rand(5, 32, 48, 3)
+    preview = NODE_CLASS_MAPPINGS["VDOTPreviewVideo"]()
+    first = preview.preview(frames, 16.0)["ui"]["images"][0]
+    second = preview.preview(frames, 16.0)["ui"]["images"][0]
+    assert first["type"] == second["type"] == "temp" and first["filename"] != second["filename"]
+    saved, fps = read_video(comfy_root / "temp" / first["subfolder"] / first["filename"])
+    assert saved.shape == (5, 32, 48, 3) and fps == 16.0
+    assert list((comfy_root / "output").iterdir()) == []
+    with pytest.raises(VDOTInputError, match="frames"):
+        preview.preview(torch.full((5, 32, 48, 3), float("nan")), 16.0)
 
 
-def test_examples_are_copied_into_input_once_and_never_over_a_users_file(tmp_path):
+def test_examples_are_copied_into_input_once_and_never_over_a_users_file(comfy_root):
     from vdot_nodes.nodes.io import copy_examples_to_input
 
-    (tmp_path / "input" / "vdot_examples").mkdir(parents=True)
-    mine = tmp_path / "input" / "vdot_examples" / "ball.mp4"
+    (comfy_root / "input" / "vdot_examples").mkdir(parents=True)
+    mine = comfy_root / "input" / "vdot_examples" / "ball.mp4"
     mine.write_bytes(b"the user's own file")
-    comfy.set_fallback_root(tmp_path)
-    try:
-        listed = NODE_CLASS_MAPPINGS["VDOTLoadImage"].INPUT_TYPES()["required"]["image"][0]  # listing copies
-        bundled = sorted(p.name for p in comfy.EXAMPLES_DIR.iterdir())
-        assert sorted(p.name for p in (tmp_path / "input" / "vdot_examples").iterdir()) == bundled
-        assert mine.read_bytes() == b"the user's own file"  # never overwritten
-        for name in bundled:
-            if name != "ball.mp4":
-                assert (tmp_path / "input" / "vdot_examples" / name).read_bytes() == (comfy.EXAMPLES_DIR / name).read_bytes()
-        assert listed.count("vdot_examples/star_reference.png") == 1  # listed once, as the frontend previews it
-        assert copy_examples_to_input() == []  # a second listing copies nothing
-        # the name runs what the preview shows: the copy in input/ (here the user's file), else the bundled one
-        assert comfy.input_path("vdot_examples/ball.mp4") == mine
-        (tmp_path / "input" / "vdot_examples" / "box_mask.png").unlink()
-        assert comfy.input_path("vdot_examples/box_mask.png") == comfy.EXAMPLES_DIR / "box_mask.png"
-    finally:
-        comfy.set_fallback_root(None)
+    listed = NODE_CLASS_MAPPINGS["VDOTLoadImage"].INPUT_TYPES()["required"]["image"][0]  # listing copies
+    bundled = sorted(p.name for p in comfy.EXAMPLES_DIR.iterdir())
+    assert sorted(p.name for p in (comfy_root / "input" / "vdot_examples").iterdir()) == bundled
+    assert mine.read_bytes() == b"the user's own file"  # never overwritten
+    for name in bundled:
+        if name != "ball.mp4":
+            assert (comfy_root / "input" / "vdot_examples" / name).read_bytes() == (comfy.EXAMPLES_DIR / name).read_bytes()
+    assert listed.count("vdot_examples/star_reference.png") == 1  # listed once, as the frontend previews it
+    assert copy_examples_to_input() == []  # a second listing copies nothing
+    # the name runs what the preview shows: the copy in input/ (here the user's file), else the bundled one
+    assert comfy.input_path("vdot_examples/ball.mp4") == mine
+    (comfy_root / "input" / "vdot_examples" / "box_mask.png").unlink()
+    assert comfy.input_path("vdot_examples/box_mask.png") == comfy.EXAMPLES_DIR / "box_mask.png"
+
 
 # --- negative: the executor refuses broken graphs with a message naming the problem ----------------
 
@@ -531,7 +520,7 @@ COMFY_DETERMINISTIC_SAMPLERS = {"euler", "heun", "dpm_2", "lms", "dpmpp_2m", "ip
                                 "gradient_estimation", "uni_pc", "uni_pc_bh2"}
 
 
-def test_native_workflow_uses_comfyuis_declarations_and_vdot_sigmas(comfy_root):
+def test_native_workflow_uses_comfyuis_declarations_and_vdot_sigmas(shared_root):
     for name, (inputs, outputs) in COMFY_NODES.items():  # the builder's table agrees with ComfyUI's
         cls = builder.NATIVE_CLASSES[name]
         declared = cls.INPUT_TYPES()

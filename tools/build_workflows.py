@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from vdot_nodes.core.atomic import atomic_write_text  # noqa: E402
 from vdot_nodes.core.long_video import DEFAULT_OVERLAP, DEFAULT_WINDOW  # noqa: E402
 from vdot_nodes.core.source_prep import OFFICIAL_POLICY, TOY_POLICY  # noqa: E402
 from vdot_nodes.core.vcu import TASKS  # noqa: E402
@@ -889,7 +890,7 @@ def main(argv=None) -> int:
         stale.append(path)
         if not args.check:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            atomic_write_text(path, text, overwrite=True)
     # A shipped workflow no description writes any more (a renamed task) is stale too.
     # It is reported, never deleted here: remove it by hand (git rm) if it is ours.
     extra = [p for p in (*WORKFLOW_DIR.glob("*.json"), *API_DIR.glob("*.json")) if p not in outputs]

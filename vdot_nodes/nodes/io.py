@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 
 import torch
 
 from ..core import video_io
-from ..core.atomic import atomic_path
+from ..core.atomic import atomic_write_bytes
 from ..core.errors import VDOTInputError
-from ..core.preprocess.masks import binarize_mask
+from ..core.preprocess.masks import MASK_CHANNELS, binarize_mask, image_to_mask
 from ..core.preprocess.video_ops import FIT_MODES, fit_video
 from ..core.source_prep import FIT_FRAME_SAMPLING, fit_frame_ids
 from ..core.validate import validate_generate
@@ -42,8 +41,7 @@ def copy_examples_to_input() -> list:
             continue
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(dst) as tmp:
-                shutil.copyfile(src, tmp)
+            atomic_write_bytes(dst, src.read_bytes())  # a few tens of kB each
             made.append(dst)
         except (OSError, VDOTInputError) as exc:  # a read-only input folder: examples still run, unpreviewed
             logger.warning("VDOT: could not copy example %s into %s (%s)", src.name, target, exc)
@@ -137,18 +135,13 @@ class VDOTImageToMask:
     def INPUT_TYPES(cls):
         return {"required": {
             "images": ("IMAGE", {"tooltip": "Frames to read the mask from."}),
-            "channel": (["luminance", "red", "green", "blue"], {"default": "luminance",
-                                                                "tooltip": "Which value becomes the mask."}),
+            "channel": (list(MASK_CHANNELS), {"default": "luminance", "tooltip": "Which value becomes the mask."}),
             "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
                                     "tooltip": "Values above this become 1."}),
         }}
 
     def convert(self, images, channel, threshold):
-        if channel == "luminance":
-            values = images[..., 0] * 0.299 + images[..., 1] * 0.587 + images[..., 2] * 0.114
-        else:
-            values = images[..., ["red", "green", "blue"].index(channel)]
-        return (binarize_mask(values, threshold, "images"),)
+        return (binarize_mask(image_to_mask(images, channel, "images"), threshold, "images"),)
 
 
 class VDOTFitVideo:
