@@ -40,6 +40,16 @@ def _folder_paths():
         return None
 
 
+def has_control_widget(name: str, type_, options: dict) -> bool:
+    """Whether ComfyUI's frontend puts a "control after generate" widget after this input (and stores
+    its value next in a workflow's widgets_values): an INT that declares ``control_after_generate``
+    (a string is the control's default), or, when it declares nothing, an INT named seed / noise_seed."""
+    if type_ != "INT":
+        return False
+    flag = options.get("control_after_generate")
+    return bool(name in ("seed", "noise_seed") if flag is None else flag)
+
+
 def _register_annotator_folder() -> None:
     fp = _folder_paths()
     if fp is not None and "vdot_annotators" not in fp.folder_names_and_paths:
@@ -82,6 +92,12 @@ def input_dir() -> Path:
 def output_dir() -> Path:
     fp = _folder_paths()
     return Path(fp.get_output_directory()) if fp is not None else _root() / "output"
+
+
+def temp_dir() -> Path:
+    """ComfyUI's temp folder (emptied when ComfyUI starts): where previews go."""
+    fp = _folder_paths()
+    return Path(fp.get_temp_directory()) if fp is not None else _root() / "temp"
 
 
 def _check_kind(kind: str) -> None:
@@ -170,13 +186,14 @@ def model_path(kind: str, name: str, input_name: str = "model_name") -> Path:
 
 
 def list_inputs(extensions) -> list[str]:
-    """Files in ComfyUI's input folder with these extensions, then the pack's bundled examples."""
+    """Files in ComfyUI's input folder with these extensions, then the pack's bundled examples (once:
+    a copy of them in ``input/vdot_examples/`` lists under the same name)."""
     exts = tuple(e.lower() for e in extensions)
     try:
         names = _scan(input_dir(), exts)
     except VDOTInputError:
         names = []
-    return names + [EXAMPLES_PREFIX + n for n in _scan(EXAMPLES_DIR, exts)]
+    return list(dict.fromkeys(names + [EXAMPLES_PREFIX + n for n in _scan(EXAMPLES_DIR, exts)]))
 
 
 def _confined(path: Path, root: Path, input_name: str, what: str) -> Path:
@@ -200,20 +217,30 @@ def input_path(name: str, extensions=VIDEO_EXTENSIONS + IMAGE_EXTENSIONS, input_
     if name not in list_inputs(extensions):
         raise VDOTInputError(input_name, f"{name!r} is not in ComfyUI's input folder",
                              "upload the file (or copy it into ComfyUI/input/) and pick it from the list")
-    if name.startswith(EXAMPLES_PREFIX):
+    # An example copied into input/vdot_examples/ (what the frontend previews) is read from there, so the
+    # preview and the run show the same file; without a copy, the bundled one.
+    if name.startswith(EXAMPLES_PREFIX) and not _in_input(name):
         return _confined(EXAMPLES_DIR / name[len(EXAMPLES_PREFIX):], EXAMPLES_DIR, input_name, "examples")
     return _confined(input_dir() / name, input_dir(), input_name, "input")
 
 
-def unique_output_path(filename_prefix: str, extension: str) -> Path:
+def _in_input(name: str) -> bool:
+    try:
+        return (input_dir() / name).is_file()
+    except VDOTInputError:
+        return False
+
+
+def unique_output_path(filename_prefix: str, extension: str, root: Path | None = None) -> Path:
     """``<output>/<prefix>_00001_.<ext>`` with the first free counter; never an existing file.
 
-    ``extension`` "" gives a folder name (for PNG frame sequences).
+    ``extension`` "" gives a folder name (for PNG frame sequences); ``root`` another folder than
+    the output folder (the temp folder, for previews).
     """
     _reject_unsafe(filename_prefix, "filename_prefix")
     prefix = filename_prefix.strip() or "VDOT/video"
     _reject_unsafe(prefix, "filename_prefix")
-    out = output_dir()
+    out = output_dir() if root is None else root
     target_dir = (out / prefix).parent
     stem = Path(prefix).name
     # Checked before and after creating the folders: a symlinked folder under output/ must not

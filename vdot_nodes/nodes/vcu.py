@@ -133,7 +133,10 @@ class VDOTVCUExtension(_VCUNode):
             "mode": (["first", "last", "random"], {"default": "first",
                                                    "tooltip": "first: continue the video; last: make what leads "
                                                               "up to it; random: a clip in the middle."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Picks the clip for mode random."}),
+            # "fixed": the frontend gives every INT named seed a control widget, by default "randomize", which
+            # would pick another kept clip on every run.
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": "fixed",
+                             "tooltip": "Picks the clip for mode random."}),
         }}
 
     def build(self, source, keep_frames, mode, seed):
