@@ -50,7 +50,7 @@ def _world_config(cfg: dict):
 
     w = cfg["world"]
     return WorldConfig(height=int(w.get("height", 64)), width=int(w.get("width", 64)),
-                       num_frames=int(w.get("num_frames", 17)), max_objects=int(w.get("max_objects", 3)))
+                       num_frames=int(w.get("num_frames", 17)), max_objects=int(w.get("max_objects", 2)))
 
 
 def _bar(total: int, desc: str):
@@ -72,7 +72,7 @@ def run_world(cfg: dict, out: Path) -> Path:
     with _bar(clips, "toy clips") as bar:
         start = time.perf_counter()
         manifest = write_toy_dataset(out, clips, seed=int(cfg["world"].get("seed", 0)), config=world,
-                                     progress=lambda done, total: bar.update(1))
+                                     progress=lambda done, total: bar.update(1), tasks=cfg["world"].get("tasks"))
     print(f"world: {clips} clips with all task inputs in {time.perf_counter() - start:.1f} s → {manifest}")
     return manifest
 
@@ -102,7 +102,8 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
 
         result = train_phase(int(v.get("steps", 300)), "toy VAE", lr=float(v.get("lr", 1e-3)),
                              batch_size=int(v.get("batch_size", 2)), seed=int(v.get("seed", 0)),
-                             train_frames=int(v.get("train_frames", 5)), object_weight=float(v.get("object_weight", 0.0)))
+                             train_frames=int(v.get("train_frames", 5)), object_weight=float(v.get("object_weight", 0.0)),
+                             crop=v.get("crop"))
         long_steps = int(v.get("long_steps", 0))
         if long_steps:  # phase 2: full-length clips, so every chunk of the causal VAE's cache is trained
             phase2 = train_phase(long_steps, "toy VAE, full-length clips", lr=float(v.get("long_lr", 5e-4)), batch_size=1,
