@@ -185,3 +185,10 @@ def test_cli_world(tmp_path, capsys):
     assert len(read_manifest(tmp_path / "w" / "manifest.jsonl")) == len(TASKS)
     assert toy_main(["--config", str(tmp_path / "missing.yaml"), "world", "--out", str(tmp_path / "x")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_toy_recipe_rejects_unknown_keys(tmp_path, capsys):
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text("world: {clips: 1, cilps: 2}\n")
+    assert toy_main(["--config", str(cfg), "world", "--out", str(tmp_path / "w")]) == 2
+    assert "world.cilps" in capsys.readouterr().err and not (tmp_path / "w").exists()

@@ -34,14 +34,37 @@ TEACHER_T2V = "teacher_t2v"  # diffusers folder (WanTransformer3DModel), stage 1
 ENCODE_CACHE = "encode_cache"  # VAE encodings of the manifest rows, shared by the teacher and the stage-2 runs
 
 
+# Every key of the toy recipe (toy_teacher.yaml), per section; anything else is a typo and an error.
+TOY_CONFIG_KEYS = {
+    "world": {"clips", "seed", "height", "width", "num_frames", "max_objects", "tasks"},
+    "vae": {"steps", "crop", "train_frames", "lr", "latent_noise", "batch_size", "long_steps", "long_lr",
+            "object_weight", "long_object_weight", "kl_weight", "seed"},
+    "text_encoder": {"seed"},
+    "teacher": {"seed", "steps", "time_limit_minutes", "batch_size", "lr", "betas", "weight_decay", "warmup", "shift",
+                "text_dropout", "ema_decay", "grad_clip", "checkpoint_every", "keep_last"},
+}
+
+
 def load_toy_config(path: str | Path | None) -> dict:
+    """The toy recipe YAML as a dict of its four sections; unknown sections or keys are a
+    :class:`VDOTInputError` naming the dotted key (before anything runs)."""
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.is_file():
         raise VDOTInputError("--config", f"{path} not found", f"use {DEFAULT_CONFIG}")
     with open(path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
-    for section in ("world", "vae", "text_encoder", "teacher"):
-        cfg.setdefault(section, {})
+    if not isinstance(cfg, dict):
+        raise VDOTInputError("--config", f"{path} is not a mapping of sections", f"see {DEFAULT_CONFIG}")
+    for section, value in cfg.items():
+        if section not in TOY_CONFIG_KEYS:
+            raise VDOTInputError(f"--config {section}", "is not a section of the toy recipe",
+                                 f"use {', '.join(TOY_CONFIG_KEYS)}")
+        for key in value or {}:
+            if key not in TOY_CONFIG_KEYS[section]:
+                raise VDOTInputError(f"--config {section}.{key}", "is not a key of the toy recipe",
+                                     f"use {', '.join(sorted(TOY_CONFIG_KEYS[section]))}")
+    for section in TOY_CONFIG_KEYS:
+        cfg[section] = dict(cfg.get(section) or {})
     return cfg
 
 

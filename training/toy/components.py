@@ -35,16 +35,18 @@ from vdot_nodes.core.tiny import TINY_VAE_CONFIG, build_tiny_text_encoder, build
 from .captions import caption_vocabulary
 from .world import WorldConfig, make_clip
 
-# The toy VAE: the Wan2.1 VAE class with 4× spatial / 4× temporal compression (one stage fewer than
-# Wan's 8×), width 16 with one residual block per stage. The previous width-8 toy VAE reached 16.6 dB on
+# The toy VAE: the Wan VAE class (AutoencoderKLWan) with 4× spatial / 4× temporal compression (one stage
+# fewer than Wan's 8×), width 16, one residual block per stage, and the class's ``is_residual`` down/up
+# blocks (Wan2.2's layout: parameter-free space-to-depth / depth-to-space shortcuts around each
+# resampling stage, so pixels have a direct path to the latent and back; same 16 latent channels). The previous width-8 toy VAE reached 16.6 dB on
 # the old textured world; two things held it back besides width and world: the decoder's final clamp to
 # [-1, 1] gives no gradient to a pixel that overshoots white or a saturated colour (training decodes
 # without it, :func:`decode_unclamped`; inference keeps diffusers' clamp), and an lr of 3e-4 that needs
 # thousands of steps to leave the mean colour. Diffusers' AutoencoderKLWan carries the factor as
 # ``scale_factor_spatial`` and the pipeline reads it from there, so the same code serves Wan's 8× VAE.
 # The toy teacher uses 2×2 patches: one token per 8×8 pixels.
-TOY_VAE_CONFIG = dict(TINY_VAE_CONFIG, base_dim=16, num_res_blocks=1, dim_mult=[1, 2, 4],
-                      temperal_downsample=[True, True], scale_factor_spatial=4)
+TOY_VAE_CONFIG = dict(TINY_VAE_CONFIG, base_dim=16, num_res_blocks=1, dim_mult=[1, 2, 2],
+                      temperal_downsample=[True, True], scale_factor_spatial=4, is_residual=True)
 
 
 def build_toy_vae(seed: int = 0, **overrides):
