@@ -26,11 +26,10 @@ def write_release_file(path: Path) -> None:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from vdot_nodes.core.models import TRANSFORMER_CONFIGS, load_config
-    from vdot_nodes.core.release import _meta_shapes
-    from vdot_nodes.core.wan_layout import comfy_key_names
+    from vdot_nodes.core.models import TRANSFORMER_CONFIGS, load_config, meta_shapes
+    from vdot_nodes.core.models.convert.wan_transformer import comfy_key_names
 
-    shapes = _meta_shapes("transformer", load_config(TRANSFORMER_CONFIGS["1.3B"]))
+    shapes = meta_shapes("transformer", load_config(TRANSFORMER_CONFIGS["1.3B"]))
     names = comfy_key_names(shapes)
     g = torch.Generator().manual_seed(0)
     state = {f"model.{names[k]}": torch.randn(shape, generator=g, dtype=torch.bfloat16) * 0.02 for k, shape in shapes.items()}

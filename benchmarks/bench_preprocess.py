@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 
+from vdot_nodes.core.atomic import atomic_save_safetensors
 from vdot_nodes.core.preprocess import run_preprocessor
 
 TARGET_FPS = 10.0
@@ -65,7 +66,6 @@ DEPTH_SIZES = {  # Depth Anything V2 -hf configs: (DINOv2 width, layers, neck wi
 
 def random_learned_weights(folder: Path, depth_size: str) -> None:
     """Full-size random-weight files for depth / HED / RAFT in ``folder`` (timing only)."""
-    from safetensors.torch import save_file
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     from vdot_nodes.core.preprocess.hed import ControlNetHED
@@ -80,7 +80,7 @@ def random_learned_weights(folder: Path, depth_size: str) -> None:
     for model, name in ((DepthAnythingForDepthEstimation(config), "depth_anything_v2_vitl.safetensors"),
                         (ControlNetHED(), "ControlNetHED.safetensors"),
                         (RAFT(RAFT_LARGE), "raft_large_C_T_SKHT_V2.safetensors")):
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / name))
+        atomic_save_safetensors(model.state_dict(), folder / name, overwrite=True)
 
 
 def learned_cases(folder: Path) -> list:

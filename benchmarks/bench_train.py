@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.batches import encode_batch  # noqa: E402
 from training.config import config_from_dict  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
+from vdot_nodes.core.atomic import atomic_write_text  # noqa: E402
 from vdot_nodes.core.video_io import write_video  # noqa: E402
 
 SIZES = {
@@ -51,7 +52,7 @@ def _manifest(folder: Path, frames: int, height: int, width: int, n: int) -> Pat
         video = torch.rand(frames, height, width, 3, generator=torch.Generator().manual_seed(i))
         write_video(video, folder / f"clip{i}.mp4", fps=8)
         lines.append(json.dumps({"video": f"clip{i}.mp4", "caption": f"a red ball {i}", "task": "inpaint"}))
-    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    atomic_write_text(folder / "train.jsonl", "\n".join(lines) + "\n", overwrite=True)
     return folder / "train.jsonl"
 
 
@@ -198,8 +199,8 @@ def main(argv=None) -> None:
             _, frames, height, width, batch = SIZES[size]
             sub = folder / size
             sub.mkdir()
-            (folder / f"{size}.jsonl").write_text(_manifest(sub, frames, height, width, 2 * batch).read_text()
-                                                  .replace('"clip', f'"{size}/clip'))
+            atomic_write_text(folder / f"{size}.jsonl", _manifest(sub, frames, height, width, 2 * batch).read_text()
+                              .replace('"clip', f'"{size}/clip'))
             for dm in ("dmd", "otd"):
                 rows.append(run(size, dm, args.device, args.repeats, folder))
     print(f"\n{'size':5} {'DM':4} {'latents':>16} {'gen step s':>11} {'critic s':>9} {'DM loss ms':>11} {'OTD extra':>10} "

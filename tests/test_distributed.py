@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,13 +70,9 @@ def test_gradient_checkpointing_same_gradients_in_train_mode():
 
 
 @pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory):
+def fsdp_run(tmp_path_factory, torchrun):
     out = tmp_path_factory.mktemp("fsdp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "_fsdp_worker.py"), str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    torchrun([ROOT / "tests" / "_fsdp_worker.py", out], timeout=240)
     return out, json.loads((out / "results.json").read_text())
 
 

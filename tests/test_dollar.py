@@ -24,13 +24,8 @@ from training.trainer import Trainer
 from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These are hundreds of tiny steps: on a shared 2-core machine intra-op threads only add sync cost.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Hundreds of tiny steps: on a shared 2-core machine intra-op threads only add sync cost.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def first_channel_brightness(latents):
@@ -407,7 +402,8 @@ def test_reward_fine_tuning_through_the_trainer_raises_the_frozen_reward(run_dir
     initial = sample_reward(on)
     assert initial == sample_reward(off)
     for _ in range(3):
-        m_off, m_on = off.train_step(), on.train_step()
+        off.train_step()
+        m_on = on.train_step()
         assert m_on["loss_generator"] == pytest.approx(m_on["loss_dm"] - m_on["reward"], rel=1e-6)
     r_off, r_on = sample_reward(off), sample_reward(on)
     print(f"frozen reward of fixed-seed samples: start {initial:.3f}, DMD only {r_off:.3f}, DMD + reward {r_on:.3f}")

@@ -3,6 +3,7 @@ encoding changes the entry, and a stage-2 run on a filled cache trains identical
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from training.config import config_from_dict
@@ -12,7 +13,10 @@ from training.trainer import Trainer
 from vdot_nodes.core.pipeline import VDOTPipeline
 from vdot_nodes.core.tiny import build_tiny_text_encoder, build_tiny_tokenizer, build_tiny_transformer, build_tiny_vae
 
-from tests.test_trainer import SHAPE, _write_manifest, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from tests.helpers import TRAIN_SHAPE as SHAPE
+from tests.helpers import write_train_manifest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pipeline(vae_seed: int = 0) -> VDOTPipeline:
@@ -21,7 +25,7 @@ def _pipeline(vae_seed: int = 0) -> VDOTPipeline:
 
 
 def test_hit_equals_encoding_and_keys_follow_what_changes_it(tmp_path):
-    data = ManifestDataset(_write_manifest(tmp_path), **SHAPE)
+    data = ManifestDataset(write_train_manifest(tmp_path), **SHAPE)
     pipe = _pipeline()
     cache = EncodeCache(tmp_path / "cache", pipe, seed=7)
     first = cache.get(data[0])
@@ -76,7 +80,7 @@ def _config(folder: Path, out: str) -> dict:
 
 
 def test_stage2_run_on_a_filled_cache_trains_identically_without_encoding(tmp_path):
-    _write_manifest(tmp_path)
+    write_train_manifest(tmp_path)
     runs = []
     for name in ("a", "b"):
         trainer = Trainer(config_from_dict(_config(tmp_path, str(tmp_path / name))))

@@ -169,15 +169,14 @@ def test_export_diffusers_folder_and_bf16(tmp_path):
     assert not (tmp_path / "x.safetensors").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_comfy_export_loads_through_the_model_loader_node(tmp_path, monkeypatch):
+def test_comfy_export_loads_through_the_model_loader_node(comfy_root, monkeypatch):
     # 128-wide heads and evenly spaced VACE layers: a custom size whose architecture the loader reads
     # from shapes alone, as it does for the real 1.3B / 14B files (no config travels with a file).
-    from vdot_nodes.nodes import comfy, loaders
+    from vdot_nodes.nodes import loaders
 
     model = build_tiny_transformer(seed=5, num_attention_heads=1, attention_head_dim=128)
-    export_generator(model, tmp_path / "models" / "diffusion_models" / "vdot_custom.safetensors", precision="fp32")
-    monkeypatch.setattr(comfy, "_fallback_root", tmp_path)
+    export_generator(model, comfy_root / "models" / "diffusion_models" / "vdot_custom.safetensors", precision="fp32")
     monkeypatch.setattr(loaders, "_CACHE", {})
     (loaded,) = loaders.VDOTModelLoader().load("vdot_custom.safetensors", "fp32", "none")
-    assert loaded.module.config.vace_layers == [0] and not loaded.is_toy
+    assert loaded.module.config.vace_layers == [0]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.module.state_dict().items())

@@ -164,7 +164,7 @@ def test_cli_long_video_with_lora(tmp_path, capsys):
     assert video.shape[:3] == (13, 16, 16)
 
 
-def test_lora_loader_and_long_video_nodes_leave_the_loaded_model_unchanged(tmp_path):
+def test_lora_loader_and_long_video_nodes_leave_the_loaded_model_unchanged(comfy_root):
     """Nodes on the embedded model: LoRA Loader -> Long Video (2 windows), then a strength change and a run without
     the LoRA; the loader's cached model is the same object with the same weights throughout."""
     from vdot_nodes.core.atomic import atomic_save_safetensors
@@ -175,48 +175,42 @@ def test_lora_loader_and_long_video_nodes_leave_the_loaded_model_unchanged(tmp_p
         cls = NODE_CLASS_MAPPINGS[name]
         return getattr(cls(), cls.FUNCTION)(**kw)
 
-    for sub in ("input", "output", "models/loras"):
-        (tmp_path / sub).mkdir(parents=True)
     g = torch.Generator().manual_seed(6)
     down, up = torch.randn(4, 64, generator=g) * 0.3, torch.randn(64, 4, generator=g) * 0.3
     atomic_save_safetensors({"lora_unet_blocks_0_self_attn_q.lora_down.weight": down,
                              "lora_unet_blocks_0_self_attn_q.lora_up.weight": up},
-                            tmp_path / "models/loras/toy_lora.safetensors")
-    comfy.set_fallback_root(tmp_path)
-    try:
-        (model,) = call("VDOTModelLoader", model_name=comfy.EMBEDDED, precision="bf16", offload="model")
-        (vae,) = call("VDOTVAELoader", vae_name=comfy.EMBEDDED, precision="fp32")
-        (te,) = call("VDOTTextEncoderLoader", text_encoder_name=comfy.EMBEDDED, precision="bf16")
-        (embeds,) = call("VDOTTextEncode", text_encoder=te, positive="a red ball", negative="")
-        assert "toy_lora.safetensors" in comfy.list_models("loras") and comfy.EMBEDDED not in comfy.list_models("loras")
-        weight = model.module.blocks[0].attn1.to_q.weight
-        original = weight.detach().clone()
-        (with_lora,) = call("VDOTLoraLoader", model=model, lora_name="toy_lora.safetensors", strength=1.0, apply="auto")
-        assert with_lora.module is model.module and model.loras == () and len(with_lora.loras) == 1
-        for strength in (1.0, 0.5):
-            (m,) = call("VDOTLoraLoader", model=model, lora_name="toy_lora.safetensors", strength=strength, apply="auto")
-            with lora_context(m):
-                torch.testing.assert_close(m.module.blocks[0].attn1.to_q.weight, original + strength * (up @ down))
-            assert model.module.blocks[0].attn1.to_q.weight is weight and torch.equal(weight, original)
-        vcu = call("VDOTVCUText2Video", width=16, height=16, num_frames=9)[0]
-        args = dict(vae=vae, embeds=embeds, vcu=vcu, seed=3, preset="renoise", steps=0, shift=0.0, cfg=1.0,
-                    control_scale=1.0, window=5, overlap=1, colour_match=True)
-        (frames,) = call("VDOTLongVideo", model=with_lora, **args)
-        assert frames.shape == (9, 16, 16, 3) and torch.isfinite(frames).all()
-        assert torch.equal(model.module.blocks[0].attn1.to_q.weight, original)
-        (plain,) = call("VDOTLongVideo", model=model, **args)
-        assert (plain - frames).abs().max() > 1e-3  # the LoRA changed the video; without it, the plain model ran
-        with pytest.raises(VDOTInputError, match="^lora_name: 'missing.safetensors' is not in ComfyUI's models/loras"):
-            call("VDOTLoraLoader", model=model, lora_name="missing.safetensors", strength=1.0, apply="auto")
-        # An API-format workflow bypasses the widgets' bounds; the nodes check them again.
-        with pytest.raises(VDOTInputError, match="^strength: is nan"):
-            call("VDOTLoraLoader", model=model, lora_name="toy_lora.safetensors", strength=float("nan"), apply="auto")
-        with pytest.raises(VDOTInputError, match="^window: must be a whole number, got 8.5"):
-            call("VDOTLongVideo", model=model, **{**args, "window": 8.5})
-        with pytest.raises(VDOTInputError, match="^overlap: is 5; it must be at least 1 and at most the window minus 4"):
-            call("VDOTLongVideo", model=model, **{**args, "overlap": 5})
-    finally:
-        comfy.set_fallback_root(None)
+                            comfy_root / "models/loras/toy_lora.safetensors")
+    (model,) = call("VDOTModelLoader", model_name=comfy.EMBEDDED, precision="bf16", offload="model")
+    (vae,) = call("VDOTVAELoader", vae_name=comfy.EMBEDDED, precision="fp32")
+    (te,) = call("VDOTTextEncoderLoader", text_encoder_name=comfy.EMBEDDED, precision="bf16")
+    (embeds,) = call("VDOTTextEncode", text_encoder=te, positive="a red ball", negative="")
+    assert "toy_lora.safetensors" in comfy.list_models("loras") and comfy.EMBEDDED not in comfy.list_models("loras")
+    weight = model.module.blocks[0].attn1.to_q.weight
+    original = weight.detach().clone()
+    (with_lora,) = call("VDOTLoraLoader", model=model, lora_name="toy_lora.safetensors", strength=1.0, apply="auto")
+    assert with_lora.module is model.module and model.loras == () and len(with_lora.loras) == 1
+    for strength in (1.0, 0.5):
+        (m,) = call("VDOTLoraLoader", model=model, lora_name="toy_lora.safetensors", strength=strength, apply="auto")
+        with lora_context(m):
+            torch.testing.assert_close(m.module.blocks[0].attn1.to_q.weight, original + strength * (up @ down))
+        assert model.module.blocks[0].attn1.to_q.weight is weight and torch.equal(weight, original)
+    vcu = call("VDOTVCUText2Video", width=16, height=16, num_frames=9)[0]
+    args = dict(vae=vae, embeds=embeds, vcu=vcu, seed=3, preset="renoise", steps=0, shift=0.0, cfg=1.0,
+                control_scale=1.0, window=5, overlap=1, colour_match=True)
+    (frames,) = call("VDOTLongVideo", model=with_lora, **args)
+    assert frames.shape == (9, 16, 16, 3) and torch.isfinite(frames).all()
+    assert torch.equal(model.module.blocks[0].attn1.to_q.weight, original)
+    (plain,) = call("VDOTLongVideo", model=model, **args)
+    assert (plain - frames).abs().max() > 1e-3  # the LoRA changed the video; without it, the plain model ran
+    with pytest.raises(VDOTInputError, match="^lora_name: 'missing.safetensors' is not in ComfyUI's models/loras"):
+        call("VDOTLoraLoader", model=model, lora_name="missing.safetensors", strength=1.0, apply="auto")
+    # An API-format workflow bypasses the widgets' bounds; the nodes check them again.
+    with pytest.raises(VDOTInputError, match="^strength: is nan"):
+        call("VDOTLoraLoader", model=model, lora_name="toy_lora.safetensors", strength=float("nan"), apply="auto")
+    with pytest.raises(VDOTInputError, match="^window: must be a whole number, got 8.5"):
+        call("VDOTLongVideo", model=model, **{**args, "window": 8.5})
+    with pytest.raises(VDOTInputError, match="^overlap: is 5; it must be at least 1 and at most the window minus 4"):
+        call("VDOTLongVideo", model=model, **{**args, "overlap": 5})
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -276,14 +276,14 @@ def test_accwaninit_from_a_t2v_lora_merges_wan_blocks_only(tmp_path):
         init_vace_from_t2v_lora(_model(gen), only_vace)
 
 
-def test_lora_baseline_workflow_is_valid_for_the_real_14b_files(tmp_path):
+def test_lora_baseline_workflow_is_valid_for_the_real_14b_files(comfy_root):
     """workflows/vdot_lora_baseline_t2v.json (VDOT paper ablation row 1): real file names with download links, the
     LoRA Loader between model loader and sampler, preset renoise / cfg 1; validated (not run: 14B files)."""
     import json
     import sys
     from pathlib import Path
 
-    from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, comfy
+    from vdot_nodes.nodes import NODE_CLASS_MAPPINGS
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from workflow_executor import load_workflow, ui_to_api, validate
@@ -295,14 +295,9 @@ def test_lora_baseline_workflow_is_valid_for_the_real_14b_files(tmp_path):
              "text_encoders": "umt5_xxl_fp16.safetensors",
              "loras": "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank32_bf16.safetensors"}
     for folder, name in files.items():  # empty stand-ins so the loaders' file lists offer the names
-        (tmp_path / "models" / folder).mkdir(parents=True)
-        (tmp_path / "models" / folder / name).write_bytes(b"")
-    comfy.set_fallback_root(tmp_path)
-    try:
-        validate(api, NODE_CLASS_MAPPINGS)
-        assert ui_to_api(ui, NODE_CLASS_MAPPINGS) == {k: {a: b for a, b in v.items() if a != "_meta"} for k, v in api.items()}
-    finally:
-        comfy.set_fallback_root(None)
+        (comfy_root / "models" / folder / name).write_bytes(b"")
+    validate(api, NODE_CLASS_MAPPINGS)
+    assert ui_to_api(ui, NODE_CLASS_MAPPINGS) == {k: {a: b for a, b in v.items() if a != "_meta"} for k, v in api.items()}
     by_type = {n["class_type"]: (k, n) for k, n in api.items()}
     lora_id, lora = by_type["VDOTLoraLoader"]
     assert lora["inputs"]["model"] == [by_type["VDOTModelLoader"][0], 0] and lora["inputs"]["strength"] == 1.0

@@ -215,15 +215,16 @@ def test_real_layouts_map_through_diffusers_converter(size):
     mapping = wan_original_names(cfg["num_layers"], len(cfg["vace_layers"]))
     assert set(mapping.values()) == set(shapes)
     header = {"model.diffusion_model." + o: (shapes[d], "F16") for o, d in mapping.items()}
-    info, key_map = models._Source.from_header(header).analyse()
-    assert (info["kind"], info["layout"], info["variant"], info["size"]) == ("transformer", "original", "vace", size)
-    assert info["config"] == cfg
+    info = models.identify(header)
+    key_map = info.key_map
+    assert (info.kind, info.layout, info.variant, info.size) == ("transformer", "original", "vace", size)
+    assert info.config == cfg
     assert set(key_map) == set(shapes)
     assert all(header[key_map[k]][0] == shapes[k] for k in shapes)
     # the same file without VACE blocks is a plain T2V model of that size
     t2v = {k: v for k, v in header.items() if "vace" not in k}
-    info, _ = models._Source.from_header(t2v).analyse()
-    assert (info["variant"], info["size"], info["config"]) == ("t2v", size, None)
+    info = models.identify(t2v)
+    assert (info.variant, info.size, info.config) == ("t2v", size, None)
 
 
 def test_custom_size_with_128_wide_heads_is_derived_from_shapes(tmp_path):
@@ -356,9 +357,9 @@ def test_umt5_xxl_layout_is_recognised():
         meta = UMT5EncoderModel(UMT5Config.from_dict(cfg))
     header = {k: (tuple(v.shape), "F16") for k, v in meta.state_dict().items() if k != "encoder.embed_tokens.weight"}
     header["spiece_model"] = ((1000,), "U8")
-    info, key_map = models._Source.from_header(header).analyse()
-    assert (info["kind"], info["variant"], info["size"]) == ("text_encoder", "umt5", "xxl")
-    assert models._same_t5(info["config"], cfg) and "spiece_model" not in key_map
+    info = models.identify(header)
+    assert (info.kind, info.variant, info.size) == ("text_encoder", "umt5", "xxl")
+    assert models.configs.same_t5(info.config, cfg) and "spiece_model" not in info.key_map
 
 
 # --------------------------------------------------------------------------------------------

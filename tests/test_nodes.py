@@ -16,15 +16,6 @@ KNOWN_TYPES = {"VDOT_MODEL", "VDOT_VAE", "VDOT_TEXT_ENCODER", "VDOT_EMBEDS", "VD
 F, H, W = 5, 32, 48
 
 
-@pytest.fixture()
-def root(tmp_path):
-    for sub in ("input", "output", "models/diffusion_models", "models/vae", "models/text_encoders"):
-        (tmp_path / sub).mkdir(parents=True)
-    comfy.set_fallback_root(tmp_path)
-    yield tmp_path
-    comfy.set_fallback_root(None)
-
-
 def node(name):
     return NODE_CLASS_MAPPINGS[name]()
 
@@ -35,7 +26,7 @@ def call(name, **kwargs):
 
 
 @pytest.mark.parametrize("name", sorted(NODE_CLASS_MAPPINGS))
-def test_declaration(name, root):
+def test_declaration(name, comfy_root):
     cls = NODE_CLASS_MAPPINGS[name]
     assert name.startswith("VDOT") and NODE_DISPLAY_NAME_MAPPINGS[name].startswith("VDOT ")
     assert cls.CATEGORY.startswith("VDOT/") and cls.DESCRIPTION
@@ -80,7 +71,7 @@ def test_root_package_exports_only_the_mappings():
 
 
 @pytest.fixture()
-def parts(root):
+def parts(comfy_root):
     (model,) = call("VDOTModelLoader", model_name=comfy.EMBEDDED, precision="bf16", offload="model")
     (vae,) = call("VDOTVAELoader", vae_name=comfy.EMBEDDED, precision="fp32")
     (te,) = call("VDOTTextEncoderLoader", text_encoder_name=comfy.EMBEDDED, precision="bf16")
@@ -96,7 +87,7 @@ def sample(parts, vcu, **kw):
     return call("VDOTSampler", **args)[0]
 
 
-def test_t2v_graph_samples_and_saves_without_overwriting(parts, root):
+def test_t2v_graph_samples_and_saves_without_overwriting(parts, comfy_root):
     (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
     frames = sample(parts, vcu)
     assert frames.shape == (F, H, W, 3)
@@ -108,13 +99,13 @@ def test_t2v_graph_samples_and_saves_without_overwriting(parts, root):
     assert out1["ui"]["animated"] == [True] and out1["ui"]["images"][0]["type"] == "output" and out1["result"] == ()
     assert names == ["test_00001_.mp4", "test_00002_.mp4"]
     assert out1["ui"]["images"][0]["subfolder"] == "VDOT"
-    video, fps = read_video(root / "output" / "VDOT" / names[0])
+    video, fps = read_video(comfy_root / "output" / "VDOT" / names[0])
     assert video.shape == (F, H, W, 3) and fps == 16
     pngs = call("VDOTSaveVideo", frames=frames, fps=16.0, filename_prefix="frames", format="png-frames", crf=17)
-    assert len(list((root / "output" / pngs["ui"]["images"][0]["filename"]).glob("*.png"))) == F
+    assert len(list((comfy_root / "output" / pngs["ui"]["images"][0]["filename"]).glob("*.png"))) == F
 
 
-def test_sampler_ticks_progress_per_step_and_stops_on_interrupt(parts, root, monkeypatch):
+def test_sampler_ticks_progress_per_step_and_stops_on_interrupt(parts, comfy_root, monkeypatch):
     ticks = []
 
     class Bar:
@@ -151,7 +142,7 @@ def test_sampler_ticks_progress_per_step_and_stops_on_interrupt(parts, root, mon
     assert ticks == [1, 1]  # two steps ran, the third was never started
 
 
-def test_conditioning_to_embeds_samples_and_checks_width(parts, root):
+def test_conditioning_to_embeds_samples_and_checks_width(parts, comfy_root):
     model, vae, te, embeds = parts
     tokens = embeds.positive[:, :7]  # ComfyUI hands over only the real tokens
     (converted,) = call("VDOTConditioningToEmbeds", positive=[[tokens, {"pooled_output": None}]])
@@ -166,7 +157,7 @@ def test_conditioning_to_embeds_samples_and_checks_width(parts, root):
         sample(parts, vcu, embeds=converted, cfg=3.0)
 
 
-def test_every_vcu_node_feeds_the_sampler(parts, root):
+def test_every_vcu_node_feeds_the_sampler(parts, comfy_root):
     gen = torch.Generator().manual_seed(0)
     video = torch.rand(F, H, W, 3, generator=gen)
     ref = torch.rand(1, 20, 30, 3, generator=gen)
@@ -193,7 +184,7 @@ def test_every_vcu_node_feeds_the_sampler(parts, root):
     assert vcu.masks[:, 8:24, 8:24].eq(1).all() and vcu.masks.sum() == F * 16 * 16
 
 
-def test_vcu_node_errors_name_the_input(root):
+def test_vcu_node_errors_name_the_input(comfy_root):
     video = torch.rand(F, H, W, 3)
     with pytest.raises(VDOTInputError, match="box"):
         call("VDOTVCUInpaint", source=video, threshold=0.5, box="1,2,3")
@@ -205,13 +196,13 @@ def test_vcu_node_errors_name_the_input(root):
         call("VDOTVCUFirstFrameControl", control=video, first_frame=video[:2], kind="depth")
 
 
-def test_load_nodes_read_only_listed_inputs(root):
+def test_load_nodes_read_only_listed_inputs(comfy_root):
     examples = comfy.list_inputs(comfy.VIDEO_EXTENSIONS)
     assert "vdot_examples/ball.mp4" in examples
     frames, fps, count = call("VDOTLoadVideo", video="vdot_examples/ball.mp4", frame_load_cap=9,
                               skip_first_frames=2, select_every_nth=2)
     assert frames.shape == (9, 240, 416, 3) and count == 9 and fps == 8.0
-    shutil.copy(comfy.EXAMPLES_DIR / "star_reference.png", root / "input" / "star.png")
+    shutil.copy(comfy.EXAMPLES_DIR / "star_reference.png", comfy_root / "input" / "star.png")
     image, mask = call("VDOTLoadImage", image="star.png")
     assert image.shape == (1, 256, 256, 3) and mask.shape == (1, 256, 256) and mask.sum() == 0
     for bad in ("../secret.mp4", "/etc/passwd", "C:/x.mp4", "missing.mp4"):
@@ -221,27 +212,27 @@ def test_load_nodes_read_only_listed_inputs(root):
         call("VDOTSaveVideo", frames=torch.rand(F, H, W, 3), fps=16.0, filename_prefix="../escape", format="mp4", crf=17)
 
 
-def test_loaders_refuse_unlisted_and_pickled_files(root):
-    (root / "models" / "diffusion_models" / "evil.ckpt").write_bytes(b"not listed")
+def test_loaders_refuse_unlisted_and_pickled_files(comfy_root):
+    (comfy_root / "models" / "diffusion_models" / "evil.ckpt").write_bytes(b"not listed")
     assert "evil.ckpt" not in comfy.list_models("diffusion_models")
     for name in ("evil.ckpt", "../x.safetensors", "nothing.safetensors"):
         with pytest.raises(VDOTInputError, match="model_name"):
             call("VDOTModelLoader", model_name=name, precision="bf16", offload="model")
 
 
-def test_loader_reads_a_file_from_the_models_folder(root):
+def test_loader_reads_a_file_from_the_models_folder(comfy_root):
     from vdot_nodes.core.models import save_transformer
     from vdot_nodes.core.tiny import build_tiny_transformer
 
-    save_transformer(build_tiny_transformer(seed=4), root / "models" / "diffusion_models" / "mine.safetensors")
+    save_transformer(build_tiny_transformer(seed=4), comfy_root / "models" / "diffusion_models" / "mine.safetensors")
     assert "mine.safetensors" in comfy.list_models("diffusion_models")
     (model,) = call("VDOTModelLoader", model_name="mine.safetensors", precision="fp32", offload="none")
     ref = build_tiny_transformer(seed=4)
     assert torch.equal(model.module.patch_embedding.weight, ref.patch_embedding.weight)
-    assert model.offload is False and not model.is_toy
+    assert model.offload is False
 
 
-def test_fit_video_and_image_to_mask(root):
+def test_fit_video_and_image_to_mask(comfy_root):
     video = torch.rand(12, 40, 60, 3)
     (fitted,) = call("VDOTFitVideo", images=video, width=32, height=32, num_frames=9, mode="crop")
     assert fitted.shape == (9, 32, 32, 3)
@@ -269,7 +260,7 @@ def _defaults(name, **overrides):
     return kwargs
 
 
-def test_preprocess_nodes_keep_shape(root):
+def test_preprocess_nodes_keep_shape(comfy_root):
     video = torch.rand(5, 32, 32, 3)
     for name, method in {"VDOTGrey": None, "VDOTScribble": "canny", "VDOTOpticalFlow": "dis"}.items():
         kwargs = _defaults(name, images=video, **({"method": method} if method else {}))
@@ -277,9 +268,9 @@ def test_preprocess_nodes_keep_shape(root):
         assert out.shape == video.shape, name
 
 
-def test_adapter_refuses_unsafe_names_and_needs_a_root(root, monkeypatch):
-    (root / "input" / "clip.mp4").write_bytes(b"x")
-    assert comfy.input_path("clip.mp4") == root / "input" / "clip.mp4"
+def test_adapter_refuses_unsafe_names_and_needs_a_root(comfy_root, monkeypatch):
+    (comfy_root / "input" / "clip.mp4").write_bytes(b"x")
+    assert comfy.input_path("clip.mp4") == comfy_root / "input" / "clip.mp4"
     assert comfy.input_path("vdot_examples/star_reference.png") == comfy.EXAMPLES_DIR / "star_reference.png"
     for bad in ("../x", "/etc/passwd", "sub/../../x.mp4", "~/x.mp4", "nothing.mp4"):
         with pytest.raises(VDOTInputError, match="file"):
@@ -289,29 +280,28 @@ def test_adapter_refuses_unsafe_names_and_needs_a_root(root, monkeypatch):
             comfy.unique_output_path(bad, "mp4")
     # Safetensors only for models; ONNX only for annotators; unknown folders refused.
     for name in ("a.safetensors", "b.onnx", "c.pt"):
-        (root / "models" / "diffusion_models" / name).write_bytes(b"x")
+        (comfy_root / "models" / "diffusion_models" / name).write_bytes(b"x")
     assert comfy.list_models("diffusion_models") == [comfy.EMBEDDED, "a.safetensors"]
-    (root / "models" / "vdot_annotators").mkdir()
-    (root / "models" / "vdot_annotators" / "depth.onnx").write_bytes(b"x")
+    (comfy_root / "models" / "vdot_annotators" / "depth.onnx").write_bytes(b"x")
     assert comfy.list_models("vdot_annotators") == ["depth.onnx"]
-    assert comfy.model_path("vdot_annotators", "depth.onnx") == root / "models" / "vdot_annotators" / "depth.onnx"
+    assert comfy.model_path("vdot_annotators", "depth.onnx") == comfy_root / "models" / "vdot_annotators" / "depth.onnx"
     with pytest.raises(VDOTInputError, match="kind"):
         comfy.list_models("checkpoints")
-    # Without ComfyUI and without a root, a folder is never invented.
+    # Without ComfyUI and without a comfy_root, a folder is never invented.
     comfy.set_fallback_root(None)
     monkeypatch.delenv("VDOT_COMFY_ROOT", raising=False)
     with pytest.raises(VDOTInputError, match="VDOT_COMFY_ROOT"):
         comfy.output_dir()
     assert comfy.list_inputs(comfy.IMAGE_EXTENSIONS) == [
         comfy.EXAMPLES_PREFIX + p.name for p in sorted(comfy.EXAMPLES_DIR.glob("*.png"))]
-    monkeypatch.setenv("VDOT_COMFY_ROOT", str(root))
-    assert comfy.output_dir() == root / "output"
+    monkeypatch.setenv("VDOT_COMFY_ROOT", str(comfy_root))
+    assert comfy.output_dir() == comfy_root / "output"
 
 
-def test_load_nodes_is_changed_follows_the_file(root):
+def test_load_nodes_is_changed_follows_the_file(comfy_root):
     import hashlib
 
-    path = root / "input" / "a.png"
+    path = comfy_root / "input" / "a.png"
     shutil.copy(comfy.EXAMPLES_DIR / "star_reference.png", path)
     first = NODE_CLASS_MAPPINGS["VDOTLoadImage"].IS_CHANGED(image="a.png")
     assert first == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -322,7 +312,7 @@ def test_load_nodes_is_changed_follows_the_file(root):
     assert video_hash == hashlib.sha256((comfy.EXAMPLES_DIR / "ball.mp4").read_bytes()).hexdigest()
 
 
-def test_text_encode_caches_per_encoder_and_text(parts, root):
+def test_text_encode_caches_per_encoder_and_text(parts, comfy_root):
     model, vae, te, embeds = parts
     (again,) = call("VDOTTextEncode", text_encoder=te, positive="a red ball", negative="blurry")
     assert again.positive is embeds.positive and again.negative is embeds.negative  # not re-encoded
@@ -339,10 +329,10 @@ def test_text_encode_caches_per_encoder_and_text(parts, root):
     assert not torch.equal(mine.positive, embeds.positive)
 
 
-def test_diffusers_loader_reads_a_pipeline_folder(root):
+def test_diffusers_loader_reads_a_pipeline_folder(comfy_root):
     from vdot_nodes.core.tiny import build_tiny_text_encoder, build_tiny_tokenizer, build_tiny_transformer, build_tiny_vae
 
-    folder = root / "models" / "diffusion_models" / "tiny-vace-diffusers"
+    folder = comfy_root / "models" / "diffusion_models" / "tiny-vace-diffusers"
     build_tiny_transformer(seed=7).save_pretrained(folder / "transformer")
     build_tiny_vae(seed=7).save_pretrained(folder / "vae")
     build_tiny_text_encoder(seed=7).save_pretrained(folder / "text_encoder")
@@ -357,7 +347,7 @@ def test_diffusers_loader_reads_a_pipeline_folder(root):
         call("VDOTDiffusersLoader", folder_name="../tiny-vace-diffusers", precision="fp32", offload="model")
 
 
-def test_sampler_batches_videos_and_restyles_init_frames(parts, root):
+def test_sampler_batches_videos_and_restyles_init_frames(parts, comfy_root):
     (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
     two = sample(parts, vcu, steps=1, num_videos=2, seed=5)
     assert two.shape == (2 * F, H, W, 3) and not torch.equal(two[:F], two[F:])
@@ -448,7 +438,7 @@ def test_flow_unipc_sampler_walks_the_official_trajectory_through_comfys_interfa
     ("denoise", 0.0, "denoise"), ("shift", "5", "shift: must be a number"),
     ("steps", 101, "steps: is 101, outside"), ("preset", "fast", "unknown sampler preset 'fast'"),
 ])
-def test_sampler_refuses_api_workflow_values_before_sampling(root, monkeypatch, widget, value, needle):
+def test_sampler_refuses_api_workflow_values_before_sampling(comfy_root, monkeypatch, widget, value, needle):
     """An API-format workflow bypasses the widgets' bounds; the node checks before it builds a pipeline."""
     from vdot_nodes.nodes import sampler
 
@@ -464,7 +454,7 @@ def test_sampler_refuses_api_workflow_values_before_sampling(root, monkeypatch, 
         call("VDOTSampler", **args)
 
 
-def test_sampler_refuses_a_batch_too_large_to_hold(root, monkeypatch):
+def test_sampler_refuses_a_batch_too_large_to_hold(comfy_root, monkeypatch):
     from vdot_nodes.core.vcu import VCU
     from vdot_nodes.nodes import sampler
 
@@ -477,7 +467,7 @@ def test_sampler_refuses_a_batch_too_large_to_hold(root, monkeypatch):
     assert "num_videos" in err.value.fix
 
 
-def test_vcu_nodes_cap_the_size_before_allocating(root):
+def test_vcu_nodes_cap_the_size_before_allocating(comfy_root):
     with pytest.raises(VDOTInputError, match="num_frames: is 100001, outside"):
         call("VDOTVCUText2Video", width=W, height=H, num_frames=100001)
     with pytest.raises(VDOTInputError, match="width: is 100000, outside"):
@@ -488,7 +478,7 @@ def test_vcu_nodes_cap_the_size_before_allocating(root):
     ("nan_frames", "frames: 1 of 5 frames contain NaN"), ("empty", "frames: is empty"),
     ("nan_fps", "fps: is nan"), ("nul_prefix", "filename_prefix"), ("bad_format", "format"),
 ])
-def test_save_video_refuses_bad_input_and_writes_nothing(root, case, needle):
+def test_save_video_refuses_bad_input_and_writes_nothing(comfy_root, case, needle):
     frames = torch.rand(F, H, W, 3)
     args = dict(frames=frames, fps=16.0, filename_prefix="VDOT/test", format="mp4", crf=17)
     if case == "nan_frames":
@@ -498,10 +488,10 @@ def test_save_video_refuses_bad_input_and_writes_nothing(root, case, needle):
     for fmt in ("mp4", "png-frames") if case != "bad_format" else ("webm",):
         with pytest.raises(VDOTInputError, match=needle):
             call("VDOTSaveVideo", **{**args, "format": fmt})
-    assert list((root / "output").iterdir()) == []  # not even the VDOT/ folder
+    assert list((comfy_root / "output").iterdir()) == []  # not even the VDOT/ folder
 
 
-def test_fit_video_only_passes_on_vace_ready_sizes(root):
+def test_fit_video_only_passes_on_vace_ready_sizes(comfy_root):
     video = torch.rand(12, 40, 60, 3)
     for num_frames in (1, 5, 9):
         for size in (16, 32, 48):
@@ -516,29 +506,29 @@ def test_fit_video_only_passes_on_vace_ready_sizes(root):
         call("VDOTFitVideo", images=video, width=100000, height=32, num_frames=9, mode="stretch")
 
 
-def test_inpaint_mask_of_another_size_is_refused(root):
+def test_inpaint_mask_of_another_size_is_refused(comfy_root):
     with pytest.raises(VDOTInputError, match="mask: is 40x40 \\(WxH\\) but the video is"):
         call("VDOTVCUInpaint", source=torch.rand(F, H, W, 3), threshold=0.5, mask=torch.ones(F, 40, 40), box="")
 
 
-def test_symlinks_out_of_comfyui_folders_are_refused(root, tmp_path_factory):
+def test_symlinks_out_of_comfyui_folders_are_refused(comfy_root, tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside")
     shutil.copy(comfy.EXAMPLES_DIR / "ball.mp4", outside / "secret.mp4")
-    (root / "input" / "link.mp4").symlink_to(outside / "secret.mp4")
-    (root / "input" / "linked_dir").symlink_to(outside, target_is_directory=True)
+    (comfy_root / "input" / "link.mp4").symlink_to(outside / "secret.mp4")
+    (comfy_root / "input" / "linked_dir").symlink_to(outside, target_is_directory=True)
     with pytest.raises(VDOTInputError, match="leads \\(through a symlink\\) to .*outside ComfyUI's input folder"):
         call("VDOTLoadVideo", video="link.mp4", frame_load_cap=1, skip_first_frames=0, select_every_nth=1)
     with pytest.raises(VDOTInputError, match="ComfyUI's input folder"):  # not listed, or listed and refused
         call("VDOTLoadVideo", video="linked_dir/secret.mp4", frame_load_cap=1, skip_first_frames=0, select_every_nth=1)
     with pytest.raises(VDOTInputError, match="outside ComfyUI's input folder"):
-        comfy._confined(root / "input" / "linked_dir" / "secret.mp4", comfy.input_dir(), "video", "input")
+        comfy._confined(comfy_root / "input" / "linked_dir" / "secret.mp4", comfy.input_dir(), "video", "input")
     # A symlink that stays inside input/ is fine.
-    shutil.copy(comfy.EXAMPLES_DIR / "ball.mp4", root / "input" / "real.mp4")
-    (root / "input" / "alias.mp4").symlink_to(root / "input" / "real.mp4")
+    shutil.copy(comfy.EXAMPLES_DIR / "ball.mp4", comfy_root / "input" / "real.mp4")
+    (comfy_root / "input" / "alias.mp4").symlink_to(comfy_root / "input" / "real.mp4")
     assert call("VDOTLoadVideo", video="alias.mp4", frame_load_cap=1, skip_first_frames=0,
                 select_every_nth=1)[2] == 1
     # A symlinked folder under output/ receives nothing, not even a sub-folder.
-    (root / "output" / "VDOT").symlink_to(outside, target_is_directory=True)
+    (comfy_root / "output" / "VDOT").symlink_to(outside, target_is_directory=True)
     for prefix in ("VDOT/video", "VDOT/deeper/video"):
         with pytest.raises(VDOTInputError, match="outside ComfyUI's output folder"):
             call("VDOTSaveVideo", frames=torch.rand(F, H, W, 3), fps=16.0, filename_prefix=prefix, format="mp4",
@@ -546,7 +536,7 @@ def test_symlinks_out_of_comfyui_folders_are_refused(root, tmp_path_factory):
     assert sorted(p.name for p in outside.iterdir()) == ["secret.mp4"]
 
 
-def test_load_video_refuses_api_values_outside_its_widgets(root):
+def test_load_video_refuses_api_values_outside_its_widgets(comfy_root):
     for widget, value in (("select_every_nth", 0), ("skip_first_frames", -1), ("frame_load_cap", 10**9)):
         args = dict(video="vdot_examples/ball.mp4", frame_load_cap=1, skip_first_frames=0, select_every_nth=1)
         with pytest.raises(VDOTInputError, match=f"{widget}: is"):

@@ -22,7 +22,6 @@ from vdot_nodes.core.preprocess.pose import (
     yolox_decode,
 )
 from vdot_nodes.core.preprocess.weights import ENV_DIR, find_weights
-from vdot_nodes.nodes import comfy
 from vdot_nodes.nodes.preprocess import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 
@@ -30,15 +29,6 @@ from vdot_nodes.nodes.preprocess import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_M
 def no_annotator_env(monkeypatch):
     monkeypatch.delenv(ENV_DIR, raising=False)
     monkeypatch.delenv("VDOT_COMFY_ROOT", raising=False)
-
-
-@pytest.fixture
-def root(tmp_path):
-    for sub in ("input", "output", "models/vdot_annotators"):
-        (tmp_path / sub).mkdir(parents=True)
-    comfy.set_fallback_root(tmp_path)
-    yield tmp_path
-    comfy.set_fallback_root(None)
 
 
 def _video(frames=3, h=20, w=24, seed=0):
@@ -321,8 +311,8 @@ def test_node_declarations():
     assert set(PREPROCESSORS) >= {"depth", "pose", "scribble_hed"}
 
 
-def test_nodes_run_on_annotator_folder(root):
-    folder = root / "models" / "vdot_annotators"
+def test_nodes_run_on_annotator_folder(comfy_root):
+    folder = comfy_root / "models" / "vdot_annotators"
     _tiny_depth_file(folder / "depth_anything_v2_vits.safetensors")
     _tiny_hed_file(folder / "ControlNetHED.safetensors")
     spec = NODE_CLASS_MAPPINGS["VDOTDepth"].INPUT_TYPES()["required"]
@@ -420,8 +410,8 @@ def test_raft_flow_video_shapes_determinism_and_pad(tmp_path):
     assert "torchvision" in str(err.value)  # the conversion the user runs once
 
 
-def test_optical_flow_node_raft(root):
-    _tiny_raft_file(root / "models" / "vdot_annotators" / "raft_small_C_T_V2.safetensors")
+def test_optical_flow_node_raft(comfy_root):
+    _tiny_raft_file(comfy_root / "models" / "vdot_annotators" / "raft_small_C_T_V2.safetensors")
     video = _video(3, 32, 32)
     (out,) = NODE_CLASS_MAPPINGS["VDOTOpticalFlow"]().run(video, "raft")
     assert out.shape == video.shape

@@ -8,10 +8,7 @@ timestep draws (randint, shift 5 / 12, clamp), the GAN head (245.8 M parameters 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,18 +29,14 @@ from training.losses import (
 from training.objective import critic_objective, draw_sigmas, generator_objective
 from training.rollout import rollout
 from vdot_nodes.core.sampling import get_preset, preset_schedule
+from tests.helpers import write_train_manifest
 from vdot_nodes.core.errors import VDOTInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------ DMD
@@ -292,18 +285,6 @@ def test_rollout_presets_feed_the_model_their_timesteps():
 # ------------------------------------------------------------------------------------------ trainer
 
 
-def _manifest(folder: Path, n: int = 3) -> Path:
-    from vdot_nodes.core.video_io import write_video
-
-    lines = []
-    for i in range(n):
-        frames = torch.rand(5, 32, 32, 3, generator=torch.Generator().manual_seed(i))
-        write_video(frames, folder / f"clip{i}.mp4", fps=8)
-        lines.append(json.dumps({"video": f"clip{i}.mp4", "caption": f"a red ball {i}", "task": "inpaint"}))
-    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
-    return folder / "train.jsonl"
-
-
 def _vdot_config(folder: Path, out: str) -> dict:
     """The toy recipe config on tiny models, generator every iteration so 2 iterations cover DM and ADV."""
     cfg = yaml.safe_load((ROOT / "training" / "configs" / "toy_stage2_vdot.yaml").read_text())
@@ -323,7 +304,7 @@ def vdot_run(tmp_path_factory):
     from training.trainer import Trainer
 
     folder = tmp_path_factory.mktemp("vdot")
-    _manifest(folder)
+    write_train_manifest(folder, n=3, size=32)
     trainer = Trainer(config_from_dict(_vdot_config(folder, str(folder / "run_a"))))
     metrics, critic = [], [{k: v.detach().clone() for k, v in trainer.critic.named_parameters()}]
     for _ in range(2):
@@ -374,15 +355,11 @@ def test_official_recipe_resume_is_exact(vdot_run):
             torch.testing.assert_close(p.detach(), ref[name].detach(), rtol=0, atol=1e-6, msg=name)
 
 
-def test_official_recipe_two_process_fsdp2(tmp_path):
-    _manifest(tmp_path, n=4)
+def test_official_recipe_two_process_fsdp2(tmp_path, torchrun):
+    write_train_manifest(tmp_path, n=4, size=32)
     cfg = _vdot_config(tmp_path, str(tmp_path / "run"))
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.cli",
-           str(tmp_path / "cfg.yaml"), "--no-progress"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    torchrun(["-m", "training.cli", tmp_path / "cfg.yaml", "--no-progress"])
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(x["objective"], x["critic_objective"]) for x in lines] == [("dm", "denoise"), ("adv", "disc")]
     assert all(x["loss_critic"] == x["loss_critic"] for x in lines) and "loss_otd" in lines[0]

@@ -182,10 +182,10 @@ def test_converted_transformer_satisfies_comfyui_wan_vace_detection(parts, tmp_p
     with safe_open(tmp_path / "out" / "vdot_custom_bf16.safetensors", framework="pt") as f:
         tiny_shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
 
-    from vdot_nodes.core.wan_layout import comfy_key_names
+    from vdot_nodes.core.models.convert.wan_transformer import comfy_key_names
 
     cfg14 = models.load_config(models.TRANSFORMER_CONFIGS["14B"])
-    diffusers_shapes = release._meta_shapes("transformer", cfg14)
+    diffusers_shapes = models.meta_shapes("transformer", cfg14)
     shapes14 = {orig: list(diffusers_shapes[d]) for d, orig in comfy_key_names(diffusers_shapes).items()}
     assert len(shapes14) == 1331  # VDOT_REFERENCE §1.1: 1331 tensors in vdot_14b.pt
 
@@ -404,7 +404,7 @@ def test_nan_weights_and_fp16_overflow_stop_the_conversion(parts, tmp_path, caps
 def test_expected_14b_key_set_is_the_official_vace_model():
     """VDOT_REFERENCE §1.1: the official VaceWanModel (inference/models/wan/vace-14b-config.json) has 1331
     tensors and 17,337,592,896 parameters, 3.049 B of them in vace_*; the converter checks against this set."""
-    from vdot_nodes.core.wan_layout import comfy_key_names
+    from vdot_nodes.core.models.convert.wan_transformer import comfy_key_names
 
     cfg = models.load_config(models.TRANSFORMER_CONFIGS["14B"])
     official = dict(dim=5120, ffn_dim=13824, freq_dim=256, num_heads=40, num_layers=40, in_dim=16, out_dim=16, eps=1e-6,
@@ -413,7 +413,7 @@ def test_expected_14b_key_set_is_the_official_vace_model():
                 num_heads=cfg["num_attention_heads"], num_layers=cfg["num_layers"], in_dim=cfg["in_channels"],
                 out_dim=cfg["out_channels"], eps=cfg["eps"], vace_layers=cfg["vace_layers"], vace_in_dim=cfg["vace_in_channels"])
     assert ours == official
-    shapes = release._meta_shapes("transformer", cfg)
+    shapes = models.meta_shapes("transformer", cfg)
     original = {orig: shapes[d] for d, orig in comfy_key_names(shapes).items()}
     numel = {k: torch.Size(s).numel() for k, s in original.items()}
     assert len(original) == 1331 and sum(numel.values()) == 17_337_592_896

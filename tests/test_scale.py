@@ -102,7 +102,7 @@ def test_fp32_file_into_fp8_never_holds_the_state_in_fp32(files, monkeypatch):
 
 def test_large_tensors_cast_in_row_blocks_load_the_same(files, monkeypatch):
     whole = models.load_transformer(files["transformer"], "fp8_e4m3fn").state_dict()
-    monkeypatch.setattr(models, "READ_CHUNK", 256)  # every tensor above 256 bytes is read in row blocks
+    monkeypatch.setattr(models.files, "READ_CHUNK", 256)  # every tensor above 256 bytes is read in row blocks
     reads = []
     original = models.TensorReader.read_into
     monkeypatch.setattr(models.TensorReader, "read_into", lambda self, f, a, d: reads.append(d.numel()) or original(self, f, a, d))
@@ -335,25 +335,19 @@ def test_speed_options_fall_back_and_say_what_ran(files):
     assert torch.equal(_forward(model), reference)
 
 
-def test_model_loader_node_budgets(files, tmp_path, monkeypatch):
+def test_model_loader_node_budgets(files, comfy_root):
     import shutil
 
-    from vdot_nodes.nodes import comfy
     from vdot_nodes.nodes.loaders import VDOTModelLoader
 
-    (tmp_path / "models" / "diffusion_models").mkdir(parents=True)
-    shutil.copy(files["transformer"], tmp_path / "models" / "diffusion_models" / "t.safetensors")
-    comfy.set_fallback_root(tmp_path)
-    try:
-        optional = VDOTModelLoader.INPUT_TYPES()["optional"]
-        assert set(optional) == {"ram_budget_gb", "vram_budget_gb"} and all(v[1]["tooltip"] for v in optional.values())
-        with pytest.raises(VDOTInputError, match="over the 1e-05 GB budget") as e:
-            VDOTModelLoader().load("t.safetensors", "bf16", "model", ram_budget_gb=0.00001)
-        assert e.value.input_name == "ram_budget_gb" and "fp8_e4m3fn" in e.value.fix
-        (loaded,) = VDOTModelLoader().load("t.safetensors", "bf16", "model", ram_budget_gb=1.0, vram_budget_gb=6.0)
-        assert loaded.vram_budget_gb == 6.0 and loaded.module.patch_embedding.weight.dtype == torch.bfloat16
-    finally:
-        comfy.set_fallback_root(None)
+    shutil.copy(files["transformer"], comfy_root / "models" / "diffusion_models" / "t.safetensors")
+    optional = VDOTModelLoader.INPUT_TYPES()["optional"]
+    assert set(optional) == {"ram_budget_gb", "vram_budget_gb"} and all(v[1]["tooltip"] for v in optional.values())
+    with pytest.raises(VDOTInputError, match="over the 1e-05 GB budget") as e:
+        VDOTModelLoader().load("t.safetensors", "bf16", "model", ram_budget_gb=0.00001)
+    assert e.value.input_name == "ram_budget_gb" and "fp8_e4m3fn" in e.value.fix
+    (loaded,) = VDOTModelLoader().load("t.safetensors", "bf16", "model", ram_budget_gb=1.0, vram_budget_gb=6.0)
+    assert loaded.vram_budget_gb == 6.0 and loaded.module.patch_embedding.weight.dtype == torch.bfloat16
 
 
 def test_cli_refuses_a_run_over_the_ram_budget_before_loading(files, tmp_path, capsys, monkeypatch):

@@ -11,6 +11,7 @@ import torch
 from vdot_nodes.cli import build_parser, build_vcu_from_args, resolve_output_shape
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.pipeline import VDOTPipeline
+from vdot_nodes.core.preprocess.masks import image_to_mask
 from vdot_nodes.core.source_prep import (
     OFFICIAL_POLICY,
     TOY_POLICY,
@@ -18,16 +19,14 @@ from vdot_nodes.core.source_prep import (
     official_shape,
     plan_source,
     sample_frame_ids,
-    soft_mask,
 )
-from vdot_nodes.core.tiny import build_tiny_transformer, build_tiny_vae
 from vdot_nodes.core.vcu import VCU, build_inpaint_vcu, place_on_white_canvas
 from vdot_nodes.core.video_io import constant_rate_timestamps, probe_video, write_frames, write_image, write_video
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return VDOTPipeline(build_tiny_transformer(seed=1), build_tiny_vae(seed=2), device="cpu", offload="none")
+def pipe(tiny_pipeline):
+    return tiny_pipeline
 
 
 def _numbered_video(path, num_frames, fps, height=16, width=16):
@@ -142,10 +141,29 @@ def test_soft_mask_is_channel0_mapped_like_the_official_code():
     frames = torch.zeros(1, 1, 5, 3, dtype=torch.uint8)
     frames[0, 0, :, 0] = u
     frames[0, 0, :, 1] = 255 - u  # other channels are ignored
-    soft = soft_mask(frames)[0, 0]
+    soft = image_to_mask(frames)[0, 0]
     expected = torch.clamp((u.float() / 127.5 - 1 + 1) / 2, 0, 1)
     assert torch.equal(soft, expected)
     assert (soft > 0.5).tolist() == [False, False, True, True, True]  # 128 is the first "generate" level
+
+
+def test_image_to_mask_reads_8_bit_and_float_frames_alike():
+    """A mask file (uint8) and the same pixels as a ComfyUI IMAGE (float) give the same binary mask, for
+    every channel; luminance weighs the channels BT.601; a channel the frames lack is a clear error."""
+    from vdot_nodes.core.preprocess.masks import MASK_CHANNELS, binarize_mask
+
+    u8 = torch.randint(0, 256, (2, 6, 7, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for channel in MASK_CHANNELS:
+        official, comfy = image_to_mask(u8, channel), image_to_mask(u8.float() / 255, channel)
+        assert official.shape == (2, 6, 7) and torch.allclose(official, comfy, atol=1e-6, rtol=0), channel
+        assert torch.equal(binarize_mask(official), binarize_mask(comfy)), channel
+    assert torch.equal(image_to_mask(u8, "green"), image_to_mask(u8[..., [1, 0, 2]], "red"))
+    grey = u8.float() @ torch.tensor([0.299, 0.587, 0.114]) / 255
+    torch.testing.assert_close(image_to_mask(u8, "luminance"), grey, atol=1e-6, rtol=0)
+    with pytest.raises(VDOTInputError, match="^images: has 1 channel"):
+        image_to_mask(u8[..., :1], "blue", "images")
+    with pytest.raises(VDOTInputError, match="^channel: unknown mask channel 'alpha'"):
+        image_to_mask(u8, "alpha")
 
 
 def test_white_canvas_fit_matches_the_official_arithmetic():
@@ -285,3 +303,76 @@ def test_training_clips_are_sampled_over_the_whole_clip_like_inference(tmp_path)
     # duration (16 + 17)/2/16 s; timestamps k·16.5/(16·4) s are in frame floor(k·4.125) = 4k
     assert _frame_indices(item["video"], levels) == [0, 4, 8, 12, 16]
     assert item["video"].shape == (5, 32, 32, 3)  # 32×64 covered and centre-cropped, not stretched
+
+
+def test_one_policy_every_front_end_prepares_a_clip_identically(tmp_path):
+    """One clip, mask and first frame through `vdot generate`, the training manifest, the nodes (Fit Video
+    crop, Image to Mask, the VCU nodes) and `vdot preprocess`'s fit: bit-identical pixels. A second resize
+    policy or image→mask conversion in any of them fails here."""
+    import json
+
+    from training.data.manifest import ManifestDataset, sample_to_vcu
+    from vdot_nodes.core.preprocess.video_ops import fit_video
+    from vdot_nodes.core.video_io import read_image, read_video
+    from vdot_nodes.nodes import NODE_CLASS_MAPPINGS
+
+    def node(name, **kw):
+        cls = NODE_CLASS_MAPPINGS[name]
+        return getattr(cls(), cls.FUNCTION)(**kw)[0]
+
+    g = torch.Generator().manual_seed(0)
+    clip, mask, first = tmp_path / "clip", tmp_path / "mask.png", tmp_path / "first.png"
+    write_frames(torch.rand(5, 40, 72, 3, generator=g), clip)  # 5 frames: every front end keeps all of them
+    write_image(torch.rand(40, 72, 3, generator=g), mask)  # soft everywhere: many levels near the threshold
+    write_image(torch.rand(64, 96, 3, generator=g), first)  # the output's aspect ratio, another size
+    size = ("--frames", 5, "--height", 32, "--width", 48)  # 40×72 → cover 32×48: resized and cropped
+
+    cli = build_vcu_from_args(_args("--task", "inpaint", "--source", clip, "--mask", mask, *size))
+    rows = [{"caption": "c", "task": "inpaint", "video": "clip", "mask": "mask.png"},
+            {"caption": "c", "task": "firstframe_depth", "video": "clip", "control": "clip", "first_frame": "first.png"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = ManifestDataset(tmp_path / "m.jsonl", num_frames=5, height=32, width=48)
+    train = sample_to_vcu(data[0])
+    assert cli.frames.shape == (5, 32, 48, 3) and 0 < cli.masks.mean() < 1
+    for field in ("frames", "masks", "soft_masks"):
+        assert torch.equal(getattr(train, field), getattr(cli, field)), field
+
+    frames = read_video(clip)[0]
+    fitted = node("VDOTFitVideo", images=frames, width=48, height=32, num_frames=5, mode="crop")
+    assert torch.equal(fitted, data[0]["video"])
+    assert torch.equal(fit_video(frames, height=32, width=48), fitted)  # vdot preprocess / run_preprocessor
+    mask_image = node("VDOTFitVideo", images=read_image(mask)[None], width=48, height=32, num_frames=1, mode="crop")
+    node_mask = node("VDOTImageToMask", images=mask_image, channel="red", threshold=0.5)
+    assert torch.equal(node_mask[0], cli.masks[0])
+    inpaint = node("VDOTVCUInpaint", source=fitted, threshold=0.5, mask=node_mask)
+    assert torch.equal(inpaint.frames, cli.frames) and torch.equal(inpaint.masks, cli.masks)
+
+    cli_ff = build_vcu_from_args(_args("--task", "firstframe_depth", "--control", clip, "--first-frame", first, *size))
+    train_ff = sample_to_vcu(data[1])
+    node_ff = node("VDOTVCUFirstFrameControl", control=fitted, first_frame=read_image(first)[None], kind="depth")
+    assert torch.equal(train_ff.frames, cli_ff.frames) and torch.equal(node_ff.frames, cli_ff.frames)
+
+
+# Every resize in the package, and why it is not a second policy for a user's frames. A new one fails
+# the test below: fit frames with source_prep (cover_crop / fit_clip / resize_exact) instead.
+RESIZE_SITES = {
+    "vdot_nodes/core/source_prep.py": "the one frame resampler",
+    "vdot_nodes/core/vcu.py": "reference images on the white canvas (the official arithmetic)",
+    "vdot_nodes/core/pipeline.py": "the mask resampled to latent frames (VACE's nearest-exact)",
+    "vdot_nodes/core/preprocess/depth.py": "the network's input size and back",
+    "vdot_nodes/core/preprocess/hed.py": "side outputs to the frame size inside the network",
+    "vdot_nodes/core/preprocess/raft.py": "flow upsampling inside the network",
+    "vdot_nodes/core/preprocess/pose.py": "the detector's input size",
+    "training/toy/report.py": "the report's contact sheet, enlarged for viewing",
+}
+
+
+def test_frames_are_resized_in_one_place():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    call = re.compile(r"\binterpolate\(|\bresize\(|\.thumbnail\(")
+    found = {str(p.relative_to(root)) for folder in ("vdot_nodes", "training") for p in (root / folder).rglob("*.py")
+             if any(call.search(line.split("#")[0]) for line in p.read_text(encoding="utf-8").splitlines())}
+    assert found <= set(RESIZE_SITES), f"a new resize in {sorted(found - set(RESIZE_SITES))}: fit frames with source_prep"

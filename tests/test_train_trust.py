@@ -31,7 +31,10 @@ from vdot_nodes.core.errors import VDOTInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from tests.test_trainer import SHAPE, _write_manifest, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from tests.helpers import TRAIN_SHAPE as SHAPE
+from tests.helpers import write_train_manifest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(folder: Path, out: str = "run", **data) -> dict:
@@ -299,7 +302,7 @@ def test_damaged_teacher_config_json_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def _corrupt_manifest(folder: Path, n: int = 4, bad: tuple[int, ...] = (1,)) -> Path:
-    path = _write_manifest(folder, n)
+    path = write_train_manifest(folder, n)
     for i in bad:
         (folder / f"clip{i}.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))  # a header, then nothing
     return path
@@ -368,18 +371,9 @@ def test_divergence_is_one_line_naming_step_and_term_and_no_bad_checkpoint(tmp_p
     assert not (tmp_path / "run" / "exports").exists()
 
 
-def test_unreadable_rows_under_two_ranks_keep_one_position_and_resume_exactly(tmp_path):
+def test_unreadable_rows_under_two_ranks_keep_one_position_and_resume_exactly(tmp_path, torchrun):
     """torchrun, 2 CPU ranks: ranks meet bad rows at different steps, yet agree on the position and the skips."""
-    import os
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(root / "tests" / "_skip_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    torchrun([ROOT / "tests" / "_skip_worker.py", tmp_path], timeout=240)
     ranks = json.loads((tmp_path / "results.json").read_text())
     for r in ranks:
         assert r["full"] == r["resumed"]  # resuming from the state after 2 batches continues exactly

@@ -7,10 +7,7 @@ iteration is a few forwards of a 2-block transformer.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,33 +17,13 @@ from safetensors.torch import load_file
 
 from training.config import config_from_dict, load_config
 from training.trainer import Trainer, generator_objective
+from tests.helpers import TRAIN_SHAPE as SHAPE
+from tests.helpers import write_train_manifest
 from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPE = {"num_frames": 5, "height": 16, "width": 16}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny models are far too small to gain from intra-op threads; on a shared CPU they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _write_manifest(folder: Path, n: int = 2) -> Path:
-    from vdot_nodes.core.video_io import write_video
-
-    lines = []
-    for i in range(n):
-        g = torch.Generator().manual_seed(i)
-        frames = torch.rand(5, 16, 16, 3, generator=g)
-        write_video(frames, folder / f"clip{i}.mp4", fps=8)
-        lines.append(json.dumps({"video": f"clip{i}.mp4", "caption": f"a red ball {i}", "task": "inpaint"}))
-    path = folder / "train.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stage2_config(folder: Path, out: str, **loss) -> dict:
@@ -107,7 +84,7 @@ def test_schedule_and_config_errors(tmp_path):
 def stage2_run(tmp_path_factory):
     """3 iterations (DM, critic, ADV) with a checkpoint at step 2, weights recorded per step."""
     folder = tmp_path_factory.mktemp("stage2")
-    _write_manifest(folder)
+    write_train_manifest(folder)
     cfg = config_from_dict(_stage2_config(folder, str(folder / "run_a")))
     trainer = Trainer(cfg)
     history = []
@@ -208,18 +185,14 @@ def test_stage1_captions_dmd_then_accwaninit(tmp_path):
     torch.testing.assert_close(vace.blocks[0].attn1.to_q.weight, exported["blocks.0.attn1.to_q.weight"], rtol=0, atol=0)
 
 
-def test_fsdp2_two_process_cli_run(tmp_path):
+def test_fsdp2_two_process_cli_run(tmp_path, torchrun):
     """torchrun, 2 CPU ranks (gloo), FSDP2-sharded generator / critic / teacher: trains, checkpoints, exports."""
-    _write_manifest(tmp_path, n=4)
+    write_train_manifest(tmp_path, n=4)
     cfg = _stage2_config(tmp_path, str(tmp_path / "run"))
     cfg["data"]["batch_size"] = 1
     cfg["max_steps"] = 3
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.cli",
-           str(tmp_path / "cfg.yaml"), "--no-progress"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    torchrun(["-m", "training.cli", tmp_path / "cfg.yaml", "--no-progress"])
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["objective"] for x in lines] == ["dm", "critic", "adv"]
     assert all(x["loss_critic"] == x["loss_critic"] for x in lines)
@@ -262,7 +235,7 @@ def test_rollout_exit_step_backprops_through_one_call():
 
 def test_approximate_r1_r2_penalties_enter_the_critic_loss(tmp_path):
     """The rarely-run regulariser path: both penalties are computed, logged and added with their weights."""
-    _write_manifest(tmp_path)
+    write_train_manifest(tmp_path)
     cfg = config_from_dict(_stage2_config(tmp_path, str(tmp_path / "run"), r1_weight=2.0, r2_weight=3.0, r1_sigma=0.05))
     trainer = Trainer(cfg)
     critic_before = _params(trainer.critic)
@@ -282,7 +255,7 @@ def test_bf16_autocast_and_bf16_optimizer_state_single_process(tmp_path):
     iterations to finite losses close to the fp32 run's, and export a generator that loads and generates."""
     from vdot_nodes.core.models import load_transformer
 
-    _write_manifest(tmp_path)
+    write_train_manifest(tmp_path)
     base = _stage2_config(tmp_path, str(tmp_path / "fp32"))
     base["runtime"]["gradient_checkpointing"] = False
     first_losses = {}

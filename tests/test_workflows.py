@@ -53,15 +53,6 @@ def shrink(workflow: dict) -> dict:
     return workflow
 
 
-@pytest.fixture()
-def comfy_root(tmp_path):
-    for sub in ("input", "output", "models"):
-        (tmp_path / sub).mkdir()
-    comfy.set_fallback_root(tmp_path)
-    yield tmp_path
-    comfy.set_fallback_root(None)
-
-
 NATIVE = "vdot_native_t2v"  # ComfyUI's own nodes + VDOT Sigmas: validated here, not executed (needs ComfyUI)
 LORA_BASELINE = "vdot_lora_baseline_t2v"  # the real 14B files + a LoRA: validated in tests/test_lora.py
 

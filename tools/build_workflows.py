@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from vdot_nodes.core.atomic import atomic_write_text  # noqa: E402
 from vdot_nodes.core.vcu import TASKS  # noqa: E402
 from vdot_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 from vdot_nodes.nodes.comfy import EMBEDDED  # noqa: E402
@@ -539,7 +540,7 @@ def main(argv=None) -> int:
             stale.append(path)
             if not args.check:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text, encoding="utf-8")
+                atomic_write_text(path, text, overwrite=True)
     print(f"{len(stale)} workflow file(s) {'differ' if args.check else 'written'}"
           + "".join(f"\n  {p.relative_to(ROOT)}" for p in stale))
     return 1 if (args.check and stale) else 0

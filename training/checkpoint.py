@@ -14,7 +14,7 @@ Layout of one checkpoint (``dir/step_000123/``)::
     dir/latest                   one line: the name of the newest complete checkpoint
 
 Safety: everything is written into ``step_000123.tmp/`` and only a complete folder is renamed to
-``step_000123/`` (``os.replace``), after which ``latest`` is rewritten atomically (tmp file +
+``step_000123/`` (:func:`vdot_nodes.core.atomic.commit_folder`), after which ``latest`` is rewritten atomically (tmp file +
 ``os.replace``). A process killed at any point leaves the previous checkpoint and ``latest`` intact;
 left-over ``*.tmp`` folders are removed by the next save. Nothing is pickled: tensors go to
 safetensors, everything else to JSON ("never unpickle" is a project rule).
@@ -45,8 +45,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from vdot_nodes.core.atomic import atomic_save_safetensors, atomic_write_text, commit_folder
 
 from . import distributed as D
 from .ema import EMA
@@ -69,26 +71,8 @@ def step_dir_name(step: int) -> str:
 # Small file helpers
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        _fsync_file(path)
-    except OSError:  # some file systems cannot fsync a directory; the rename is still atomic
-        pass
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, allow_nan=True)
-        f.flush()
-        os.fsync(f.fileno())
+    atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=True))
 
 
 def _read_json(path: Path) -> Any:
@@ -97,29 +81,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    # safetensors refuses tensors sharing storage (tied weights, views): copy only those.
-    clean, seen = {}, set()
-    for k, v in tensors.items():
-        v = v.detach().cpu()
-        ptr = v.untyped_storage().data_ptr() if v.numel() else None
-        if ptr is not None and (ptr in seen or not v.is_contiguous() or v.storage_offset() != 0
-                                or v.untyped_storage().nbytes() != v.numel() * v.element_size()):
-            v = v.contiguous().clone()
-        if ptr is not None:
-            seen.add(ptr)
-        clean[k] = v
-    save_file(clean, str(path), metadata=metadata)
-    _fsync_file(path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_save_safetensors(tensors, path, metadata)  # copies tied / view tensors, which safetensors refuses
 
 
 def _check_names(kind: str, names) -> None:
@@ -482,25 +444,12 @@ def save_checkpoint(
                 "extra": extra_json,
             },
         )
-        _fsync_dir(tmp)
-        _commit(root, tmp, final)
-        _atomic_write_text(root / LATEST, name + "\n")
+        commit_folder(tmp, final)  # an existing step (re-saved after resuming from it) is replaced whole
+        atomic_write_text(root / LATEST, name + "\n", overwrite=True)
         if keep_last is not None:
             _prune(root, keep_last)
     D.barrier()
     return final
-
-
-def _commit(root: Path, tmp: Path, final: Path) -> None:
-    if final.exists():  # re-saving a step (e.g. after resuming from it): move the old one aside first
-        trash = root / f"{final.name}.old.tmp"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(root)
 
 
 def _prune(root: Path, keep_last: int) -> None:

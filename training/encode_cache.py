@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from vdot_nodes.core.atomic import atomic_save_safetensors
 from vdot_nodes.core.pipeline import EncodedVCU
 
 __all__ = ["EncodeCache", "EncodedRow", "encode_row", "row_generator", "vae_fingerprint"]
@@ -106,8 +106,7 @@ class EncodeCache:
         tensors = {"control": row.vcu.control.contiguous()}
         if row.real is not None:
             tensors["real"] = row.real.contiguous()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        save_file(tensors, tmp, metadata={"num_reference_frames": str(row.vcu.num_reference_frames),
-                                          "latent_shape": json.dumps(list(row.vcu.latent_shape))})
-        os.replace(tmp, path)
+        # overwrite: a damaged entry found above is replaced; two processes encoding the same row write the same bytes.
+        atomic_save_safetensors(tensors, path, {"num_reference_frames": str(row.vcu.num_reference_frames),
+                                                "latent_shape": json.dumps(list(row.vcu.latent_shape))}, overwrite=True)
         return row

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
+from vdot_nodes.core.atomic import atomic_folder, atomic_save_safetensors, atomic_write_text
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.wan_layout import comfy_key_names
+from vdot_nodes.core.models.convert.wan_transformer import comfy_key_names
 
 __all__ = ["EXPORT_PRECISIONS", "LAYOUTS", "comfy_key_names", "export_generator", "generator_state_dict"]
 
@@ -106,34 +107,22 @@ def export_generator(model, path, ema=None, layout: str = "comfy", precision: st
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(inner.config).items() if not k.startswith("_")}
     meta.setdefault("vdot_export", json.dumps({"layout": layout, "precision": precision, "ema": ema is not None}))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if layout == "comfy":
-            names = comfy_key_names(tensors)
-            # The config rides along (not under vdot_format: the file IS the original layout) so custom
-            # sizes whose head count no shape records can be reloaded with config=json.loads(...).
-            meta.setdefault("vdot_transformer_config", json.dumps(config))
-            _save_file({names[k]: v for k, v in tensors.items()}, tmp, meta)
-        else:
-            tmp.mkdir()
+    if layout == "comfy":
+        names = comfy_key_names(tensors)
+        # The config rides along (not under vdot_format: the file IS the original layout) so custom
+        # sizes whose head count no shape records can be reloaded with config=json.loads(...).
+        meta.setdefault("vdot_transformer_config", json.dumps(config))
+        if path.is_dir():  # overwrite=True (checked above) of a folder export by a file
+            shutil.rmtree(path)
+        atomic_save_safetensors({names[k]: v for k, v in tensors.items()}, path, meta, overwrite=overwrite)
+    else:
+        if path.is_file():  # overwrite=True (checked above) of a file export by a folder
+            path.unlink()
+        with atomic_folder(path, overwrite=overwrite, input_name="path") as tmp:
             cfg = {"_class_name": type(inner).__name__, "_diffusers_version": _diffusers_version(), **config}
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-            _save_file(tensors, tmp / "diffusion_pytorch_model.safetensors", {"format": "pt", **meta})
-        if path.exists():  # overwrite=True (checked above); a folder cannot be os.replace'd onto
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+            atomic_write_text(tmp / "config.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+            atomic_save_safetensors(tensors, tmp / "diffusion_pytorch_model.safetensors", {"format": "pt", **meta})
     return path
-
-
-def _save_file(tensors: dict, file: Path, metadata: dict) -> None:
-    from safetensors.torch import save_file
-
-    save_file(tensors, str(file), metadata=metadata)
-    with open(file, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 def _diffusers_version() -> str:

@@ -19,7 +19,7 @@ import logging
 import torch
 
 from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.models import _require_kind, _Source
+from vdot_nodes.core.models import Checkpoint, require_kind
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +53,23 @@ def load_t2v_state_dict(path, *, input_name: str = "t2v_checkpoint") -> dict[str
     """
     from safetensors import safe_open
 
-    src = _Source.open(path, "transformer", input_name)
-    info, key_map = src.analyse()
-    _require_kind(info, src, "transformer", input_name)
-    if info["variant"] != "t2v":
+    src = Checkpoint.open(path, "transformer", input_name)
+    info = src.identify()
+    require_kind(info, src.name, "transformer", input_name)
+    if info.variant != "t2v":
         what = {"vace": "already a Wan-VACE transformer (load it with load_transformer instead)",
                 "i2v": "a Wan image-to-video transformer (it has image-embedding weights)"}.get(
-            info["variant"], f"a '{info['variant']}' Wan variant")
+            info.variant, f"a '{info.variant}' Wan variant")
         raise VDOTInputError(input_name, f"{src.name} is {what}, not a Wan text-to-video transformer",
                              "give the stage-1 generator: a Wan2.1-T2V transformer of the same size as the VACE model")
     state: dict[str, torch.Tensor] = {}
     by_file: dict = {}
-    for name, stored in key_map.items():
-        by_file.setdefault(src.file_of[stored], []).append(name)
+    for name, stored in info.key_map.items():
+        by_file.setdefault(src.location[stored][0], []).append(name)
     for file, names in by_file.items():
         with safe_open(file, framework="pt") as st:
             for name in names:
-                state[name] = st.get_tensor(key_map[name])
+                state[name] = st.get_tensor(info.key_map[name])
     return state
 
 
@@ -160,9 +160,9 @@ def _to_diffusers_names(state: dict, input_name: str) -> dict:
         state = {(k[len(released):] if k.startswith(released) else k): v for k, v in state.items()}
     if "blocks.0.self_attn.q.weight" not in state:
         return state
-    from vdot_nodes.core.models import _convert_names
+    from vdot_nodes.core.models.convert import to_model_names
 
-    renamed = _convert_names(list(state), "transformer")  # diffusers name -> original name
+    renamed = to_model_names("transformer", "original", state)  # diffusers name -> original name
     return {new: state[old] for new, old in renamed.items()}
 
 

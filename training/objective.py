@@ -171,7 +171,6 @@ class VDOTObjective:
                   ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         """``(x̂0, k, x_k)``: the sample, its exit step (``exit_step`` or a fresh draw) and (``return_input``, else
         None) the exit step's noisy input."""
-        s = self.cfg.sampler
         k = self.draw_exit_step() if exit_step is None else int(exit_step)
         v = self._velocity(self.generator, enc)
         out = rollout(v, enc.latent_shape, self._seeds(enc.prompt_embeds.shape[0]), preset=self.preset, exit_step=k,

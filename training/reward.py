@@ -220,9 +220,9 @@ def save_reward_model(reward_model: LatentRewardModel, path: str | os.PathLike, 
     """Write ``reward_model`` as one ``.safetensors`` file: fp32 weights, its config in the metadata.
 
     ``metadata``: extra string-able entries (e.g. training statistics), stored as JSON under ``vdot_reward_info``.
-    Written atomically (a temporary file renamed into place). Returns the path.
+    Written atomically (a temporary file renamed into place); replaces an existing file. Returns the path.
     """
-    from safetensors.torch import save_file
+    from vdot_nodes.core.atomic import atomic_save_safetensors
 
     config = getattr(reward_model, "config", None)
     if not isinstance(reward_model, LatentRewardModel) or not isinstance(config, dict):
@@ -234,10 +234,7 @@ def save_reward_model(reward_model: LatentRewardModel, path: str | os.PathLike, 
     if metadata:
         meta["vdot_reward_info"] = json.dumps(metadata, default=str)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_safetensors(tensors, path, meta, overwrite=True)
 
 
 def load_reward_model(path: str | os.PathLike, *, input_name: str = "reward_model", device="cpu") -> LatentRewardModel:

@@ -242,6 +242,7 @@ def cmd_generate(args) -> int:
     from tqdm import tqdm
 
     from .core.components import default_model_description, load_pipeline
+    from .core.models import tqdm_load_progress
     from .core.sampling import get_preset
     from .core.validate import numbered_outputs, validate_generate
     from .core.video_io import write_output
@@ -275,10 +276,10 @@ def cmd_generate(args) -> int:
                          prompt_cache_dir=cache_dir, plan_shape=(windows[0].length, args.height, args.width),
                          plan_prompts=prompts, num_videos=args.num_videos, cfg=args.cfg, ram_budget_gb=args.ram_budget,
                          vram_budget_gb=args.vram_budget, attention=args.attention, compile_blocks=args.compile,
-                         fp8_matmul=args.fp8_matmul, loras=loras)
+                         fp8_matmul=args.fp8_matmul, loras=loras, load_progress=tqdm_load_progress)
     if pipe.memory_plan is not None:
         print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
-    if pipe.is_toy:
+    if is_toy:
         hint = "" if preset.name == "renoise" else " (it was distilled for --preset renoise, its default)"
         print(f"vdot: no --model given, using {default_model_description()}{hint}", file=sys.stderr)
     desc = f"{args.task} ({preset.name}" + (f", {len(windows)} windows)" if len(windows) > 1 else ")")

@@ -56,7 +56,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.vcu import CONTROL_KINDS, VCU, build_vcu
 from vdot_nodes.core.vcu import TASKS as VCU_TASKS
-from vdot_nodes.core.source_prep import cover_crop, fit_clip, sample_frame_ids, soft_mask, unit_frames
+from vdot_nodes.core.preprocess.masks import image_to_mask
+from vdot_nodes.core.source_prep import cover_crop, fit_clip, sample_frame_ids, unit_frames
 from vdot_nodes.core.video_io import IMAGE_EXTENSIONS, probe_video, read_image, read_video_frames, to_uint8
 
 __all__ = [
@@ -298,14 +299,6 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True,
 # Dataset
 
 
-def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize ``[F, H, W, C]`` to cover height×width keeping the aspect ratio, then centre-crop — the
-    inference policy (``vdot_nodes.core.source_prep``), so training sees what the CLI feeds the model."""
-    if tuple(frames.shape[1:3]) == (height, width):
-        return frames
-    return fit_clip(frames, height, width)
-
-
 class ManifestDataset(Dataset):
     """Samples of a manifest loaded as tensors in ComfyUI layout.
 
@@ -317,8 +310,9 @@ class ManifestDataset(Dataset):
       resized to cover ``height``×``width`` and centre-cropped (``core.source_prep``), or None (t2v
       without video);
     - ``control``: same layout as ``video`` (or None);
-    - ``mask``: ``[F, H, W]`` float32 exactly 0/1 (1 = generate; channel 0 > 0.5), or None; one mask
-      image is repeated over the frames;
+    - ``mask``: ``[F, H, W]`` soft mask float32 in 0..1 (1 = generate; channel 0, as the CLI reads it),
+      or None; one mask image is repeated over the frames. The VCU builder thresholds it at 0.5 and
+      keeps the soft values for VACE's 64-channel mask input, as inference and the official trainer do;
     - ``references``: list of ``[h, w, 3]`` images at their own size (the VCU builder places them on
       the white canvas);
     - ``first_frame``: ``[H, W, 3]`` fitted like the video; for ``firstframe_*`` tasks without one,
@@ -372,13 +366,11 @@ class ManifestDataset(Dataset):
         return unit_frames(self._frames(path, f"{self.path}:{sample.line} {fld}"))
 
     def _mask(self, path: Path) -> torch.Tensor:
-        """Channel 0 of the mask (video or one image) thresholded at 0.5 like the official encoder."""
+        """The soft mask of a mask video or one mask image (``image_to_mask``, as ``vdot generate --mask``)."""
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
             image = torch.from_numpy(to_uint8(read_image(path)))[None]
-            mask = soft_mask(cover_crop(image, self.height, self.width)).expand(self.num_frames, -1, -1)
-        else:
-            mask = soft_mask(self._frames(path, f"mask {path}"))
-        return (mask > 0.5).float()
+            return image_to_mask(cover_crop(image, self.height, self.width)).expand(self.num_frames, -1, -1).contiguous()
+        return image_to_mask(self._frames(path, f"mask {path}"))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
@@ -388,7 +380,8 @@ class ManifestDataset(Dataset):
         references = [read_image(p) for p in s.references]
         first_frame = None
         if s.first_frame is not None:
-            first_frame = _fit(read_image(s.first_frame)[None], self.height, self.width)[0]
+            # the inference policy (core.source_prep), so training sees what the CLI feeds the model
+            first_frame = fit_clip(read_image(s.first_frame)[None], self.height, self.width)[0]
         elif s.task.startswith("firstframe_") and video is not None:
             first_frame = video[0].clone()
         return {

@@ -17,15 +17,14 @@ into its own sub-folder of the build folder and is skipped when its outputs exis
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
+from vdot_nodes.core.atomic import atomic_path, atomic_write_text
 from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy_teacher.yaml"
@@ -138,8 +137,7 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
         save_vae(vae, vae_path)
         print(f"components: VAE reconstruction PSNR {result['psnr_before']:.2f} → {result['psnr_after']:.2f} dB "
               f"(objects {result['object_psnr_after']:.2f} dB) in {result['seconds']:.0f} s → {vae_path}")
-        with open(out / "vae_result.json", "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        atomic_write_text(out / "vae_result.json", json.dumps(result, indent=1), overwrite=True)
     return vae_path, text_path
 
 
@@ -149,7 +147,7 @@ def _toy_pipeline(transformer, components: Path):
 
     vae = load_vae(components / "vae.safetensors", precision="fp32", input_name="--components")
     encoder, tokenizer = load_text_encoder(components / "text_encoder.safetensors", precision="fp32", input_name="--components")
-    return VDOTPipeline(transformer, vae, encoder, tokenizer, device="cpu", offload="none", is_toy=True)
+    return VDOTPipeline(transformer, vae, encoder, tokenizer, device="cpu", offload="none")
 
 
 def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: int | None = None,
@@ -204,8 +202,7 @@ def _run_stage(out: Path, name: str, run: dict) -> int:
     from training.cli import train_main
 
     path = out / f"{name}.yaml"
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(run, f, sort_keys=False)
+    atomic_write_text(path, yaml.safe_dump(run, sort_keys=False), overwrite=True)
     print(f"build: {name} ({path})")
     resume = Path(run["out"]).is_dir()  # continue whatever is there (no checkpoint yet: from step 0)
     return train_main([str(path), "--resume"] if resume else [str(path)])
@@ -213,10 +210,6 @@ def _run_stage(out: Path, name: str, run: dict) -> int:
 
 def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None) -> int:
     """Stage 1, then stage 2 once per student variant (:data:`STUDENT_VARIANTS`), with ``training.trainer``."""
-    if importlib.util.find_spec("training.trainer") is None:
-        print("build: the toy teacher is ready, but the distillation trainer (training/trainer.py) is not "
-              "installed in this checkout; run `vdot train` once it is.", file=sys.stderr)
-        return 3
     configs = Path(__file__).resolve().parent.parent / "configs"
     world = _world_config(cfg)
     common_models = {"vae": str(out / "components" / "vae.safetensors"),
@@ -397,9 +390,8 @@ def run_install(build: Path, dest: Path | None = None, overwrite: bool = False) 
         raise VDOTInputError("--dest", f"{existing[0]} already exists", "pass --overwrite to replace the embedded model")
     dest.mkdir(parents=True, exist_ok=True)
     for kind, src in sources.items():
-        tmp = dest / f".{TOY_FILES[kind]}.partial"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest / TOY_FILES[kind])
+        with atomic_path(dest / TOY_FILES[kind], overwrite=True, input_name="--dest") as tmp:  # existing: checked above
+            shutil.copyfile(src, tmp)
         print(f"install: {src} → {dest / TOY_FILES[kind]}")
     return dest
 
@@ -453,7 +445,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def toy_main(argv: list[str] | None = None) -> int:
-    """Run a ``vdot toy`` subcommand; returns 0 ok, 2 bad input, 3 trainer missing, 130 interrupted."""
+    """Run a ``vdot toy`` subcommand; returns 0 ok, 2 bad input, 130 interrupted, else the failed stage's status."""
     args = _parser().parse_args(argv)
     try:
         cfg = load_toy_config(args.config)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
+from vdot_nodes.core.atomic import atomic_save_safetensors, atomic_write_text
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.preprocess import flow_to_color, grey
 from vdot_nodes.core.vcu import TASKS
@@ -127,7 +127,8 @@ def write_clip(clip: Clip, root: Path, index: int, tasks=None) -> list[dict]:
         "edges": torch.from_numpy(clip.edges.astype(np.uint8)),
         "object_masks": torch.from_numpy(clip.object_masks.astype(np.uint8)),
     }
-    save_file(truth, str(folder / "truth.safetensors"), metadata={"caption": clip.caption, "seed": str(clip.scene.seed)})
+    atomic_save_safetensors(truth, folder / "truth.safetensors", {"caption": clip.caption, "seed": str(clip.scene.seed)},
+                            overwrite=True)
     scene = clip.scene
     meta = {"toy_seed": scene.seed, "clip": index,
             "objects": [{"kind": o.kind, "color": o.color, "velocity": [o.vx, o.vy], "depth": round(o.depth, 3)}
@@ -172,11 +173,7 @@ def write_toy_dataset(
         if progress is not None:
             progress(i + 1, num_clips)
     manifest = out / MANIFEST_NAME
-    tmp = out / f".{MANIFEST_NAME}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, manifest)
+    atomic_write_text(manifest, "".join(json.dumps(row) + "\n" for row in rows), overwrite=True)
     return manifest
 
 

@@ -12,6 +12,8 @@ import math
 import os
 from pathlib import Path
 
+from vdot_nodes.core.atomic import atomic_path, atomic_write_text
+
 # (key, title, better) — the metrics shown in the table and the plot.
 METRICS = (
     ("fd", "Fréchet distance ↓", "lower"),
@@ -111,7 +113,8 @@ def contact_sheet(sheet: dict[str, dict], path: Path, scale: int = 1) -> None:
         rows.append(np.concatenate(groups, axis=1))
     img = (np.concatenate(rows, axis=0) * 255).clip(0, 255).astype(np.uint8)
     img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    cv2.imwrite(str(path), img[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    with atomic_path(path, overwrite=True) as tmp:
+        cv2.imwrite(str(tmp), img[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = None) -> Path:
@@ -120,8 +123,8 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
     out.mkdir(parents=True, exist_ok=True)
     if sheet:
         contact_sheet(sheet, out / "samples.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (out / "report.svg").write_text(svg_plot(report), encoding="utf-8")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1), overwrite=True)
+    atomic_write_text(out / "report.svg", svg_plot(report), overwrite=True)
     world = report["world"]
     text = [
         "# Toy-world report",
@@ -145,5 +148,5 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
         names = next(iter(sheet.values())).keys()
         text += [f"Samples (first held-out clip per task, seed 0; frames first / middle / last; columns: "
                  f"{', '.join(names)}; rows: {', '.join(sheet)}):", "", "![samples](samples.png)", ""]
-    (out / "REPORT.md").write_text("\n".join(text), encoding="utf-8")
+    atomic_write_text(out / "REPORT.md", "\n".join(text), overwrite=True)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,49 @@ def atomic_path(path: str | Path, overwrite: bool = False, input_name: str | Non
             tmp.unlink()
 
 
+def commit_folder(tmp: str | Path, final: str | Path) -> Path:
+    """Rename the complete folder ``tmp`` onto ``final`` (its sibling) and make the rename durable.
+
+    An existing ``final`` is first moved aside to ``<final>.old.tmp`` and deleted after the rename, so
+    a kill at any point leaves the old folder, or the new one, under a recognisable name. For folders
+    filled by several processes (a distributed checkpoint); one process uses :func:`atomic_folder`.
+    """
+    tmp, final = Path(tmp), Path(final)
+    fsync_dir(tmp)
+    if final.exists():
+        trash = final.with_name(f"{final.name}.old.tmp")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return final
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, overwrite: bool = False, input_name: str | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` whole
+    (:func:`commit_folder`). Write its files with the helpers here. On any exception the temporary
+    folder is removed and ``path`` is untouched."""
+    path = check_target(path, overwrite, input_name, folder=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists() and not overwrite and any(path.iterdir()):
+            raise VDOTInputError(input_name or str(path), f"{path} appeared while writing",
+                                 "choose another name or pass --overwrite")
+        if path.exists() and not any(path.iterdir()):
+            path.rmdir()  # an empty folder counts as absent (check_target)
+        commit_folder(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite) as tmp:
         tmp.write_bytes(data)
@@ -116,5 +160,5 @@ def atomic_save_safetensors(tensors: dict, path: str | Path, metadata: dict[str,
     return Path(path)
 
 
-__all__ = ["atomic_path", "atomic_save_safetensors", "atomic_write_bytes", "atomic_write_text", "check_target",
-           "fsync_dir"]
+__all__ = ["atomic_folder", "atomic_path", "atomic_save_safetensors", "atomic_write_bytes", "atomic_write_text",
+           "check_target", "commit_folder", "fsync_dir"]

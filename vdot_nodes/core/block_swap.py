@@ -145,7 +145,7 @@ class BlockSwap:
 
 class StreamFromFile:
     """Blocks whose weights stay on disk: each is read (cast per tensor, as a load would) just before
-    it runs and dropped after, so host memory holds one block. Installed by ``models._materialise``
+    it runs and dropped after, so host memory holds one block. Installed by ``models.load.materialise``
     for ``load_text_encoder(stream=True)``; ``stats["read_bytes"]`` counts what was read.
 
     Between runs a streamed parameter is an empty placeholder (moving the model between devices

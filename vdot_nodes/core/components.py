@@ -2,8 +2,8 @@
 
 The one place the CLI and the nodes turn "which weights?" into models. With no paths, the embedded
 default is used: the toy-world checkpoints shipped in ``vdot_nodes/assets/toy`` when present, else
-tiny randomly initialised components (noise-like output, for trying the plumbing). Either way the
-pipeline says so (``is_toy``), and the CLI prints it.
+tiny randomly initialised components (noise-like output, for trying the plumbing); the CLI says
+which (:func:`default_model_description`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def load_pipeline(
     compile_blocks: bool = False,
     fp8_matmul: bool = False,
     loras: Sequence = (),
+    load_progress=None,
 ) -> VDOTPipeline:
     """Load the transformer, VAE and text encoder (each a file or a diffusers folder).
 
@@ -66,6 +67,9 @@ def load_pipeline(
     before anything loads, and on a GPU the VRAM budget decides how many blocks stay resident
     (block swap). The plan is kept as ``pipeline.memory_plan``; what the speed options ran as
     ``pipeline.speed_notes``.
+
+    ``load_progress(what)`` returns a ``progress(done_bytes, total_bytes)`` callback for the load of
+    ``what`` (e.g. :func:`models.tqdm_load_progress`, the CLI's bar); None shows nothing.
 
     ``loras``: ``(file or LoraFile, strength)`` pairs applied to the transformer each time it loads
     (merged, or on the fly when it is stored in fp8; :mod:`vdot_nodes.core.lora`); their reports are in
@@ -109,10 +113,13 @@ def load_pipeline(
     speed_notes: list[str] = []
     lora_reports: list = []
 
+    def shown(what: str) -> dict:
+        return {"progress": load_progress(what)} if load_progress is not None else {}
+
     def load_transformer():
         from .speed import apply_speed_options
 
-        module = models.load_transformer(model, precision=precision)
+        module = models.load_transformer(model, precision=precision, **shown("transformer"))
         if loras:  # before the speed options (compile) see the module; a lazy pipeline reloads, so re-applied
             from .lora import apply_loras
 
@@ -123,9 +130,9 @@ def load_pipeline(
 
     def load_text_encoder():
         # Lazy (one prompt per run): the encoder's blocks are read from the file as they run.
-        return models.load_text_encoder(text_encoder, precision=text_precision, stream=lazy)
+        return models.load_text_encoder(text_encoder, precision=text_precision, stream=lazy, **shown("text encoder"))
 
-    vae_model = models.load_vae(vae, precision=vae_precision)
+    vae_model = models.load_vae(vae, precision=vae_precision, **shown("VAE"))
     resident = plan.resident_blocks if plan is not None else None
     if lazy:
         config = models.empty_model(model, "transformer", precision, input_name="model").config
@@ -156,7 +163,7 @@ def default_pipeline(device: str | None = None, offload: str = "model") -> VDOTP
         transformer = models.load_transformer(TOY_DIR / TOY_FILES["transformer"], precision="fp32")
         vae = models.load_vae(TOY_DIR / TOY_FILES["vae"], precision="fp32")
         encoder, tokenizer = models.load_text_encoder(TOY_DIR / TOY_FILES["text_encoder"], precision="fp32")
-        return VDOTPipeline(transformer, vae, encoder, tokenizer, device=device or "cpu", offload=offload, is_toy=True)
+        return VDOTPipeline(transformer, vae, encoder, tokenizer, device=device or "cpu", offload=offload)
     from .tiny import build_tiny_text_encoder, build_tiny_tokenizer, build_tiny_transformer, build_tiny_vae
 
     with torch.no_grad():
@@ -167,5 +174,4 @@ def default_pipeline(device: str | None = None, offload: str = "model") -> VDOTP
             build_tiny_tokenizer(),
             device=device or "cpu",
             offload=offload,
-            is_toy=True,
         )

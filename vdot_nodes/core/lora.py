@@ -13,7 +13,7 @@ Formats read (safetensors only; pickles are refused unopened):
 Every entry is normalised to one internal form keyed by the ORIGINAL Wan module name
 (``blocks.3.self_attn.q``, ``vace_blocks.0.after_proj``), which is what Wan checkpoints and
 ComfyUI use. The in-memory model has diffusers names; the link between the two is diffusers' own
-checkpoint converter (:func:`vdot_nodes.core.models._convert_names`), checked name by name, so
+checkpoint converter (:func:`vdot_nodes.core.models.convert.wan_transformer.to_diffusers`), checked name by name, so
 Wan blocks and VACE blocks are both reachable.
 
 A patch changes a parameter by ``strength · (up @ down) · alpha / rank`` (alpha absent: alpha =
@@ -97,7 +97,6 @@ class LoraFile:
     format: str  # "comfy" | "kohya" | "diffusers" (the majority of its keys)
     stems: dict[str, ModulePatch]  # file stem (prefix stripped) -> patch; resolved against a model later
     unknown_keys: list[str]  # keys with no LoRA role (e.g. DoRA scales, LoCon mids)
-    metadata_alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -157,18 +156,18 @@ def read_lora(path, input_name: str = "lora") -> LoraFile:
     """Read a LoRA file into patches keyed by its module stems (resolved to a model by :func:`apply_loras`)."""
     from safetensors import safe_open
 
-    from .models import _pickle_hint, _refuse_non_safetensors
+    from .models.files import pickle_hint, refuse_non_safetensors
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise VDOTInputError(input_name, f"{path} does not exist", "check the path; ComfyUI keeps LoRAs in models/loras")
-    _refuse_non_safetensors(path, input_name)
+    refuse_non_safetensors(path, input_name)
     try:
         with safe_open(path, framework="pt") as st:
             metadata = st.metadata() or {}
             tensors = {k: st.get_tensor(k) for k in st.keys()}
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise VDOTInputError(input_name, f"{path.name} is not a readable safetensors file ({_pickle_hint(path) or e})",
+        raise VDOTInputError(input_name, f"{path.name} is not a readable safetensors file ({pickle_hint(path) or e})",
                              "download it again (it may be truncated)") from None
     if not tensors:
         raise VDOTInputError(input_name, f"{path.name} holds no tensors", "use a LoRA file")
@@ -225,7 +224,7 @@ def lora_from_state_dict(tensors: dict[str, torch.Tensor], name: str = "<lora>",
             if patch.alpha is None and patch.down is not None:
                 patch.alpha = alpha
     fmt = max(votes, key=votes.get)
-    return LoraFile(name, fmt, stems, unknown, alpha)
+    return LoraFile(name, fmt, stems, unknown)
 
 
 def _metadata_alpha(metadata: dict) -> float | None:
@@ -277,11 +276,11 @@ def original_names(model) -> dict[str, str]:
     Candidates come from inverting the renames; each is kept only if diffusers' own converter
     (the one the loaders use) maps it back to exactly that diffusers name.
     """
-    from .models import _convert_names
+    from .models.convert.wan_transformer import to_diffusers
 
     params = [n for n, _ in model.named_parameters()]
     candidates = {_candidate_original(n): n for n in params}
-    forward = _convert_names(list(candidates), "transformer")  # diffusers name -> original name
+    forward = to_diffusers(candidates)  # diffusers name -> original name
     return {orig: dif for dif, orig in forward.items() if candidates.get(orig) == dif}
 
 
@@ -454,16 +453,16 @@ def check_lora_for_checkpoint(path, loras: Iterable[LoraSpec], input_name: str =
     from accelerate import init_empty_weights
     from diffusers import WanVACETransformer3DModel
 
-    from .models import _Source
+    from .models import Checkpoint
 
     try:
-        info, _ = _Source.open(path, "transformer", "model").analyse()
+        info = Checkpoint.open(path, "transformer", "model").identify()
     except VDOTInputError:
         return []
-    if info["kind"] != "transformer" or info["variant"] != "vace" or not info["config"]:
+    if info.kind != "transformer" or info.variant != "vace" or not info.config:
         return []
     with init_empty_weights():
-        model = WanVACETransformer3DModel.from_config(info["config"])
+        model = WanVACETransformer3DModel.from_config(info.config)
     return [check_lora(model, spec.path if isinstance(spec.path, LoraFile) else read_lora(spec.path, input_name),
                        input_name) for spec in loras]
 

@@ -96,7 +96,6 @@ class VDOTPipeline:
         *,
         device: str | torch.device | None = None,
         offload: str = "model",
-        is_toy: bool = False,
         text_encoder_loader=None,
         transformer_loader=None,
         transformer_config=None,
@@ -117,7 +116,6 @@ class VDOTPipeline:
         self.tokenizer = tokenizer
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.offload = offload == "model"
-        self.is_toy = is_toy
         self.lora_reports: list = []  # what load_pipeline(loras=...) applied (vdot_nodes.core.lora)
         if (transformer is not None or transformer_config is not None) and vae is not None:
             self._check_vae_matches_transformer()

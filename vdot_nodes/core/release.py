@@ -17,7 +17,7 @@ unpickler, which builds nothing but tensors and plain containers and refuses any
 before it is created, so no code in the file runs. Tensors stay memory-mapped; :func:`write_streaming`
 writes the safetensors file tensor by tensor in bounded chunks, so resident memory stays near one
 chunk, not the model. What a file holds is decided by the same header analysis the loaders use
-(``models._Source.analyse``), and every key and shape is checked against the model the shipped config
+(:func:`vdot_nodes.core.models.identify`), and every key and shape is checked against the model the shipped config
 builds — a missing or unexpected tensor is an error naming it (the official loader would leave a
 missing one randomly initialised).
 """
@@ -25,10 +25,6 @@ missing one randomly initialised).
 from __future__ import annotations
 
 import json
-import mmap
-import os
-import pickle
-import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +33,14 @@ import torch
 
 from .atomic import atomic_path
 from .errors import VDOTInputError
+from .models.checkpoint import CheckpointInfo, identify
+from .models.configs import TRANSFORMER_CONFIGS, load_config, transformer_facts
+from .models.convert import to_model_names, umt5
+from .models.convert.umt5 import wan_t5_to_hf  # noqa: F401  (public here since the converter was written)
+from .models.convert.wan_transformer import comfy_key_names
+from .models.files import SAFETENSORS_NAMES, first_line, read_pickle_weights
+from .models.load import meta_shapes
+from .models.tokenizer import tokenizer_from_spiece
 
 HF_REPO = "yutongwang1012/VDOT"
 RELEASE_FILES = {
@@ -50,13 +54,7 @@ FP8_E4M3_MAX = 448.0  # largest finite float8_e4m3fn; larger magnitudes are clam
 # Chunk of one tensor converted and written at a time (elements): 64 MB of bf16.
 CHUNK_ELEMENTS = 32 * 1024 * 1024
 STRIP_PREFIXES = ("model.", "_fsdp_wrapped_module.")
-LEGACY_MAX_BYTES = 2 * 1024**3  # an old-format pickle (no mmap) is read whole: allowed up to this size
 
-_SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2", torch.int64: "I64", torch.int32: "I32",
-    torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
-}
 _WORDS = {"transformer": "VDOT transformer", "text_encoder": "UMT5 text encoder", "vae": "Wan2.1 VAE"}
 
 
@@ -87,39 +85,7 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
     was ignored.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VDOTInputError(input_name, f"{path} does not exist", f"download it from huggingface.co/{HF_REPO}")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    # The legacy (pre-zip) torch.save format cannot be memory-mapped: read small ones into memory.
-    legacy = head[:1] == b"\x80" and path.stat().st_size <= LEGACY_MAX_BYTES
-    if head != b"PK\x03\x04" and not legacy:
-        what = (f"an old-format torch.save pickle over {LEGACY_MAX_BYTES / 1e9:.0f} GB, which cannot be memory-mapped"
-                if head[:1] == b"\x80" else "a safetensors file: it needs no conversion" if path.suffix == ".safetensors"
-                else "not a torch.save checkpoint")
-        fix = ("load it directly (--model/--vae/--text-encoder)" if path.suffix == ".safetensors" else
-               f"use the release file from huggingface.co/{HF_REPO}, or re-save it with a current torch.save")
-        raise VDOTInputError(input_name, f"{path.name} is {what}", fix)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True) if legacy else _load_mapped(path)
-    except pickle.UnpicklingError as e:
-        raise VDOTInputError(
-            input_name, f"{path.name} is not a plain tensor checkpoint: it contains {_unpickle_culprit(e)}; refusing to unpickle it",
-            f"use the original file from huggingface.co/{HF_REPO} (the release holds only tensors)",
-        ) from None
-    except RuntimeError as e:
-        msg = str(e)
-        if "Cannot allocate memory" in msg:
-            raise VDOTInputError(
-                input_name, f"{path.name} ({path.stat().st_size / 1e9:.1f} GB) cannot be memory-mapped: the file is read-only, "
-                "so it needs a private mapping, which this system refuses beyond RAM + swap",
-                f"make it writable (chmod u+w {path}; it is never written) or add swap",
-            ) from None
-        if "central directory" in msg or "zip archive" in msg or "PytorchStreamReader" in msg:
-            raise VDOTInputError(input_name, f"{path.name} is truncated or damaged ({_first_line(msg)})",
-                                 f"download it again from huggingface.co/{HF_REPO}") from None
-        raise VDOTInputError(input_name, f"{path.name} cannot be read ({_first_line(msg)})",
-                             f"download it again from huggingface.co/{HF_REPO}") from None
+    obj = read_pickle_weights(path, input_name, f"huggingface.co/{HF_REPO}")
     notes = []
     if isinstance(obj, dict) and "generator" in obj:
         others = sorted(str(k) for k in obj if k != "generator")
@@ -144,79 +110,6 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
     return state, notes
 
 
-def _load_mapped(path: Path):
-    """``torch.load(weights_only=True, mmap=True)``, mapped shared where possible.
-
-    A private mapping (torch's default) is charged against RAM + swap in full, and Linux refuses it
-    for a 35 GB file on a 24 GB machine without swap; a shared one is not charged. torch opens a
-    shared mapping read-write, so a read-only file falls back to the private mapping. Nothing here
-    writes to a mapped tensor (every cast makes a new tensor), so the file is never modified.
-    """
-    load = lambda: torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # noqa: E731
-    if os.name == "nt" or not hasattr(torch.serialization, "set_default_mmap_options"):
-        return load()
-    try:
-        with torch.serialization.set_default_mmap_options(mmap.MAP_SHARED):
-            return load()
-    except RuntimeError as e:
-        if "read-write mode" not in str(e):
-            raise
-    return load()
-
-
-def _unpickle_culprit(e: Exception) -> str:
-    m = re.search(r"GLOBAL ([\w.]+)", str(e))
-    if m:
-        return f"a Python object or function ({m.group(1)})"
-    return f"something other than tensors ({_first_line(str(e))})"
-
-
-def _first_line(msg: str) -> str:
-    return next((line.strip() for line in msg.splitlines() if line.strip()), msg)[:200]
-
-
-# --------------------------------------------------------------------------------------------
-# Wan T5 names -> HF UMT5 names
-# --------------------------------------------------------------------------------------------
-
-_T5_BLOCK = {
-    "norm1.weight": "layer.0.layer_norm.weight",
-    "attn.q.weight": "layer.0.SelfAttention.q.weight",
-    "attn.k.weight": "layer.0.SelfAttention.k.weight",
-    "attn.v.weight": "layer.0.SelfAttention.v.weight",
-    "attn.o.weight": "layer.0.SelfAttention.o.weight",
-    "pos_embedding.embedding.weight": "layer.0.SelfAttention.relative_attention_bias.weight",
-    "norm2.weight": "layer.1.layer_norm.weight",
-    "ffn.gate.0.weight": "layer.1.DenseReluDense.wi_0.weight",  # gelu(gate(x)) * fc1(x): wi_0 is the gated path
-    "ffn.fc1.weight": "layer.1.DenseReluDense.wi_1.weight",
-    "ffn.fc2.weight": "layer.1.DenseReluDense.wo.weight",
-}
-
-
-def wan_t5_to_hf(name: str) -> str | None:
-    """HF ``UMT5EncoderModel`` name of a Wan T5 encoder tensor, or None for a name Wan's encoder lacks."""
-    if name == "token_embedding.weight":
-        return "shared.weight"
-    if name == "norm.weight":
-        return "encoder.final_layer_norm.weight"
-    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
-    if m and m.group(2) in _T5_BLOCK:
-        return f"encoder.block.{m.group(1)}.{_T5_BLOCK[m.group(2)]}"
-    return None
-
-
-def _hf_to_wan_t5(name: str) -> str:
-    if name == "shared.weight":
-        return "token_embedding.weight"
-    if name == "encoder.final_layer_norm.weight":
-        return "norm.weight"
-    m = re.fullmatch(r"encoder\.block\.(\d+)\.(.+)", name)
-    inverse = {v: k for k, v in _T5_BLOCK.items()}
-    if m and m.group(2) in inverse:
-        return f"blocks.{m.group(1)}.{inverse[m.group(2)]}"
-    return name
-
-
 # --------------------------------------------------------------------------------------------
 # Identify and check one release file
 # --------------------------------------------------------------------------------------------
@@ -228,23 +121,24 @@ def open_release_file(path, expect: str | None = None, tokenizer=None, input_nam
     ``expect`` (transformer | text_encoder | vae) is what the file should be (from its release
     name); ``tokenizer`` is the ``google/umt5-xxl`` folder, needed for the text encoder.
     """
-    from .models import _Source
-
     path = Path(path)
     state, notes = load_weights_only(path, input_name)
-    is_wan_t5 = "token_embedding.weight" in state and any(k.startswith("blocks.0.attn.") for k in state)
-    names = {k: (wan_t5_to_hf(k) or k) if is_wan_t5 else k for k in state}  # output name per stored name
-    header = {names[k]: (tuple(v.shape), _SAFETENSORS_DTYPES.get(v.dtype, str(v.dtype))) for k, v in state.items()}
-    info, key_map = _Source.from_header(header, name=path.name).analyse()
-    kind = info["kind"]
+    is_wan_t5 = umt5.is_wan_t5(state)
+    # Output names: the Wan T5 encoder is written with the HF names ComfyUI's umt5_xxl files use.
+    names = ({stored: hf for hf, stored in to_model_names("text_encoder", "wan_t5", state).items()} if is_wan_t5
+             else {k: k for k in state})
+    header = {names[k]: (tuple(v.shape), SAFETENSORS_NAMES.get(v.dtype, str(v.dtype))) for k, v in state.items()}
+    info = identify(header, name=path.name)
+    key_map = info.key_map
+    kind = info.kind
     if expect and kind != expect:
-        found = info["description"] if kind in _WORDS else f"no model VDOT knows ({info['problem']})"
+        found = info.description if kind in _WORDS else f"no model VDOT knows ({info.problem})"
         raise VDOTInputError(
             input_name, f"{path.name} should be the {_WORDS[expect]} but holds {found}",
             f"put the right file there: {RELEASE_FILES[expect]} from huggingface.co/{HF_REPO}",
         )
     if kind not in _WORDS:
-        raise VDOTInputError(input_name, f"{path.name} holds no VDOT release component: {info['problem']}",
+        raise VDOTInputError(input_name, f"{path.name} holds no VDOT release component: {info.problem}",
                              f"convert {', '.join(RELEASE_FILES.values())} from huggingface.co/{HF_REPO}")
     by_name = {names[k]: v for k, v in state.items()}
     if kind == "transformer":
@@ -254,82 +148,56 @@ def open_release_file(path, expect: str | None = None, tokenizer=None, input_nam
     else:
         config = _check_text_encoder(path, info, key_map, header, is_wan_t5, input_name)
     spiece = _read_spiece(tokenizer, path, config, input_name) if kind == "text_encoder" else None
-    size = str(info.get("size") or "custom")
-    return ReleaseComponent(kind, path, by_name, info["description"], size, config, spiece, notes)
+    size = str(info.size or "custom")
+    return ReleaseComponent(kind, path, by_name, info.description, size, config, spiece, notes)
 
 
-def _check_transformer(path: Path, info: dict, key_map: dict, header: dict, input_name: str) -> dict:
-    from .models import TRANSFORMER_CONFIGS, _transformer_facts, load_config
-    from .wan_layout import comfy_key_names
-
-    if info["variant"] != "vace":
-        what = {"t2v": "a plain Wan2.1 text-to-video", "i2v": "a Wan2.1 image-to-video"}.get(info["variant"], "a Wan-family")
+def _check_transformer(path: Path, info: CheckpointInfo, key_map: dict, header: dict, input_name: str) -> dict:
+    if info.variant != "vace":
+        what = {"t2v": "a plain Wan2.1 text-to-video", "i2v": "a Wan2.1 image-to-video"}.get(info.variant, "a Wan-family")
         raise VDOTInputError(
-            input_name, f"{path.name} is {what} transformer without VACE blocks ({info['description']}); VDOT is a VACE model",
+            input_name, f"{path.name} is {what} transformer without VACE blocks ({info.description}); VDOT is a VACE model",
             f"use {RELEASE_FILES['transformer']} from huggingface.co/{HF_REPO}",
         )
-    if info["layout"] != "original":
-        raise VDOTInputError(input_name, f"{path.name} is not in the original Wan layout ({info['description']})",
+    if info.layout != "original":
+        raise VDOTInputError(input_name, f"{path.name} is not in the original Wan layout ({info.description})",
                              f"use {RELEASE_FILES['transformer']} from huggingface.co/{HF_REPO}")
-    facts = _transformer_facts({d: header[s] for d, s in key_map.items()})
+    facts = transformer_facts({d: header[s] for d, s in key_map.items()})
     # A release-size width picks the shipped config, so a file missing whole blocks is reported key by
     # key instead of being taken for a smaller custom model.
     shipped = [load_config(n) for n in TRANSFORMER_CONFIGS.values()]
-    config = next((c for c in shipped if c["num_attention_heads"] * c["attention_head_dim"] == facts["dim"]), info["config"])
+    config = next((c for c in shipped if c["num_attention_heads"] * c["attention_head_dim"] == facts["dim"]), info.config)
     if config is None:
-        raise VDOTInputError(input_name, f"{path.name}: {info['problem']}", f"use {RELEASE_FILES['transformer']} from huggingface.co/{HF_REPO}")
-    expected_d = _meta_shapes("transformer", config)
+        raise VDOTInputError(input_name, f"{path.name}: {info.problem}", f"use {RELEASE_FILES['transformer']} from huggingface.co/{HF_REPO}")
+    expected_d = meta_shapes("transformer", config)
     expected = {orig: expected_d[d] for d, orig in comfy_key_names(expected_d).items()}
     _compare(path, {k: v[0] for k, v in header.items()}, expected, input_name, "transformer")
     return config
 
 
-def _check_vae(path: Path, info: dict, key_map: dict, header: dict, input_name: str) -> dict:
-    if info["variant"] != "wan2.1" or info["layout"] != "original" or info["config"] is None:
-        raise VDOTInputError(input_name, f"{path.name} is {info['description']}, not the original Wan2.1 VAE",
+def _check_vae(path: Path, info: CheckpointInfo, key_map: dict, header: dict, input_name: str) -> dict:
+    if info.variant != "wan2.1" or info.layout != "original" or info.config is None:
+        raise VDOTInputError(input_name, f"{path.name} is {info.description}, not the original Wan2.1 VAE",
                              f"use {RELEASE_FILES['vae']} from huggingface.co/{HF_REPO}")
-    expected_d = _meta_shapes("vae", info["config"])
+    expected_d = meta_shapes("vae", info.config)
     # Keys the converter leaves unrenamed are unknown to the VAE; missing ones can only be named in
     # diffusers' terms (no converter goes back).
     found = {d: header[s][0] for d, s in key_map.items()}
     unexpected = {key_map[d] for d in found if d not in expected_d}
     _compare(path, {d: s for d, s in found.items() if d in expected_d}, expected_d, input_name, "vae",
              unexpected=unexpected, missing_note=" (diffusers names)")
-    return info["config"]
+    return info.config
 
 
-def _check_text_encoder(path: Path, info: dict, key_map: dict, header: dict, is_wan_t5: bool, input_name: str) -> dict:
-    if info["variant"] != "umt5" or info["config"] is None:
-        raise VDOTInputError(input_name, f"{path.name} is {info['description']}: {info['problem'] or 'not UMT5'}",
+def _check_text_encoder(path: Path, info: CheckpointInfo, key_map: dict, header: dict, is_wan_t5: bool, input_name: str) -> dict:
+    if info.variant != "umt5" or info.config is None:
+        raise VDOTInputError(input_name, f"{path.name} is {info.description}: {info.problem or 'not UMT5'}",
                              f"use {RELEASE_FILES['text_encoder']} from huggingface.co/{HF_REPO}")
-    expected = _meta_shapes("text_encoder", info["config"])
-    back = _hf_to_wan_t5 if is_wan_t5 else (lambda n: n)
+    expected = meta_shapes("text_encoder", info.config)
+    back = umt5.hf_to_wan_t5 if is_wan_t5 else (lambda n: n)
     _compare(path, {back(k): v[0] for k, v in header.items() if k != "spiece_model"},
              {back(k): v for k, v in expected.items()}, input_name, "text_encoder")
-    return info["config"]
-
-
-def _meta_shapes(kind: str, config: dict) -> dict[str, tuple]:
-    """``{name: shape}`` of the model ``config`` builds, on the meta device (no memory)."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        if kind == "transformer":
-            from diffusers import WanVACETransformer3DModel
-
-            model = WanVACETransformer3DModel.from_config(config)
-        elif kind == "vae":
-            from diffusers import AutoencoderKLWan
-
-            model = AutoencoderKLWan.from_config(config)
-        else:
-            from transformers import UMT5Config, UMT5EncoderModel
-
-            model = UMT5EncoderModel(UMT5Config.from_dict(config))
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if kind == "text_encoder":
-        shapes.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight
-    return shapes
+    return info.config
 
 
 def _compare(path: Path, found: dict, expected: dict, input_name: str, kind: str, unexpected=None, missing_note="") -> None:
@@ -352,8 +220,6 @@ def _compare(path: Path, found: dict, expected: dict, input_name: str, kind: str
 
 
 def _read_spiece(tokenizer, t5_path: Path, config: dict, input_name: str) -> bytes:
-    from .models import tokenizer_from_spiece
-
     folder = Path(tokenizer) if tokenizer else t5_path.parent / RELEASE_TOKENIZER
     name = "--tokenizer" if tokenizer else input_name
     spiece = folder / "spiece.model"
@@ -365,7 +231,7 @@ def _read_spiece(tokenizer, t5_path: Path, config: dict, input_name: str) -> byt
     try:
         tok = tokenizer_from_spiece(data)
     except (ValueError, RuntimeError, OSError) as e:
-        raise VDOTInputError(name, f"{spiece} is not a usable SentencePiece model ({_first_line(str(e))})",
+        raise VDOTInputError(name, f"{spiece} is not a usable SentencePiece model ({first_line(str(e))})",
                              f"download {RELEASE_TOKENIZER}/ again from huggingface.co/{HF_REPO}") from None
     if len(tok) > config["vocab_size"]:
         raise VDOTInputError(name, f"{spiece} has {len(tok)} tokens but the text encoder only {config['vocab_size']}",
@@ -473,7 +339,7 @@ def write_streaming(tensors: dict[str, torch.Tensor], dtypes: dict[str, torch.dt
     for name in names:
         t, dt = tensors[name], dtypes.get(name, tensors[name].dtype)
         n = t.numel() * torch.empty((), dtype=dt).element_size()
-        entries[name] = {"dtype": _SAFETENSORS_DTYPES[dt], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        entries[name] = {"dtype": SAFETENSORS_NAMES[dt], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
         offset += n
     head = json.dumps({"__metadata__": dict(metadata), **entries}, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)

@@ -16,10 +16,13 @@ training clip loader:
   ratio, and a smaller source keeps its own size (rounded down to 16) and may get more frames
   within the same token budget.
 * **Resize to cover** with bicubic + antialias on the 8-bit frames (torch's uint8 kernel, as the
-  official loader runs it), then centre crop with floor offsets (:func:`cover_crop`).
+  official loader runs it), then centre crop with floor offsets (:func:`cover_crop`). This resampler
+  is the only one for frames: VDOT Fit Video's ``stretch`` / ``pad`` modes, asked for explicitly,
+  use it too (:func:`resize_exact`); only references keep the official canvas arithmetic below.
 * **Mask videos** use the same frame ids and crop; the mask is channel 0 mapped to
-  ``clamp((x/127.5 − 1 + 1)/2, 0, 1)`` and stays soft (:func:`soft_mask`); the 0.5 threshold is
-  applied where inactive/reactive are formed, the 64-channel mask input gets the soft values.
+  ``clamp((x/127.5 − 1 + 1)/2, 0, 1)`` and stays soft (``preprocess.masks.image_to_mask``, the one
+  image→mask conversion); the 0.5 threshold is applied where inactive/reactive are formed, the
+  64-channel mask input gets the soft values.
 * **References** go on a white canvas of the output size: ``vcu.place_on_white_canvas``.
 """
 
@@ -161,21 +164,20 @@ def plan_source(timestamps: np.ndarray, src_height: int, src_width: int, policy:
     return SourcePlan(tuple(ids), out_h, out_w, (int(src_height), int(src_width)))
 
 
-def cover_crop(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor:
-    """Resize uint8 ``[F, H, W, 3]`` frames to cover height×width (bicubic, antialias, on uint8 as
-    the official loader does), then centre-crop with floor offsets. Returns uint8 ``[F, height, width, 3]``.
-
-    Runs ``chunk`` frames at a time (frames are independent, so the result is the same) to bound memory.
-    """
+def _uint8_video(frames) -> torch.Tensor:
     video = torch.as_tensor(frames)
     if video.dtype != torch.uint8 or video.ndim != 4:
         raise VDOTInputError("frames", f"expected uint8 [F, H, W, C], got {video.dtype} {tuple(video.shape)}",
                              "convert with video_io.to_uint8")
-    ih, iw = int(video.shape[1]), int(video.shape[2])
-    if (ih, iw) == (height, width):
-        return video
-    scale = max(width / iw, height / ih)
-    size = (round(scale * ih), round(scale * iw))
+    return video
+
+
+def _resample(video: torch.Tensor, size: tuple[int, int], height: int, width: int, chunk: int) -> torch.Tensor:
+    """The one frame resampler: uint8 ``[F, H, W, C]`` resized to ``size`` (bicubic, antialias, on
+    uint8 as the official loader does), then centre-cropped to height×width with floor offsets.
+
+    Runs ``chunk`` frames at a time (frames are independent, so the result is the same) to bound memory.
+    """
     out = torch.empty((video.shape[0], height, width, video.shape[3]), dtype=torch.uint8)
     for start in range(0, video.shape[0], chunk):
         x = video[start:start + chunk].permute(0, 3, 1, 2)  # a channels-last view, as decord's tensor is
@@ -185,16 +187,29 @@ def cover_crop(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor
     return out
 
 
+def cover_crop(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor:
+    """Resize uint8 ``[F, H, W, 3]`` frames to cover height×width, then centre-crop with floor
+    offsets (:func:`_resample`). Returns uint8 ``[F, height, width, 3]``."""
+    video = _uint8_video(frames)
+    ih, iw = int(video.shape[1]), int(video.shape[2])
+    if (ih, iw) == (height, width):
+        return video
+    scale = max(width / iw, height / ih)
+    return _resample(video, (round(scale * ih), round(scale * iw)), height, width, chunk)
+
+
+def resize_exact(frames, height: int, width: int, chunk: int = 16) -> torch.Tensor:
+    """uint8 frames resized to exactly height×width by the same resampler, ignoring the aspect ratio:
+    only where a user asks for it (VDOT Fit Video's ``stretch``, and ``pad`` before its bars)."""
+    video = _uint8_video(frames)
+    if tuple(video.shape[1:3]) == (height, width):
+        return video
+    return _resample(video, (height, width), height, width, chunk)
+
+
 def unit_frames(frames_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 frames → float32 0..1 (the VCU layout; the pipeline maps it to [-1, 1])."""
     return frames_uint8.to(torch.float32).div_(255.0)
-
-
-def soft_mask(frames_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 mask frames ``[F, H, W, C]`` → soft mask ``[F, H, W]`` in 0..1: channel 0,
-    ``clamp(((x/127.5 − 1) + 1)/2, 0, 1)`` as the official ``prepare_source`` computes it."""
-    m = frames_uint8[..., 0].to(torch.float32).div_(127.5).sub_(1.0)
-    return torch.clamp((m + 1) / 2, min=0, max=1)
 
 
 def load_video(path: str | Path, plan: SourcePlan) -> torch.Tensor:
@@ -207,6 +222,7 @@ def load_video(path: str | Path, plan: SourcePlan) -> torch.Tensor:
 def load_mask(path: str | Path, plan: SourcePlan) -> torch.Tensor:
     """A mask video (same frame ids and crop as the video) or one mask image (used for every
     frame) → soft mask ``[F, H, W]`` float32 0..1 (1 = generate)."""
+    from .preprocess.masks import image_to_mask
     from .vcu import check_mask_size
     from .video_io import IMAGE_EXTENSIONS, read_image, read_video_frames, to_uint8
 
@@ -216,12 +232,18 @@ def load_mask(path: str | Path, plan: SourcePlan) -> torch.Tensor:
         frames = read_video_frames(path, plan.frame_ids)
     # A mask drawn for another size would be stretched by the crop: refuse it (sizes must agree).
     check_mask_size(tuple(frames.shape[1:3]), plan.source_size or (plan.height, plan.width))
-    mask = soft_mask(cover_crop(frames, plan.height, plan.width))
+    mask = image_to_mask(cover_crop(frames, plan.height, plan.width))
     return mask.expand(plan.num_frames, -1, -1).contiguous() if mask.shape[0] == 1 else mask
 
 
-def fit_clip(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Float ``[F, H, W, 3]`` 0..1 frames → the same policy's cover + centre crop, float 0..1."""
+def fit_clip(frames: torch.Tensor, height: int, width: int, stretch: bool = False) -> torch.Tensor:
+    """Float ``[F, H, W, 3]`` 0..1 frames → the same policy's cover + centre crop, float 0..1
+    (``stretch``: :func:`resize_exact` instead, for a user who asked for it). Frames already that
+    size pass unchanged (not rounded to 8 bits)."""
     from .video_io import to_uint8
 
-    return unit_frames(cover_crop(torch.from_numpy(to_uint8(frames)), height, width))
+    if tuple(frames.shape[1:3]) == (height, width):
+        return frames
+
+    fit = resize_exact if stretch else cover_crop
+    return unit_frames(fit(torch.from_numpy(to_uint8(frames)), height, width))

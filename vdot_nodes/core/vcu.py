@@ -585,11 +585,9 @@ def _fit_first_frame(image: torch.Tensor, height: int, width: int) -> torch.Tens
         raise VDOTInputError("first_frame", f"is {iw}x{ih} but the control video is {width}x{height} "
                              "(different aspect ratio; it is not cropped or stretched silently)",
                              f"crop/resize the first frame to {width}x{height}")
-    x = image.permute(2, 0, 1)[None]
-    mode = "area" if ih * iw > height * width else "bilinear"
-    kwargs = {} if mode == "area" else {"align_corners": False}
-    x = torch.nn.functional.interpolate(x, size=(height, width), mode=mode, **kwargs)
-    return x[0].permute(1, 2, 0).clamp(0, 1).contiguous()
+    from .source_prep import fit_clip  # the one resize policy: the CLI and training fit a first frame so too
+
+    return fit_clip(image[None], height, width)[0].to(image.device)
 
 
 def build_firstframe_control_vcu(control, first_frame, task: str = "firstframe_depth", prompt: str = "",

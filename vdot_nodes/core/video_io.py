@@ -73,13 +73,19 @@ def write_image(image: torch.Tensor, path: str | Path, overwrite: bool = False, 
     return path
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The image frames of a frame folder in name order; a folder without any is an error."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise VDOTInputError(str(folder), "folder holds no image frames", f"put {'/'.join(IMAGE_EXTENSIONS)} frames in it")
+    return files
+
+
 def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
     """A video file or a folder of frames → (frames ``[F, H, W, 3]`` 0..1, fps)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise VDOTInputError(str(path), "folder holds no image frames", f"put {'/'.join(IMAGE_EXTENSIONS)} frames in it")
+        files = frame_files(path)
         files = files[:max_frames] if max_frames else files
         frames = [read_image(p) for p in files]
         sizes = {tuple(f.shape) for f in frames}
@@ -134,9 +140,7 @@ def probe_video(path: str | Path) -> VideoProbe:
     """Frame count, size, fps and per-frame timestamps of a video file or frame folder (demux only)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise VDOTInputError(str(path), "folder holds no image frames", f"put {'/'.join(IMAGE_EXTENSIONS)} frames in it")
+        files = frame_files(path)
         h, w = read_image(files[0]).shape[:2]
         return VideoProbe(len(files), int(h), int(w), 16.0, constant_rate_timestamps(len(files), 16.0))
     if not path.is_file():
@@ -175,7 +179,7 @@ def read_video_frames(path: str | Path, frame_ids: Sequence[int]) -> np.ndarray:
         raise VDOTInputError(str(path), "no frames asked for", "ask for at least one frame")
     kept: dict[int, np.ndarray] = {}
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = frame_files(path)
         for i in wanted:
             if i < len(files):
                 kept[i] = to_uint8(read_image(files[i]))
@@ -285,16 +289,3 @@ def write_output(frames: torch.Tensor, out: str | Path, fps: float = 16.0, overw
     if output_kind(out) == "video":
         return write_video(frames, out, fps=fps, overwrite=overwrite, crf=crf, input_name=input_name)
     return write_frames(frames, out, overwrite=overwrite, input_name=input_name)
-
-
-def resize_video(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize ``[F, H, W, C]`` frames to height×width (area filter when shrinking, bilinear otherwise)."""
-    if frames.shape[1] == height and frames.shape[2] == width:
-        return frames
-    shrinking = frames.shape[1] * frames.shape[2] > height * width
-    x = frames.permute(0, 3, 1, 2).float()
-    if shrinking:
-        x = torch.nn.functional.interpolate(x, size=(height, width), mode="area")
-    else:
-        x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
-    return x.permute(0, 2, 3, 1).clamp(0, 1).contiguous()

@@ -5,17 +5,12 @@ Each module defines ``NODE_CLASS_MAPPINGS`` / ``NODE_DISPLAY_NAME_MAPPINGS``; th
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
-_MODULES = ("loaders", "lora", "text", "vcu", "sampler", "long_video", "io", "preprocess")
+from . import io, loaders, long_video, lora, preprocess, sampler, text, vcu
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 
-for _name in _MODULES:
-    if not (Path(__file__).parent / f"{_name}.py").exists():
-        continue  # a module still being written; an import error in an existing one must raise
-    _module = importlib.import_module(f"{__name__}.{_name}")
+# The order is the order ComfyUI lists the nodes in.
+for _module in (loaders, lora, text, vcu, sampler, long_video, io, preprocess):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

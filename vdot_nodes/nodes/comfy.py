@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from ..core.errors import VDOTInputError
+from ..core.preprocess.weights import COMFY_ROOT_ENV
 
 EMBEDDED = "vdot-toy (embedded)"
 MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators", "loras")
@@ -58,7 +59,7 @@ def set_fallback_root(path: str | os.PathLike | None) -> None:
 def _root() -> Path:
     if _fallback_root is not None:
         return _fallback_root
-    env = os.environ.get("VDOT_COMFY_ROOT")
+    env = os.environ.get(COMFY_ROOT_ENV)
     if env:
         return Path(env)
     raise VDOTInputError(
@@ -111,6 +112,17 @@ def list_models(kind: str) -> list[str]:
     except VDOTInputError:
         names = []
     return ([EMBEDDED] if kind not in ("vdot_annotators", "loras") else []) + names
+
+
+def model_folders(kind: str) -> list[Path]:
+    """ComfyUI's folders for ``models/<kind>`` (all of them, extra_model_paths included); [] when no
+    ComfyUI and no root is set. Core receives these as data (it never imports this module)."""
+    _check_kind(kind)
+    fp = _folder_paths()
+    try:
+        return [Path(p) for p in fp.get_folder_paths(kind)] if fp is not None else [models_dir() / kind]
+    except VDOTInputError:
+        return []
 
 
 def list_model_folders(kind: str = "diffusion_models") -> list[str]:

@@ -13,7 +13,7 @@ import torch
 
 from ..core import video_io
 from ..core.errors import VDOTInputError
-from ..core.preprocess.masks import binarize_mask
+from ..core.preprocess.masks import MASK_CHANNELS, binarize_mask, image_to_mask
 from ..core.preprocess.video_ops import FIT_MODES, fit_video
 from ..core.validate import validate_generate
 from ..core.vcu import check_frame_count, check_size
@@ -104,18 +104,13 @@ class VDOTImageToMask:
     def INPUT_TYPES(cls):
         return {"required": {
             "images": ("IMAGE", {"tooltip": "Frames to read the mask from."}),
-            "channel": (["luminance", "red", "green", "blue"], {"default": "luminance",
-                                                                "tooltip": "Which value becomes the mask."}),
+            "channel": (list(MASK_CHANNELS), {"default": "luminance", "tooltip": "Which value becomes the mask."}),
             "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
                                     "tooltip": "Values above this become 1."}),
         }}
 
     def convert(self, images, channel, threshold):
-        if channel == "luminance":
-            values = images[..., 0] * 0.299 + images[..., 1] * 0.587 + images[..., 2] * 0.114
-        else:
-            values = images[..., ["red", "green", "blue"].index(channel)]
-        return (binarize_mask(values, threshold, "images"),)
+        return (binarize_mask(image_to_mask(images, channel, "images"), threshold, "images"),)
 
 
 class VDOTFitVideo:

@@ -27,7 +27,6 @@ class LoadedModel:
     name: str
     offload: bool = True
     tokenizer: Any = None
-    is_toy: bool = False
     vram_budget_gb: float = 0.0  # Model Loader: GPU memory the sampler may use (0 = no limit, no block swap)
     loras: tuple = ()  # VDOT LoRA Loader's LoraSpecs, applied by the samplers while they run
 
@@ -45,6 +44,18 @@ def _cached(kind: str, key: tuple, load):
     value = load()
     _CACHE[kind] = (key, value)
     return value
+
+
+def _load_options(what: str) -> dict:
+    """A ComfyUI progress bar (MiB read) and Cancel between tensors for one checkpoint load."""
+    bar = {}
+
+    def progress(done: int, total: int) -> None:
+        if "tick" not in bar:  # the total is known once the header is read
+            bar["tick"] = comfy.make_progress(max(1, total >> 20), f"loading {what}")
+        bar["tick"](done >> 20, total >> 20)
+
+    return {"progress": progress, "cancel": comfy.make_cancel()}
 
 
 def _embedded():
@@ -91,7 +102,7 @@ class VDOTModelLoader:
 
     def load(self, model_name, precision, offload, ram_budget_gb=0.0, vram_budget_gb=0.0):
         if model_name == comfy.EMBEDDED:
-            module, is_toy = _embedded().transformer, True
+            module = _embedded().transformer
         else:
             path = comfy.model_path("diffusion_models", model_name)
             if ram_budget_gb:
@@ -101,9 +112,9 @@ class VDOTModelLoader:
                         "ram_budget_gb", f"{model_name} takes {need / 1e9:.1f} GB in {precision}, over the "
                         f"{ram_budget_gb:g} GB budget", "choose precision fp8_e4m3fn (half of bf16) or raise the budget")
             module = _cached("transformer", (str(path), precision),
-                             lambda: models.load_transformer(path, precision=precision, input_name="model_name"))
-            is_toy = False
-        return (LoadedModel(module, model_name, offload == "model", is_toy=is_toy, vram_budget_gb=vram_budget_gb),)
+                             lambda: models.load_transformer(path, precision=precision, input_name="model_name",
+                                                             **_load_options(model_name)))
+        return (LoadedModel(module, model_name, offload == "model", vram_budget_gb=vram_budget_gb),)
 
 
 class VDOTVAELoader:
@@ -125,10 +136,10 @@ class VDOTVAELoader:
 
     def load(self, vae_name, precision):
         if vae_name == comfy.EMBEDDED:
-            return (LoadedModel(_embedded().vae, vae_name, is_toy=True),)
+            return (LoadedModel(_embedded().vae, vae_name),)
         path = comfy.model_path("vae", vae_name, "vae_name")
         module = _cached("vae", (str(path), precision),
-                         lambda: models.load_vae(path, precision=precision, input_name="vae_name"))
+                         lambda: models.load_vae(path, precision=precision, input_name="vae_name", **_load_options(vae_name)))
         return (LoadedModel(module, vae_name),)
 
 
@@ -154,11 +165,12 @@ class VDOTTextEncoderLoader:
     def load(self, text_encoder_name, precision):
         if text_encoder_name == comfy.EMBEDDED:
             pipe = _embedded()
-            return (LoadedModel(pipe.text_encoder, text_encoder_name, tokenizer=pipe.tokenizer, is_toy=True),)
+            return (LoadedModel(pipe.text_encoder, text_encoder_name, tokenizer=pipe.tokenizer),)
         path = comfy.model_path("text_encoders", text_encoder_name, "text_encoder_name")
         encoder, tokenizer = _cached(
             "text_encoder", (str(path), precision),
-            lambda: models.load_text_encoder(path, precision=precision, input_name="text_encoder_name"))
+            lambda: models.load_text_encoder(path, precision=precision, input_name="text_encoder_name",
+                                             **_load_options(text_encoder_name)))
         return (LoadedModel(encoder, text_encoder_name, tokenizer=tokenizer),)
 
 
@@ -184,10 +196,13 @@ class VDOTDiffusersLoader:
     def load(self, folder_name, precision, offload):
         root = comfy.model_path("diffusion_models", folder_name, "folder_name")
         transformer = _cached("transformer", (str(root), precision),
-                              lambda: models.load_transformer(root, precision=precision, input_name="folder_name"))
-        vae = _cached("vae", (str(root), "fp32"), lambda: models.load_vae(root, input_name="folder_name"))
+                              lambda: models.load_transformer(root, precision=precision, input_name="folder_name",
+                                                              **_load_options(f"{folder_name} transformer")))
+        vae = _cached("vae", (str(root), "fp32"), lambda: models.load_vae(root, input_name="folder_name",
+                                                          **_load_options(f"{folder_name} VAE")))
         encoder, tokenizer = _cached("text_encoder", (str(root), "bf16"),
-                                     lambda: models.load_text_encoder(root, input_name="folder_name"))
+                                     lambda: models.load_text_encoder(root, input_name="folder_name",
+                                                                   **_load_options(f"{folder_name} text encoder")))
         return (LoadedModel(transformer, folder_name, offload == "model"), LoadedModel(vae, folder_name),
                 LoadedModel(encoder, folder_name, tokenizer=tokenizer))
 

@@ -73,7 +73,7 @@ class VDOTLongVideo:
             tokens = video_tokens(plan[0].length, vcu.height, vcu.width) + len(vcu.references) * (vcu.height // 16) * (vcu.width // 16)
             resident = resident_blocks_for(model.module, int(model.vram_budget_gb * 1e9), tokens, 2 if cfg != 1.0 else 1)
         pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
-                            offload="model" if model.offload else "none", is_toy=model.is_toy)
+                            offload="model" if model.offload else "none")
         with lora_context(model):
             frames = generate_long_video(
                 pipe, vcu, window=window, overlap=overlap, colour_match=colour_match, seed=seed,

@@ -37,7 +37,8 @@ def _annotator_path(key: str, name: str, input_name: str) -> Path:
     if name not in ANNOTATOR_WEIGHTS[key].files:
         raise VDOTInputError(input_name, f"{name!r} is not in models/vdot_annotators",
                              "put the file in ComfyUI's models/vdot_annotators/ and refresh (R)")
-    return find_weights(key, None, input_name)  # the expected name, absent: says where to download it
+    # The expected name, absent: the search says where to download it and which folder to put it in.
+    return find_weights(key, None, input_name, search_dirs=comfy.model_folders("vdot_annotators"))
 
 
 class _PreprocessNode:

@@ -105,7 +105,7 @@ class VDOTSampler:
             resident = resident_blocks_for(model.module, int(model.vram_budget_gb * 1e9), tokens,
                                            num_videos * (2 if cfg != 1.0 else 1))
         pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
-                            offload="model" if model.offload else "none", is_toy=model.is_toy)
+                            offload="model" if model.offload else "none")
         with lora_context(model):
             frames = pipe.generate(
                 vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,

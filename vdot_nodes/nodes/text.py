@@ -24,8 +24,6 @@ class Embeds:
 
     positive: torch.Tensor
     negative: torch.Tensor | None
-    positive_text: str = ""
-    negative_text: str = ""
 
 
 # (id of the encoder module, text) → (weak reference to that module, embeddings): re-running a graph
@@ -70,7 +68,7 @@ class VDOTTextEncode:
         }}
 
     def encode(self, text_encoder, positive, negative):
-        return (Embeds(_encode(text_encoder, positive), _encode(text_encoder, negative), positive, negative),)
+        return (Embeds(_encode(text_encoder, positive), _encode(text_encoder, negative)),)
 
 
 def _from_conditioning(conditioning, name: str) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 IN and OUT are a video file (OUT: ``.mp4``, H.264 via PyAV) or a folder of PNG/JPG frames (OUT: a
 folder path without extension, written as ``frame_00000.png …``). ``--frames`` takes the first N
-frames, ``--width``/``--height`` resize before preprocessing (one of them alone keeps the aspect
-ratio). Kind options (``--sigma``, ``--method``, ...) are passed to the preprocessor; giving one
+frames, ``--width``/``--height`` fit before preprocessing, covering and centre-cropping as
+``vdot generate`` fits a video (one of them alone keeps the aspect ratio). Kind options (``--sigma``, ``--method``, ...) are passed to the preprocessor; giving one
 that the kind does not have is an error. Bad input exits with status 2 and one line saying what to
 fix. An existing OUT is never replaced without ``--overwrite`` (an empty folder counts as absent).
 """

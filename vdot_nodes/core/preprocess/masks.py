@@ -20,6 +20,39 @@ GREY = 0.5
 EXTENSION_MODES = ("first", "last", "random")
 
 
+#: What :func:`image_to_mask` reads from a pixel (the Image to Mask node offers them in this order).
+MASK_CHANNELS = ("luminance", "red", "green", "blue")
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601
+
+
+def image_to_mask(frames: torch.Tensor, channel: str = "red", name: str = "mask") -> torch.Tensor:
+    """The one image→mask conversion: frames ``[..., H, W, C]`` → soft mask ``[..., H, W]`` float32
+    in 0..1 (white = 1 = generate); :func:`binarize_mask` thresholds it where a binary mask is needed.
+
+    uint8 frames (a mask file as read) go through the official ``prepare_source`` arithmetic,
+    ``clamp(((x/127.5 − 1) + 1)/2, 0, 1)``; float frames (a ComfyUI IMAGE) are 0..1 already and are
+    clamped. ``channel``: ``red`` (channel 0, what the official code, the CLI and training read),
+    ``green``, ``blue``, or ``luminance`` (BT.601 weights).
+    """
+    if channel not in MASK_CHANNELS:
+        raise VDOTInputError("channel", f"unknown mask channel {channel!r}", f"use one of {', '.join(MASK_CHANNELS)}")
+    if not isinstance(frames, torch.Tensor) or frames.ndim < 3:
+        got = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise VDOTInputError(name, f"expected frames [..., H, W, C], got {got}", "pass an image or a video")
+    needed = 3 if channel in ("luminance", "blue") else 2 if channel == "green" else 1
+    if frames.shape[-1] < needed:
+        raise VDOTInputError(name, f"has {frames.shape[-1]} channel(s); channel {channel!r} needs {needed}",
+                             "use channel red, or pass RGB frames")
+    official = frames.dtype == torch.uint8
+    # The official arithmetic maps uint8 to [-1, 1] first; a float frame is 0..1 as it is.
+    x = frames.to(torch.float32).div(127.5).sub(1.0) if official else frames.to(torch.float32)
+    if channel == "luminance":
+        values = x[..., 0] * _LUMA_WEIGHTS[0] + x[..., 1] * _LUMA_WEIGHTS[1] + x[..., 2] * _LUMA_WEIGHTS[2]
+    else:
+        values = x[..., MASK_CHANNELS.index(channel) - 1]
+    return torch.clamp((values + 1) / 2, min=0, max=1) if official else values.clamp(0, 1)
+
+
 def binarize_mask(mask: torch.Tensor, threshold: float = 0.5, name: str = "mask") -> torch.Tensor:
     """The one place soft masks are thresholded: ``1.0`` where ``mask > threshold``, else ``0.0``.
 

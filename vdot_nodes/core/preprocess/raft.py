@@ -136,7 +136,6 @@ class ConvGRU(nn.Module):
 class RecurrentBlock(nn.Module):
     def __init__(self, input_size: int, hidden: int, kernels):
         super().__init__()
-        self.hidden_size = hidden
         for i, kernel in enumerate(kernels):
             setattr(self, f"convgru{i + 1}", ConvGRU(input_size, hidden, kernel))
         self.count = len(kernels)

@@ -3,7 +3,7 @@
 * :func:`check_video` — validate a ComfyUI video ``[F, H, W, 3]`` float in 0..1 (one image ``[H, W, 3]``
   is accepted as a 1-frame video).
 * :func:`video_to_uint8` / :func:`uint8_to_video` — torch 0..1 ⇄ numpy uint8 (OpenCV's native type).
-* :func:`fit_video` — the first ``frames`` frames, resized to ``height``×``width``.
+* :func:`fit_video` — the first ``frames`` frames, fitted to ``height``×``width`` (cover + centre crop).
 * :func:`map_frames` — run a per-frame uint8 function over a video in batches, calling
   ``progress(done, total)`` after each batch and ``cancel()`` before each one (a true answer raises
   :class:`~vdot_nodes.core.errors.VDOTCancelled`).
@@ -76,10 +76,10 @@ def uint8_to_video(array: np.ndarray) -> torch.Tensor:
 
 
 def resize_frames(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize ``[F, H, W, C]`` to height×width (area filter when shrinking, bilinear when enlarging)."""
-    from ..video_io import resize_video
+    """``[F, H, W, C]`` resized to exactly height×width by the one frame resampler (``source_prep``)."""
+    from ..source_prep import fit_clip
 
-    return resize_video(video, int(height), int(width))
+    return fit_clip(video, int(height), int(width), stretch=True)
 
 
 def resolve_size(src_h: int, src_w: int, height: int | None, width: int | None) -> tuple[int, int]:
@@ -108,12 +108,9 @@ def _crop_or_pad(video: torch.Tensor, height: int, width: int, mode: str, fill: 
 
         return fit_clip(video, height, width)
     src_h, src_w = video.shape[1:3]
-    scale = (max if mode == "crop" else min)(height / src_h, width / src_w)
+    scale = min(height / src_h, width / src_w)
     h, w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
     video = resize_frames(video, h, w)
-    if mode == "crop":
-        top, left = (h - height) // 2, (w - width) // 2
-        return video[:, top:top + height, left:left + width].contiguous()
     out = torch.full((video.shape[0], height, width, video.shape[3]), fill, dtype=video.dtype)
     top, left = (height - h) // 2, (width - w) // 2
     out[:, top:top + h, left:left + w] = video
@@ -121,15 +118,17 @@ def _crop_or_pad(video: torch.Tensor, height: int, width: int, mode: str, fill: 
 
 
 def fit_video(video: torch.Tensor, frames: int | None = None, height: int | None = None,
-              width: int | None = None, name: str = "video", mode: str = "stretch",
+              width: int | None = None, name: str = "video", mode: str = "crop",
               fill: float = 0.0) -> torch.Tensor:
-    """The first ``frames`` frames of ``video``, resized to height×width (None keeps a dimension).
+    """The first ``frames`` frames of ``video``, fitted to height×width (None keeps the aspect ratio).
 
-    ``mode``: ``stretch`` (default) resizes to exactly height×width; ``crop`` / ``pad`` keep the
-    aspect ratio, centre-cropping (as the official VDOT loader: bicubic + antialias on 8-bit frames) or
-    padding with ``fill``. Resizing happens *before* a preprocessor
-    runs, so lines are one output pixel thin and flow is in output pixels. A video shorter than
-    ``frames`` is an error rather than silently padded.
+    ``mode``: ``crop`` (default) keeps the aspect ratio, covering and centre-cropping with the one
+    resize policy (:mod:`vdot_nodes.core.source_prep`: the official loader's bicubic + antialias on
+    8-bit frames), so a control made here lines up with what ``vdot generate`` and training make of
+    the same clip; ``pad`` keeps the aspect ratio and pads with ``fill``; ``stretch`` distorts to
+    exactly height×width (both only when asked for, in VDOT Fit Video). Resizing happens *before* a
+    preprocessor runs, so lines are one output pixel thin and flow is in output pixels. A video shorter
+    than ``frames`` is an error rather than silently padded.
     """
     if mode not in FIT_MODES:
         raise VDOTInputError("mode", f"unknown fit mode {mode!r}", f"use one of {', '.join(FIT_MODES)}")

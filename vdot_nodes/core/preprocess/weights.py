@@ -7,7 +7,10 @@ runs the one-line conversion themselves, once). Files are searched, in order, in
 1. an explicit ``weights`` path (a file, or a folder holding one of the expected names) —
    ``vdot preprocess --weights PATH`` or a node's file choice;
 2. ``$VDOT_ANNOTATOR_DIR``;
-3. ComfyUI's ``models/vdot_annotators/`` (when running inside ComfyUI, or with ``VDOT_COMFY_ROOT``).
+3. the folders the caller passes as ``search_dirs`` (the nodes pass ComfyUI's ``models/vdot_annotators``
+   folders), else ``$VDOT_COMFY_ROOT/models/vdot_annotators`` when that variable is set (the CLI).
+
+Core never imports ComfyUI or the node layer: where ComfyUI keeps its folders is data the front end gives.
 
 A missing file is a :class:`VDOTInputError` naming the exact file, the URL and the folder.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 from ..errors import VDOTInputError
 
 ENV_DIR = "VDOT_ANNOTATOR_DIR"
+COMFY_ROOT_ENV = "VDOT_COMFY_ROOT"  # a folder holding ComfyUI's input/, output/, models/ (README: without ComfyUI)
 
 
 @dataclass(frozen=True)
@@ -65,31 +69,32 @@ ANNOTATOR_WEIGHTS: dict[str, AnnotatorWeights] = {
 }
 
 
-def annotator_dirs() -> list[Path]:
-    """Folders searched for annotator weights: ``$VDOT_ANNOTATOR_DIR``, then ComfyUI's
-    ``models/vdot_annotators`` (when known; asking never creates a folder)."""
+def annotator_dirs(search_dirs=None) -> list[Path]:
+    """Folders searched for annotator weights: ``$VDOT_ANNOTATOR_DIR``, then ``search_dirs`` (ComfyUI's
+    ``models/vdot_annotators`` folders, given by the node layer), or — when None —
+    ``$VDOT_COMFY_ROOT/models/vdot_annotators`` if that variable is set. Asking never creates a folder."""
     dirs = []
     if os.environ.get(ENV_DIR):
         dirs.append(Path(os.environ[ENV_DIR]).expanduser())
-    try:
-        from ...nodes import comfy
-
-        dirs.append(comfy.models_dir() / "vdot_annotators")
-    except Exception:  # no ComfyUI and no VDOT_COMFY_ROOT: only the explicit path / env var count
-        pass
+    if search_dirs is None:
+        root = os.environ.get(COMFY_ROOT_ENV)
+        search_dirs = [Path(root).expanduser() / "models" / "vdot_annotators"] if root else []
+    dirs += [Path(d) for d in search_dirs]
     return dirs
 
 
-def _where() -> str:
-    dirs = annotator_dirs()
+def _where(search_dirs=None) -> str:
+    dirs = annotator_dirs(search_dirs)
     return (" or ".join(str(d) for d in dirs) if dirs
             else f"a folder named by ${ENV_DIR} (or ComfyUI's models/vdot_annotators/)")
 
 
-def find_weights(key: str, weights: str | os.PathLike | None = None, input_name: str = "weights") -> Path:
+def find_weights(key: str, weights: str | os.PathLike | None = None, input_name: str = "weights",
+                 search_dirs=None) -> Path:
     """Path of annotator ``key``'s weight file, or a :class:`VDOTInputError` saying exactly what to get.
 
-    ``weights`` may be a file (used as is, any name) or a folder searched for the expected names.
+    ``weights`` may be a file (used as is, any name) or a folder searched for the expected names;
+    without it the folders of :func:`annotator_dirs` (``search_dirs``) are searched.
     """
     spec = ANNOTATOR_WEIGHTS[key]
     if weights is not None and str(weights) != "":
@@ -101,13 +106,13 @@ def find_weights(key: str, weights: str | os.PathLike | None = None, input_name:
                                  f"give the path of {spec.files[0]} or of the folder holding it")
         folders = [path]
     else:
-        folders = annotator_dirs()
+        folders = annotator_dirs(search_dirs)
     for folder in folders:
         for name in spec.files:
             if (folder / name).is_file():
                 return folder / name
     searched = ", ".join(str(f) for f in folders) or "nowhere (no folder configured)"
-    fix = f"download {spec.url} and save it as {spec.files[0]} in {folders[0] if folders else _where()}"
+    fix = f"download {spec.url} and save it as {spec.files[0]} in {folders[0] if folders else _where(search_dirs)}"
     if spec.note:
         fix += f"; {spec.note}"
     raise VDOTInputError(input_name, f"annotator weight file {spec.files[0]} not found (searched {searched})", fix)
@@ -130,4 +135,4 @@ def load_safetensors(path: Path, input_name: str = "weights") -> dict:
                              "re-download or re-convert the file") from None
 
 
-__all__ = ["ANNOTATOR_WEIGHTS", "AnnotatorWeights", "ENV_DIR", "annotator_dirs", "find_weights", "load_safetensors"]
+__all__ = ["ANNOTATOR_WEIGHTS", "AnnotatorWeights", "COMFY_ROOT_ENV", "ENV_DIR", "annotator_dirs", "find_weights", "load_safetensors"]
