@@ -34,14 +34,37 @@ TEACHER_T2V = "teacher_t2v"  # diffusers folder (WanTransformer3DModel), stage 1
 ENCODE_CACHE = "encode_cache"  # VAE encodings of the manifest rows, shared by the teacher and the stage-2 runs
 
 
+# Every key of the toy recipe (toy_teacher.yaml), per section; anything else is a typo and an error.
+TOY_CONFIG_KEYS = {
+    "world": {"clips", "seed", "height", "width", "num_frames", "max_objects", "tasks"},
+    "vae": {"steps", "crop", "train_frames", "lr", "latent_noise", "batch_size", "long_steps", "long_lr",
+            "object_weight", "long_object_weight", "kl_weight", "seed"},
+    "text_encoder": {"seed"},
+    "teacher": {"seed", "steps", "time_limit_minutes", "batch_size", "lr", "betas", "weight_decay", "warmup", "shift",
+                "text_dropout", "ema_decay", "grad_clip", "checkpoint_every", "keep_last"},
+}
+
+
 def load_toy_config(path: str | Path | None) -> dict:
+    """The toy recipe YAML as a dict of its four sections; unknown sections or keys are a
+    :class:`VDOTInputError` naming the dotted key (before anything runs)."""
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.is_file():
         raise VDOTInputError("--config", f"{path} not found", f"use {DEFAULT_CONFIG}")
     with open(path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
-    for section in ("world", "vae", "text_encoder", "teacher"):
-        cfg.setdefault(section, {})
+    if not isinstance(cfg, dict):
+        raise VDOTInputError("--config", f"{path} is not a mapping of sections", f"see {DEFAULT_CONFIG}")
+    for section, value in cfg.items():
+        if section not in TOY_CONFIG_KEYS:
+            raise VDOTInputError(f"--config {section}", "is not a section of the toy recipe",
+                                 f"use {', '.join(TOY_CONFIG_KEYS)}")
+        for key in value or {}:
+            if key not in TOY_CONFIG_KEYS[section]:
+                raise VDOTInputError(f"--config {section}.{key}", "is not a key of the toy recipe",
+                                     f"use {', '.join(sorted(TOY_CONFIG_KEYS[section]))}")
+    for section in TOY_CONFIG_KEYS:
+        cfg[section] = dict(cfg.get(section) or {})
     return cfg
 
 
@@ -50,7 +73,7 @@ def _world_config(cfg: dict):
 
     w = cfg["world"]
     return WorldConfig(height=int(w.get("height", 64)), width=int(w.get("width", 64)),
-                       num_frames=int(w.get("num_frames", 17)), max_objects=int(w.get("max_objects", 3)))
+                       num_frames=int(w.get("num_frames", 17)), max_objects=int(w.get("max_objects", 2)))
 
 
 def _bar(total: int, desc: str):
@@ -72,7 +95,7 @@ def run_world(cfg: dict, out: Path) -> Path:
     with _bar(clips, "toy clips") as bar:
         start = time.perf_counter()
         manifest = write_toy_dataset(out, clips, seed=int(cfg["world"].get("seed", 0)), config=world,
-                                     progress=lambda done, total: bar.update(1))
+                                     progress=lambda done, total: bar.update(1), tasks=cfg["world"].get("tasks"))
     print(f"world: {clips} clips with all task inputs in {time.perf_counter() - start:.1f} s → {manifest}")
     return manifest
 
@@ -102,7 +125,8 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
 
         result = train_phase(int(v.get("steps", 300)), "toy VAE", lr=float(v.get("lr", 1e-3)),
                              batch_size=int(v.get("batch_size", 2)), seed=int(v.get("seed", 0)),
-                             train_frames=int(v.get("train_frames", 5)), object_weight=float(v.get("object_weight", 0.0)))
+                             train_frames=int(v.get("train_frames", 5)), object_weight=float(v.get("object_weight", 0.0)),
+                             crop=v.get("crop"))
         long_steps = int(v.get("long_steps", 0))
         if long_steps:  # phase 2: full-length clips, so every chunk of the causal VAE's cache is trained
             phase2 = train_phase(long_steps, "toy VAE, full-length clips", lr=float(v.get("long_lr", 5e-4)), batch_size=1,
