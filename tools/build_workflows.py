@@ -84,7 +84,7 @@ class Setup:
 
 # The toy's prompts stay inside its caption grammar (training/toy/captions.py): it knows nothing else.
 TOY_PROMPTS = {"t2v": "a green square moves right over a white checkered background",
-               "r2v": "a yellow triangle moves up and right over a white dotted background",
+               "r2v": "a yellow triangle moves up and right over a grey plain background",
                "pose": "a blue stick figure walks right over a grey striped background",
                "": "a red circle moves right over a brown striped background"}
 REAL_PROMPTS = {"t2v": "A red ball bounces across a sunlit wooden floor, soft shadows, slow camera pan, cinematic.",
