@@ -65,14 +65,16 @@ def test_workflows_are_one_per_registry_task_on_its_node():
     builder = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = builder  # dataclasses look their module up while the file executes
     spec.loader.exec_module(builder)
-    extras = {builder.NATIVE_WORKFLOW.removeprefix("vdot_"), *builder.EXTRA_WORKFLOWS}
     api = ROOT / "workflows" / "api"
-    assert {p.stem.removeprefix("vdot_") for p in api.glob("vdot_*.json")} == set(TASKS) | extras
-    for task, task_spec in TASKS.items():
-        graph = json.loads((api / f"vdot_{task}.json").read_text())
-        (vcu_node,) = [n for n in graph.values() if n["class_type"].startswith("VDOTVCU")]
-        assert vcu_node["class_type"] == task_spec.node, task
-        assert vcu_node["inputs"].get("kind") == task_spec.control_kind, task
+    # each set (toy model, VDOT-14B) has one per task plus a long video; two more are 14B only
+    expected = {setup.stem + name for setup in builder.SETUPS for name in [*TASKS, builder.LONG]}
+    assert {p.stem for p in api.glob("*.json")} == expected | {builder.NATIVE_WORKFLOW, builder.LORA_WORKFLOW}
+    for setup in builder.SETUPS:
+        for task, task_spec in TASKS.items():
+            graph = json.loads((api / f"{setup.stem}{task}.json").read_text())
+            (vcu_node,) = [n for n in graph.values() if n["class_type"].startswith("VDOTVCU")]
+            assert vcu_node["class_type"] == task_spec.node, task
+            assert vcu_node["inputs"].get("kind") == task_spec.control_kind, task
 
 
 def test_manifest_reader_accepts_every_registry_task_and_only_those(tmp_path):
