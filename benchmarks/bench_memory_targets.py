@@ -12,7 +12,8 @@ offline; the embedding keeps the real 256,384 rows). Then runs ``vdot generate``
 per target and prints its peak RSS (``ru_maxrss``) next to the memory planner's prediction.
 
     python benchmarks/bench_memory_targets.py --dir /tmp/vdot-targets --target 1.3B
-    python benchmarks/bench_memory_targets.py --dir /tmp/vdot-targets --target 14B   # needs ~17 GB RAM, 50 GB disk
+    python benchmarks/bench_memory_targets.py --dir /tmp/vdot-targets --target 14B   # needs ~19 GB RAM, 47 GB disk
+    python benchmarks/bench_memory_targets.py --dir /tmp/vdot-targets --target both --plan-only  # dry run, seconds
 
 Deletes the files it wrote unless ``--keep``. ``--shape FxHxW`` runs a smaller video than the target's
 (on a CPU a 480p forward of the 1.3B model takes about an hour); the plan line still shows the target.
@@ -51,9 +52,11 @@ def _config(name: str) -> dict:
 
 
 def write_random_safetensors(path: Path, specs: list[tuple[str, tuple, torch.dtype]], raw: dict[str, bytes],
-                             metadata: dict[str, str]) -> Path:
+                             metadata: dict[str, str], header_only: bool = False) -> Path:
     """An fp16 safetensors file written tensor by tensor: N(0, 0.02) values cycled from a 64 MB pool
-    (norm weights 1), ``raw`` tensors (uint8) as given. Memory stays at the pool's size."""
+    (norm weights 1), ``raw`` tensors (uint8) as given. Memory stays at the pool's size.
+    ``header_only``: the real header, then a hole to the full size (a sparse file: no disk, no time);
+    enough for the memory planner, which reads headers only."""
     header, offset = {}, 0
     for name, shape, dtype in specs:
         n = int(torch.Size(shape).numel()) * (1 if dtype == torch.uint8 else torch.tensor([], dtype=dtype).element_size())
@@ -69,6 +72,9 @@ def write_random_safetensors(path: Path, specs: list[tuple[str, tuple, torch.dty
     with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
+        if header_only:
+            f.truncate(8 + len(blob) + offset)
+            return path
         for name, shape, dtype in specs:
             size = header[name]["data_offsets"][1] - header[name]["data_offsets"][0]
             if name in raw:
@@ -86,7 +92,7 @@ def write_random_safetensors(path: Path, specs: list[tuple[str, tuple, torch.dty
     return path
 
 
-def write_transformer(path: Path, config_name: str) -> Path:
+def write_transformer(path: Path, config_name: str, header_only: bool = False) -> Path:
     from diffusers import WanVACETransformer3DModel
 
     from training.export import comfy_key_names
@@ -96,7 +102,7 @@ def write_transformer(path: Path, config_name: str) -> Path:
     state = model.state_dict()
     names = comfy_key_names(list(state))
     specs = [(names[k], tuple(v.shape), torch.float16) for k, v in state.items()]
-    return write_random_safetensors(path, specs, {}, {})
+    return write_random_safetensors(path, specs, {}, {}, header_only)
 
 
 def write_vae(path: Path) -> Path:
@@ -121,7 +127,7 @@ def small_spiece_model() -> bytes:
     return out.getvalue()
 
 
-def write_text_encoder(path: Path) -> Path:
+def write_text_encoder(path: Path, header_only: bool = False) -> Path:
     from transformers import UMT5Config, UMT5EncoderModel
 
     with torch.device("meta"):
@@ -129,18 +135,51 @@ def write_text_encoder(path: Path) -> Path:
     state = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
     spiece = small_spiece_model()
     specs = [(k, tuple(v.shape), torch.float16) for k, v in state.items()] + [("spiece_model", (len(spiece),), torch.uint8)]
-    return write_random_safetensors(path, specs, {"spiece_model": spiece}, {})
+    return write_random_safetensors(path, specs, {"spiece_model": spiece}, {}, header_only)
 
 
-def run_measured(cmd: list[str]) -> tuple[int, float, float, str]:
-    """``(exit status, peak RSS GB of the child, seconds, stderr tail)``."""
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stderr=subprocess.PIPE, text=True); "
-             "sys.stderr.write(r.stderr[-3000:]); "
-             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+def run_measured(cmd: list[str], timeout: float | None = None) -> tuple[int | None, float, float, str]:
+    """``(exit status, peak RSS GB of the child, seconds, stderr tail)``; the status is None when the run
+    was stopped after ``timeout`` seconds (the peak is then the peak up to that moment)."""
+    probe = ("import resource, subprocess, sys\n"
+             "t = float(sys.argv[1]) or None\n"
+             "try:\n"
+             "    r = subprocess.run(sys.argv[2:], stderr=subprocess.PIPE, text=True, timeout=t); code, err = r.returncode, r.stderr\n"
+             "except subprocess.TimeoutExpired as e:\n"
+             "    code, err = 'timeout', (e.stderr or b'').decode(errors='replace') if isinstance(e.stderr, bytes) else (e.stderr or '')\n"
+             "sys.stderr.write(err[-3000:])\n"
+             "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", probe, str(timeout or 0), *cmd], capture_output=True, text=True, cwd=ROOT)
     code, kib = done.stdout.split()[-2:]
-    return int(code), int(kib) * 1024 / GB, time.perf_counter() - start, done.stderr
+    return (None if code == "timeout" else int(code)), int(kib) * 1024 / GB, time.perf_counter() - start, done.stderr
+
+
+def plan_only(out: Path, targets: list[str]) -> None:
+    """Dry run: write each file's real header over a hole (sparse: no disk), print the memory plan of each
+    target and what a real run needs, and the command; delete the files."""
+    from vdot_nodes.core.memory import plan_memory
+
+    files = [write_vae(out / "wan_2.1_vae_plan.safetensors"),
+             write_text_encoder(out / "umt5_xxl_plan_fp16.safetensors", header_only=True)]
+    try:
+        for name in targets:
+            spec = TARGETS[name]
+            model = write_transformer(out / f"wan2.1_vace_{name}_plan_fp16.safetensors", spec["config"], header_only=True)
+            files.append(model)
+            frames, height, width = spec["shape"]
+            plan = plan_memory(model, files[0], files[1], precision=spec["precision"], vae_precision="fp32",
+                               text_precision="bf16", frames=frames, height=height, width=width, device="cpu",
+                               text_stream=True)
+            disk = sum(f.stat().st_size for f in (model, *files[:2])) / GB
+            print(f"{name}: {spec['precision']} at {frames}x{height}x{width}, {spec['steps']} step(s): planned peak RSS "
+                  f"{plan.ram_peak / GB:.1f} GB (limit {spec['limit_gb']:.0f} GB); a real run writes {disk:.1f} GB "
+                  f"(transformer {model.stat().st_size / GB:.1f} GB) and needs that much free disk")
+            print(f"  {plan.describe()}")
+            print(f"  run: python benchmarks/bench_memory_targets.py --dir DIR --target {name} --timeout 1800")
+    finally:
+        for f in files:
+            f.unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -150,9 +189,14 @@ def main() -> None:
     parser.add_argument("--shape", help="FxHxW to run instead of the target's own shape (plan still printed for it)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the target's)")
     parser.add_argument("--keep", action="store_true", help="keep the written files")
+    parser.add_argument("--timeout", type=float, help="stop a run after this many seconds and report its peak so far")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="dry run: header-only (sparse) files, print each target's memory plan and needs, delete them")
     args = parser.parse_args()
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
+    if args.plan_only:
+        return plan_only(out, ["1.3B", "14B"] if args.target == "both" else [args.target])
     need = 16 + (35 if args.target != "1.3B" else 0)
     free = shutil.disk_usage(out).free / GB
     if free < need:
@@ -193,11 +237,13 @@ def main() -> None:
                    "--frames", str(run[0]), "--height", str(run[1]), "--width", str(run[2]), "--steps", str(steps),
                    "--device", "cpu", "--prompt-cache", str(cache), "--out", str(out / f"out_{name}.mp4"), "--overwrite"]
             for label in ("first run", "re-run (prompt cached)"):
-                code, peak, seconds, err = run_measured(cmd)
+                code, peak, seconds, err = run_measured(cmd, args.timeout)
                 ok = code == 0 and peak <= spec["limit_gb"]
+                result = ("OK" if ok else f"FAIL (exit {code})") if code is not None else (
+                    f"stopped after {args.timeout:.0f} s (peak so far; {'under' if peak <= spec['limit_gb'] else 'OVER'} the limit)")
                 print(f"| {name} {label} | {'x'.join(map(str, run))} | {steps} | {spec['precision']} | "
                       f"{plan.ram_peak / GB:.1f} | {peak:.2f} | {spec['limit_gb']:.0f} | {seconds:.0f} | "
-                      f"{'OK' if ok else 'FAIL (exit %d)' % code} |", flush=True)
+                      f"{result} |", flush=True)
                 if code != 0:
                     print(err[-1500:], file=sys.stderr)
                     break

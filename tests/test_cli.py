@@ -25,7 +25,7 @@ def run(capsys, *argv):
 
 
 def test_tasks_lists_every_task(capsys):
-    from vdot_nodes.core.vcu import TASKS
+    from vdot_nodes.core.tasks import TASKS
 
     code, out, _ = run(capsys, "tasks")
     assert code == 0
@@ -73,10 +73,13 @@ def test_same_seed_same_video(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--frames", "10"], "num_frames: has 10 frames; VACE needs 4k+1"),
-        (["--height", "40"], "height"),
-        (["--task", "depth"], "control: task 'depth' needs a control video"),
-        (["--task", "nope"], "task"),
+        (["--frames", "10"], "--frames: has 10 frames; VACE needs 4k+1"),  # the flag, not core's num_frames
+        (["--height", "40"], "--height/--width: is "),
+        (["--task", "depth"], "--control: task 'depth' needs a control video but none was given. "
+                              "Fix: pass --control <video|frame folder>"),
+        (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
+        (["--box", "0,0,8,8"], "--box: task 't2v' does not use it"),  # was silently ignored
+        (["--extension-mode", "last"], "--extension-mode: task 't2v' does not use it"),
         (["--task", "t2v", "--ref", "missing.png"], "ref"),
         (["--steps", "0"], "steps"),
         (["--shift", "0"], "shift"),
@@ -238,3 +241,34 @@ def test_mask_of_the_source_size_is_resized_with_the_source(inputs, capsys):
                        "--mask", inputs / "mask.png", "--frames", 5, "--height", 48, "--width", 64, "--out", out)
     assert code == 0, err
     assert read_video(out)[0].shape == (5, 48, 64, 3)
+
+
+ENTRY_POINTS = [  # (argv, function the command calls once its line is parsed, where it is looked up)
+    (["generate", "--out", "x.mp4"], "vdot_nodes.cli", "resolve_output_shape"),
+    (["train", "cfg.yaml"], "training.config", "load_config"),
+    (["toy", "world", "--out", "w"], "training.toy.cli", "load_toy_config"),
+    (["train-reward", "--manifest", "m.jsonl", "--out", "r.safetensors"], "vdot_nodes.core.tiny", "build_tiny_vae"),
+    (["preprocess", "--kind", "grey", "in", "out"], "vdot_nodes.core.preprocess.cli", "_run"),
+]
+
+
+@pytest.mark.parametrize("argv, module, function", ENTRY_POINTS)
+def test_every_entry_point_has_the_one_error_wrapper(tmp_path, capsys, monkeypatch, argv, module, function):
+    """One wrapper (core.errors.run_subcommand) for every `vdot` command: a bad flag is one line and exit 2,
+    Ctrl-C one line and exit 130, each naming the command."""
+    import importlib
+
+    prog = "vdot" if argv[0] == "generate" else f"vdot {argv[0]}"
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--no-such-flag"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: unrecognized arguments: --no-such-flag") \
+        and "Fix: see" in err, err
+
+    def interrupt(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(module), function, interrupt)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith(f"{prog}: interrupted") and "Traceback" not in err, err

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.data import (
-    TASKS,
+    TASK_FIELDS,
     ManifestDataset,
     ManifestError,
     ResumableLoader,
@@ -68,7 +68,7 @@ def test_valid_manifest_parses(media):
     assert [s.reward for s in read_manifest(rated)] == [3.0, None]
     absolute = write_manifest(media, [{"caption": "abs", "video": str(media / "clips" / "0001.mp4")}], "abs.jsonl")
     assert read_manifest(absolute)[0].video.is_file()
-    assert len(TASKS) == 20 and all(t in TASKS for t in ("reference_pose", "outpaint", "extension"))
+    assert len(TASK_FIELDS) == 20 and all(t in TASK_FIELDS for t in ("reference_pose", "outpaint", "extension"))
 
 
 @pytest.mark.parametrize(
@@ -147,11 +147,11 @@ def test_dataset_items(media):
 
 
 def test_sample_to_vcu_every_task(media):
-    from vdot_nodes.core.vcu import TASKS as VCU_TASKS
+    from vdot_nodes.core.tasks import TASKS as VCU_TASKS
 
-    assert set(TASKS) == set(VCU_TASKS)
+    assert set(TASK_FIELDS) == set(VCU_TASKS)
     lines = []
-    for task, needs in TASKS.items():
+    for task, needs in TASK_FIELDS.items():
         line = {"caption": f"a {task}", "task": task}
         line.update({"video": "clips/0001.mp4", "control": "clips/0001_depth", "references": ["refs/a.png"]})
         lines.append({k: v for k, v in line.items() if k in ("caption", "task") or k in needs})
@@ -161,7 +161,7 @@ def test_sample_to_vcu_every_task(media):
         vcu = sample_to_vcu(item, generator=torch.Generator().manual_seed(i))
         assert vcu.task == item["task"] and vcu.prompt == item["caption"]
         assert vcu.frames.shape == (5, 16, 32, 3) and vcu.masks.shape == (5, 16, 32), item["task"]
-        assert len(vcu.references) == (1 if "references" in TASKS[item["task"]] else 0)
+        assert len(vcu.references) == (1 if "references" in TASK_FIELDS[item["task"]] else 0)
         again = sample_to_vcu(item, generator=torch.Generator().manual_seed(i))
         assert torch.equal(vcu.frames, again.frames) and torch.equal(vcu.masks, again.masks)  # seeded
         if item["task"] in ("outpaint", "extension", "inpaint"):
@@ -169,7 +169,7 @@ def test_sample_to_vcu_every_task(media):
             assert keep.any() and (vcu.masks == 1).any()
             assert torch.allclose(vcu.frames[keep], item["video"][keep])  # kept pixels are the real clip
     # meta fixes what is otherwise drawn at random
-    item = ds[list(TASKS).index("inpaint")]
+    item = ds[list(TASK_FIELDS).index("inpaint")]
     item["meta"] = {"box": [0, 0, 8, 16]}
     vcu = sample_to_vcu(item)
     assert vcu.masks[:, :, :8].min() == 1 and vcu.masks[:, :, 8:].max() == 0

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from tests.test_models import assert_same_state, to_original, wan_original_names

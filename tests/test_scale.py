@@ -189,7 +189,7 @@ def test_prompt_cache_hit_never_constructs_the_encoder(files, tmp_path):
 
 def test_lazy_pipeline_reruns_without_the_encoder_and_releases_components(files, tmp_path, monkeypatch):
     from vdot_nodes.core.components import load_pipeline
-    from vdot_nodes.core.vcu import build_vcu
+    from vdot_nodes.core.tasks import build_vcu
 
     kwargs = dict(precision="fp32", text_precision="fp32", device="cpu", lazy=True, prompt_cache_dir=tmp_path / "c",
                   plan_shape=(1, 16, 16), plan_prompts=("a red ball",))

@@ -132,3 +132,23 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
     assert (build / "report" / "samples.png").is_file() and "![samples](samples.png)" in (build / "report" / "REPORT.md").read_text()
     assert toy_main(["report", "--build", str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+
+def test_caption_truth_helpers_read_colour_and_motion_from_truth_and_catch_wrong_ones():
+    from training.toy.captions import OBJECT_COLORS
+    from training.toy.check_default import held_out_scenes, horizontal_motion
+    from training.toy.metrics import object_colour_name
+
+    clip = held_out_scenes(1)[0]
+    obj, background = clip.scene.objects[0], clip.scene.background
+    video = torch.from_numpy(clip.frames)
+    assert object_colour_name(video, background) == obj.color
+    assert horizontal_motion(video, clip) == pytest.approx(13 * obj.vx, abs=1.0)  # frames 0-3 vs 13-16
+    assert horizontal_motion(video.flip(0), clip) * obj.vx < 0  # played backwards: the wrong way
+    other = next(c for c in OBJECT_COLORS if c != obj.color)
+    repainted = video.clone()
+    repainted[torch.from_numpy(clip.ids > 0)] = torch.tensor(OBJECT_COLORS[other])
+    assert object_colour_name(repainted, background) == other
+    plain = torch.ones_like(video) * torch.tensor(BACKGROUND_COLORS[background][0])
+    assert object_colour_name(plain, background) is None

@@ -127,7 +127,8 @@ def test_t2v_twin_equals_vace_teacher_without_control():
     x, text = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 8, 32)
     with torch.no_grad():
         a = vace(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text,
-                 control_hidden_states=torch.randn(1, 48, 2, 4, 4), control_hidden_states_scale=torch.zeros(2),
+                 control_hidden_states=torch.randn(1, 48, 2, 4, 4),
+                 control_hidden_states_scale=torch.zeros(len(vace.config.vace_layers)),
                  return_dict=False)[0]
         b = t2v(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text, return_dict=False)[0]
     assert torch.allclose(a, b, atol=1e-5)

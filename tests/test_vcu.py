@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.errors import VDOTInputError, VDOTMissingInput
 from vdot_nodes.core.preprocess.masks import (
     box_mask,
     extension_kept_range,
@@ -13,9 +13,8 @@ from vdot_nodes.core.preprocess.masks import (
     first_frame_mask,
     outpaint_canvas,
 )
+from vdot_nodes.core.tasks import CONTROL_KINDS, TASKS, build_vcu
 from vdot_nodes.core.vcu import (
-    CONTROL_KINDS,
-    TASKS,
     VCU,
     binarize_mask,
     build_control_vcu,
@@ -26,7 +25,6 @@ from vdot_nodes.core.vcu import (
     build_r2v_vcu,
     build_reference_control_vcu,
     build_t2v_vcu,
-    build_vcu,
     place_on_white_canvas,
     validate_vcu,
 )
@@ -259,7 +257,9 @@ def test_unknown_task_lists_valid_ones():
 
 def test_missing_and_ignored_inputs():
     err = raises("control", build_vcu, "depth")
-    assert "--control" in err.fix
+    # core names the input semantically; the CLI and the nodes say how to give it (tests/test_cli.py)
+    assert isinstance(err, VDOTMissingInput) and err.options == ("control",) and "control video" in err.fix
+    assert "--" not in str(err) and "node" not in str(err)
     raises("references", build_vcu, "r2v", num_frames=5, height=16, width=16)
     raises("references", build_vcu, "reference_grey", control=video(), references=[])
     raises("first_frame", build_vcu, "firstframe_flow", control=video())

@@ -6,13 +6,15 @@ say which node and input is wrong: every ``class_type`` is a known node, every i
 required inputs are present, a link's source output type equals the input's declared type, combo
 values are among the options and numbers are within min/max. Then it calls each node's FUNCTION in
 topological order. ``ui_to_api`` converts a frontend (UI-format) workflow the way the frontend's
-"Save (API)" does, so tests can compare the shipped UI and API twins.
+"Save (API)" does (a seed's "control after generate" value follows the frontend's rule, ``comfy.has_control_widget``), so tests can compare the shipped UI and API twins.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from vdot_nodes.nodes.comfy import has_control_widget
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 FRONTEND_ONLY = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
@@ -36,8 +38,9 @@ def _declared(cls) -> dict[str, tuple]:
     return out
 
 
-def _is_widget(type_) -> bool:
-    return isinstance(type_, (list, tuple)) or type_ in WIDGET_TYPES
+def _is_widget(type_, opts: dict) -> bool:
+    """A widget on the node: a combo, or a scalar the input does not force to be a socket."""
+    return isinstance(type_, (list, tuple)) or (type_ in WIDGET_TYPES and not opts.get("forceInput"))
 
 
 def _is_link(value) -> bool:
@@ -108,11 +111,12 @@ def validate(workflow: dict, mappings: dict) -> list[str]:
                     raise WorkflowError(f"{where}: input {name!r} reads output {value[1]} of node {value[0]} "
                                         f"({source['class_type']}), which has {len(returns)} outputs")
                 out_type = returns[value[1]]
-                if _is_widget(type_) or out_type != type_:
-                    raise WorkflowError(f"{where}: input {name!r} expects {type_ if not _is_widget(type_) else 'a widget value'}"
+                # A scalar input may be linked (ComfyUI turns a widget into a socket) from an output of its type.
+                if isinstance(type_, (list, tuple)) or out_type != type_:
+                    raise WorkflowError(f"{where}: input {name!r} expects {type_ if not _is_widget(type_, opts) else 'a widget value'}"
                                         f" but is linked to output {value[1]} of node {value[0]} "
                                         f"({source['class_type']}) of type {out_type}")
-            elif _is_widget(type_):
+            elif _is_widget(type_, opts) or type_ in WIDGET_TYPES:
                 _check_value(where, name, type_, opts, value)
             else:
                 raise WorkflowError(f"{where}: input {name!r} of type {type_} must be linked, got {value!r}")
@@ -156,12 +160,12 @@ def ui_to_api(ui: dict, mappings: dict) -> dict:
         values = list(node.get("widgets_values", []))
         inputs = {}
         for name, (type_, opts, _required) in _declared(mappings[node["type"]]).items():
-            if not _is_widget(type_):
+            if not _is_widget(type_, opts):
                 continue
             if not values:
                 raise WorkflowError(f"UI node {node['id']} ({node['type']}): no widget value for {name!r}")
             inputs[name] = values.pop(0)
-            if opts.get("control_after_generate"):
+            if has_control_widget(name, type_, opts):
                 control = values.pop(0)
                 if control not in ("fixed", "increment", "decrement", "randomize"):
                     raise WorkflowError(f"UI node {node['id']}: {control!r} after {name!r} is not a control mode")

@@ -11,13 +11,13 @@ import argparse
 import logging
 import sys
 
-from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
+from vdot_nodes.core.errors import one_line_parser_class, run_subcommand
 
 __all__ = ["train_main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vdot train", description="Distil a 4-step VDOT generator (DMD/OTD + GAN).")
+    p = one_line_parser_class()(prog="vdot train", description="Distil a 4-step VDOT generator (DMD/OTD + GAN).")
     p.add_argument("config", help="training YAML, e.g. training/configs/toy_stage1.yaml")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest whole checkpoint in OUT/checkpoints (damaged newer ones are skipped, saying so)")
@@ -53,7 +53,10 @@ def _log_to_stderr() -> None:
 
 def train_main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, train, return an exit code (0 ok, 2 bad input, 130 interrupted)."""
-    args = _parser().parse_args(argv)
+    return run_subcommand("vdot train", _parser(), argv, _train, "interrupted; resume with --resume")
+
+
+def _train(args) -> int:
     _log_to_stderr()
     from .config import load_config
     from .distributed import destroy_distributed, is_main_process
@@ -72,12 +75,6 @@ def train_main(argv: list[str] | None = None) -> int:
         if is_main_process():
             print(f"done: step {trainer.step}, checkpoint {result.get('checkpoint')}, export {result.get('export')}")
         return 0
-    except VDOTInputError as exc:
-        print(f"vdot train: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, VDOTCancelled):
-        print("interrupted; resume with --resume", file=sys.stderr)
-        return 130
     finally:
         destroy_distributed()
 

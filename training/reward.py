@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
+from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError, one_line_parser_class, run_subcommand
 from vdot_nodes.core.seeding import seeded
 
 __all__ = [
@@ -286,9 +285,7 @@ def load_reward_model(path: str | os.PathLike, *, input_name: str = "reward_mode
 
 
 def _parser():
-    import argparse
-
-    p = argparse.ArgumentParser(
+    p = one_line_parser_class()(
         prog="vdot train-reward",
         description="Fit a DOLLAR latent reward model to the \"reward\" labels of a manifest's videos (VAE latents → "
                     "reward); the output file is what a training config's models.reward_model reads.")
@@ -339,42 +336,39 @@ def encode_manifest_rewards(manifest: str | os.PathLike, vae, *, num_frames: int
 
 
 def reward_main(argv: list[str] | None = None) -> int:
-    """``python -m training.reward``: encode the manifest's videos, fit, save; exit 0 ok, 2 bad input, 130 interrupted."""
-    args = _parser().parse_args(argv)
-    try:
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if args.device == "auto" else args.device))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise VDOTInputError("--device", "cuda was asked for but no GPU is visible", "use --device auto or cpu")
-        if args.vae == "tiny":
-            from vdot_nodes.core.tiny import build_tiny_vae
+    """``vdot train-reward`` (= ``python -m training.reward``): encode the manifest's videos, fit, save; exit 0 ok,
+    2 bad input, 130 interrupted."""
+    return run_subcommand("vdot train-reward", _parser(), argv, _train_reward, "interrupted; nothing was written")
 
-            vae = build_tiny_vae(seed=args.tiny_seed)
-        else:
-            from vdot_nodes.core.models import load_vae
 
-            vae = load_vae(args.vae, input_name="--vae")
-        vae.requires_grad_(False).eval()
-        latents, rewards = encode_manifest_rewards(args.manifest, vae, num_frames=args.num_frames, height=args.height,
-                                                   width=args.width, device=device)
-        with seeded(args.seed):
-            model = LatentRewardModel(latents.shape[1], hidden=args.hidden, mlp_hidden=args.mlp_hidden).to(device)
-        result = fit_reward_model(model, latents, rewards, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                  val_fraction=args.val_fraction, seed=args.seed, progress=not args.no_progress)
-        info = {k: v for k, v in result.items() if k != "train_losses"}
-        info.update(manifest=str(args.manifest), vae=str(args.vae), steps=args.steps,
-                    first_train_mse=result["train_losses"][0], final_train_mse=result["train_losses"][-1])
-        path = save_reward_model(model, args.out, metadata=info)
-        val = ("no validation split" if result["val_mse"] is None else
-               f"held-out MSE {result['val_mse']:.4g} (predicting the mean: {result['val_baseline_mse']:.4g})")
-        print(f"reward model: {result['n_train']} training / {result['n_val']} held-out clips, {val} → {path}")
-        return 0
-    except VDOTInputError as exc:
-        print(f"python -m training.reward: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, VDOTCancelled):
-        print("interrupted; nothing was written", file=sys.stderr)
-        return 130
+def _train_reward(args) -> int:
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VDOTInputError("--device", "cuda was asked for but no GPU is visible", "use --device auto or cpu")
+    if args.vae == "tiny":
+        from vdot_nodes.core.tiny import build_tiny_vae
+
+        vae = build_tiny_vae(seed=args.tiny_seed)
+    else:
+        from vdot_nodes.core.models import load_vae
+
+        vae = load_vae(args.vae, input_name="--vae")
+    vae.requires_grad_(False).eval()
+    latents, rewards = encode_manifest_rewards(args.manifest, vae, num_frames=args.num_frames, height=args.height,
+                                               width=args.width, device=device)
+    with seeded(args.seed):
+        model = LatentRewardModel(latents.shape[1], hidden=args.hidden, mlp_hidden=args.mlp_hidden).to(device)
+    result = fit_reward_model(model, latents, rewards, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              val_fraction=args.val_fraction, seed=args.seed, progress=not args.no_progress)
+    info = {k: v for k, v in result.items() if k != "train_losses"}
+    info.update(manifest=str(args.manifest), vae=str(args.vae), steps=args.steps,
+                first_train_mse=result["train_losses"][0], final_train_mse=result["train_losses"][-1])
+    path = save_reward_model(model, args.out, metadata=info)
+    val = ("no validation split" if result["val_mse"] is None else
+           f"held-out MSE {result['val_mse']:.4g} (predicting the mean: {result['val_baseline_mse']:.4g})")
+    print(f"reward model: {result['n_train']} training / {result['n_val']} held-out clips, {val} → {path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .core.errors import VDOTCancelled, VDOTInputError
+from .core.errors import VDOTInputError, one_line_parser_class, renamed_input, run_subcommand
 from .core.sampling import DEFAULT_PRESET, SAMPLER_PRESETS
+from .core.tasks import TASKS
 
 
 def _int_list(text: str) -> list[int]:
@@ -30,7 +31,8 @@ def _add_generate_parser(sub) -> None:
         description="Generate a video with a sampler preset (default: the official VDOT-14B 4-step sampler). "
         "With no --model, the embedded default model is used.",
     )
-    p.add_argument("--task", default="t2v", help="task name (see `vdot tasks`); default t2v")
+    p.add_argument("--task", default="t2v", choices=list(TASKS), metavar="TASK",
+                   help="task name (see `vdot tasks`); default t2v")
     p.add_argument("--prompt", default="", help="text prompt")
     p.add_argument("--negative-prompt", default="", help="negative prompt (only used when --cfg > 1)")
     inputs = p.add_argument_group("condition inputs (which ones a task needs: `vdot tasks`)")
@@ -41,7 +43,7 @@ def _add_generate_parser(sub) -> None:
     inputs.add_argument("--first-frame", help="first-frame image for firstframe_* tasks")
     inputs.add_argument("--outpaint", type=_int_list, metavar="T,B,L,R",
                         help="outpaint: pixels to add on top,bottom,left,right of the source (default 0,0,64,64)")
-    inputs.add_argument("--extension-mode", choices=["first", "last", "random"], default="first",
+    inputs.add_argument("--extension-mode", choices=["first", "last", "random"],
                         help="extension: which clip of the source to keep (default first)")
     inputs.add_argument("--keep-frames", type=int, help="extension: number of source frames to keep (default: a quarter)")
     inputs.add_argument("--box", type=_int_list, metavar="X0,Y0,X1,Y1", help="inpaint: box to regenerate instead of --mask")
@@ -106,6 +108,9 @@ def _add_generate_parser(sub) -> None:
     mem.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer block")
     mem.add_argument("--fp8-matmul", action="store_true",
                      help="with --precision fp8_e4m3fn: multiply in fp8 (torch._scaled_mm) where supported, else bf16")
+    mem.add_argument("--preview-decoder", metavar="FILE",
+                     help="decode the video with TAEW2.1 (taew2_1.safetensors or .pth from github.com/madebyollin/taehv) "
+                          "instead of the VAE: a quick, softer draft; Wan 2.1 VAE only")
     p.add_argument("--out", required=True, help="output .mp4, or a folder for PNG frames")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out")
 
@@ -195,9 +200,10 @@ def resolve_output_shape(args, is_toy: bool) -> None:
 
 
 def build_vcu_from_args(args):
+    from .core.tasks import build_vcu, get_task
     from .core.video_io import read_image
-    from .core.vcu import build_vcu
 
+    spec = get_task(args.task)
     f, h, w = args.frames, args.height, args.width
     inputs = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, num_frames=f, height=h, width=w)
     plan = _source_plan(args) if (args.control or args.source) else None
@@ -220,22 +226,35 @@ def build_vcu_from_args(args):
 
             image = fit_clip(image[None], h, w)[0]
         inputs["first_frame"] = image
-    if args.task == "outpaint":
-        inputs["expand"] = tuple(args.outpaint or (0, 0, 64, 64))
-    if args.task == "extension":
-        inputs["mode"] = args.extension_mode
-        inputs["keep_frames"] = args.keep_frames
-        inputs["seed"] = args.seed
-    if args.task == "inpaint" and args.box:
-        inputs["box"] = tuple(args.box)
-    return build_vcu(args.task, **inputs)
+    if args.outpaint is not None and len(args.outpaint) != 4:
+        raise VDOTInputError("--outpaint", f"expected 4 pixel counts T,B,L,R, got {len(args.outpaint)}",
+                             "e.g. --outpaint 0,0,64,64 adds 64 pixels left and right")
+    # A flag the user gave always goes in, so one the task does not use is refused (not ignored);
+    # the defaults only where the task takes them.
+    flags = {"expand": args.outpaint, "mode": args.extension_mode, "keep_frames": args.keep_frames, "box": args.box}
+    inputs.update({k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None})
+    defaults = {"expand": (0, 0, 64, 64), "mode": "first", "seed": args.seed}
+    inputs.update({k: v for k, v in defaults.items() if k in spec.accepted_inputs and k not in inputs})
+    try:
+        return build_vcu(args.task, **inputs)
+    except VDOTInputError as exc:
+        raise renamed_input(exc, CLI_NAMES, CLI_HOW_TO_GIVE) from None
 
 
-# The semantic input names of core.validate, as `vdot generate` spells them.
-CLI_NAMES = {"num_frames": "--frames", "height": "--height", "width": "--width", "fps": "--fps", "steps": "--steps",
-             "timesteps": "--timesteps", "shift": "--shift", "seed": "--seed", "num_videos": "--num-videos",
-             "cfg": "--cfg", "control_scale": "--control-scale",
-             "keep_frames": "--keep-frames", "device": "--device", "out": "--out"}
+# The semantic input names of core (core.validate, the task registry's inputs), as `vdot generate` spells them.
+CLI_NAMES = {"num_frames": "--frames", "height": "--height", "width": "--width", "height/width": "--height/--width",
+             "fps": "--fps", "steps": "--steps", "timesteps": "--timesteps", "shift": "--shift", "seed": "--seed",
+             "num_videos": "--num-videos", "cfg": "--cfg", "control_scale": "--control-scale",
+             "keep_frames": "--keep-frames", "device": "--device", "out": "--out", "prompt": "--prompt",
+             "negative_prompt": "--negative-prompt", "control": "--control", "source": "--source", "mask": "--mask",
+             "box": "--box", "references": "--ref", "reference": "--ref", "first_frame": "--first-frame",
+             "expand": "--outpaint", "mode": "--extension-mode",
+             **{f"expand.{side}": f"--outpaint ({side})" for side in ("top", "bottom", "left", "right")}}
+# How to give each task input on the command line, for "task X needs ..." errors.
+CLI_HOW_TO_GIVE = {name: f"pass {usage}" for name, usage in (
+    ("control", "--control <video|frame folder>"), ("source", "--source <video|frame folder>"),
+    ("mask", "--mask <image|video>"), ("box", "--box X0,Y0,X1,Y1"), ("references", "--ref IMG [IMG ...]"),
+    ("first_frame", "--first-frame IMG"), ("expand", "--outpaint T,B,L,R"))}
 
 
 def cmd_generate(args) -> int:
@@ -262,6 +281,7 @@ def cmd_generate(args) -> int:
     vcu = build_vcu_from_args(args)
     windows = _plan_long_video(args)
     loras = _read_loras(args)
+    tae = _read_preview_decoder(args, is_toy, len(windows))
     started = time.perf_counter()
     cache_dir = None
     if not args.no_prompt_cache:
@@ -275,6 +295,10 @@ def cmd_generate(args) -> int:
                          plan_prompts=prompts, num_videos=args.num_videos, cfg=args.cfg, ram_budget_gb=args.ram_budget,
                          vram_budget_gb=args.vram_budget, attention=args.attention, compile_blocks=args.compile,
                          fp8_matmul=args.fp8_matmul, loras=loras, load_progress=tqdm_load_progress)
+    if tae is not None:  # a VAE from a diffusers folder is known only now (lazy: before the other models load)
+        from .core.preview import check_preview_applies
+
+        check_preview_applies(pipe.vae, "--preview-decoder", "the VAE")
     if pipe.memory_plan is not None:
         print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
     if is_toy:
@@ -290,6 +314,15 @@ def cmd_generate(args) -> int:
 
             videos = generate_long_video(pipe, vcu, window=args.window, overlap=args.overlap,
                                          colour_match=args.colour_match, seed=args.seed, **common).unsqueeze(0)
+        elif tae is not None:  # a draft: the VAE only encodes, TAEW2.1 decodes
+            import torch
+
+            from .core.preview import decode_draft
+
+            latents = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, return_latents=True, **common)
+            progress.note("TAEW2.1 decode")
+            videos = decode_draft(pipe.vae, tae.to(pipe.device, torch.float16 if pipe.device.type == "cuda" else
+                                                   torch.float32), latents)
         else:
             videos = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, **common)
     if pipe.speed_notes:
@@ -325,6 +358,29 @@ def _plan_long_video(args):
     return windows
 
 
+def _read_preview_decoder(args, is_toy: bool, num_windows: int):
+    """The ``--preview-decoder`` TAEW2.1, read and checked (and checked against the VAE's header) before the
+    models load; None without the flag."""
+    if args.preview_decoder is None:
+        return None
+    from .core.preview import check_preview_applies, load_preview_decoder
+
+    if is_toy:
+        raise VDOTInputError("--preview-decoder", "TAEW2.1 decodes Wan 2.1 latents; the embedded toy model's VAE makes "
+                             "other latents (4x spatial) and has no tiny decoder", "drop --preview-decoder, or give "
+                             "--model/--vae/--text-encoder for Wan2.1-VACE")
+    if num_windows > 1:
+        raise VDOTInputError("--preview-decoder", f"a long video ({num_windows} windows) carries each window's decoded "
+                             "frames into the next, so it is decoded with the VAE", "drop --preview-decoder")
+    if args.vae is not None:
+        from .core.models import describe_checkpoint
+
+        config = describe_checkpoint(args.vae).get("config")
+        if config is not None:
+            check_preview_applies(config, "--preview-decoder", f"--vae {Path(args.vae).name}")
+    return load_preview_decoder(args.preview_decoder, input_name="--preview-decoder")
+
+
 def _read_loras(args) -> list:
     """Every ``--lora FILE[:STRENGTH]`` read and checked against the transformer's architecture (from the
     checkpoint's header) before the model loads."""
@@ -342,8 +398,6 @@ def _read_loras(args) -> list:
 
 
 def cmd_tasks(args) -> int:
-    from .core.vcu import TASKS
-
     width = max(len(name) for name in TASKS)
     print(f"{'task':<{width}}  {'family':<9}  {'UVCBench':<8}  needs / description")
     for name, spec in TASKS.items():
@@ -352,8 +406,11 @@ def cmd_tasks(args) -> int:
     return 0
 
 
+_Parser = one_line_parser_class()  # errors are one line, exit status 2
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vdot", description="VDOT 4-step unified video creation (Wan2.1-VACE distilled).")
+    parser = _Parser(prog="vdot", description="VDOT 4-step unified video creation (Wan2.1-VACE distilled).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the tasks and what each needs")
     _add_generate_parser(sub)
@@ -390,22 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.toy.cli import toy_main
 
         return toy_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "tasks":
-            return cmd_tasks(args)
-        if args.command == "generate":
-            return cmd_generate(args)
-    except VDOTInputError as exc:
-        print(f"vdot: error: {exc}", file=sys.stderr)
-        return 2
-    except VDOTCancelled:
-        print("vdot: interrupted", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("vdot: interrupted", file=sys.stderr)
-        return 130
-    return 1
+    return run_subcommand("vdot", build_parser(), argv, _run)
+
+
+def _run(args) -> int:
+    return cmd_tasks(args) if args.command == "tasks" else cmd_generate(args)
 
 
 if __name__ == "__main__":

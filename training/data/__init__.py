@@ -3,7 +3,7 @@
 from .manifest import (
     CONTROL_KINDS,
     FIELDS,
-    TASKS,
+    TASK_FIELDS,
     ManifestDataset,
     ManifestError,
     ManifestSample,
@@ -17,7 +17,7 @@ from .manifest import (
 __all__ = [
     "CONTROL_KINDS",
     "FIELDS",
-    "TASKS",
+    "TASK_FIELDS",
     "ManifestDataset",
     "ManifestError",
     "ManifestSample",

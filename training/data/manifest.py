@@ -8,7 +8,7 @@ folder of PNG/JPG frames read in name order. Fields::
 
     {"video": "clips/0001.mp4",            # the real clip: GAN real data, source of MV2V tasks
      "caption": "a red ball rolls ...",    # required, non-empty
-     "task": "depth",                      # one of TASKS; default "t2v"
+     "task": "depth",                      # a task of vdot_nodes.core.tasks.TASKS; default "t2v"
      "control": "controls/0001_depth.mp4", # precomputed control video (V2V and composite tasks)
      "mask": "masks/0001.mp4",             # or null; a video, frame folder or one image (white = generate)
      "references": ["refs/0001_a.png"],    # reference images (r2v, reference_* tasks)
@@ -18,7 +18,7 @@ folder of PNG/JPG frames read in name order. Fields::
      "meta": {...}}                        # anything else (source, licence, scores...), passed through
 
 Stage 1 (text-to-video distillation) needs only ``{"caption": ...}`` per line, plus ``"video"`` for
-samples that should feed the GAN's real branch. Stage 2 needs, per task (see :data:`TASKS`):
+samples that should feed the GAN's real branch. Stage 2 needs, per task (see :data:`TASK_FIELDS`):
 
 =====================================  ==========================================================
 task                                   required fields (besides caption)
@@ -53,16 +53,17 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vdot_nodes.core.errors import VDOTInputError
-from vdot_nodes.core.vcu import CONTROL_KINDS, VCU, build_vcu
-from vdot_nodes.core.vcu import TASKS as VCU_TASKS
+from vdot_nodes.core.errors import VDOTInputError, renamed_input
 from vdot_nodes.core.preprocess.masks import image_to_mask
 from vdot_nodes.core.source_prep import cover_crop, fit_clip, sample_frame_ids, unit_frames
+from vdot_nodes.core.tasks import CONTROL_KINDS, TASKS, DrawRanges, build_vcu, released_task_names
+from vdot_nodes.core.vcu import VCU
 from vdot_nodes.core.video_io import IMAGE_EXTENSIONS, probe_video, read_image, read_video_frames, to_uint8
 
 __all__ = [
     "CONTROL_KINDS",
-    "TASKS",
+    "TASK_FIELDS",
+    "INPUT_FIELDS",
     "FIELDS",
     "ManifestError",
     "ManifestSample",
@@ -75,18 +76,26 @@ __all__ = [
     "ResumableLoader",
 ]
 
-def _task_table() -> dict[str, tuple[str, ...]]:
-    # Derived from the VCU task registry so the two can never disagree on task names.
+#: The manifest field that gives each task input of the registry (``vdot_nodes.core.tasks.INPUTS``); an
+#: MV2V task's ``source`` is made from the ``video`` (the target clip) by the task's draw.
+INPUT_FIELDS = {"control": "control", "mask": "mask", "references": "references", "first_frame": "first_frame",
+                "source": "video"}
+#: ``meta`` keys that fix what a task's draw would otherwise choose → the registry's input names.
+META_INPUTS = {"expand": "expand", "box": "box", "extension_mode": "mode", "keep_frames": "keep_frames"}
+
+
+def _task_fields() -> dict[str, tuple[str, ...]]:
+    # Read from the task registry, so the two can never disagree on task names.
     table: dict[str, tuple[str, ...]] = {}
-    for name, spec in VCU_TASKS.items():
-        needs = () if name == "t2v" else ("video",)  # the clip: GAN real data and MV2V source
-        needs += tuple(f for f in ("control", "references") if f in spec.required)
+    for name, spec in TASKS.items():
+        needs = () if spec.family == "T2V" else ("video",)  # the clip: GAN real data and MV2V source
+        needs += tuple(INPUT_FIELDS[i] for i in ("control", "references") if i in spec.required)
         table[name] = needs
     return table
 
 
-TASKS: dict[str, tuple[str, ...]] = _task_table()
-"""Task name (as in ``vdot_nodes.core.vcu.TASKS``) → fields a manifest line for it must have (besides ``caption``)."""
+TASK_FIELDS: dict[str, tuple[str, ...]] = _task_fields()
+"""Task name (a key of ``vdot_nodes.core.tasks.TASKS``) → fields a manifest line for it must have (besides ``caption``)."""
 
 FIELDS = ("video", "caption", "task", "control", "mask", "references", "first_frame", "reward", "meta")
 _PATH_FIELDS = ("video", "control", "mask", "first_frame")
@@ -146,8 +155,8 @@ def _parse_line(text: str, line: int, base: Path, check_files: bool, errors: lis
     task = obj.get("task", "t2v")
     if task is None:
         task = "t2v"
-    if not isinstance(task, str) or task not in TASKS:
-        err("task", f"unknown task {task!r}", f"use one of {', '.join(TASKS)}")
+    if not isinstance(task, str) or task not in TASK_FIELDS:
+        err("task", f"unknown task {task!r}", f"use one of {', '.join(TASK_FIELDS)}")
 
     paths: dict[str, Path | None] = {}
     for fld in _PATH_FIELDS:
@@ -180,8 +189,8 @@ def _parse_line(text: str, line: int, base: Path, check_files: bool, errors: lis
         err("meta", f"must be a JSON object, got {type(meta).__name__}", 'write "meta": {...} or leave it out')
         meta = {}
 
-    if isinstance(task, str) and task in TASKS:
-        for need in TASKS[task]:
+    if isinstance(task, str) and task in TASK_FIELDS:
+        for need in TASK_FIELDS[task]:
             missing = not references if need == "references" else paths.get(need) is None
             if missing and not any(e[0] == line and e[1] == need for e in errors):
                 what = "at least one reference image" if need == "references" else f"a {need} path"
@@ -215,8 +224,8 @@ def _parse_line(text: str, line: int, base: Path, check_files: bool, errors: lis
 
 CSV_COLUMNS = ("task_name", "src_video_path", "mask_video_path", "ref_image_path", "internvl_short")
 """Columns of the released training CSV (hhhh1138/VDOT ``utils/dataset.py`` ``TextMultiTaskVideoDataset``)."""
-CSV_TASK_NAMES = {"reference": "r2v"}
-"""Released task names that differ from ours (``grey`` and the control names are the same)."""
+CSV_TASK_NAMES = released_task_names()
+"""Released task names that differ from ours (``reference`` → ``r2v``; ``grey`` and the control names are the same)."""
 
 
 def _csv_rows(path: Path, gt_dir: str | os.PathLike | None, base: Path, errors: list) -> list[tuple[int, str]]:
@@ -255,7 +264,7 @@ def _csv_rows(path: Path, gt_dir: str | os.PathLike | None, base: Path, errors: 
                 clip = os.path.basename(refs[0]).split(".")[0].split("_")[0] + ".mp4"
             else:
                 clip = os.path.basename(src) if src else None
-            takes_control = task in TASKS and "control" in TASKS[task]
+            takes_control = task in TASK_FIELDS and "control" in TASK_FIELDS[task]
             meta = {k: v for k, v in cell.items() if k not in CSV_COLUMNS and v is not None}
             if src and not takes_control:
                 meta["src_video_path"] = src
@@ -341,9 +350,9 @@ class ManifestDataset(Dataset):
         self.num_frames, self.height, self.width = num_frames, height, width
         samples = read_manifest(path, check_files=check_files, gt_dir=gt_dir)
         if tasks is not None:
-            unknown = sorted(set(tasks) - set(TASKS))
+            unknown = sorted(set(tasks) - set(TASK_FIELDS))
             if unknown:
-                raise VDOTInputError("tasks", f"unknown task(s) {unknown}", f"use names from {', '.join(TASKS)}")
+                raise VDOTInputError("tasks", f"unknown task(s) {unknown}", f"use names from {', '.join(TASK_FIELDS)}")
             samples = [s for s in samples if s.task in set(tasks)]
             if not samples:
                 raise VDOTInputError(str(path), f"no samples of tasks {list(tasks)}", "check the manifest's task fields")
@@ -407,15 +416,6 @@ def collate_samples(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(batch)
 
 
-def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def _randint(generator: torch.Generator | None, low: int, high: int) -> int:
-    """Integer in ``[low, high]`` (inclusive)."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
-
 def sample_to_vcu(
     sample: dict[str, Any],
     *,
@@ -424,10 +424,12 @@ def sample_to_vcu(
     outpaint_ratio: tuple[float, float] = (0.05, 0.25),
     inpaint_box_ratio: tuple[float, float] = (0.2, 0.6),
 ) -> VCU:
-    """Turn a :class:`ManifestDataset` item into the task's VCU (``vdot_nodes.core.vcu.build_vcu``).
+    """Turn a :class:`ManifestDataset` item into the task's VCU (``vdot_nodes.core.tasks.build_vcu``).
 
-    The VCU's target is always the sample's video (``F × H × W`` of the dataset). What the manifest
-    leaves open is drawn from ``generator`` (checkpoint it for exact resumes), unless ``meta`` fixes it:
+    The VCU's target is always the sample's video (``F × H × W`` of the dataset). The task inputs come
+    from the item's fields (:data:`INPUT_FIELDS`); what the manifest leaves open, the task's draw in
+    the registry picks from ``generator`` (checkpoint it for exact resumes), unless ``meta`` fixes it
+    (:data:`META_INPUTS`):
 
     - outpaint: the source is the video's interior; each expanded side removes a fraction in
       ``outpaint_ratio`` of that axis, on both horizontal sides, both vertical sides or all four
@@ -438,52 +440,28 @@ def sample_to_vcu(
       (``meta["box"] = [x0, y0, x1, y1]`` fixes it);
     - firstframe_*: the dataset already put the video's first frame in ``first_frame`` if the manifest
       gave none.
+
+    Errors name the manifest field (and line) of the input that was wrong.
     """
     task, meta = sample["task"], sample.get("meta") or {}
-    text = {"prompt": sample["caption"], "negative_prompt": negative_prompt}
-    video, control = sample.get("video"), sample.get("control")
-    if task in ("t2v", "r2v"):
-        shape = {"num_frames": sample["num_frames"], "height": sample["height"], "width": sample["width"]}
-        extra = {"references": sample["references"]} if task == "r2v" else {}
-        return build_vcu(task, **shape, **extra, **text)
-    spec = VCU_TASKS[task]
-    if spec.family == "V2V":
-        return build_vcu(task, control=control, **text)
-    if spec.needs_first_frame:
-        return build_vcu(task, control=control, first_frame=sample["first_frame"], **text)
-    if spec.family == "composite":
-        return build_vcu(task, control=control, references=sample["references"], **text)
-    if video is None:
-        raise VDOTInputError(f"sample line {sample.get('line')}", f"task {task!r} needs the video", "add it to the manifest")
-    f, h, w = video.shape[:3]
-    if task == "outpaint":
-        if "expand" in meta:
-            top, bottom, left, right = (int(v) for v in meta["expand"])
-        else:
-            axes = ("horizontal", "vertical", "all")[_randint(generator, 0, 2)]
-            top = bottom = left = right = 0
-            if axes in ("vertical", "all"):
-                top, bottom = (max(1, round(h * _uniform(generator, *outpaint_ratio))) for _ in range(2))
-            if axes in ("horizontal", "all"):
-                left, right = (max(1, round(w * _uniform(generator, *outpaint_ratio))) for _ in range(2))
-        source = video[:, top : h - bottom, left : w - right]
-        return build_vcu(task, source=source, expand=(top, bottom, left, right), **text)
-    if task == "extension":
-        mode = meta.get("extension_mode") or ("first", "last", "random")[_randint(generator, 0, 2)]
-        opts = {"keep_frames": int(meta["keep_frames"])} if meta.get("keep_frames") else {}
-        return build_vcu(task, source=video, mode=mode, seed=_randint(generator, 0, 2**31 - 1), **opts, **text)
-    if task == "inpaint":
-        if sample.get("mask") is not None:
-            return build_vcu(task, source=video, mask=sample["mask"], **text)
-        if "box" in meta:
-            box = tuple(int(v) for v in meta["box"])
-        else:
-            bh = max(1, round(h * _uniform(generator, *inpaint_box_ratio)))
-            bw = max(1, round(w * _uniform(generator, *inpaint_box_ratio)))
-            y0, x0 = _randint(generator, 0, h - bh), _randint(generator, 0, w - bw)
-            box = (x0, y0, x0 + bw, y0 + bh)
-        return build_vcu(task, source=video, box=box, **text)
-    raise VDOTInputError("task", f"sample_to_vcu does not know task {task!r}", "update training/data/manifest.py")
+    spec = TASKS[task]
+    line = sample.get("line")
+    fields = {**INPUT_FIELDS, **{i: f"meta.{k}" for k, i in META_INPUTS.items()},
+              "num_frames": "data.num_frames", "height": "data.height", "width": "data.width"}
+    names = {i: f if line is None else f"line {line} {f}" for i, f in fields.items()}
+    inputs = {i: sample.get(f) for i, f in INPUT_FIELDS.items() if i in spec.accepted_inputs and f != "video"}
+    if spec.draw is not None:
+        video = sample.get("video")
+        if video is None:
+            raise VDOTInputError(f"sample line {line}", f"task {task!r} needs the video", "add it to the manifest")
+        given = {**inputs, **{i: meta[k] for k, i in META_INPUTS.items() if k in meta}}
+        inputs.update(spec.draw(video, given, generator, DrawRanges(outpaint_ratio, inpaint_box_ratio)))
+    elif spec.driving_video is None:  # t2v / r2v: the dataset's clip size
+        inputs.update(num_frames=sample["num_frames"], height=sample["height"], width=sample["width"])
+    try:
+        return build_vcu(task, **inputs, prompt=sample["caption"], negative_prompt=negative_prompt)
+    except VDOTInputError as exc:
+        raise renamed_input(exc, names) from None
 
 
 # ----------------------------------------------------------------------------------------------

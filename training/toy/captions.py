@@ -21,10 +21,10 @@ OBJECT_COLORS: dict[str, tuple[float, float, float]] = {
     "blue": (0.15, 0.25, 0.90),
     "yellow": (0.95, 0.88, 0.15),
     "purple": (0.60, 0.20, 0.75),
-    "orange": (0.98, 0.55, 0.10),
     "cyan": (0.10, 0.85, 0.90),
 }
-# Background palettes: (name, colour a, colour b) — muted so the objects stand out.
+# Background palettes: (name, colour a, colour b) — muted so the objects stand out. Six object colours
+# far apart (no orange between red and yellow), so a generated object's colour names one of them.
 BACKGROUND_COLORS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "grey": ((0.45, 0.45, 0.45), (0.62, 0.62, 0.62)),
     "brown": ((0.40, 0.28, 0.18), (0.55, 0.42, 0.30)),
@@ -33,7 +33,7 @@ BACKGROUND_COLORS: dict[str, tuple[tuple[float, float, float], tuple[float, floa
 }
 SHAPES = ("circle", "square", "triangle")
 FIGURE = "figure"  # a stick figure ("stick figure" in captions)
-PATTERNS = ("striped", "checkered", "dotted")
+PATTERNS = ("plain", "striped", "checkered")  # plain: colour a only
 
 _FIXED_WORDS = "a an and over background moves walks stays still stick figure the camera pans left right up down".split()
 

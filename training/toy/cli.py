@@ -25,7 +25,8 @@ from pathlib import Path
 import yaml
 
 from vdot_nodes.core.atomic import atomic_path, atomic_write_text
-from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
+from vdot_nodes.core.errors import VDOTInputError, one_line_parser_class, run_subcommand
+from vdot_nodes.core.tasks import TASKS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy_teacher.yaml"
 TEACHER_VACE = "teacher_vace.safetensors"
@@ -33,14 +34,37 @@ TEACHER_T2V = "teacher_t2v"  # diffusers folder (WanTransformer3DModel), stage 1
 ENCODE_CACHE = "encode_cache"  # VAE encodings of the manifest rows, shared by the teacher and the stage-2 runs
 
 
+# Every key of the toy recipe (toy_teacher.yaml), per section; anything else is a typo and an error.
+TOY_CONFIG_KEYS = {
+    "world": {"clips", "seed", "height", "width", "num_frames", "max_objects", "tasks"},
+    "vae": {"steps", "crop", "train_frames", "lr", "latent_noise", "batch_size", "long_steps", "long_lr",
+            "object_weight", "long_object_weight", "kl_weight", "seed"},
+    "text_encoder": {"seed"},
+    "teacher": {"seed", "steps", "time_limit_minutes", "batch_size", "lr", "betas", "weight_decay", "warmup", "shift",
+                "text_dropout", "ema_decay", "grad_clip", "checkpoint_every", "keep_last"},
+}
+
+
 def load_toy_config(path: str | Path | None) -> dict:
+    """The toy recipe YAML as a dict of its four sections; unknown sections or keys are a
+    :class:`VDOTInputError` naming the dotted key (before anything runs)."""
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.is_file():
         raise VDOTInputError("--config", f"{path} not found", f"use {DEFAULT_CONFIG}")
     with open(path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
-    for section in ("world", "vae", "text_encoder", "teacher"):
-        cfg.setdefault(section, {})
+    if not isinstance(cfg, dict):
+        raise VDOTInputError("--config", f"{path} is not a mapping of sections", f"see {DEFAULT_CONFIG}")
+    for section, value in cfg.items():
+        if section not in TOY_CONFIG_KEYS:
+            raise VDOTInputError(f"--config {section}", "is not a section of the toy recipe",
+                                 f"use {', '.join(TOY_CONFIG_KEYS)}")
+        for key in value or {}:
+            if key not in TOY_CONFIG_KEYS[section]:
+                raise VDOTInputError(f"--config {section}.{key}", "is not a key of the toy recipe",
+                                     f"use {', '.join(sorted(TOY_CONFIG_KEYS[section]))}")
+    for section in TOY_CONFIG_KEYS:
+        cfg[section] = dict(cfg.get(section) or {})
     return cfg
 
 
@@ -49,7 +73,7 @@ def _world_config(cfg: dict):
 
     w = cfg["world"]
     return WorldConfig(height=int(w.get("height", 64)), width=int(w.get("width", 64)),
-                       num_frames=int(w.get("num_frames", 17)), max_objects=int(w.get("max_objects", 3)))
+                       num_frames=int(w.get("num_frames", 17)), max_objects=int(w.get("max_objects", 2)))
 
 
 def _bar(total: int, desc: str):
@@ -71,7 +95,7 @@ def run_world(cfg: dict, out: Path) -> Path:
     with _bar(clips, "toy clips") as bar:
         start = time.perf_counter()
         manifest = write_toy_dataset(out, clips, seed=int(cfg["world"].get("seed", 0)), config=world,
-                                     progress=lambda done, total: bar.update(1))
+                                     progress=lambda done, total: bar.update(1), tasks=cfg["world"].get("tasks"))
     print(f"world: {clips} clips with all task inputs in {time.perf_counter() - start:.1f} s → {manifest}")
     return manifest
 
@@ -101,7 +125,8 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
 
         result = train_phase(int(v.get("steps", 300)), "toy VAE", lr=float(v.get("lr", 1e-3)),
                              batch_size=int(v.get("batch_size", 2)), seed=int(v.get("seed", 0)),
-                             train_frames=int(v.get("train_frames", 5)), object_weight=float(v.get("object_weight", 0.0)))
+                             train_frames=int(v.get("train_frames", 5)), object_weight=float(v.get("object_weight", 0.0)),
+                             crop=v.get("crop"))
         long_steps = int(v.get("long_steps", 0))
         if long_steps:  # phase 2: full-length clips, so every chunk of the causal VAE's cache is trained
             phase2 = train_phase(long_steps, "toy VAE, full-length clips", lr=float(v.get("long_lr", 5e-4)), batch_size=1,
@@ -229,8 +254,8 @@ def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None) ->
 # ------------------------------------------------------------------------------------------ report
 EVAL_SEED = 1_000_000  # held-out clips: the training world uses seeds 0..clips-1
 REAL_SEED = 2_000_000  # real reference sets for the Fréchet distance (two disjoint ones: the noise floor)
-SPATIAL_TASKS = ("depth", "pose", "flow", "scribble", "grey", "layout", "inpaint", "outpaint", "firstframe_depth",
-                 "firstframe_pose", "firstframe_flow", "firstframe_scribble")
+# Tasks whose condition fixes the layout (object IoU and flow error against the clip apply): the registry says which.
+SPATIAL_TASKS = tuple(name for name, spec in TASKS.items() if spec.spatial)
 
 
 def _otd_diagnostics(run: Path) -> dict:
@@ -374,7 +399,7 @@ def run_install(build: Path, dest: Path | None = None, overwrite: bool = False) 
 
 # ------------------------------------------------------------------------------------------ parser
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vdot toy", description="Build / measure the toy-world VDOT model.")
+    p = one_line_parser_class()(prog="vdot toy", description="Build / measure the toy-world VDOT model.")
     p.add_argument("--config", default=None, help=f"toy recipe YAML (default {DEFAULT_CONFIG.name})")
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("world", help="render clips + task inputs + manifest.jsonl")
@@ -422,65 +447,61 @@ def _parser() -> argparse.ArgumentParser:
 
 def toy_main(argv: list[str] | None = None) -> int:
     """Run a ``vdot toy`` subcommand; returns 0 ok, 2 bad input, 130 interrupted, else the failed stage's status."""
-    args = _parser().parse_args(argv)
-    try:
-        cfg = load_toy_config(args.config)
-        if args.command == "world":
-            for key, value in (("clips", args.clips), ("seed", args.seed)):
-                if value is not None:
-                    cfg["world"][key] = value
-            run_world(cfg, Path(args.out))
-        elif args.command == "components":
-            if args.vae_steps is not None:
-                cfg["vae"]["steps"] = args.vae_steps
-            run_components(cfg, Path(args.out))
-        elif args.command == "teacher":
-            run_teacher(cfg, Path(args.data), Path(args.components), Path(args.out), args.steps, args.minutes)
-        elif args.command == "build":
-            out = Path(args.out)
-            if args.clips is not None:
-                cfg["world"]["clips"] = args.clips
-            if args.vae_steps is not None:
-                cfg["vae"]["steps"] = args.vae_steps
-            manifest = run_world(cfg, out / "world")
-            run_components(cfg, out / "components")
-            run_teacher(cfg, manifest, out / "components", out / "teacher", args.teacher_steps, args.teacher_minutes,
-                        encode_cache=out / ENCODE_CACHE)
-            if not args.no_distill:
-                variants = None if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
-                return run_distillation(out, cfg, variants)
-        elif args.command == "install":
-            run_install(Path(args.build), Path(args.dest) if args.dest else None, args.overwrite)
-        elif args.command == "report":
-            build = Path(args.build)
-            models = {"teacher": {"path": build / "teacher" / TEACHER_VACE, "steps": args.teacher_steps}}
-            if args.student:
-                for item in args.student:
-                    name, sep, path = item.partition("=")
-                    if not sep:
-                        raise VDOTInputError("--student", f"{item!r} is not NAME=FILE", "e.g. --student mine=runs/x.safetensors")
-                    # A trainer export (RUN/exports/x.safetensors) brings its run's OTD diagnostics.
-                    models[name] = {"path": Path(path), "steps": 4, "extra": _otd_diagnostics(Path(path).parent.parent)}
-            else:
-                # The baseline distillation must beat: the teacher itself on the students' 4-step sampler.
-                models[UNDISTILLED] = {"path": build / "teacher" / TEACHER_VACE, "steps": 4}
-                for name in STUDENT_VARIANTS:
-                    run = variant_dir(build, name)
-                    exports = sorted((run / "exports").glob("generator_vace_step*.safetensors"))
-                    if exports:
-                        models[name] = {"path": exports[-1], "steps": 4, "extra": _otd_diagnostics(run)}
-            for name, spec in models.items():
-                if not Path(spec["path"]).is_file():
-                    raise VDOTInputError(name, f"{spec['path']} not found", "run `vdot toy build` first, or pass --student NAME=FILE")
-            if args.cfg is None:
-                with open(Path(__file__).resolve().parent.parent / "configs" / "toy_stage2.yaml", encoding="utf-8") as f:
-                    args.cfg = float(yaml.safe_load(f)["guidance"]["cfg_scale"])
-            run_report(cfg, build, models, args.clips, args.seeds, [t.strip() for t in args.tasks.split(",") if t.strip()],
-                       Path(args.out) if args.out else build / "report", args.cfg)
-        return 0
-    except VDOTInputError as exc:
-        print(f"vdot toy: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, VDOTCancelled):
-        print("interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
+    return run_subcommand("vdot toy", _parser(), argv, _run, "interrupted; run the same command again to continue")
+
+
+def _run(args) -> int:
+    cfg = load_toy_config(args.config)
+    if args.command == "world":
+        for key, value in (("clips", args.clips), ("seed", args.seed)):
+            if value is not None:
+                cfg["world"][key] = value
+        run_world(cfg, Path(args.out))
+    elif args.command == "components":
+        if args.vae_steps is not None:
+            cfg["vae"]["steps"] = args.vae_steps
+        run_components(cfg, Path(args.out))
+    elif args.command == "teacher":
+        run_teacher(cfg, Path(args.data), Path(args.components), Path(args.out), args.steps, args.minutes)
+    elif args.command == "build":
+        out = Path(args.out)
+        if args.clips is not None:
+            cfg["world"]["clips"] = args.clips
+        if args.vae_steps is not None:
+            cfg["vae"]["steps"] = args.vae_steps
+        manifest = run_world(cfg, out / "world")
+        run_components(cfg, out / "components")
+        run_teacher(cfg, manifest, out / "components", out / "teacher", args.teacher_steps, args.teacher_minutes,
+                    encode_cache=out / ENCODE_CACHE)
+        if not args.no_distill:
+            variants = None if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+            return run_distillation(out, cfg, variants)
+    elif args.command == "install":
+        run_install(Path(args.build), Path(args.dest) if args.dest else None, args.overwrite)
+    elif args.command == "report":
+        build = Path(args.build)
+        models = {"teacher": {"path": build / "teacher" / TEACHER_VACE, "steps": args.teacher_steps}}
+        if args.student:
+            for item in args.student:
+                name, sep, path = item.partition("=")
+                if not sep:
+                    raise VDOTInputError("--student", f"{item!r} is not NAME=FILE", "e.g. --student mine=runs/x.safetensors")
+                # A trainer export (RUN/exports/x.safetensors) brings its run's OTD diagnostics.
+                models[name] = {"path": Path(path), "steps": 4, "extra": _otd_diagnostics(Path(path).parent.parent)}
+        else:
+            # The baseline distillation must beat: the teacher itself on the students' 4-step sampler.
+            models[UNDISTILLED] = {"path": build / "teacher" / TEACHER_VACE, "steps": 4}
+            for name in STUDENT_VARIANTS:
+                run = variant_dir(build, name)
+                exports = sorted((run / "exports").glob("generator_vace_step*.safetensors"))
+                if exports:
+                    models[name] = {"path": exports[-1], "steps": 4, "extra": _otd_diagnostics(run)}
+        for name, spec in models.items():
+            if not Path(spec["path"]).is_file():
+                raise VDOTInputError(name, f"{spec['path']} not found", "run `vdot toy build` first, or pass --student NAME=FILE")
+        if args.cfg is None:
+            with open(Path(__file__).resolve().parent.parent / "configs" / "toy_stage2.yaml", encoding="utf-8") as f:
+                args.cfg = float(yaml.safe_load(f)["guidance"]["cfg_scale"])
+        run_report(cfg, build, models, args.clips, args.seeds, [t.strip() for t in args.tasks.split(",") if t.strip()],
+                   Path(args.out) if args.out else build / "report", args.cfg)
+    return 0

@@ -10,8 +10,8 @@ read them like the real weights.
   fallback for anything else.
 - Text encoder: randomly initialised and frozen. A random UMT5 already maps different captions to
   different, stable embeddings; the teacher learns to read them (Wan's UMT5 is frozen too).
-- VAE: ``AutoencoderKLWan`` (:data:`TOY_VAE_CONFIG`: width 8, 4× spatial compression), trained
-  with L1 + MSE reconstruction of the posterior mode and a tiny KL on random 17-frame toy clips. Afterwards the
+- VAE: ``AutoencoderKLWan`` (:data:`TOY_VAE_CONFIG`: width 16, 4× spatial / 4× temporal compression),
+  trained with L1 + MSE reconstruction of the posterior mode and a tiny KL on random crops of fresh toy clips. Afterwards the
   per-channel latent mean / std are measured and written into ``latents_mean`` / ``latents_std`` of
   its config, so the pipeline's normalised latents are ≈ N(0, 1) as with Wan's VAE.
 """
@@ -35,14 +35,18 @@ from vdot_nodes.core.tiny import TINY_VAE_CONFIG, build_tiny_text_encoder, build
 from .captions import caption_vocabulary
 from .world import WorldConfig, make_clip
 
-# The toy VAE: the Wan2.1 VAE class with 4× spatial / 4× temporal compression (one stage fewer than
-# Wan's 8×) and width 8. At 8× a VAE this small stalls near the mean colour (≈ 16 dB on toy clips after
-# 1500 steps); at 4×, with lr 3e-4 and object pixels weighted 9× (toy_teacher.yaml), it reaches 16.6 dB
-# (objects 14.8 dB) in ~16 min. lr 1e-3 stalls it near the mean colour too. Diffusers' AutoencoderKLWan
-# carries the factor as ``scale_factor_spatial`` and the pipeline reads it from there, so the same code
-# serves Wan's 8× VAE. The toy transformer uses 4×4 patches to keep 16 tokens per latent frame at 64×64.
-TOY_VAE_CONFIG = dict(TINY_VAE_CONFIG, base_dim=8, dim_mult=[1, 2, 4], temperal_downsample=[True, True],
-                      scale_factor_spatial=4)
+# The toy VAE: the Wan VAE class (AutoencoderKLWan) with 4× spatial / 4× temporal compression (one stage
+# fewer than Wan's 8×), width 16, one residual block per stage, and the class's ``is_residual`` down/up
+# blocks (Wan2.2's layout: parameter-free space-to-depth / depth-to-space shortcuts around each
+# resampling stage, so pixels have a direct path to the latent and back; same 16 latent channels). The previous width-8 toy VAE reached 16.6 dB on
+# the old textured world; two things held it back besides width and world: the decoder's final clamp to
+# [-1, 1] gives no gradient to a pixel that overshoots white or a saturated colour (training decodes
+# without it, :func:`decode_unclamped`; inference keeps diffusers' clamp), and an lr of 3e-4 that needs
+# thousands of steps to leave the mean colour. Diffusers' AutoencoderKLWan carries the factor as
+# ``scale_factor_spatial`` and the pipeline reads it from there, so the same code serves Wan's 8× VAE.
+# The toy teacher uses 2×2 patches: one token per 8×8 pixels.
+TOY_VAE_CONFIG = dict(TINY_VAE_CONFIG, base_dim=16, num_res_blocks=1, dim_mult=[1, 2, 2],
+                      temperal_downsample=[True, True], scale_factor_spatial=4, is_residual=True)
 
 
 def build_toy_vae(seed: int = 0, **overrides):
@@ -89,6 +93,27 @@ def _clip_tensors(seed: int, config: WorldConfig) -> tuple[torch.Tensor, torch.T
     return frames.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1, objects
 
 
+def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
+    """``AutoencoderKLWan.decode`` without its final clamp to [-1, 1], for training only: a clamped pixel
+    gets no gradient, so a decoder that overshoots white or a saturated colour can never come back
+    (the small toy VAE stalled near the mean colour that way). Same decoder calls, frame by frame."""
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    frames = []
+    for i in range(z.shape[2]):
+        vae._conv_idx = [0]
+        frames.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0))
+    vae.clear_cache()
+    return torch.cat(frames, 2)
+
+
+def _random_crop(pair: tuple[torch.Tensor, torch.Tensor], size: int, rng: np.random.Generator):
+    """The same random ``size``×``size`` window of a clip and of its object mask."""
+    h, w = pair[0].shape[-2:]
+    y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return tuple(t[..., y:y + size, x:x + size] for t in pair)
+
+
 @torch.no_grad()
 def vae_reconstruction_psnr(vae, seeds, config: WorldConfig, objects_only: bool = False) -> float:
     """Mean PSNR (dB, 0..1 pixels) of encode → decode (posterior mode) over the clips of ``seeds``
@@ -126,6 +151,7 @@ def train_vae(
     object_weight: float = 0.0,
     seed: int = 0,
     train_frames: int | None = 5,
+    crop: int | None = None,
     eval_seeds=range(10_000_000, 10_000_004),
     stat_seeds=range(20_000_000, 20_000_008),
     metrics_path: str | Path | None = None,
@@ -158,6 +184,8 @@ def train_vae(
                 raise VDOTCancelled("VAE training cancelled")
             vae.train()
             pairs = [_clip_tensors(int(rng.integers(0, 2**31 - 1)), train_world) for _ in range(batch_size)]
+            if crop:  # the VAE is convolutional: random crops teach it the same edges, cheaper
+                pairs = [_random_crop(p, crop, rng) for p in pairs]
             x = torch.cat([p[0] for p in pairs])
             weight = 1 + object_weight * torch.cat([p[1] for p in pairs])  # [B, 1, F, H, W]
             posterior = vae.encode(x).latent_dist
@@ -166,7 +194,7 @@ def train_vae(
             # stalls training; a small relative jitter keeps the decoder tolerant of imprecise latents.
             z = posterior.mode()
             z = z + latent_noise * z.detach().std() * torch.randn(z.shape, generator=generator)
-            rec = vae.decode(z).sample
+            rec = decode_unclamped(vae, z)
             kl = posterior.kl().mean() / x[0].numel()
             err = rec - x
             loss = ((err.abs() + err ** 2) * weight).mean() / weight.mean() + kl_weight * kl

@@ -32,7 +32,7 @@ import torch
 from vdot_nodes.core.atomic import atomic_save_safetensors, atomic_write_text
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.preprocess import flow_to_color, grey
-from vdot_nodes.core.vcu import TASKS
+from vdot_nodes.core.tasks import TASKS
 from vdot_nodes.core.video_io import write_frames, write_image
 
 from .world import (Clip, WorldConfig, depth_to_video, edges_to_scribble, flow_for_video, make_clip,
@@ -106,8 +106,8 @@ def task_row(task: str, clip_dir: str, caption: str, num_refs: int, meta: dict) 
     return row
 
 
-def write_clip(clip: Clip, root: Path, index: int) -> list[dict]:
-    """Write one clip's files under ``root/clips/<index>``; return its manifest rows (all tasks)."""
+def write_clip(clip: Clip, root: Path, index: int, tasks=None) -> list[dict]:
+    """Write one clip's files under ``root/clips/<index>``; return its manifest rows (``tasks``, default all)."""
     rel = f"clips/{index:05d}"
     folder = root / rel
     if folder.exists():
@@ -134,7 +134,7 @@ def write_clip(clip: Clip, root: Path, index: int) -> list[dict]:
             "objects": [{"kind": o.kind, "color": o.color, "velocity": [o.vx, o.vy], "depth": round(o.depth, 3)}
                         for o in scene.objects],
             "background": f"{scene.background} {scene.pattern}", "pan": list(scene.pan)}
-    return [task_row(task, rel, clip.caption, len(scene.objects), meta) for task in TASKS]
+    return [task_row(task, rel, clip.caption, len(scene.objects), meta) for task in (tasks or TASKS)]
 
 
 def write_toy_dataset(
@@ -145,8 +145,10 @@ def write_toy_dataset(
     config: WorldConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    tasks=None,
 ) -> Path:
-    """Render ``num_clips`` clips (seeds ``seed .. seed+N-1``) into ``out`` and write the manifest.
+    """Render ``num_clips`` clips (seeds ``seed .. seed+N-1``) into ``out`` and write the manifest
+    (one row per clip and task of ``tasks``, default every task).
 
     ``out`` must be new or empty (nothing is overwritten). The manifest is written last, atomically, so
     a half-written dataset has none. Returns the manifest path.
@@ -160,11 +162,14 @@ def write_toy_dataset(
         raise VDOTInputError(str(out), "folder is not empty", "give a new folder for the toy dataset")
     out.mkdir(parents=True, exist_ok=True)
     config = config or WorldConfig()
+    unknown = sorted(set(tasks or ()) - set(TASKS))
+    if unknown:
+        raise VDOTInputError("tasks", f"unknown task(s) {unknown}", f"use names from {', '.join(TASKS)}")
     rows: list[dict] = []
     for i in range(num_clips):
         if cancel is not None and cancel():
             raise VDOTCancelled("toy dataset cancelled")
-        rows += write_clip(make_clip(seed + i, config), out, i)
+        rows += write_clip(make_clip(seed + i, config), out, i, tasks)
         if progress is not None:
             progress(i + 1, num_clips)
     manifest = out / MANIFEST_NAME

@@ -20,6 +20,9 @@ seed (``meta.toy_seed``), so quality is measured against truth, not against anot
   region the mask says to keep (mask fidelity).
 - **Seed diversity** (:func:`seed_diversity`): mean pairwise RMS difference between videos of the same
   row generated with different seeds (0 = mode collapse).
+- **Caption truth** (:func:`object_colour_name`, :func:`object_track`): the palette colour nearest to a
+  generated video's object pixels, and their centroid per frame — what a caption of the grammar says
+  about its object (colour, direction of motion) checked on the video.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .captions import BACKGROUND_COLORS
+from .captions import BACKGROUND_COLORS, OBJECT_COLORS
 from .components import psnr
 from .world import Clip
 
@@ -135,3 +138,28 @@ def seed_diversity(videos: list[torch.Tensor]) -> float:
         raise ValueError("diversity needs at least two videos of the same row")
     return float(np.mean([torch.sqrt(((a.float() - b.float()) ** 2).mean()).item()
                           for a, b in itertools.combinations(videos, 2)]))
+
+
+def object_colour_name(video: torch.Tensor, background: str) -> str | None:
+    """Name of the :data:`OBJECT_COLORS` entry nearest (RGB) to the mean of the video's object pixels
+    (:func:`object_mask`); None if there are none."""
+    mask = object_mask(video, background)
+    if not mask.any():
+        return None
+    mean = video.float()[mask].mean(0)
+    return min(OBJECT_COLORS, key=lambda name: float(torch.linalg.vector_norm(mean - torch.tensor(OBJECT_COLORS[name]))))
+
+
+def object_track(video: torch.Tensor, background: str, color: str | None = None) -> torch.Tensor:
+    """``[F, 2]`` (x, y) centroid per frame of the object pixels (of the pixels within
+    :data:`OBJECT_COLOR_DISTANCE` of ``color`` when given), NaN where a frame has none."""
+    v = video.float()
+    mask = object_mask(v, background)
+    if color is not None:
+        mask &= torch.linalg.vector_norm(v - torch.tensor(OBJECT_COLORS[color]), dim=-1) < 2 * OBJECT_COLOR_DISTANCE
+    ys, xs = torch.meshgrid(torch.arange(v.shape[1], dtype=torch.float32), torch.arange(v.shape[2], dtype=torch.float32),
+                            indexing="ij")
+    count = mask.sum((1, 2)).float()
+    cx = (mask * xs).sum((1, 2)) / count
+    cy = (mask * ys).sum((1, 2)) / count
+    return torch.stack([cx, cy], dim=1)  # 0/0 = NaN where a frame has no object pixels

@@ -34,20 +34,21 @@ from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
 from vdot_nodes.core.sampling import shift_sigma
 from vdot_nodes.core.tiny import TINY_TRANSFORMER_CONFIG, build_tiny_transformer
 
-# Toy teacher: 4 Wan blocks of width 64 (4 heads × 16; rope split 8/4/4 over t/h/w), VACE blocks on
-# 0 and 2, text width 32 = the toy UMT5's d_model. ~0.4 M parameters: a few steps per second on a CPU.
-# It pairs with the toy VAE (4× spatial): 4×4 patches keep 16 tokens per latent frame at 64×64, and the
+# Toy teacher: 4 Wan blocks of width 128 (4 heads × 32; rope split 12/10/10 over t/h/w), a VACE block on
+# each, text width 32 = the toy UMT5's d_model. 2×2 patches on the 4×-compressed latent (64 tokens per
+# latent frame at 64×64, one per 8×8 pixels), so a spatial control can say where an object goes; with
+# 4×4 patches (16 tokens per frame) the previous toy teacher could not localise (object IoU 0.09). The
 # VACE context is 16 + 16 latent channels + a 4×4-unshuffled mask (16) = 48.
 TOY_TEACHER_CONFIG = dict(
     TINY_TRANSFORMER_CONFIG,
-    patch_size=(1, 4, 4),
+    patch_size=(1, 2, 2),
     vace_in_channels=48,
     num_attention_heads=4,
-    attention_head_dim=16,
+    attention_head_dim=32,
     freq_dim=64,
-    ffn_dim=128,
+    ffn_dim=256,
     num_layers=4,
-    vace_layers=[0, 2],
+    vace_layers=[0, 1, 2, 3],
 )
 
 
@@ -176,13 +177,25 @@ class TeacherTrainer:
         """Mean flow-matching loss over ``examples`` (fresh σ, ε and text dropout from ``generator``)."""
         g = self.generator if generator is None else generator
         shift, drop = float(self.cfg.get("shift", 3.0)), float(self.cfg.get("text_dropout", 0.1))
-        losses = []
-        for ex in examples:
+        draws = []
+        for ex in examples:  # the same draws, in the same order, however the rows are grouped below
             sigma = sample_sigmas(1, shift, g)
             noise = torch.randn(ex.x0.shape, generator=g)
             text = self.empty_text if float(torch.rand((), generator=g)) < drop else ex.text
-            losses.append(flow_matching_loss(self.model, ex.x0, text, sigma, noise, ex.control))
-        return torch.stack(losses).mean()
+            draws.append((ex, sigma, noise, text))
+        # Rows of one shape (same reference count, same text length) run as one batch: one forward
+        # instead of one per row, several times faster on a CPU; the loss is the same mean over rows.
+        groups: dict[tuple, list] = {}
+        for d in draws:
+            groups.setdefault((tuple(d[0].x0.shape), tuple(d[0].control.shape), tuple(d[3].shape)), []).append(d)
+        total = 0.0
+        for group in groups.values():
+            x0 = torch.cat([d[0].x0 for d in group])
+            control = torch.cat([d[0].control for d in group])
+            loss = flow_matching_loss(self.model, x0, torch.cat([d[3] for d in group]), torch.cat([d[1] for d in group]),
+                                      torch.cat([d[2] for d in group]), control)
+            total = total + loss * len(group)
+        return total / len(draws)
 
     def train_step(self, examples: list[TeacherExample]) -> float:
         self.model.train()

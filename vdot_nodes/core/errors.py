@@ -6,7 +6,9 @@ CLI user sees one readable line instead of a stack trace from deep inside torch.
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Mapping
 
 
 class VDOTInputError(ValueError):
@@ -19,12 +21,48 @@ class VDOTInputError(ValueError):
         super().__init__(f"{input_name}: {problem}. Fix: {fix}")
 
 
+class VDOTMissingInput(VDOTInputError):
+    """A needed input was not given. ``options``: the semantic inputs any one of which would do (inpaint:
+    mask or box); a front end rewrites the fix to say how to give them there (:func:`renamed_input`)."""
+
+    def __init__(self, input_name: str, problem: str, fix: str, options: tuple[str, ...] | None = None):
+        super().__init__(input_name, problem, fix)
+        self.options = tuple(options or (input_name,))
+
+
+def renamed_input(exc: VDOTInputError, names: Mapping[str, str],
+                  how_to_give: Mapping[str, str] | None = None) -> VDOTInputError:
+    """``exc`` (naming a semantic input, e.g. ``references[0]``, ``expand.top``) in a front end's terms.
+
+    ``names`` maps semantic names to the front end's (``"references": "--ref"``); an exact entry wins,
+    else the name's base is mapped and its ``[i]`` / ``.field`` tail kept. For a
+    :class:`VDOTMissingInput` whose options all have an entry in ``how_to_give`` (a phrase: ``"pass --ref
+    IMG [IMG ...]"``), the fix becomes those phrases joined by "or". Returns a new error, or ``exc`` when
+    nothing changes.
+    """
+    name = exc.input_name
+    base = re.match(r"[A-Za-z_]*", name).group(0)
+    new_name = names[name] if name in names else (names[base] + name[len(base):] if base in names else name)
+    fix = exc.fix
+    options = getattr(exc, "options", ())
+    if how_to_give and options and all(o in how_to_give for o in options):
+        fix = " or ".join(how_to_give[o] for o in options)
+    if (new_name, fix) == (name, exc.fix):
+        return exc
+    return VDOTInputError(new_name, exc.problem, fix)
+
+
 class VDOTCancelled(RuntimeError):
     """Raised between sampler steps when the user interrupts generation."""
 
 
 class UsageError(Exception):
-    """A bad command line (unknown flag, missing argument): reported as one line, exit status 2."""
+    """A bad command line (unknown flag, missing argument): reported as one line, exit status 2.
+    ``prog``: the (sub)command whose ``--help`` explains it."""
+
+    def __init__(self, message: str, prog: str | None = None):
+        super().__init__(message)
+        self.prog = prog
 
 
 def one_line_parser_class():
@@ -33,7 +71,7 @@ def one_line_parser_class():
 
     class OneLineParser(argparse.ArgumentParser):
         def error(self, message):
-            raise UsageError(message)
+            raise UsageError(message, self.prog)
 
     return OneLineParser
 
@@ -44,7 +82,7 @@ def run_subcommand(prog: str, parser, argv, run, interrupted: str = "interrupted
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
-        print(f"{prog}: error: {exc} (see {prog} --help)", file=sys.stderr)
+        print(f"{prog}: error: {exc}. Fix: see {exc.prog or prog} --help", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

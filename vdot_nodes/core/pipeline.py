@@ -209,9 +209,10 @@ class VDOTPipeline:
     def sample_latents(self, encoded: EncodedVCU, prompt_embeds: torch.Tensor,
                        negative_embeds: torch.Tensor | None, noise: SeededNoise, preset: SamplerPreset, *,
                        cfg: float = 1.0, control_scale: float = 1.0, init_latents: torch.Tensor | None = None,
-                       denoise: float = 1.0, progress: Progress | None = None) -> torch.Tensor:
+                       denoise: float = 1.0, progress: Progress | None = None, on_step=None) -> torch.Tensor:
         """The sampler on the transformer: latents ``[B, 16, f, h, w]`` without the reference frames, float32
-        on the CPU; NaN/inf is an error."""
+        on the CPU; NaN/inf is an error. ``on_step(k, x0)`` sees each step's x0-prediction without the
+        reference frames (previews)."""
         with self._transformer_on_device():
             cond = self.velocity_fn(prompt_embeds, encoded.control, control_scale)
             uncond = self.velocity_fn(negative_embeds, encoded.control, control_scale) if cfg != 1.0 else None
@@ -220,6 +221,8 @@ class VDOTPipeline:
                 latents = sample(
                     velocity, noise, encoded.latent_shape, preset, init_latents=init_latents, denoise=denoise,
                     device=self.device, progress=progress,
+                    on_step=None if on_step is None else
+                    lambda k, _x, x0: on_step(k, x0[:, :, encoded.num_reference_frames:]),
                 )
         latents = latents[:, :, encoded.num_reference_frames :].float().cpu()
         self._release_lazy("transformer")
@@ -246,6 +249,7 @@ class VDOTPipeline:
         cancel: CancelFn | None = None,
         return_latents: bool = False,
         vae_progress=None,
+        on_step=None,
     ) -> torch.Tensor:
         """Generate ``num_videos`` videos for one VCU (seeds ``seed, seed+1, …``).
 
@@ -257,6 +261,7 @@ class VDOTPipeline:
         counting sampler steps; it is asked to cancel between steps, phases and VAE chunks, and VAE chunks
         show as its notes. ``vae_progress``: a Progress of its own for VAE chunks (one update per chunk), or
         the callback ``vae_progress(phase, chunks_done)``.
+        ``on_step(k, x0)`` sees each step's x0-prediction without the reference frames (previews).
         """
         if isinstance(preset, str):
             preset = get_preset(preset)
@@ -278,7 +283,7 @@ class VDOTPipeline:
             init_latents = self.prepare_init_latents(init_frames, denoise, encoded)
         latents = self.sample_latents(encoded, prompt_embeds, negative_embeds, noise, preset, cfg=cfg,
                                       control_scale=control_scale, init_latents=init_latents, denoise=denoise,
-                                      progress=progress)
+                                      progress=progress, on_step=on_step)
         if return_latents:
             return latents
         progress.check_cancel()

@@ -360,6 +360,7 @@ def sample(
     progress: Progress | ProgressFn | None = None,
     cancel: CancelFn | None = None,
     exit_step: int | None = None,
+    on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Sample ``[len(noise.seeds), *sample_shape]`` latents with a preset (a name or a :class:`SamplerPreset`).
 
@@ -369,7 +370,7 @@ def sample(
     ``exit_step`` (training rollout, Self-Forcing's backward simulation): stop at step ``exit_step`` and
     return its x0-prediction; the steps before it run without grad and only that step keeps the
     caller's grad mode, so backprop goes through exactly one model call. For UniPC the x0 of the last
-    step is the sampler's output.
+    step is the sampler's output. ``on_step(k, x_k, x0_k)``: see :func:`run_schedule` (previews).
     """
     if isinstance(preset, str):
         preset = get_preset(preset)
@@ -381,7 +382,7 @@ def sample(
     if denoise < 1:
         x = (1 - sched.sigmas[0]) * init_latents.to(device=device, dtype=torch.float32) + sched.sigmas[0] * x
     return run_schedule(velocity_fn, x, sched, preset.solver, lambda: noise.draw(sample_shape, device),
-                        progress=progress, cancel=cancel, exit_step=exit_step)
+                        progress=progress, cancel=cancel, exit_step=exit_step, on_step=on_step)
 
 
 def run_schedule(velocity_fn: VelocityFn, x: torch.Tensor, sched: Schedule, solver: str,

@@ -116,6 +116,48 @@ def sample_frame_ids(timestamps: np.ndarray, n: int) -> list[int]:
     return np.where(inside.any(axis=1), np.argmax(inside, axis=1), before_gap).tolist()
 
 
+#: How VDOT Fit Video picks ``n`` of a clip's frames: the official spread over the whole clip, the
+#: first ``n``, or ``n`` frames at a target frame rate from the start.
+FIT_FRAME_SAMPLING = ("uniform", "first", "target_fps")
+
+
+def fit_frame_ids(available: int, n: int, sampling: str = "uniform", source_fps: float | None = None,
+                  target_fps: float | None = None, name: str = "images") -> list[int]:
+    """Indices of ``n`` frames out of ``available`` (see :data:`FIT_FRAME_SAMPLING`).
+
+    ``uniform`` is :func:`sample_frame_ids` on frames of equal duration (the rule ``vdot generate``
+    applies to a source file); ``target_fps`` takes frame ``floor(k · source_fps / target_fps)``, so
+    it needs the source's frame rate and never repeats a frame (a target above the source rate is an
+    error). Too few frames is an error, never padding.
+    """
+    if sampling not in FIT_FRAME_SAMPLING:
+        raise VDOTInputError("frame_sampling", f"unknown mode {sampling!r}", f"use one of {', '.join(FIT_FRAME_SAMPLING)}")
+    if n < 1:
+        raise VDOTInputError("num_frames", f"must be at least 1, got {n}", "use 4k+1 frames, e.g. 81")
+    if sampling == "target_fps":
+        if not source_fps or source_fps <= 0:
+            raise VDOTInputError("fps", "frame_sampling target_fps needs the source's frame rate",
+                                 "connect VDOT Load Video's fps output to fps, or pick uniform / first")
+        if not target_fps or target_fps <= 0 or target_fps > source_fps + 1e-6:
+            raise VDOTInputError("target_fps", f"{target_fps:g} is not in (0, {source_fps:g}] (the source's fps)",
+                                 f"use at most {source_fps:g}; a higher rate would repeat frames")
+        step = source_fps / target_fps
+        ids = [int(k * step + 1e-6) for k in range(n)]
+        if ids[-1] >= available:
+            most = int((available - 1) / step + 1e-6) + 1
+            raise VDOTInputError(name, f"has {available} frames at {source_fps:g} fps: {n} frames at {target_fps:g} fps "
+                                 f"need {ids[-1] + 1}", f"ask for at most {most} frames, lower target_fps or load more frames")
+        return ids
+    if n > available:
+        raise VDOTInputError(name, f"has {available} frames but {n} were asked for",
+                             f"ask for at most {available} frames or use a longer video")
+    if sampling == "first":
+        return list(range(n))
+    step = 1.0 / (source_fps or 1.0)
+    stamps = np.stack([np.arange(available) * step, (np.arange(available) + 1) * step], axis=1)
+    return sample_frame_ids(stamps, n)
+
+
 @dataclass(frozen=True)
 class SourcePlan:
     """Which source frames to take and the output size they are fitted to."""

@@ -83,4 +83,45 @@ def vae_tiling(vae, mode: str, height: int, width: int, tile: int = TILE, stride
                 setattr(vae, k, v)
 
 
-__all__ = ["AUTO_TILE_PIXELS", "TILING_MODES", "vae_chunks", "vae_tiling", "wants_tiling"]
+def expected_chunks(vae, phase: str, frames: int, height: int, width: int, mode: str = "auto") -> int:
+    """Encoder / decoder calls (what :func:`vae_chunks` counts) of one ``vae.encode`` of ``frames`` pixel
+    frames, or one ``vae.decode`` of ``frames`` latent frames, at ``height``×``width`` pixels under
+    :func:`vae_tiling` ``mode``. diffusers' loops: encode runs the first frame, then 4 at a time; decode
+    one latent frame at a time; with tiling, that per tile (tiles start every stride pixels, or
+    stride / compression latent pixels for decode). ``tests/test_preview.py`` pins it against the hooks."""
+    if wants_tiling(mode, height, width) and hasattr(vae, "enable_tiling"):
+        tile, stride = TILE, TILE_STRIDE
+    elif getattr(vae, "use_tiling", False):
+        tile, stride = vae.tile_sample_min_height, vae.tile_sample_stride_height
+    else:
+        tile = stride = None
+    calls = 1 + (frames - 1) // 4 if phase == "encode" else frames
+    if tile is None:
+        return calls
+    if phase == "encode":
+        if height <= tile and width <= tile:
+            return calls
+        return calls * -(-height // stride) * -(-width // stride)
+    s = int(getattr(vae, "spatial_compression_ratio", 8))
+    h, w = height // s, width // s
+    if h <= tile // s and w <= tile // s:
+        return calls
+    return calls * -(-h // (stride // s)) * -(-w // (stride // s))
+
+
+def generate_chunk_totals(vae, mode: str, num_frames: int, height: int, width: int, *, references: int = 0,
+                          num_videos: int = 1, init_frames: bool = False, decode: bool = True,
+                          temporal: int = 4) -> dict[str, int]:
+    """``{"encode": n, "decode": m}``: the VAE chunks one ``VDOTPipeline.generate`` runs (the VCU's
+    inactive and reactive videos, each reference image, the init video for denoise < 1; then each
+    video's latents), for a progress bar's total."""
+    per_video = expected_chunks(vae, "encode", num_frames, height, width, mode)
+    encode = 2 * per_video + references * expected_chunks(vae, "encode", 1, height, width, mode)
+    encode += per_video if init_frames else 0
+    latent_frames = (num_frames - 1) // temporal + 1
+    return {"encode": encode,
+            "decode": num_videos * expected_chunks(vae, "decode", latent_frames, height, width, mode) if decode else 0}
+
+
+__all__ = ["AUTO_TILE_PIXELS", "TILING_MODES", "expected_chunks", "generate_chunk_totals", "vae_chunks", "vae_tiling",
+           "wants_tiling"]

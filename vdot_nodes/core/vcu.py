@@ -12,8 +12,10 @@ A VCU is (prompt, frames, masks, references) with VACE semantics:
   they are VAE-encoded as extra latent frames in front of the video and stripped after sampling.
 F must be 4k+1, H and W multiples of 16.
 
-Besides the dataclass this module holds the task registry (:data:`TASKS`), one builder per task
-family (``build_*_vcu``), the dispatcher :func:`build_vcu` and :func:`validate_vcu`. Mask geometry
+Besides the dataclass this module holds the input checks, one builder per task family
+(``build_*_vcu``) and :func:`validate_vcu`. Which task uses which builder, and the dispatcher
+``build_vcu``, are the task registry (:mod:`vdot_nodes.core.tasks`). Errors name the semantic input
+(``control``, ``references``); each front end renames it to its flag / socket / field. Mask geometry
 lives in :mod:`vdot_nodes.core.preprocess.masks`, shared with the training data pipeline.
 """
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import VDOTInputError
+from .errors import VDOTInputError, VDOTMissingInput
 from .preprocess.masks import (
     GREY,
     binarize_mask,
@@ -56,139 +58,10 @@ class VCU:
     def width(self) -> int:
         return int(self.frames.shape[2])
 
-# --------------------------------------------------------------------------------------------
-# Task registry
-# --------------------------------------------------------------------------------------------
 
-FAMILIES = ("T2V", "R2V", "V2V", "MV2V", "composite")
+#: What a control video can show; the task registry (:mod:`vdot_nodes.core.tasks`) makes one V2V, one
+#: ``firstframe_*`` and one ``reference_*`` task of each.
 CONTROL_KINDS = ("depth", "pose", "flow", "grey", "scribble")
-
-#: Inputs every task accepts. ``num_frames``/``height``/``width`` set the size of t2v / r2v; for
-#: tasks driven by a video they are optional and, when given, must agree with that video
-#: (for outpaint: with the *source*, before expansion).
-COMMON_INPUTS = ("prompt", "negative_prompt", "num_frames", "height", "width")
-
-#: Where each :func:`build_vcu` input comes from in the CLI (``vdot generate``) and the nodes.
-INPUT_SOURCES = {
-    "control": "CLI --control <video|frame folder>, node input 'control'",
-    "source": "CLI --source <video|frame folder>, node input 'source'",
-    "mask": "CLI --mask <image|video>, node input 'mask'",
-    "box": "CLI --box X0,Y0,X1,Y1, node input 'box'",
-    "references": "CLI --ref IMG [IMG ...], node input 'references'",
-    "first_frame": "CLI --first-frame IMG, node input 'first_frame'",
-    "expand": "CLI --outpaint T,B,L,R, node inputs 'top','bottom','left','right'",
-    "overlap": "node input 'overlap'",
-    "mode": "CLI --extension-mode, node input 'mode'",
-    "keep_frames": "CLI --keep-frames, node input 'keep_frames'",
-    "seed": "CLI --seed, node input 'seed'",
-    "threshold": "node input 'threshold'",
-    "num_frames": "CLI --frames, node input 'num_frames'",
-    "height": "CLI --height, node input 'height'",
-    "width": "CLI --width, node input 'width'",
-    "prompt": "CLI --prompt, node input 'prompt'",
-    "negative_prompt": "CLI --negative-prompt, node input 'negative_prompt'",
-}
-
-_INPUT_WORDS = {
-    "control": "control video", "source": "source video", "references": "reference image(s)",
-    "first_frame": "first-frame image", "mask": "mask", "box": "box",
-    "expand": "outpaint sides (top, bottom, left, right pixels)",
-}
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One task: its family, a one-line description and the inputs :func:`build_vcu` takes for it.
-
-    ``required``: inputs that must be given; ``one_of``: exactly one of these must be given
-    (inpaint: ``mask`` or ``box``); ``optional``: task-specific extras. :data:`COMMON_INPUTS` are
-    always accepted; anything else is rejected.
-    """
-
-    name: str
-    family: str
-    description: str
-    required: tuple[str, ...] = ()
-    one_of: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
-    uvcbench: bool = True
-    control_kind: str | None = None
-
-    @property
-    def needs_control(self) -> bool:
-        return "control" in self.required
-
-    @property
-    def needs_references(self) -> bool:
-        return "references" in self.required
-
-    @property
-    def needs_first_frame(self) -> bool:
-        return "first_frame" in self.required
-
-    @property
-    def needs_source(self) -> bool:
-        return "source" in self.required
-
-    @property
-    def needs_mask(self) -> bool:
-        return "mask" in self.required or "mask" in self.one_of
-
-    @property
-    def accepted_inputs(self) -> tuple[str, ...]:
-        return COMMON_INPUTS + self.required + self.one_of + self.optional
-
-    @property
-    def needs(self) -> str:
-        """Human-readable list of required inputs, e.g. ``"source video + (mask or box)"``."""
-        parts = [_INPUT_WORDS.get(n, n) for n in self.required]
-        if self.one_of:
-            parts.append("(" + " or ".join(_INPUT_WORDS.get(n, n) for n in self.one_of) + ")")
-        return " + ".join(parts) if parts else "prompt only"
-
-
-def _task_table() -> dict[str, TaskSpec]:
-    tasks = [
-        TaskSpec("t2v", "T2V", "text to video", uvcbench=False),
-        TaskSpec("r2v", "R2V", "video of the subject(s) in one or more face/object reference images",
-                 required=("references",)),
-    ]
-    signal = {"depth": "a depth-map", "pose": "a pose-skeleton", "flow": "an optical-flow",
-              "grey": "a greyscale", "scribble": "a scribble/edge"}
-    for kind in CONTROL_KINDS:
-        tasks.append(TaskSpec(kind, "V2V", f"follow {signal[kind]} control video",
-                              required=("control",), control_kind=kind))
-    tasks += [
-        TaskSpec("outpaint", "MV2V", "expand the canvas: the source sits in a larger frame, the new border is generated",
-                 required=("source", "expand"), optional=("overlap",)),
-        TaskSpec("extension", "MV2V", "temporal extension: keep the first/last/a random clip of the source, generate the rest",
-                 required=("source",), optional=("mode", "keep_frames", "seed")),
-        TaskSpec("inpaint", "MV2V", "regenerate the masked region (mask or box) of the source video",
-                 required=("source",), one_of=("mask", "box"), optional=("threshold",), uvcbench=False),
-    ]
-    for kind in CONTROL_KINDS:
-        tasks.append(TaskSpec(f"firstframe_{kind}", "composite",
-                              f"start from a given first frame and follow {signal[kind]} control video",
-                              required=("control", "first_frame"), control_kind=kind))
-    for kind in CONTROL_KINDS:
-        tasks.append(TaskSpec(f"reference_{kind}", "composite",
-                              f"reference subject(s) following {signal[kind]} control video",
-                              required=("control", "references"), control_kind=kind))
-    table = {}
-    for t in tasks:
-        table[t.name] = TaskSpec(t.name, t.family, f"{t.description} [needs: {t.needs}]", t.required, t.one_of,
-                                 t.optional, t.uvcbench, t.control_kind)
-    return table
-
-
-#: Every task: t2v, the 18 UVCBench tasks (``uvcbench=True``) and inpaint (not in UVCBench).
-TASKS: dict[str, TaskSpec] = _task_table()
-
-
-def get_task(task: str) -> TaskSpec:
-    if task not in TASKS:
-        raise VDOTInputError("task", f"unknown task {task!r}", f"use one of: {', '.join(TASKS)}")
-    return TASKS[task]
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,7 +332,7 @@ def build_r2v_vcu(references, num_frames: int = 81, height: int = 480, width: in
     """R2V: like T2V plus one or more reference images, each placed on a white H x W canvas."""
     refs = as_references(references)
     if not refs:
-        raise VDOTInputError("references", "r2v needs at least one reference image", f"pass {INPUT_SOURCES['references']}")
+        raise VDOTMissingInput("references", "r2v needs at least one reference image", "give one or more reference images")
     _checked_shape(num_frames, height, width)
     device = refs[0].device
     placed = [place_on_white_canvas(r, height, width) for r in refs]
@@ -496,7 +369,7 @@ def _expand_sides(expand) -> tuple[int, int, int, int]:
         sides = ()
     if len(sides) != 4:
         raise VDOTInputError("expand", f"expected 4 pixel counts (top, bottom, left, right), got {expand!r}",
-                             "e.g. --outpaint 0,0,64,64 adds 64 pixels left and right")
+                             "e.g. (0, 0, 64, 64) adds 64 pixels left and right")
     return sides
 
 
@@ -558,10 +431,12 @@ def build_inpaint_vcu(source, mask=None, box=None, threshold: float = 0.5, promp
     (clamped to 0..1) as the VCU's ``soft_masks``: VACE's 64-channel mask input takes it unthresholded."""
     video = _checked_video(source, "source")
     f, h, w = video.shape[:3]
-    if (mask is None) == (box is None):
-        raise VDOTInputError("mask" if mask is None else "box",
-                             "inpaint needs exactly one of a mask or a box" + (", got both" if mask is not None else ""),
-                             f"pass either {INPUT_SOURCES['mask']} or {INPUT_SOURCES['box']}")
+    if mask is None and box is None:
+        raise VDOTMissingInput("mask", "inpaint needs exactly one of a mask or a box", "give either a mask or a box",
+                               options=("mask", "box"))
+    if mask is not None and box is not None:
+        raise VDOTInputError("box", "inpaint needs exactly one of a mask or a box, got both",
+                             "give either a mask or a box, not both")
     soft = None
     if mask is not None:
         given = as_mask(mask, "mask", f, h, w).to(video.device)
@@ -615,78 +490,8 @@ def build_reference_control_vcu(control, references, task: str = "reference_dept
     f, h, w = frames.shape[:3]
     refs = as_references(references)
     if not refs:
-        raise VDOTInputError("references", f"{task} needs at least one reference image",
-                             f"pass {INPUT_SOURCES['references']}")
+        raise VDOTMissingInput("references", f"{task} needs at least one reference image",
+                               "give one or more reference images")
     placed = [place_on_white_canvas(r, h, w).to(frames.device) for r in refs]
     return validate_vcu(VCU(task, frames.contiguous(), torch.ones(f, h, w, device=frames.device), placed,
                             prompt, negative_prompt))
-
-
-def _present(value) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, (list, tuple)) and len(value) == 0:
-        return False
-    return True
-
-
-def _check_shape_args(spec: TaskSpec, video, name: str, shape: dict) -> None:
-    """For video-driven tasks: num_frames/height/width, when given, must match the video."""
-    v = as_video(video, name)
-    actual = {"num_frames": v.shape[0], "height": v.shape[1], "width": v.shape[2]}
-    for key, value in shape.items():
-        if value is not None and value != actual[key]:
-            what = "frames" if key == "num_frames" else key
-            raise VDOTInputError(key, f"is {value} but the {name} video's {what} is {actual[key]}",
-                                 f"set {key} to {actual[key]} or resize the {name} video "
-                                 f"(task {spec.name} takes its size from the {name})")
-
-
-def build_vcu(task: str, **inputs) -> VCU:
-    """Build the VCU for ``task`` (a key of :data:`TASKS`) from named inputs (torch tensors in
-    ComfyUI layout: videos ``[F, H, W, 3]`` 0..1, masks ``[F, H, W]`` or ``[H, W]``, images
-    ``[H, W, 3]``). Checks that the task's required inputs are present and rejects inputs the task
-    does not use (``None`` / empty lists count as absent). Returns a validated :class:`VCU`."""
-    spec = get_task(task)
-    all_inputs = set(INPUT_SOURCES)
-    for key in inputs:
-        if key not in all_inputs:
-            raise VDOTInputError(key, "is not an input of any task", f"valid inputs: {', '.join(sorted(all_inputs))}")
-    given = {k: v for k, v in inputs.items() if _present(v)}
-    for key in spec.required:
-        if key not in given:
-            raise VDOTInputError(key, f"task {task!r} needs a {_INPUT_WORDS.get(key, key)} but none was given",
-                                 f"pass {INPUT_SOURCES[key]}")
-    if spec.one_of and sum(k in given for k in spec.one_of) != 1:
-        key = next((k for k in spec.one_of if k in given), spec.one_of[0])
-        both = sum(k in given for k in spec.one_of) > 1
-        raise VDOTInputError(key, f"task {task!r} needs exactly one of {' / '.join(spec.one_of)}"
-                             + (", got both" if both else ", got none"),
-                             " or ".join(f"pass {INPUT_SOURCES[k]}" for k in spec.one_of))
-    accepted = set(spec.accepted_inputs)
-    for key in given:
-        if key not in accepted:
-            users = [n for n, s in TASKS.items() if key in s.accepted_inputs]
-            raise VDOTInputError(key, f"task {task!r} does not use it",
-                                 f"remove it, or pick a task that uses it ({', '.join(users)})")
-    text = {"prompt": given.get("prompt", ""), "negative_prompt": given.get("negative_prompt", "")}
-    shape = {k: given[k] for k in ("num_frames", "height", "width") if k in given}
-    if spec.family in ("T2V", "R2V"):
-        extra = {"references": given["references"]} if spec.family == "R2V" else {}
-        builder = build_t2v_vcu if spec.family == "T2V" else build_r2v_vcu
-        return builder(**extra, **shape, **text)
-    video_name = "control" if spec.needs_control else "source"
-    _check_shape_args(spec, given[video_name], video_name, shape)
-    if spec.family == "V2V":
-        return build_control_vcu(given["control"], task=task, **text)
-    if task == "outpaint":
-        return build_outpaint_vcu(given["source"], given["expand"], overlap=given.get("overlap", 0), **text)
-    if task == "extension":
-        opts = {k: given[k] for k in ("mode", "keep_frames", "seed") if k in given}
-        return build_extension_vcu(given["source"], **opts, **text)
-    if task == "inpaint":
-        opts = {k: given[k] for k in ("mask", "box", "threshold") if k in given}
-        return build_inpaint_vcu(given["source"], **opts, **text)
-    if spec.needs_first_frame:
-        return build_firstframe_control_vcu(given["control"], given["first_frame"], task=task, **text)
-    return build_reference_control_vcu(given["control"], given["references"], task=task, **text)

@@ -5,12 +5,12 @@ Each module defines ``NODE_CLASS_MAPPINGS`` / ``NODE_DISPLAY_NAME_MAPPINGS``; th
 
 from __future__ import annotations
 
-from . import io, loaders, long_video, lora, preprocess, sampler, text, vcu
+from . import io, loaders, long_video, lora, native, preprocess, preview, sampler, text, vcu
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 
 # The order is the order ComfyUI lists the nodes in.
-for _module in (loaders, lora, text, vcu, sampler, long_video, io, preprocess):
+for _module in (loaders, lora, text, vcu, sampler, native, long_video, io, preprocess, preview):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -21,7 +21,7 @@ from ..core.preprocess.weights import COMFY_ROOT_ENV
 from ..core.progress import Progress
 
 EMBEDDED = "vdot-toy (embedded)"
-MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators", "loras")
+MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators", "loras", "vae_approx")
 EXAMPLES_PREFIX = "vdot_examples/"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".avi")
@@ -38,6 +38,16 @@ def _folder_paths():
         return folder_paths
     except ImportError:
         return None
+
+
+def has_control_widget(name: str, type_, options: dict) -> bool:
+    """Whether ComfyUI's frontend puts a "control after generate" widget after this input (and stores
+    its value next in a workflow's widgets_values): an INT that declares ``control_after_generate``
+    (a string is the control's default), or, when it declares nothing, an INT named seed / noise_seed."""
+    if type_ != "INT":
+        return False
+    flag = options.get("control_after_generate")
+    return bool(name in ("seed", "noise_seed") if flag is None else flag)
 
 
 def _register_annotator_folder() -> None:
@@ -84,6 +94,12 @@ def output_dir() -> Path:
     return Path(fp.get_output_directory()) if fp is not None else _root() / "output"
 
 
+def temp_dir() -> Path:
+    """ComfyUI's temp folder (emptied when ComfyUI starts): where previews go."""
+    fp = _folder_paths()
+    return Path(fp.get_temp_directory()) if fp is not None else _root() / "temp"
+
+
 def _check_kind(kind: str) -> None:
     if kind not in MODEL_KINDS:
         raise VDOTInputError("kind", f"unknown model folder {kind!r}", f"use one of {MODEL_KINDS}")
@@ -112,7 +128,7 @@ def list_models(kind: str) -> list[str]:
             names = _scan(models_dir() / kind, extensions)
     except VDOTInputError:
         names = []
-    return ([EMBEDDED] if kind not in ("vdot_annotators", "loras") else []) + names
+    return ([EMBEDDED] if kind not in ("vdot_annotators", "loras", "vae_approx") else []) + names
 
 
 def model_folders(kind: str) -> list[Path]:
@@ -170,13 +186,14 @@ def model_path(kind: str, name: str, input_name: str = "model_name") -> Path:
 
 
 def list_inputs(extensions) -> list[str]:
-    """Files in ComfyUI's input folder with these extensions, then the pack's bundled examples."""
+    """Files in ComfyUI's input folder with these extensions, then the pack's bundled examples (once:
+    a copy of them in ``input/vdot_examples/`` lists under the same name)."""
     exts = tuple(e.lower() for e in extensions)
     try:
         names = _scan(input_dir(), exts)
     except VDOTInputError:
         names = []
-    return names + [EXAMPLES_PREFIX + n for n in _scan(EXAMPLES_DIR, exts)]
+    return list(dict.fromkeys(names + [EXAMPLES_PREFIX + n for n in _scan(EXAMPLES_DIR, exts)]))
 
 
 def _confined(path: Path, root: Path, input_name: str, what: str) -> Path:
@@ -200,20 +217,30 @@ def input_path(name: str, extensions=VIDEO_EXTENSIONS + IMAGE_EXTENSIONS, input_
     if name not in list_inputs(extensions):
         raise VDOTInputError(input_name, f"{name!r} is not in ComfyUI's input folder",
                              "upload the file (or copy it into ComfyUI/input/) and pick it from the list")
-    if name.startswith(EXAMPLES_PREFIX):
+    # An example copied into input/vdot_examples/ (what the frontend previews) is read from there, so the
+    # preview and the run show the same file; without a copy, the bundled one.
+    if name.startswith(EXAMPLES_PREFIX) and not _in_input(name):
         return _confined(EXAMPLES_DIR / name[len(EXAMPLES_PREFIX):], EXAMPLES_DIR, input_name, "examples")
     return _confined(input_dir() / name, input_dir(), input_name, "input")
 
 
-def unique_output_path(filename_prefix: str, extension: str) -> Path:
+def _in_input(name: str) -> bool:
+    try:
+        return (input_dir() / name).is_file()
+    except VDOTInputError:
+        return False
+
+
+def unique_output_path(filename_prefix: str, extension: str, root: Path | None = None) -> Path:
     """``<output>/<prefix>_00001_.<ext>`` with the first free counter; never an existing file.
 
-    ``extension`` "" gives a folder name (for PNG frame sequences).
+    ``extension`` "" gives a folder name (for PNG frame sequences); ``root`` another folder than
+    the output folder (the temp folder, for previews).
     """
     _reject_unsafe(filename_prefix, "filename_prefix")
     prefix = filename_prefix.strip() or "VDOT/video"
     _reject_unsafe(prefix, "filename_prefix")
-    out = output_dir()
+    out = output_dir() if root is None else root
     target_dir = (out / prefix).parent
     stem = Path(prefix).name
     # Checked before and after creating the folders: a symlinked folder under output/ must not
@@ -241,9 +268,16 @@ class _TqdmBar:
         if self._bar.n >= self._bar.total:
             self._bar.close()
 
+    def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
+        """ComfyUI's ``ProgressBar.update_absolute`` (a preview has nowhere to go here)."""
+        if total is not None:
+            self._bar.total = total
+        self.update(value - self._bar.n)
+
 
 def progress_bar(total: int, desc: str = "VDOT"):
-    """ComfyUI's ProgressBar when running in ComfyUI, else a tqdm bar; both have ``update(n)``."""
+    """ComfyUI's ProgressBar when running in ComfyUI, else a tqdm bar; both have ``update(n)`` and
+    ``update_absolute(value, total)``."""
     try:
         import comfy.utils
 
@@ -297,6 +331,57 @@ def make_progress(total: int, desc: str = "VDOT") -> ComfyProgress:
     return ComfyProgress(total, desc)
 
 
+def _comfy_preview_settings():
+    """``(enabled, max size)`` of ComfyUI's own preview options (``--preview-method none`` turns ours off
+    too); None outside ComfyUI, where a preview has nowhere to go."""
+    try:
+        from comfy.cli_args import LatentPreviewMethod, args
+    except ImportError:
+        return None
+    return args.preview_method != LatentPreviewMethod.NoPreviews, getattr(args, "preview_size", 512)
+
+
+def make_step_previews(total: int, step_preview):
+    """An ``on_step(k, x0)`` callback that shows ``step_preview(x0)`` (a frame ``[H, W, 3]`` in 0..1) in
+    ComfyUI's progress bar after each step, as ComfyUI's own samplers do; None when there is no preview
+    function, no ComfyUI, or ComfyUI's previews are off."""
+    settings = _comfy_preview_settings()
+    if step_preview is None or settings is None or not settings[0]:
+        return None
+    import comfy.utils
+    import torch
+    from PIL import Image
+
+    bar = comfy.utils.ProgressBar(total)
+
+    def on_step(k, x0) -> None:
+        frame = (step_preview(x0) * 255).round().to(torch.uint8).cpu().numpy()
+        bar.update_absolute(k + 1, total, ("JPEG", Image.fromarray(frame), settings[1]))
+
+    return on_step
+
+
+def make_vae_progress(totals: dict[str, int]):
+    """A ``vae_progress(phase, chunks_done)`` callback: one bar per phase ("encode", "decode") with the
+    totals of ``vae_tiling.generate_chunk_totals``. Each ``vae_chunks`` block counts from 1 again, so
+    the counts of successive blocks of one phase are added up."""
+    bars: dict[str, object] = {}
+    state = {phase: {"last": 0, "base": 0} for phase in totals}
+
+    def progress(phase: str, done: int) -> None:
+        total = max(int(totals.get(phase, 0)), 1)
+        s = state.setdefault(phase, {"last": 0, "base": 0})
+        if done <= s["last"]:  # a new block of this phase started
+            s["base"] += s["last"]
+        s["last"] = done
+        if phase not in bars:
+            bars[phase] = progress_bar(total, f"VAE {phase}")
+        bar = bars[phase]
+        bar.update_absolute(min(s["base"] + done, total), total)
+
+    return progress
+
+
 def make_cancel():  # the callback form, for loops that take ``cancel()`` (ComfyUI's SAMPLER)
     """A ``cancel()`` callback: raises ComfyUI's interrupt when pressed, else returns False."""
 
@@ -315,3 +400,23 @@ def ksampler(sampler_function):
         raise VDOTInputError("sampler", "a SAMPLER object needs ComfyUI (comfy.samplers is not importable)",
                              "use this node inside ComfyUI, or VDOT Sampler outside it") from None
     return comfy.samplers.KSAMPLER(sampler_function)
+
+
+def model_loader(patcher, latent_shape):
+    """A ``load()`` that brings a ComfyUI MODEL onto its device with its weight patches (LoRA) applied and room
+    for a ``latent_shape`` batch, as ComfyUI's samplers do; None outside ComfyUI (nothing to load)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return None
+    return lambda: mm.load_models_gpu([patcher], memory_required=patcher.memory_required(list(latent_shape)))
+
+
+def wan_latent_format():
+    """ComfyUI's Wan 2.1 latent format (normalisation of the Wan VAE's latents)."""
+    try:
+        import comfy.latent_formats
+    except ImportError:
+        raise VDOTInputError("vae", "ComfyUI's latent formats are not importable",
+                             "use this node inside ComfyUI") from None
+    return comfy.latent_formats.Wan21()

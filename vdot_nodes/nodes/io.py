@@ -2,22 +2,51 @@
 
 Outputs are standard IMAGE (frames as the batch) / MASK plus fps, so core CreateVideo / SaveVideo
 and VideoHelperSuite plug in too. Loads read only ComfyUI's input folder and the pack's bundled
-examples; saves write only under the output folder and never over an existing file.
+examples (copied into ``input/vdot_examples/`` so the frontend can preview them); saves write only
+under the output folder, previews only under the temp folder, never over an existing file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import torch
 
 from ..core import video_io
+from ..core.atomic import atomic_write_bytes
 from ..core.errors import VDOTInputError
 from ..core.preprocess.masks import MASK_CHANNELS, binarize_mask, image_to_mask
 from ..core.preprocess.video_ops import FIT_MODES, fit_video
+from ..core.source_prep import FIT_FRAME_SAMPLING, fit_frame_ids
 from ..core.validate import validate_generate
 from ..core.vcu import check_frame_count, check_size
 from . import comfy
+
+logger = logging.getLogger(__name__)
+
+
+def copy_examples_to_input() -> list:
+    """Copy the bundled examples into ``input/vdot_examples/`` so the frontend can preview them (it
+    shows only files of the input folder). Runs when the load nodes are listed; a file already there
+    is never replaced (a user's file of that name stays and is what runs). Returns the copies made."""
+    try:
+        target = comfy.input_dir() / comfy.EXAMPLES_PREFIX.rstrip("/")
+    except VDOTInputError:  # no ComfyUI and no folder root: nothing to copy into
+        return []
+    made = []
+    for src in sorted(comfy.EXAMPLES_DIR.iterdir()):
+        dst = target / src.name
+        if not src.is_file() or src.name.startswith(".") or dst.exists() or dst.is_symlink():
+            continue
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dst, src.read_bytes())  # a few tens of kB each
+            made.append(dst)
+        except (OSError, VDOTInputError) as exc:  # a read-only input folder: examples still run, unpreviewed
+            logger.warning("VDOT: could not copy example %s into %s (%s)", src.name, target, exc)
+            break
+    return made
 
 
 def _file_hash(path) -> str:
@@ -38,6 +67,7 @@ class VDOTLoadVideo:
 
     @classmethod
     def INPUT_TYPES(cls):
+        copy_examples_to_input()
         return {"required": {
             "video": (comfy.list_inputs(comfy.VIDEO_EXTENSIONS), {
                 "video_upload": True, "tooltip": "A video in ComfyUI/input (upload one), or a bundled example."}),
@@ -77,6 +107,7 @@ class VDOTLoadImage:
 
     @classmethod
     def INPUT_TYPES(cls):
+        copy_examples_to_input()
         return {"required": {"image": (comfy.list_inputs(comfy.IMAGE_EXTENSIONS), {
             "image_upload": True, "tooltip": "An image in ComfyUI/input (upload one), or a bundled example."})}}
 
@@ -114,8 +145,9 @@ class VDOTImageToMask:
 
 
 class VDOTFitVideo:
-    DESCRIPTION = ("Cut a video to num_frames and resize it to width×height — the one explicit place frames are cut "
-                   "or resized (VDOT never pads or resizes silently). VACE needs 4k+1 frames and multiples of 16.")
+    DESCRIPTION = ("Pick num_frames frames of a video (spread over the whole clip, the first ones, or at a target "
+                   "frame rate) and resize them to width×height — the one explicit place frames are picked or "
+                   "resized (VDOT never pads or resizes silently). VACE needs 4k+1 frames and multiples of 16.")
     CATEGORY = "VDOT/io"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
@@ -129,18 +161,33 @@ class VDOTFitVideo:
             "width": ("INT", {"default": 832, "min": 16, "max": 2048, "step": 16, "tooltip": "Output width."}),
             "height": ("INT", {"default": 480, "min": 16, "max": 2048, "step": 16, "tooltip": "Output height."}),
             "num_frames": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
-                                   "tooltip": "Keep the first num_frames frames (4k+1). Fewer frames is an error."}),
+                                   "tooltip": "Frames to keep (4k+1), picked by frame_sampling. Fewer frames in the "
+                                              "video is an error."}),
             "mode": (list(FIT_MODES), {"default": "crop", "tooltip": "crop: keep aspect, cover and cut the overflow "
                                                                     "(the official VDOT resize); pad: keep aspect, black "
                                                                     "bars; stretch: distort to fit."}),
+        }, "optional": {
+            "frame_sampling": (list(FIT_FRAME_SAMPLING), {
+                "default": "uniform", "tooltip": "uniform: spread over the whole clip (the official rule, as vdot "
+                                                 "generate); first: the first num_frames frames; target_fps: from the "
+                                                 "start at target_fps (needs fps connected)."}),
+            "target_fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                                     "tooltip": "Frame rate for frame_sampling target_fps (Wan makes 16 fps); at most "
+                                                "the source's."}),
+            "fps": ("FLOAT", {"forceInput": True, "tooltip": "The source's frame rate (VDOT Load Video's fps), for "
+                                                             "target_fps."}),
         }}
 
-    def fit(self, images, width, height, num_frames, mode):
+    def fit(self, images, width, height, num_frames, mode, frame_sampling="uniform", target_fps=16.0, fps=None):
         # This node's promise is a VACE-ready video: 4k+1 frames, sizes multiples of 16 (an API-format
         # workflow bypasses the widgets' step), within the sampler's caps.
         validate_generate({"num_frames": num_frames, "height": height, "width": width})
         check_frame_count(num_frames, "num_frames")
         check_size(height, width, "width/height")
+        available = 1 if images.ndim == 3 else int(images.shape[0])
+        if available > 1 or num_frames > 1:
+            ids = fit_frame_ids(available, num_frames, frame_sampling, fps, target_fps, name="images")
+            images = images[ids]
         return (fit_video(images, num_frames, height, width, name="images", mode=mode),)
 
 
@@ -180,12 +227,40 @@ class VDOTSaveVideo:
         return {"ui": {"images": [result], "animated": [True]}, "result": ()}
 
 
+class VDOTPreviewVideo:
+    DESCRIPTION = ("Show frames as a video on the node (an H.264 mp4 in ComfyUI's temp folder, which ComfyUI empties "
+                   "when it starts); nothing is written to the output folder.")
+    CATEGORY = "VDOT/io"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "preview"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "frames": ("IMAGE", {"tooltip": "The video's frames."}),
+            "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                              "tooltip": "Frame rate (Wan makes 16 fps)."}),
+        }}
+
+    def preview(self, frames, fps):
+        validate_generate({"fps": fps})
+        video_io.check_frames(frames, "frames")
+        root = comfy.temp_dir()
+        path = comfy.unique_output_path("VDOT/preview", "mp4", root=root)
+        video_io.write_video(frames, path, fps=fps, crf=17)
+        subfolder = path.parent.relative_to(root).as_posix()
+        result = {"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": "temp"}
+        return {"ui": {"images": [result], "animated": [True]}, "result": ()}
+
+
 NODE_CLASS_MAPPINGS = {
     "VDOTLoadVideo": VDOTLoadVideo,
     "VDOTLoadImage": VDOTLoadImage,
     "VDOTImageToMask": VDOTImageToMask,
     "VDOTFitVideo": VDOTFitVideo,
     "VDOTSaveVideo": VDOTSaveVideo,
+    "VDOTPreviewVideo": VDOTPreviewVideo,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "VDOTLoadVideo": "VDOT Load Video",
@@ -193,4 +268,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "VDOTImageToMask": "VDOT Image to Mask",
     "VDOTFitVideo": "VDOT Fit Video",
     "VDOTSaveVideo": "VDOT Save Video",
+    "VDOTPreviewVideo": "VDOT Preview Video",
 }

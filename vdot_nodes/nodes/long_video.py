@@ -74,12 +74,18 @@ class VDOTLongVideo:
             resident = resident_blocks_for(model.module, int(model.vram_budget_gb * 1e9), tokens, 2 if cfg != 1.0 else 1)
         pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
                             offload="model" if model.offload else "none")
+        from ..core.vae_tiling import generate_chunk_totals
+
+        chunks = [generate_chunk_totals(vae.module, pipe.vae_tiling, w.length, vcu.height, vcu.width,
+                                        references=len(vcu.references), temporal=pipe.vae_temporal) for w in plan]
+        vae_progress = comfy.make_vae_progress({phase: sum(c[phase] for c in chunks) for phase in ("encode", "decode")})
         with lora_context(model):
             frames = generate_long_video(
                 pipe, vcu, window=window, overlap=overlap, colour_match=colour_match, seed=seed,
                 preset=preset, cfg=cfg, control_scale=control_scale,
                 prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
                 progress=comfy.make_progress(preset.steps * len(plan), "VDOT Long Video"), cancel=comfy.make_cancel(),
+                vae_progress=vae_progress,
             )
         return (frames,)
 

@@ -80,22 +80,15 @@ class VDOTSampler:
             },
             "optional": {
                 "init_frames": ("IMAGE", {"tooltip": "Starting video for denoise < 1 (same size and frame count as the VCU)."}),
+                "preview_decoder": ("VDOT_PREVIEW_DECODER", {"tooltip": "From VDOT Preview Decoder Loader (TAEW2.1): "
+                                    "step previews decoded by it (without it: ComfyUI's latent-RGB colours), and the "
+                                    "final video too when its final_video is on."}),
             },
         }
 
     def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
-               init_frames=None):
-        # Widgets are bounded in the UI, but an API-format workflow can send anything: the one
-        # validation layer checks types, NaN/inf, ranges, seed + num_videos and the memory estimate.
-        # steps / shift 0 mean "the preset's own"; anything else is an override and is checked.
-        overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
-        validate_generate(dict(seed=seed, cfg=cfg, denoise=denoise, control_scale=control_scale,
-                               num_videos=num_videos, num_frames=vcu.num_frames, height=vcu.height, width=vcu.width,
-                               **overrides), SOCKET_NAMES)
-        preset = node_preset(preset, steps, shift)
-        if cfg != 1.0 and embeds.negative is None:
-            raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
-                                 "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
+               init_frames=None, preview_decoder=None):
+        preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos)
         device = comfy.torch_device()
         resident = None
         if getattr(model, "vram_budget_gb", 0) and device.type != "cpu":  # Model Loader's budget: block swap
@@ -106,14 +99,55 @@ class VDOTSampler:
                                            num_videos * (2 if cfg != 1.0 else 1))
         pipe = VDOTPipeline(model.module, vae.module, device=device, resident_blocks=resident,
                             offload="model" if model.offload else "none")
+        # Previews: TAEW2.1 when connected (refused here, before sampling, for the toy VAE's latents),
+        # else latent-RGB for Wan 2.1 latents; the VAE's chunks get their own bars.
+        from ..core.preview import decode_draft, make_step_preview
+        from ..core.vae_tiling import generate_chunk_totals
+
+        tae = preview_decoder.decoder if preview_decoder is not None else None
+        draft = tae is not None and preview_decoder.final_video
+        step_preview = make_step_preview(vae.module, tae)
+        cancel = comfy.make_cancel()
+        vae_progress = comfy.make_vae_progress(generate_chunk_totals(
+            vae.module, pipe.vae_tiling, vcu.num_frames, vcu.height, vcu.width, references=len(vcu.references),
+            num_videos=num_videos, init_frames=denoise < 1.0, decode=not draft, temporal=pipe.vae_temporal))
         with lora_context(model):
-            frames = pipe.generate(
-                vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
-                control_scale=control_scale, denoise=denoise, init_frames=init_frames,
-                prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
-                progress=comfy.make_progress(preset.steps, "VDOT Sampler"), cancel=comfy.make_cancel(),
-            )
+            frames = generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos,
+                                     init_frames, "VDOT Sampler", cancel=cancel, vae_progress=vae_progress,
+                                     on_step=comfy.make_step_previews(preset.steps, step_preview),
+                                     return_latents=draft)
+        if draft:
+            frames = decode_draft(vae.module, tae, frames, cancel=cancel,
+                                  progress=comfy.make_progress(frames.shape[0] * frames.shape[2], "TAE decode"))
         return (frames.reshape(-1, *frames.shape[2:]),)
+
+
+def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos):
+    """What both samplers check before any model runs; returns the preset with the node's overrides."""
+    # Widgets are bounded in the UI, but an API-format workflow can send anything: the one
+    # validation layer checks types, NaN/inf, ranges, seed + num_videos and the memory estimate.
+    # steps / shift 0 mean "the preset's own"; anything else is an override and is checked.
+    overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
+    validate_generate(dict(seed=seed, cfg=cfg, denoise=denoise, control_scale=control_scale,
+                           num_videos=num_videos, num_frames=vcu.num_frames, height=vcu.height, width=vcu.width,
+                           **overrides), SOCKET_NAMES)
+    if cfg != 1.0 and embeds.negative is None:
+        raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
+                             "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
+    return node_preset(preset, steps, shift)
+
+
+def generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
+                    desc: str, cancel=None, **options) -> torch.Tensor:
+    """The samplers' shared run: one progress tick per step, Cancel between steps; frames
+    ``[num_videos, F, H, W, 3]`` (or latents with ``return_latents=True``). ``options`` go to
+    ``VDOTPipeline.generate`` (``vae_progress``, ``on_step``, ``return_latents``)."""
+    return pipe.generate(
+        vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
+        control_scale=control_scale, denoise=denoise, init_frames=init_frames,
+        prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
+        progress=comfy.make_progress(preset.steps, desc), cancel=cancel or comfy.make_cancel(), **options,
+    )
 
 
 class VDOTSigmas:

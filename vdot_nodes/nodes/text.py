@@ -72,10 +72,11 @@ class VDOTTextEncode:
 
 def _from_conditioning(conditioning, name: str) -> torch.Tensor:
     """ComfyUI CONDITIONING (``[[tensor [1, L, D], {...}], ...]``) → ``[1, 512, D]`` zero-padded."""
-    try:
-        cond = conditioning[0][0]
-    except (TypeError, IndexError, KeyError):
-        raise VDOTInputError(name, "is not a ComfyUI CONDITIONING", "connect a CLIP Text Encode output") from None
+    if not isinstance(conditioning, (list, tuple)) or not conditioning or not isinstance(conditioning[0], (list, tuple)) \
+            or not conditioning[0]:
+        raise VDOTInputError(name, f"is a {type(conditioning).__name__}, not a ComfyUI CONDITIONING",
+                             "connect a CLIP Text Encode output")
+    cond = conditioning[0][0]
     if not isinstance(cond, torch.Tensor) or cond.ndim != 3 or cond.shape[0] != 1:
         raise VDOTInputError(name, f"holds {type(cond).__name__} {getattr(cond, 'shape', '')}, not [1, tokens, dim]",
                              "connect CLIP Text Encode with a umt5_xxl CLIP (type wan)")

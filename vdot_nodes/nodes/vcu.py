@@ -1,4 +1,6 @@
-"""VCU nodes: one per task family, each a socket declaration over one ``vdot_nodes.core.vcu`` builder.
+"""VCU nodes: one per task family, each a socket declaration over the task registry
+(``vdot_nodes.core.tasks``): the tasks a node builds, and its ``kind`` list, are the registry's entries
+naming that node; its sockets are the tasks' semantic inputs (``expand`` is four side sockets).
 
 A VCU (video condition unit) is the frames, masks (1 = generate) and reference images that tell
 VDOT what to make. Videos are ComfyUI IMAGE batches ``[F, H, W, 3]``; frame counts must be 4k+1 and
@@ -8,17 +10,23 @@ sizes multiples of 16 — use VDOT Fit Video to get there explicitly.
 from __future__ import annotations
 
 from ..core import vcu as core
-from ..core.errors import VDOTInputError
+from ..core.errors import VDOTInputError, renamed_input
 from ..core.preprocess.masks import binarize_mask
+from ..core.tasks import build_vcu, tasks_of_node
 
-CONTROL_KINDS = ["depth", "pose", "flow", "grey", "scribble"]
 _SIZE = {"min": 16, "max": 2048, "step": 16}
 _W = ("INT", {"default": 832, **_SIZE, "tooltip": "Video width in pixels (multiple of 16)."})
 _H = ("INT", {"default": 480, **_SIZE, "tooltip": "Video height in pixels (multiple of 16)."})
 _FRAMES = ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
                    "tooltip": "Frame count, 4k+1 (81 = 5 s at Wan's 16 fps)."})
-_KIND = (CONTROL_KINDS, {"default": "depth", "tooltip": "What the control video shows (made by a VDOT/preprocess node "
-                                                         "or another annotator)."})
+
+
+def _kind(node: str):
+    """The ``kind`` combo of a node building one task per control kind: those tasks' kinds."""
+    kinds = [spec.control_kind for spec in tasks_of_node(node)]
+    return (kinds, {"default": kinds[0], "tooltip": "What the control video shows (made by a VDOT/preprocess node "
+                                                    "or another annotator)."})
+
 _CONTROL = ("IMAGE", {"tooltip": "Control video (frames as the batch): depth / pose / flow / grey / scribble."})
 _SOURCE = ("IMAGE", {"tooltip": "Source video (frames as the batch)."})
 _REFS = ("IMAGE", {"tooltip": "Reference image(s), one per batch item: faces, objects, characters. Each is placed "
@@ -29,12 +37,34 @@ def _images(batch) -> list:
     return [img for img in batch]
 
 
+# The registry's semantic inputs as these nodes' sockets (the others are spelled the same), and how
+# to give a missing one.
+SOCKETS = {"expand": "top/bottom/left/right", **{f"expand.{side}": side for side in ("top", "bottom", "left", "right")}}
+HOW_TO_GIVE = {"mask": "connect a MASK to 'mask'", "box": "type x0,y0,x1,y1 (pixels) in 'box'"}
+
+
 class _VCUNode:
     CATEGORY = "VDOT/VCU"
     RETURN_TYPES = ("VDOT_VCU",)
     RETURN_NAMES = ("vcu",)
     OUTPUT_TOOLTIPS = ("Video condition unit for VDOT Sampler.",)
     FUNCTION = "build"
+
+    @classmethod
+    def task(cls, kind: str | None = None) -> str:
+        """The registry task this node builds (for ``kind``, on the nodes with a kind combo)."""
+        for spec in tasks_of_node(cls.__name__):
+            if spec.control_kind == kind:
+                return spec.name
+        kinds = [spec.control_kind for spec in tasks_of_node(cls.__name__)]
+        raise VDOTInputError("kind", f"{kind!r} is not a kind of {cls.__name__}", f"use one of {kinds}")
+
+    @classmethod
+    def _build(cls, kind: str | None = None, **inputs):
+        try:
+            return (build_vcu(cls.task(kind), **inputs),)
+        except VDOTInputError as exc:
+            raise renamed_input(exc, SOCKETS, HOW_TO_GIVE) from None
 
 
 class VDOTVCUText2Video(_VCUNode):
@@ -45,7 +75,7 @@ class VDOTVCUText2Video(_VCUNode):
         return {"required": {"width": _W, "height": _H, "num_frames": _FRAMES}}
 
     def build(self, width, height, num_frames):
-        return (core.build_t2v_vcu(num_frames, height, width),)
+        return self._build(num_frames=num_frames, height=height, width=width)
 
 
 class VDOTVCUReference(_VCUNode):
@@ -56,7 +86,7 @@ class VDOTVCUReference(_VCUNode):
         return {"required": {"references": _REFS, "width": _W, "height": _H, "num_frames": _FRAMES}}
 
     def build(self, references, width, height, num_frames):
-        return (core.build_r2v_vcu(_images(references), num_frames, height, width),)
+        return self._build(references=_images(references), num_frames=num_frames, height=height, width=width)
 
 
 class VDOTVCUControl(_VCUNode):
@@ -64,10 +94,10 @@ class VDOTVCUControl(_VCUNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"control": _CONTROL, "kind": _KIND}}
+        return {"required": {"control": _CONTROL, "kind": _kind(cls.__name__)}}
 
     def build(self, control, kind):
-        return (core.build_control_vcu(control, task=kind),)
+        return self._build(kind, control=control)
 
 
 class VDOTVCUOutpaint(_VCUNode):
@@ -88,7 +118,7 @@ class VDOTVCUOutpaint(_VCUNode):
         }}
 
     def build(self, source, top, bottom, left, right, overlap):
-        return (core.build_outpaint_vcu(source, (top, bottom, left, right), overlap=overlap),)
+        return self._build(source=source, expand=(top, bottom, left, right), overlap=overlap)
 
 
 class VDOTVCUExtension(_VCUNode):
@@ -103,11 +133,14 @@ class VDOTVCUExtension(_VCUNode):
             "mode": (["first", "last", "random"], {"default": "first",
                                                    "tooltip": "first: continue the video; last: make what leads "
                                                               "up to it; random: a clip in the middle."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Picks the clip for mode random."}),
+            # "fixed": the frontend gives every INT named seed a control widget, by default "randomize", which
+            # would pick another kept clip on every run.
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": "fixed",
+                             "tooltip": "Picks the clip for mode random."}),
         }}
 
     def build(self, source, keep_frames, mode, seed):
-        return (core.build_extension_vcu(source, keep_frames=keep_frames, mode=mode, seed=seed),)
+        return self._build(source=source, keep_frames=keep_frames, mode=mode, seed=seed)
 
 
 def _parse_box(box: str):
@@ -141,7 +174,7 @@ class VDOTVCUInpaint(_VCUNode):
         }
 
     def build(self, source, threshold, mask=None, box=""):
-        return (core.build_inpaint_vcu(source, mask=mask, box=_parse_box(box), threshold=threshold),)
+        return self._build(source=source, mask=mask, box=_parse_box(box), threshold=threshold)
 
 
 class VDOTVCUFirstFrameControl(_VCUNode):
@@ -151,13 +184,13 @@ class VDOTVCUFirstFrameControl(_VCUNode):
     def INPUT_TYPES(cls):
         return {"required": {"control": _CONTROL,
                              "first_frame": ("IMAGE", {"tooltip": "The first frame (same aspect ratio as the video)."}),
-                             "kind": _KIND}}
+                             "kind": _kind(cls.__name__)}}
 
     def build(self, control, first_frame, kind):
         if first_frame.shape[0] != 1:
             raise VDOTInputError("first_frame", f"is a batch of {first_frame.shape[0]} images",
                                  "connect a single image (e.g. an Image From Batch node)")
-        return (core.build_firstframe_control_vcu(control, first_frame[0], task=f"firstframe_{kind}"),)
+        return self._build(kind, control=control, first_frame=first_frame[0])
 
 
 class VDOTVCUReferenceControl(_VCUNode):
@@ -165,10 +198,10 @@ class VDOTVCUReferenceControl(_VCUNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"control": _CONTROL, "references": _REFS, "kind": _KIND}}
+        return {"required": {"control": _CONTROL, "references": _REFS, "kind": _kind(cls.__name__)}}
 
     def build(self, control, references, kind):
-        return (core.build_reference_control_vcu(control, _images(references), task=f"reference_{kind}"),)
+        return self._build(kind, control=control, references=_images(references))
 
 
 class VDOTVCUCustom(_VCUNode):
