@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     from vdot_nodes.core.atomic import atomic_save_safetensors
     from vdot_nodes.core.tiny import build_tiny_transformer
     from vdot_nodes.core.vcu import build_r2v_vcu
-    from vdot_nodes.core.wan_layout import comfy_key_names
+    from vdot_nodes.core.models.convert.wan_transformer import comfy_key_names
     from vdot_nodes.nodes import NODE_CLASS_MAPPINGS
     from vdot_nodes.nodes.loaders import LoadedModel
     from vdot_nodes.nodes.text import Embeds

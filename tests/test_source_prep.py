@@ -358,7 +358,7 @@ def test_one_policy_every_front_end_prepares_a_clip_identically(tmp_path):
 RESIZE_SITES = {
     "vdot_nodes/core/source_prep.py": "the one frame resampler",
     "vdot_nodes/core/vcu.py": "reference images on the white canvas (the official arithmetic)",
-    "vdot_nodes/core/pipeline.py": "the mask resampled to latent frames (VACE's nearest-exact)",
+    "vdot_nodes/core/vace_context.py": "the mask resampled to latent frames (VACE's nearest-exact)",
     "vdot_nodes/core/preprocess/depth.py": "the network's input size and back",
     "vdot_nodes/core/preprocess/hed.py": "side outputs to the frame size inside the network",
     "vdot_nodes/core/preprocess/raft.py": "flow upsampling inside the network",

@@ -320,7 +320,7 @@ def cmd_generate(args) -> int:
             from .core.preview import decode_draft
 
             latents = pipe.generate(vcu, seed=args.seed, num_videos=args.num_videos, return_latents=True, **common)
-            bar.set_postfix_str("TAEW2.1 decode")
+            progress.note("TAEW2.1 decode")
             videos = decode_draft(pipe.vae, tae.to(pipe.device, torch.float16 if pipe.device.type == "cuda" else
                                                    torch.float32), latents)
         else:
