@@ -95,31 +95,9 @@ class Progress:
         """Subclasses render ``done`` / ``total`` here."""
 
 
-class _Part(Progress):
-    def __init__(self, parent: Progress, index: int, count: int):
-        super().__init__()
-        self.parent, self.index, self.count = parent, int(index), int(count)
-
-    def set_total(self, total: int) -> None:
-        super().set_total(total)
-        if self.parent.total != total * self.count:
-            self.parent.set_total(total * self.count)
-
-    def _show(self) -> None:
-        if self.total is not None:
-            self.parent.update_to(self.index * self.total + self.done)
-
-    def check_cancel(self) -> None:
-        self.parent.check_cancel()
-
-    def note(self, text: str) -> None:
-        self.parent.note(text)
-
-    def preview(self, image: Any) -> None:
-        self.parent.preview(image)
-
-
 class _Status(Progress):
+    """A view that forwards cancel, notes and previews to its parent and counts nothing there."""
+
     def __init__(self, parent: Progress):
         super().__init__()
         self.parent = parent
@@ -132,6 +110,23 @@ class _Status(Progress):
 
     def preview(self, image: Any) -> None:
         self.parent.preview(image)
+
+
+class _Part(_Status):
+    """Part ``index`` of ``count`` equal parts of the parent's count (nested loops on one bar)."""
+
+    def __init__(self, parent: Progress, index: int, count: int):
+        super().__init__(parent)
+        self.index, self.count = int(index), int(count)
+
+    def set_total(self, total: int) -> None:
+        super().set_total(total)
+        if self.parent.total != total * self.count:
+            self.parent.set_total(total * self.count)
+
+    def _show(self) -> None:
+        if self.total is not None:
+            self.parent.update_to(self.index * self.total + self.done)
 
 
 class CallbackProgress(Progress):

@@ -191,6 +191,13 @@ class VDOTFitVideo:
         return (fit_video(images, num_frames, height, width, name="images", mode=mode),)
 
 
+# The frames and frame rate every video output node takes (Save Video, Preview Video).
+_VIDEO_OUT_INPUTS = {
+    "frames": ("IMAGE", {"tooltip": "The video's frames."}),
+    "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frame rate (Wan makes 16 fps)."}),
+}
+
+
 class VDOTSaveVideo:
     DESCRIPTION = "Save frames as an H.264 mp4 (or PNG frames) under ComfyUI's output folder. Never overwrites."
     CATEGORY = "VDOT/io"
@@ -201,9 +208,7 @@ class VDOTSaveVideo:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "frames": ("IMAGE", {"tooltip": "The video's frames."}),
-            "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0,
-                              "tooltip": "Frame rate (Wan makes 16 fps)."}),
+            **_VIDEO_OUT_INPUTS,
             "filename_prefix": ("STRING", {"default": "VDOT/video",
                                            "tooltip": "Path under ComfyUI/output; a counter is appended."}),
             "format": (["mp4", "png-frames"], {"default": "mp4", "tooltip": "mp4 (H.264, yuv420p) or a folder of PNGs."}),
@@ -238,9 +243,7 @@ class VDOTPreviewVideo:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "frames": ("IMAGE", {"tooltip": "The video's frames."}),
-            "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0,
-                              "tooltip": "Frame rate (Wan makes 16 fps)."}),
+            **_VIDEO_OUT_INPUTS,
         }}
 
     def preview(self, frames, fps):

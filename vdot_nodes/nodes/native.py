@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from ..core.native import NativeWanVACE, NativeWanVAE, append_conditioning, wan_vace_conditioning
 from ..core.pipeline import VDOTPipeline
-from ..core.validate import MAX_NUM_VIDEOS, MAX_SEED
+from ..core.validate import MAX_NUM_VIDEOS
 from ..core.vcu import validate_vcu
 from . import comfy
-from .sampler import _preset_inputs, check_sampler_inputs, generate_frames
+from .sampler import check_sampler_inputs, generate_frames, generation_inputs
 from .text import Embeds, _from_conditioning
 
 
@@ -43,19 +43,10 @@ class VDOTNativeSampler:
                                                "export/convert), optionally through LoRA nodes."}),
                 "vae": ("VAE", {"tooltip": "From Load VAE (wan_2.1_vae.safetensors)."}),
                 "positive": ("CONDITIONING", {"tooltip": "From CLIP Text Encode with a umt5_xxl CLIP (type wan)."}),
-                "vcu": ("VDOT_VCU", {"tooltip": "From a VDOT VCU node: what to generate and what to keep."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Noise seed; video i of a batch uses seed + i (same noise as VDOT Sampler)."}),
-                **_preset_inputs(),
-                "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
-                                  "tooltip": "Classifier-free guidance. 1 = off (VDOT's guidance is distilled); above 1 "
-                                             "needs the negative input."}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
-                                      "tooltip": "Below 1: start from init_frames noised to this level."}),
-                "control_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
-                                            "tooltip": "Strength of the VCU's conditioning (VACE strength)."}),
-                "num_videos": ("INT", {"default": 1, "min": 1, "max": MAX_NUM_VIDEOS,
-                                       "tooltip": "Videos to generate (seeds seed, seed+1, …)."}),
+                **generation_inputs(
+                    "Noise seed; video i of a batch uses seed + i (same noise as VDOT Sampler).",
+                    "Classifier-free guidance. 1 = off (VDOT's guidance is distilled); above 1 needs the negative "
+                    "input."),
             },
             "optional": {
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt; used only with cfg above 1."}),

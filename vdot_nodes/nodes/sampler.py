@@ -41,6 +41,25 @@ def _preset_inputs() -> dict:
     }
 
 
+def generation_inputs(seed_tooltip: str, cfg_tooltip: str) -> dict:
+    """The widgets both samplers share, in ComfyUI's order: vcu, seed, the preset's, cfg, denoise,
+    control_scale, num_videos (the tooltips that differ are passed in)."""
+    return {
+        "vcu": ("VDOT_VCU", {"tooltip": "From a VDOT VCU node: what to generate and what to keep."}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                         "tooltip": seed_tooltip}),
+        **_preset_inputs(),
+        "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1, "tooltip": cfg_tooltip}),
+        "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                              "tooltip": "Below 1: start from init_frames noised to this level (video to "
+                                         "video restyling); needs init_frames."}),
+        "control_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                    "tooltip": "Strength of the VCU's conditioning (VACE context scale)."}),
+        "num_videos": ("INT", {"default": 1, "min": 1, "max": MAX_NUM_VIDEOS,
+                               "tooltip": "Videos to generate (seeds seed, seed+1, …)."}),
+    }
+
+
 def node_preset(preset: str, steps: int, shift: float):
     """The preset with the node's overrides (0 = keep the preset's value)."""
     return get_preset(preset, steps=steps or None, shift=shift or None)
@@ -63,20 +82,10 @@ class VDOTSampler:
                 "model": ("VDOT_MODEL", {"tooltip": "From VDOT Model Loader."}),
                 "vae": ("VDOT_VAE", {"tooltip": "From VDOT VAE Loader."}),
                 "embeds": ("VDOT_EMBEDS", {"tooltip": "From VDOT Text Encode or VDOT Conditioning to Embeds."}),
-                "vcu": ("VDOT_VCU", {"tooltip": "From a VDOT VCU node: what to generate and what to keep."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Noise seed; video i of a batch uses seed + i."}),
-                **_preset_inputs(),
-                "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
-                                  "tooltip": "Classifier-free guidance. 1 = off (VDOT's guidance is distilled); "
-                                             "above 1 doubles the cost and uses the negative prompt."}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
-                                      "tooltip": "Below 1: start from init_frames noised to this level (video to "
-                                                 "video restyling); needs init_frames."}),
-                "control_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
-                                            "tooltip": "Strength of the VCU's conditioning (VACE context scale)."}),
-                "num_videos": ("INT", {"default": 1, "min": 1, "max": MAX_NUM_VIDEOS,
-                                       "tooltip": "Videos to generate (seeds seed, seed+1, …)."}),
+                **generation_inputs(
+                    "Noise seed; video i of a batch uses seed + i.",
+                    "Classifier-free guidance. 1 = off (VDOT's guidance is distilled); above 1 doubles the cost "
+                    "and uses the negative prompt."),
             },
             "optional": {
                 "init_frames": ("IMAGE", {"tooltip": "Starting video for denoise < 1 (same size and frame count as the VCU)."}),
