@@ -78,6 +78,14 @@ def test_workflows_are_one_per_registry_task_on_its_node():
             assert vcu_node["inputs"].get("kind") == task_spec.control_kind, (setup.stem, task)
 
 
+def test_workflow_builder_takes_each_vcu_node_from_the_registry():
+    """tools/build_workflows.py names no VCU node class itself: each comes from ``TaskSpec.node``."""
+    tree = ast.parse((ROOT / "tools" / "build_workflows.py").read_text())
+    named = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and n.value.startswith("VDOTVCU")]
+    assert named == []
+
+
 def test_manifest_reader_accepts_every_registry_task_and_only_those(tmp_path):
     from training.data.manifest import CSV_TASK_NAMES, TASK_FIELDS, read_manifest
 

@@ -278,44 +278,40 @@ def _outputs(g: Graph, frames: int, prefix: str) -> None:
           {"frames": (frames, 0)})
 
 
-def _vcu(g: Graph, setup: Setup, task: str) -> int:
-    spec = TASKS[task]
-    kind = spec.control_kind
-    size = {"width": setup.width, "height": setup.height, "num_frames": setup.frames}
-    if task == "t2v":
-        return g.add("VDOTVCUText2Video", "Inputs", size)
-    if task == "r2v":
-        ref = _load_image(g, setup, REFERENCE_IMAGE, fit=False)
-        return g.add("VDOTVCUReference", "Inputs", size, {"references": (ref, 0)})
-    if spec.family == "V2V":
-        return g.add("VDOTVCUControl", "Inputs", {"kind": kind}, {"control": (_control(g, setup, kind), 0)})
-    if task == "outpaint":
-        side = setup.outpaint_side
-        source = _load_video(g, setup, SOURCE_VIDEO, width=setup.width - 2 * side)
-        return g.add("VDOTVCUOutpaint", "Inputs", {"top": 0, "bottom": 0, "left": side, "right": side, "overlap": 0},
-                     {"source": (source, 0)})
-    if task == "extension":
-        source = _load_video(g, setup, SOURCE_VIDEO)
-        return g.add("VDOTVCUExtension", "Inputs", {"keep_frames": setup.keep_frames, "mode": "first", "seed": 0},
-                     {"source": (source, 0)})
-    if task == "inpaint":
-        source = _load_video(g, setup, SOURCE_VIDEO)
+def _task_input(g: Graph, setup: Setup, task: str, name: str) -> int:
+    """The node that feeds task input ``name`` (a socket of the task's VCU node), made from the bundled examples."""
+    if name == "control":
+        return _control(g, setup, TASKS[task].control_kind)
+    if name == "source":
+        return _load_video(g, setup, SOURCE_VIDEO, width=_source_width(task, setup))
+    if name == "references":
+        return _load_image(g, setup, REFERENCE_IMAGE, fit=False)
+    if name == "first_frame":
+        return _load_image(g, setup, FIRST_FRAME, fit=True)
+    if name == "mask":
         fitted_mask = _load_image(g, setup, MASK_IMAGE, fit=True)
-        mask = g.add("VDOTImageToMask", "Inputs", {"channel": "luminance", "threshold": 0.5},
+        return g.add("VDOTImageToMask", "Inputs", {"channel": "luminance", "threshold": 0.5},
                      {"images": (fitted_mask, 0)})
-        return g.add("VDOTVCUInpaint", "Inputs", {"threshold": 0.5, "box": ""},
-                     {"source": (source, 0), "mask": (mask, 0)})
-    if task.startswith("firstframe_"):
-        control = _control(g, setup, kind)
-        first = _load_image(g, setup, FIRST_FRAME, fit=True)
-        return g.add("VDOTVCUFirstFrameControl", "Inputs", {"kind": kind},
-                     {"control": (control, 0), "first_frame": (first, 0)})
-    if task.startswith("reference_"):
-        control = _control(g, setup, kind)
-        ref = _load_image(g, setup, REFERENCE_IMAGE, fit=False)
-        return g.add("VDOTVCUReferenceControl", "Inputs", {"kind": kind},
-                     {"control": (control, 0), "references": (ref, 0)})
-    raise ValueError(f"no workflow description for task {task!r}")  # a task added to TASKS needs a graph here
+    raise ValueError(f"no example feeds task input {name!r}")  # a new kind of task input needs an example here
+
+
+def _vcu_widgets(setup: Setup, task: str) -> dict:
+    """The value of every widget a VCU node may have, for ``task`` in ``setup`` (each node takes its own)."""
+    side = setup.outpaint_side
+    return {"width": setup.width, "height": setup.height, "num_frames": setup.frames, "kind": TASKS[task].control_kind,
+            "top": 0, "bottom": 0, "left": side, "right": side, "overlap": 0,  # outpaint: the sides only
+            "keep_frames": setup.keep_frames, "mode": "first", "seed": 0,  # extension
+            "threshold": 0.5, "box": ""}  # inpaint: the mask socket, not a box
+
+
+def _vcu(g: Graph, setup: Setup, task: str) -> int:
+    """The task's VCU node (the registry's ``TaskSpec.node``), each of its sockets fed by an example and its
+    widgets set for the setup."""
+    node = TASKS[task].node
+    links = {name: (_task_input(g, setup, task, name), 0)
+             for name, type_, opts, _ in _inputs(node) if not _is_widget(type_, opts)}
+    values = _vcu_widgets(setup, task)
+    return g.add(node, "Inputs", {name: values[name] for name in widget_names(node)}, links)
 
 
 def _sampler_widgets(setup: Setup) -> dict:
@@ -347,8 +343,8 @@ def describe_long(setup: Setup = TOY) -> Graph:
     model, vae, text_encoder = _loaders(g, setup)
     embeds = g.add("VDOTTextEncode", "Prompt", {"positive": setup.prompts["t2v"], "negative": DEFAULT_NEGATIVE},
                    {"text_encoder": (text_encoder, 0)})
-    vcu = g.add("VDOTVCUText2Video", "Inputs", {"width": setup.width, "height": setup.height,
-                                                "num_frames": setup.long_frames})
+    vcu = g.add(TASKS["t2v"].node, "Inputs", {"width": setup.width, "height": setup.height,
+                                              "num_frames": setup.long_frames})
     frames = g.add("VDOTLongVideo", "Sampling", {**_sampler_widgets(setup), "control_scale": 1.0,
                                                  "window": setup.long_window, "overlap": setup.long_overlap,
                                                  "colour_match": True},
@@ -370,12 +366,12 @@ def _title(task: str) -> str:
 
 def _source_width(task: str, setup: Setup) -> int:
     """The width a task's source video is fitted to (outpaint's VCU adds the sides)."""
-    return setup.width - 2 * setup.outpaint_side if task == "outpaint" else setup.width
+    return setup.width - 2 * setup.outpaint_side if task != LONG and "expand" in TASKS[task].required else setup.width
 
 
 def _size_widgets(task: str) -> str:
     """Where a workflow's size is set."""
-    if task in ("t2v", "r2v", LONG):
+    if task == LONG or TASKS[task].driving_video is None:
         return "the VCU node"
     return "every VDOT Fit Video (num_frames 1 on images)"
 
