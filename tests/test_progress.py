@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vdot_nodes.core.errors import VDOTCancelled
-from vdot_nodes.core.progress import CallbackProgress, Progress, TqdmProgress, as_progress
+from vdot_nodes.core.progress import CallbackProgress, Progress, SamplerStep, TqdmProgress, as_progress
 from vdot_nodes.core.sampling import SeededNoise, sample
 
 
@@ -88,6 +88,48 @@ def test_sampler_counts_steps_and_stops_on_a_cancelling_progress():
     a = sample(lambda x, t: -x * 0.5, SeededNoise([3]), shape, progress=Recorder())
     b = sample(lambda x, t: -x * 0.5, SeededNoise([3]), shape, progress=lambda d, t: calls.append(d))
     assert torch.equal(a, b) and calls == list(range(1, len(calls) + 1))
+
+
+class PreviewRecorder(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.previews = []
+
+    def preview(self, result):
+        self.previews.append((self.done, result))
+
+
+def test_sampler_previews_each_step_through_progress_before_counting_it():
+    """The sampler's per-step previews take the one progress path: ``preview(SamplerStep)`` once per step,
+    before that step is counted, holding the step's input and its x0-prediction x - sigma * v."""
+    p = PreviewRecorder()
+    out = sample(lambda x, t: -x * 0.5, SeededNoise([3]), (4, 1, 2, 2), "renoise", progress=p)
+    steps = [r.step for _, r in p.previews]
+    assert steps == list(range(p.total)) and [done for done, _ in p.previews] == steps
+    assert all(isinstance(r, SamplerStep) and r.x0.shape == r.x.shape == (1, 4, 1, 2, 2) for _, r in p.previews)
+    assert torch.equal(p.previews[-1][1].x0, out)  # renoise: the last step's x0 is the result
+    first = p.previews[0][1]
+    assert not torch.equal(first.x0, first.x)
+
+
+def test_previews_through_maps_previews_and_passes_the_rest_on():
+    inner = PreviewRecorder()
+    mapped = inner.previews_through(lambda r: r * 10)
+    mapped.set_total(2)
+    mapped.update(1)
+    mapped.note("chunk")
+    mapped.preview(3)
+    assert inner.totals == [2] and inner.done == 1 and inner.notes == ["chunk"] and inner.previews == [(1, 30)]
+
+
+def test_pipeline_previews_steps_without_the_reference_frames(tiny_pipeline):
+    from vdot_nodes.core.vcu import build_r2v_vcu
+
+    p = PreviewRecorder()
+    vcu = build_r2v_vcu(torch.rand(1, 16, 16, 3), num_frames=5, height=16, width=16, prompt="a ball")
+    latents = tiny_pipeline.generate(vcu, preset="renoise", progress=p, return_latents=True)
+    assert len(p.previews) == 4 and [r.step for _, r in p.previews] == [0, 1, 2, 3]
+    assert all(r.x0.shape == r.x.shape == latents.shape for _, r in p.previews)  # 2 latent frames, not 3
 
 
 def test_tqdm_progress_counts_and_notes():

@@ -25,6 +25,7 @@ at a time; with ``resident_blocks`` the transformer runs under block swap (``blo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -209,10 +210,14 @@ class VDOTPipeline:
     def sample_latents(self, encoded: EncodedVCU, prompt_embeds: torch.Tensor,
                        negative_embeds: torch.Tensor | None, noise: SeededNoise, preset: SamplerPreset, *,
                        cfg: float = 1.0, control_scale: float = 1.0, init_latents: torch.Tensor | None = None,
-                       denoise: float = 1.0, progress: Progress | None = None, on_step=None) -> torch.Tensor:
+                       denoise: float = 1.0, progress: Progress | None = None) -> torch.Tensor:
         """The sampler on the transformer: latents ``[B, 16, f, h, w]`` without the reference frames, float32
-        on the CPU; NaN/inf is an error. ``on_step(k, x0)`` sees each step's x0-prediction without the
-        reference frames (previews)."""
+        on the CPU; NaN/inf is an error. ``progress`` previews each step's
+        :class:`~vdot_nodes.core.progress.SamplerStep` without the reference frames."""
+        refs = encoded.num_reference_frames
+        if refs:
+            progress = as_progress(progress).previews_through(
+                lambda s: dataclasses.replace(s, x=s.x[:, :, refs:], x0=s.x0[:, :, refs:]))
         with self._transformer_on_device():
             cond = self.velocity_fn(prompt_embeds, encoded.control, control_scale)
             uncond = self.velocity_fn(negative_embeds, encoded.control, control_scale) if cfg != 1.0 else None
@@ -221,8 +226,6 @@ class VDOTPipeline:
                 latents = sample(
                     velocity, noise, encoded.latent_shape, preset, init_latents=init_latents, denoise=denoise,
                     device=self.device, progress=progress,
-                    on_step=None if on_step is None else
-                    lambda k, _x, x0: on_step(k, x0[:, :, encoded.num_reference_frames:]),
                 )
         latents = latents[:, :, encoded.num_reference_frames :].float().cpu()
         self._release_lazy("transformer")
@@ -249,7 +252,6 @@ class VDOTPipeline:
         cancel: CancelFn | None = None,
         return_latents: bool = False,
         vae_progress=None,
-        on_step=None,
     ) -> torch.Tensor:
         """Generate ``num_videos`` videos for one VCU (seeds ``seed, seed+1, …``).
 
@@ -260,8 +262,8 @@ class VDOTPipeline:
         ``progress``: a :class:`~vdot_nodes.core.progress.Progress` (or the callback ``progress(done, total)``)
         counting sampler steps; it is asked to cancel between steps, phases and VAE chunks, and VAE chunks
         show as its notes. ``vae_progress``: a Progress of its own for VAE chunks (one update per chunk), or
-        the callback ``vae_progress(phase, chunks_done)``.
-        ``on_step(k, x0)`` sees each step's x0-prediction without the reference frames (previews).
+        the callback ``vae_progress(phase, chunks_done)``. ``progress.preview`` receives each step's
+        :class:`~vdot_nodes.core.progress.SamplerStep` without the reference frames.
         """
         if isinstance(preset, str):
             preset = get_preset(preset)
@@ -283,7 +285,7 @@ class VDOTPipeline:
             init_latents = self.prepare_init_latents(init_frames, denoise, encoded)
         latents = self.sample_latents(encoded, prompt_embeds, negative_embeds, noise, preset, cfg=cfg,
                                       control_scale=control_scale, init_latents=init_latents, denoise=denoise,
-                                      progress=progress, on_step=on_step)
+                                      progress=progress)
         if return_latents:
             return latents
         progress.check_cancel()

@@ -4,7 +4,9 @@ conversion bytes, training steps.
 A loop receives a :class:`Progress` and calls ``set_total(n)`` once it knows its length,
 ``update(k)`` after each unit of work and ``check_cancel()`` before each one (it raises; a loop never
 polls a flag itself). ``note(text)`` shows a status line (e.g. "VAE decode chunk 3") and
-``preview(image)`` an intermediate picture; both are optional and silent by default.
+``preview(result)`` an intermediate result (the sampler's :class:`SamplerStep` after each step, which
+a front end may turn into a picture); both are optional and silent by default. Previews take this one
+path: there is no separate per-step callback.
 
 The base class is silent and never cancelled. Front ends adapt it:
 
@@ -14,13 +16,15 @@ The base class is silent and never cancelled. Front ends adapt it:
 * :class:`CallbackProgress` — the plain ``progress(done, total)`` / ``cancel() -> bool`` callbacks that
   the public functions have always accepted (:func:`as_progress` turns either form into a Progress).
 
-Nested loops (windows of a long video, each sampled in steps) share one bar through :meth:`Progress.part`.
+Nested loops (windows of a long video, each sampled in steps) share one bar through :meth:`Progress.part`;
+:meth:`Progress.previews_through` maps what a loop previews on its way to the front end.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import VDOTCancelled
@@ -33,6 +37,16 @@ def check_cancel(cancel: CancelFn | None) -> None:
     """Raise :class:`VDOTCancelled` when ``cancel()`` says so."""
     if cancel is not None and cancel():
         raise VDOTCancelled("generation interrupted by the user")
+
+
+@dataclass(frozen=True)
+class SamplerStep:
+    """What a sampler previews after step ``step`` (0-based): that step's input ``x`` and its x0-prediction
+    ``x0`` (latents ``[B, 16, f, h, w]``)."""
+
+    step: int
+    x: Any
+    x0: Any
 
 
 class Progress:
@@ -57,8 +71,9 @@ class Progress:
     def note(self, text: str) -> None:
         """A status line beside the count (which phase, which chunk)."""
 
-    def preview(self, image: Any) -> None:
-        """An intermediate result (e.g. decoded frames ``[F, H, W, 3]`` in 0..1) for front ends that show one."""
+    def preview(self, result: Any) -> None:
+        """An intermediate result for front ends that show one: the sampler's :class:`SamplerStep` after each
+        step, before its count is updated (so the front end can show it with that count)."""
 
     # -- derived
     def update_to(self, done: int) -> None:
@@ -76,6 +91,11 @@ class Progress:
         """The ``index``-th of ``count`` equal sub-loops: its ``set_total(n)`` makes this total ``n·count``
         and its count lands at ``index·n + done`` here (one bar over all windows of a long video)."""
         return _Part(self, index, count)
+
+    def previews_through(self, fn: Callable[[Any], Any]) -> Progress:
+        """This Progress with every preview passed through ``fn`` first (the pipeline drops the reference
+        frames from a step's latents); counts, notes and cancel are this Progress's own."""
+        return _MappedPreviews(self, fn)
 
     def status(self) -> Progress:
         """A view for a side loop (VAE chunks during sampling): cancel, notes and previews reach this
@@ -108,8 +128,8 @@ class _Status(Progress):
     def note(self, text: str) -> None:
         self.parent.note(text)
 
-    def preview(self, image: Any) -> None:
-        self.parent.preview(image)
+    def preview(self, result: Any) -> None:
+        self.parent.preview(result)
 
 
 class _Part(_Status):
@@ -195,12 +215,12 @@ def as_progress(progress: Progress | ProgressFn | None = None, cancel: CancelFn 
     return CallbackProgress(progress, cancel)
 
 
-class _AlsoCancel(Progress):
-    """A Progress plus an extra cancel callback; counts, notes and previews go to the Progress."""
+class _Forward(Progress):
+    """A view that passes everything on to ``inner`` (subclasses change one thing)."""
 
-    def __init__(self, inner: Progress, cancel: CancelFn):
+    def __init__(self, inner: Progress):
         super().__init__(inner.total)
-        self.inner, self._cancel = inner, cancel
+        self.inner = inner
 
     def set_total(self, total: int) -> None:
         self.total = int(total)
@@ -211,14 +231,37 @@ class _AlsoCancel(Progress):
         self.inner.update(n)
 
     def check_cancel(self) -> None:
-        check_cancel(self._cancel)
         self.inner.check_cancel()
 
     def note(self, text: str) -> None:
         self.inner.note(text)
 
-    def preview(self, image: Any) -> None:
-        self.inner.preview(image)
+    def preview(self, result: Any) -> None:
+        self.inner.preview(result)
 
 
-__all__ = ["CancelFn", "CallbackProgress", "Progress", "ProgressFn", "TqdmProgress", "as_progress", "check_cancel"]
+class _AlsoCancel(_Forward):
+    """A Progress plus an extra cancel callback; counts, notes and previews go to the Progress."""
+
+    def __init__(self, inner: Progress, cancel: CancelFn):
+        super().__init__(inner)
+        self._cancel = cancel
+
+    def check_cancel(self) -> None:
+        check_cancel(self._cancel)
+        self.inner.check_cancel()
+
+
+class _MappedPreviews(_Forward):
+    """A Progress whose previews pass through ``fn`` (:meth:`Progress.previews_through`)."""
+
+    def __init__(self, inner: Progress, fn: Callable[[Any], Any]):
+        super().__init__(inner)
+        self._fn = fn
+
+    def preview(self, result: Any) -> None:
+        self.inner.preview(self._fn(result))
+
+
+__all__ = ["CancelFn", "CallbackProgress", "Progress", "ProgressFn", "SamplerStep", "TqdmProgress", "as_progress",
+           "check_cancel"]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .errors import VDOTInputError
-from .progress import CancelFn, Progress, ProgressFn, as_progress, check_cancel  # noqa: F401 (re-exported)
+from .progress import CancelFn, Progress, ProgressFn, SamplerStep, as_progress, check_cancel  # noqa: F401 (re-exported)
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -360,7 +360,6 @@ def sample(
     progress: Progress | ProgressFn | None = None,
     cancel: CancelFn | None = None,
     exit_step: int | None = None,
-    on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Sample ``[len(noise.seeds), *sample_shape]`` latents with a preset (a name or a :class:`SamplerPreset`).
 
@@ -370,7 +369,7 @@ def sample(
     ``exit_step`` (training rollout, Self-Forcing's backward simulation): stop at step ``exit_step`` and
     return its x0-prediction; the steps before it run without grad and only that step keeps the
     caller's grad mode, so backprop goes through exactly one model call. For UniPC the x0 of the last
-    step is the sampler's output. ``on_step(k, x_k, x0_k)``: see :func:`run_schedule` (previews).
+    step is the sampler's output. Previews: see :func:`run_schedule`.
     """
     if isinstance(preset, str):
         preset = get_preset(preset)
@@ -382,17 +381,17 @@ def sample(
     if denoise < 1:
         x = (1 - sched.sigmas[0]) * init_latents.to(device=device, dtype=torch.float32) + sched.sigmas[0] * x
     return run_schedule(velocity_fn, x, sched, preset.solver, lambda: noise.draw(sample_shape, device),
-                        progress=progress, cancel=cancel, exit_step=exit_step, on_step=on_step)
+                        progress=progress, cancel=cancel, exit_step=exit_step)
 
 
 def run_schedule(velocity_fn: VelocityFn, x: torch.Tensor, sched: Schedule, solver: str,
                  fresh_noise: Callable[[], torch.Tensor] | None = None, *, progress: Progress | ProgressFn | None = None,
-                 cancel: CancelFn | None = None, exit_step: int | None = None,
-                 on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+                 cancel: CancelFn | None = None, exit_step: int | None = None) -> torch.Tensor:
     """Walk ``sched`` with ``solver`` from the starting sample ``x`` (what :func:`sample` does after drawing
-    the noise). ``fresh_noise()`` is needed by the re-noising solver only; ``on_step(k, x_k, x0_k)`` sees
-    every step's input and x0-prediction (ComfyUI's previews). ``progress`` counts steps (total: the
-    schedule's steps) and is asked to cancel before each one; ``cancel()`` is the callback form."""
+    the noise). ``fresh_noise()`` is needed by the re-noising solver only. ``progress`` counts steps (total:
+    the schedule's steps), is asked to cancel before each one and previews every step's input and
+    x0-prediction (:class:`~vdot_nodes.core.progress.SamplerStep`, ComfyUI's previews) before counting it;
+    ``cancel()`` is the callback form."""
     steps = sched.steps
     last = steps - 1 if exit_step is None else int(exit_step)
     if not 0 <= last < steps:
@@ -412,8 +411,7 @@ def run_schedule(velocity_fn: VelocityFn, x: torch.Tensor, sched: Schedule, solv
         with torch.set_grad_enabled(grad_enabled and (exit_step is None or k == last)):
             v = velocity_fn(x, _timestep_batch(sched.timesteps[k], batch, device)).float()
             x0 = x - sched.x0_sigmas[k] * v
-        if on_step is not None:
-            on_step(k, x, x0)
+        progress.preview(SamplerStep(k, x, x0))
         if k == last and (exit_step is not None or solver == "renoise"):
             x = x0
         elif solver == "renoise":

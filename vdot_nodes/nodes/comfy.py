@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..core.errors import VDOTInputError
 from ..core.preprocess.weights import COMFY_ROOT_ENV
-from ..core.progress import Progress
+from ..core.progress import Progress, SamplerStep
 
 EMBEDDED = "vdot-toy (embedded)"
 MODEL_KINDS = ("diffusion_models", "vae", "text_encoders", "vdot_annotators", "loras", "vae_approx")
@@ -306,12 +306,19 @@ def check_interrupt() -> None:
 
 class ComfyProgress(Progress):
     """The core :class:`~vdot_nodes.core.progress.Progress` on ComfyUI: its ProgressBar (a tqdm bar outside
-    ComfyUI) and its interrupt (Cancel raises ComfyUI's own exception between steps and chunks)."""
+    ComfyUI), its interrupt (Cancel raises ComfyUI's own exception between steps and chunks) and, given
+    ``step_image`` (a sampler step's x0 latents → one frame ``[H, W, 3]`` in 0..1), a preview image per
+    sampler step in the bar, as ComfyUI's own samplers show (off with ComfyUI's ``--preview-method none``,
+    and outside ComfyUI, where a preview has nowhere to go)."""
 
-    def __init__(self, total: int, desc: str = "VDOT"):
+    def __init__(self, total: int, desc: str = "VDOT", step_image=None):
         super().__init__(total)
         self.desc = desc
         self.bar = progress_bar(total, desc)
+        settings = _comfy_preview_settings() if step_image is not None else None
+        self._step_image = step_image if settings is not None and settings[0] else None
+        self._preview_size = settings[1] if settings is not None else None
+        self._pending = None  # the latest preview, shown with the next count
 
     def set_total(self, total: int) -> None:
         if int(total) != self.total:  # ComfyUI's bar takes its total when made: a new total, a new bar
@@ -320,15 +327,47 @@ class ComfyProgress(Progress):
 
     def update(self, n: int = 1) -> None:
         self.done += int(n)
-        self.bar.update(int(n))
+        if self._pending is None:
+            self.bar.update(int(n))
+        else:
+            self.bar.update_absolute(self.done, self.total, self._pending)
+            self._pending = None
 
     def check_cancel(self) -> None:
         check_interrupt()
 
+    def preview(self, result) -> None:
+        if self._step_image is None or not isinstance(result, SamplerStep):
+            return
+        import torch
+        from PIL import Image
 
-def make_progress(total: int, desc: str = "VDOT") -> ComfyProgress:
-    """A :class:`ComfyProgress` (also callable as ``progress(done, total)``) ticking one bar."""
-    return ComfyProgress(total, desc)
+        frame = (self._step_image(result.x0) * 255).round().to(torch.uint8).cpu().numpy()
+        self._pending = ("JPEG", Image.fromarray(frame), self._preview_size)
+
+
+class SamplerCallbackProgress(Progress):
+    """The core Progress as a ComfyUI sampler function's ``callback`` (k-diffusion style: each step's
+    ``x``, ``i``, ``sigma``, ``denoised``; ComfyUI counts and previews steps from it) and its interrupt."""
+
+    def __init__(self, callback, sigmas):
+        super().__init__()
+        self._callback, self._sigmas = callback, sigmas
+
+    def check_cancel(self) -> None:
+        check_interrupt()
+
+    def preview(self, result) -> None:
+        if self._callback is not None and isinstance(result, SamplerStep):
+            sigma = self._sigmas[result.step]
+            self._callback({"x": result.x, "i": result.step, "sigma": sigma, "sigma_hat": sigma,
+                            "denoised": result.x0})
+
+
+def make_progress(total: int, desc: str = "VDOT", step_image=None) -> ComfyProgress:
+    """A :class:`ComfyProgress` (also callable as ``progress(done, total)``) ticking one bar; with
+    ``step_image`` it shows each sampler step's preview too."""
+    return ComfyProgress(total, desc, step_image)
 
 
 def _comfy_preview_settings():
@@ -339,26 +378,6 @@ def _comfy_preview_settings():
     except ImportError:
         return None
     return args.preview_method != LatentPreviewMethod.NoPreviews, getattr(args, "preview_size", 512)
-
-
-def make_step_previews(total: int, step_preview):
-    """An ``on_step(k, x0)`` callback that shows ``step_preview(x0)`` (a frame ``[H, W, 3]`` in 0..1) in
-    ComfyUI's progress bar after each step, as ComfyUI's own samplers do; None when there is no preview
-    function, no ComfyUI, or ComfyUI's previews are off."""
-    settings = _comfy_preview_settings()
-    if step_preview is None or settings is None or not settings[0]:
-        return None
-    import comfy.utils
-    import torch
-    from PIL import Image
-
-    bar = comfy.utils.ProgressBar(total)
-
-    def on_step(k, x0) -> None:
-        frame = (step_preview(x0) * 255).round().to(torch.uint8).cpu().numpy()
-        bar.update_absolute(k + 1, total, ("JPEG", Image.fromarray(frame), settings[1]))
-
-    return on_step
 
 
 def make_vae_progress(totals: dict[str, int]):

@@ -122,9 +122,8 @@ class VDOTSampler:
             num_videos=num_videos, init_frames=denoise < 1.0, decode=not draft, temporal=pipe.vae_temporal))
         with lora_context(model):
             frames = generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos,
-                                     init_frames, "VDOT Sampler", cancel=cancel, vae_progress=vae_progress,
-                                     on_step=comfy.make_step_previews(preset.steps, step_preview),
-                                     return_latents=draft)
+                                     init_frames, "VDOT Sampler", cancel=cancel, step_image=step_preview,
+                                     vae_progress=vae_progress, return_latents=draft)
         if draft:
             frames = decode_draft(vae.module, tae, frames, cancel=cancel,
                                   progress=comfy.make_progress(frames.shape[0] * frames.shape[2], "TAE decode"))
@@ -147,15 +146,15 @@ def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, 
 
 
 def generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
-                    desc: str, cancel=None, **options) -> torch.Tensor:
-    """The samplers' shared run: one progress tick per step, Cancel between steps; frames
-    ``[num_videos, F, H, W, 3]`` (or latents with ``return_latents=True``). ``options`` go to
-    ``VDOTPipeline.generate`` (``vae_progress``, ``on_step``, ``return_latents``)."""
+                    desc: str, cancel=None, step_image=None, **options) -> torch.Tensor:
+    """The samplers' shared run: one progress tick per step (with ``step_image``'s preview of it),
+    Cancel between steps; frames ``[num_videos, F, H, W, 3]`` (or latents with ``return_latents=True``).
+    ``options`` go to ``VDOTPipeline.generate`` (``vae_progress``, ``return_latents``)."""
     return pipe.generate(
         vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
         control_scale=control_scale, denoise=denoise, init_frames=init_frames,
         prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
-        progress=comfy.make_progress(preset.steps, desc), cancel=cancel or comfy.make_cancel(), **options,
+        progress=comfy.make_progress(preset.steps, desc, step_image), cancel=cancel or comfy.make_cancel(), **options,
     )
 
 
@@ -204,11 +203,8 @@ def flow_unipc_comfy(model, x, sigmas, extra_args=None, callback=None, disable=N
         denoised = model(x_t, sigma_call, **extra_args)
         return (x_t - denoised) / sigma_call.view(-1, *[1] * (x_t.ndim - 1))
 
-    def on_step(k, x_k, x0_k):
-        if callback is not None:
-            callback({"x": x_k, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0_k})
-
-    return run_schedule(velocity, x.float(), sched, "unipc", on_step=on_step, cancel=comfy.make_cancel()).to(x.dtype)
+    return run_schedule(velocity, x.float(), sched, "unipc",
+                        progress=comfy.SamplerCallbackProgress(callback, sigmas)).to(x.dtype)
 
 
 class VDOTFlowUniPC:
