@@ -248,7 +248,7 @@ ENTRY_POINTS = [  # (argv, function the command calls once its line is parsed, w
     (["train", "cfg.yaml"], "training.config", "load_config"),
     (["toy", "world", "--out", "w"], "training.toy.cli", "load_toy_config"),
     (["train-reward", "--manifest", "m.jsonl", "--out", "r.safetensors"], "vdot_nodes.core.tiny", "build_tiny_vae"),
-    (["preprocess", "--kind", "grey", "in", "out"], "vdot_nodes.core.preprocess.cli", "_run"),
+    (["preprocess", "--kind", "grey", "in", "out"], "vdot_nodes.preprocess_cli", "_run"),
 ]
 
 

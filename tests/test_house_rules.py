@@ -1,7 +1,10 @@
-"""House rules checked on the source text: core never imports ComfyUI or the node layer, and every file
-this project writes goes through vdot_nodes/core/atomic.py."""
+"""House rules checked on the source text: core never imports ComfyUI or the node layer, never spells a CLI
+flag (each front end renames core's semantic input names), and every file this project writes goes
+through vdot_nodes/core/atomic.py."""
 
+import ast
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,62 @@ def test_core_never_imports_comfyui_or_the_node_layer():
                  for m in pattern.finditer(text)]
     assert offenders == []
     assert sum(1 for name, _ in _sources() if name.startswith("vdot_nodes/core/")) > 20  # the walk saw core
+
+
+# A flag as typed on a command line (--ram-budget, --model), not a "---" rule or "a--b".
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+# Where core may spell a flag, each with the reason it may stay.
+FLAG_ALLOWED = {
+    ("vdot_nodes/core/errors.py", "--help"): "run_subcommand's usage hint, the same for every command",
+}
+
+
+def flags_in_strings(text: str) -> list[tuple[int, str]]:
+    """``(line, flag)`` for every flag in the string literals of ``text`` (f-string parts included), docstrings
+    excepted: those may say which flag of which command reaches a function."""
+    tree = ast.parse(text)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, flag) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+            for flag in FLAG.findall(node.value)]
+
+
+def test_core_messages_and_input_names_spell_no_cli_flag():
+    """Core names the semantic input (``ram_budget``, and ``input_ref("precision")`` inside a fix); the CLIs
+    print it as their flag (run_subcommand's ``names``), the nodes as their socket (``inputs_named``)."""
+    found = [(rel, line, flag) for rel, text in _sources() if rel.startswith("vdot_nodes/core/")
+             for line, flag in flags_in_strings(text) if (rel, flag) not in FLAG_ALLOWED]
+    assert found == []
+
+
+def test_the_flag_check_would_catch_a_flag_in_core():
+    message = 'def f(x):\n    """Reached by --model."""\n    raise VDOTInputError("vae", "no VAE", f"pass --vae {x}")\n'
+    assert flags_in_strings(message) == [(3, "--vae")]
+    assert flags_in_strings('def load(path, input_name="--lora"):\n    pass\n') == [(1, "--lora")]
+    assert flags_in_strings('x = "a rule ---- and a--b and e-mail"\n') == []
+
+
+def test_one_core_error_reads_as_each_front_end_spells_it(tmp_path, capsys):
+    """The memory cap of core.validate names num_frames; `vdot generate` prints its flags, VDOT Sampler its sockets."""
+    from vdot_nodes.cli import main
+    from vdot_nodes.core.validate import validate_generate
+    from vdot_nodes.nodes.sampler import VDOTSampler
+
+    shape = {"num_frames": 1025, "height": 2048, "width": 2048}
+    with pytest.raises(VDOTInputError) as err:
+        validate_generate(shape)
+    assert err.value.input_name == "num_frames" and err.value.fix == "lower num_frames, width/height or num_videos"
+    code = main(["generate", "--frames", "1025", "--height", "2048", "--width", "2048", "--out", str(tmp_path / "x.mp4")])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert code == 2 and line.startswith("vdot: error: --frames: 1 video(s) x 1025 frames x 2048x2048 need")
+    assert line.endswith("Fix: lower --frames, --width/--height or --num-videos"), line
+    with pytest.raises(VDOTInputError) as err:  # checked before the model, VAE or embeds are touched
+        VDOTSampler().sample(model=None, vae=None, embeds=None, vcu=types.SimpleNamespace(**shape), seed=0,
+                             preset="vdot", steps=0, shift=0.0, cfg=1.0, denoise=1.0, control_scale=1.0, num_videos=1)
+    assert err.value.input_name == "vcu (num_frames)"
+    assert err.value.fix == "lower vcu (num_frames), vcu (width)/vcu (height) or num_videos"
 
 
 def test_every_file_is_written_through_the_atomic_writer():

@@ -25,7 +25,7 @@ def test_plan_counts_and_errors():
     assert [(w.start, w.keep) for w in plan_windows(161, 81, 17)] == [(0, 0), (40, 41), (80, 41)]
     assert [(w.start, w.keep) for w in plan_windows(145, 81, 17)] == [(0, 0), (64, 17)]
     assert [(w.start, w.end) for w in plan_windows(49, 81, 17)] == [(0, 49)]  # fits one window
-    with pytest.raises(VDOTInputError, match="^frames: has 100 frames"):
+    with pytest.raises(VDOTInputError, match="^num_frames: has 100 frames"):
         plan_windows(100)
     with pytest.raises(VDOTInputError, match="^window: has 80 frames"):
         plan_windows(161, 80)

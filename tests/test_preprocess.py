@@ -22,7 +22,7 @@ from vdot_nodes.core.preprocess import (
     run_preprocessor,
     weight_free_preprocessors,
 )
-from vdot_nodes.core.preprocess.cli import preprocess_main
+from vdot_nodes.preprocess_cli import preprocess_main
 from vdot_nodes.core.preprocess.flow import make_colorwheel, wheel_color
 from vdot_nodes.core.preprocess.grey import grey
 from vdot_nodes.core.preprocess.scribble import scribble_canny, scribble_xdog, zhang_suen_thin

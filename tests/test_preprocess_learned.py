@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.preprocess import PREPROCESSORS, run_preprocessor
-from vdot_nodes.core.preprocess.cli import preprocess_main
+from vdot_nodes.preprocess_cli import preprocess_main
 from vdot_nodes.core.preprocess.depth import depth_anything_config, network_size
 from vdot_nodes.core.preprocess.hed import ControlNetHED
 from vdot_nodes.core.preprocess.pose import (

@@ -8,7 +8,7 @@ import transformers  # noqa: F401
 
 from vdot_nodes.core import models
 from vdot_nodes.core.block_swap import BlockSwap, blocks_that_fit, swappable_blocks
-from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
+from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError, renamed_input
 from vdot_nodes.core.memory import PromptCache, file_identity, plan_memory
 from vdot_nodes.core.pipeline import VDOTPipeline
 from vdot_nodes.core.speed import apply_speed_options, choose_attention
@@ -224,7 +224,7 @@ def test_plan_over_budget_is_refused_before_anything_loads(files, monkeypatch):
     with pytest.raises(VDOTInputError, match=r"needs about [\d.]+ GB of RAM at its peak") as e:
         load_pipeline(files["transformer"], files["vae"], files["text_encoder"], precision="bf16", device="cpu",
                       lazy=True, plan_shape=(81, 480, 832), ram_budget_gb=0.3)
-    assert e.value.input_name == "--ram-budget" and "fp8_e4m3fn" in e.value.fix
+    assert e.value.input_name == "ram_budget" and "fp8_e4m3fn" in e.value.fix  # core's name; the CLI's: below
 
 
 def test_vram_budget_picks_the_resident_block_count(files, tmp_path):
@@ -246,7 +246,12 @@ def test_vram_budget_picks_the_resident_block_count(files, tmp_path):
     assert f"block swap: {tight.resident_blocks} of {len(blocks)} blocks resident" in tight.describe()
     with pytest.raises(VDOTInputError, match="cannot run in") as e:
         plan_memory(deep, files["vae"], files["text_encoder"], vram_budget_gb=act / 1e9, **common)
-    assert "--precision fp8_e4m3fn" in e.value.fix
+    assert e.value.input_name == "vram_budget" and "use precision fp8_e4m3fn" in e.value.fix  # core's names
+    from vdot_nodes.cli import CLI_NAMES
+
+    as_cli = renamed_input(e.value, CLI_NAMES)  # how `vdot generate` prints it
+    assert as_cli.input_name == "--vram-budget" and "use --precision fp8_e4m3fn" in as_cli.fix
+    assert "a larger --vram-budget" in as_cli.fix and "--height 16 --width 16 or --frames 1" in as_cli.fix
 
 
 # ---------------------------------------------------------------- block swap

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vdot_nodes.core import validate
-from vdot_nodes.core.errors import VDOTInputError
+from vdot_nodes.core.errors import VDOTInputError, inputs_named
 from vdot_nodes.core.validate import (
     BOUNDS,
     MAX_SEED,
@@ -37,8 +37,8 @@ def test_every_bound_accepts_its_ends_and_refuses_past_them(key):
     else:
         bad += [bound.low + 0.5]
     for value in bad:
-        with pytest.raises(VDOTInputError) as err:
-            validate_generate({key: value}, {key: f"--{key}"})
+        with pytest.raises(VDOTInputError) as err, inputs_named({key: f"--{key}"}):  # a front end's table
+            validate_generate({key: value})
         assert err.value.input_name == f"--{key}" and err.value.fix, (key, value)
 
 
@@ -56,8 +56,8 @@ def test_issue_cases_are_named_not_sent_to_the_sampler(key, value, needle):
 
 def test_seed_plus_num_videos_must_stay_a_64_bit_seed():
     validate_generate({"seed": MAX_SEED - 1, "num_videos": 2})
-    with pytest.raises(VDOTInputError, match="passes 2\\^64") as err:
-        validate_generate({"seed": MAX_SEED, "num_videos": 2}, {"seed": "--seed"})
+    with pytest.raises(VDOTInputError, match="passes 2\\^64") as err, inputs_named({"seed": "--seed"}):
+        validate_generate({"seed": MAX_SEED, "num_videos": 2})
     assert err.value.input_name == "--seed" and str(MAX_SEED - 1) in err.value.fix
 
 
@@ -128,17 +128,21 @@ def test_output_target_problems(tmp_path, case, needle):
     out = {"missing": tmp_path / "nope" / "a.mp4", "parent_file": tmp_path / "file" / "a.mp4",
            # /proc/1 refuses writes even to root, so this is a real unwritable folder wherever tests run
            "unwritable": Path("/proc/1/a.mp4"), "is_folder": tmp_path / "dir.mp4"}[case]
-    with pytest.raises(VDOTInputError, match=needle) as err:
-        validate_generate({"out": str(out)}, {"out": "--out"})
+    with pytest.raises(VDOTInputError, match=needle) as err, inputs_named({"out": "--out"}):
+        validate_generate({"out": str(out)})
     assert err.value.input_name == "--out"
 
 
 def test_memory_estimate_names_what_to_lower():
     assert check_memory(81, 480, 832, 2) == 2 * (81 * 480 * 832 * 3 + 16 * 21 * 60 * 104) * 4
+    shape = {"num_frames": 1025, "height": 2048, "width": 2048, "num_videos": 1}
     with pytest.raises(VDOTInputError, match="GiB") as err:
-        validate_generate({"num_frames": 1025, "height": 2048, "width": 2048, "num_videos": 1},
-                          {"num_frames": "--frames", "num_videos": "--num-videos"})
-    assert err.value.input_name == "--frames" and "--num-videos" in err.value.fix
+        validate_generate(shape)
+    assert err.value.input_name == "num_frames" and err.value.fix == "lower num_frames, width/height or num_videos"
+    with pytest.raises(VDOTInputError, match="GiB") as err, inputs_named({"num_frames": "--frames",
+                                                                          "num_videos": "--num-videos"}):
+        validate_generate(shape)
+    assert err.value.input_name == "--frames" and err.value.fix == "lower --frames, width/height or --num-videos"
     assert validate.MAX_OUTPUT_BYTES < 1025 * 2048 * 2048 * 12
 
 

@@ -53,7 +53,8 @@ def _log_to_stderr() -> None:
 
 def train_main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, train, return an exit code (0 ok, 2 bad input, 130 interrupted)."""
-    return run_subcommand("vdot train", _parser(), argv, _train, "interrupted; resume with --resume")
+    return run_subcommand("vdot train", _parser(), argv, _train, "interrupted; resume with --resume",
+                          names={"overwrite": "--overwrite"})
 
 
 def _train(args) -> int:

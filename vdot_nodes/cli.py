@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .core.errors import VDOTInputError, one_line_parser_class, renamed_input, run_subcommand
+from .core.errors import VDOTInputError, one_line_parser_class, run_subcommand
 from .core.sampling import DEFAULT_PRESET, SAMPLER_PRESETS
 from .core.tasks import TASKS
 
@@ -235,20 +235,22 @@ def build_vcu_from_args(args):
     inputs.update({k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None})
     defaults = {"expand": (0, 0, 64, 64), "mode": "first", "seed": args.seed}
     inputs.update({k: v for k, v in defaults.items() if k in spec.accepted_inputs and k not in inputs})
-    try:
-        return build_vcu(args.task, **inputs)
-    except VDOTInputError as exc:
-        raise renamed_input(exc, CLI_NAMES, CLI_HOW_TO_GIVE) from None
+    return build_vcu(args.task, **inputs)  # its errors name semantic inputs: main prints them as flags
 
 
-# The semantic input names of core (core.validate, the task registry's inputs), as `vdot generate` spells them.
+# Core's semantic input names (core.validate, the task registry's inputs, the loaders and the memory plan), as
+# `vdot generate` spells them: every error main prints is renamed with this table (run_subcommand).
 CLI_NAMES = {"num_frames": "--frames", "height": "--height", "width": "--width", "height/width": "--height/--width",
              "fps": "--fps", "steps": "--steps", "timesteps": "--timesteps", "shift": "--shift", "seed": "--seed",
              "num_videos": "--num-videos", "cfg": "--cfg", "control_scale": "--control-scale",
              "keep_frames": "--keep-frames", "device": "--device", "out": "--out", "prompt": "--prompt",
              "negative_prompt": "--negative-prompt", "control": "--control", "source": "--source", "mask": "--mask",
              "box": "--box", "references": "--ref", "reference": "--ref", "first_frame": "--first-frame",
-             "expand": "--outpaint", "mode": "--extension-mode",
+             "expand": "--outpaint", "mode": "--extension-mode", "preset": "--preset", "window": "--window",
+             "overlap": "--overlap", "model": "--model", "vae": "--vae", "text_encoder": "--text-encoder",
+             "lora": "--lora", "precision": "--precision", "text_precision": "--text-precision",
+             "ram_budget": "--ram-budget", "vram_budget": "--vram-budget", "overwrite": "--overwrite",
+             "preview_decoder": "--preview-decoder",
              **{f"expand.{side}": f"--outpaint ({side})" for side in ("top", "bottom", "left", "right")}}
 # How to give each task input on the command line, for "task X needs ..." errors.
 CLI_HOW_TO_GIVE = {name: f"pass {usage}" for name, usage in (
@@ -267,17 +269,13 @@ def cmd_generate(args) -> int:
     # Inputs are checked before any model loads: a bad flag should not cost a 14B load.
     is_toy = args.model is None and args.vae is None and args.text_encoder is None
     resolve_output_shape(args, is_toy=is_toy)
-    validate_generate({**vars(args), "num_frames": args.frames}, CLI_NAMES)
+    validate_generate({**vars(args), "num_frames": args.frames})
     for flag, budget in (("--ram-budget", args.ram_budget), ("--vram-budget", args.vram_budget)):
         if budget is not None and not 0 < budget < 1e6:  # also NaN
             raise VDOTInputError(flag, f"{budget} GB is not a usable budget", "give a positive number of GB, e.g. 24")
-    try:
-        # The embedded toy student was distilled with the re-noising rollout: it defaults to that preset.
-        default = "renoise" if (args.timesteps or is_toy) else DEFAULT_PRESET
-        preset = get_preset(args.preset or default, steps=args.steps,
-                            shift=args.shift, unshifted_timesteps=args.timesteps)
-    except VDOTInputError as exc:  # name the flag, as the other checks do
-        raise VDOTInputError(CLI_NAMES.get(exc.input_name, f"--{exc.input_name}"), exc.problem, exc.fix) from None
+    # The embedded toy student was distilled with the re-noising rollout: it defaults to that preset.
+    default = "renoise" if (args.timesteps or is_toy) else DEFAULT_PRESET
+    preset = get_preset(args.preset or default, steps=args.steps, shift=args.shift, unshifted_timesteps=args.timesteps)
     vcu = build_vcu_from_args(args)
     windows = _plan_long_video(args)
     loras = _read_loras(args)
@@ -298,7 +296,7 @@ def cmd_generate(args) -> int:
     if tae is not None:  # a VAE from a diffusers folder is known only now (lazy: before the other models load)
         from .core.preview import check_preview_applies
 
-        check_preview_applies(pipe.vae, "--preview-decoder", "the VAE")
+        check_preview_applies(pipe.vae, what="the VAE")
     if pipe.memory_plan is not None:
         print(f"vdot: memory plan: {pipe.memory_plan.describe()}", file=sys.stderr)
     if is_toy:
@@ -342,11 +340,7 @@ def _plan_long_video(args):
     """The windows of ``--frames`` (one unless it exceeds ``--window``), checked before any model loads."""
     from .core.long_video import plan_windows
 
-    try:
-        windows = plan_windows(args.frames, args.window, args.overlap)
-    except VDOTInputError as exc:  # name the flag
-        raise VDOTInputError(f"--{exc.input_name}", exc.problem, exc.fix.replace("use e.g.", "use e.g. --overlap")
-                             if exc.input_name == "overlap" else exc.fix) from None
+    windows = plan_windows(args.frames, args.window, args.overlap)
     from .core.validate import MAX_SEED
 
     if args.seed + len(windows) - 1 > MAX_SEED:  # window i uses seed + i
@@ -377,8 +371,8 @@ def _read_preview_decoder(args, is_toy: bool, num_windows: int):
 
         config = describe_checkpoint(args.vae).get("config")
         if config is not None:
-            check_preview_applies(config, "--preview-decoder", f"--vae {Path(args.vae).name}")
-    return load_preview_decoder(args.preview_decoder, input_name="--preview-decoder")
+            check_preview_applies(config, what=f"--vae {Path(args.vae).name}")
+    return load_preview_decoder(args.preview_decoder)
 
 
 def _read_loras(args) -> list:
@@ -389,11 +383,10 @@ def _read_loras(args) -> list:
     from .core.components import TOY_DIR, TOY_FILES, toy_checkpoints_available
     from .core.lora import LoraSpec, check_lora_for_checkpoint, parse_lora_arg, read_lora
 
-    loras = [LoraSpec(read_lora(path, input_name="--lora"), strength)
-             for path, strength in (parse_lora_arg(text) for text in args.lora)]
+    loras = [LoraSpec(read_lora(path), strength) for path, strength in (parse_lora_arg(text) for text in args.lora)]
     checkpoint = args.model or (TOY_DIR / TOY_FILES["transformer"] if toy_checkpoints_available() else None)
     if checkpoint is not None:
-        check_lora_for_checkpoint(checkpoint, loras, input_name="--lora")
+        check_lora_for_checkpoint(checkpoint, loras)
     return loras
 
 
@@ -428,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "preprocess":
-        from .core.preprocess.cli import preprocess_main
+        from .preprocess_cli import preprocess_main
 
         return preprocess_main(argv[1:])
     if argv and argv[0] == "convert":
@@ -447,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.toy.cli import toy_main
 
         return toy_main(argv[1:])
-    return run_subcommand("vdot", build_parser(), argv, _run)
+    return run_subcommand("vdot", build_parser(), argv, _run, names=CLI_NAMES, how_to_give=CLI_HOW_TO_GIVE)
 
 
 def _run(args) -> int:

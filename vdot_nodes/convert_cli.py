@@ -15,6 +15,10 @@ from pathlib import Path
 from .core.errors import VDOTInputError, one_line_parser_class, run_subcommand
 
 PROG = "vdot convert"
+# Core's semantic input names (core.release, core.atomic, the models' readers), as `vdot convert` spells them.
+CONVERT_NAMES = {"source": "SRC", "output": "OUT", "dtype": "--dtype", "tokenizer": "--tokenizer",
+                 "overwrite": "--overwrite", "model": "vdot generate --model", "vae": "--vae",
+                 "text_encoder": "--text-encoder"}
 
 DESCRIPTION = """\
 Convert the official VDOT release to safetensors files that ComfyUI's own loaders and `vdot generate` read.
@@ -64,7 +68,8 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vdot convert``; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     return run_subcommand(PROG, build_parser(), argv, _run,
-                          "interrupted; the file being written was removed, finished files are complete")
+                          "interrupted; the file being written was removed, finished files are complete",
+                          names=CONVERT_NAMES)
 
 
 def _sources(src: Path) -> list[tuple[str | None, Path]]:
@@ -125,7 +130,7 @@ def _run(args) -> int:
         for comp, tensors, dtypes, target in plans:
             bar.note(target.name)
             reports.append(write_streaming(tensors, dtypes, target, output_metadata(comp, args.dtype),
-                                           overwrite=args.overwrite, progress=bar.update, input_name="OUT",
+                                           overwrite=args.overwrite, progress=bar.update,
                                            source_name=str(comp.path)))
     elapsed = time.perf_counter() - started
     for report in reports:

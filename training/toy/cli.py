@@ -447,7 +447,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def toy_main(argv: list[str] | None = None) -> int:
     """Run a ``vdot toy`` subcommand; returns 0 ok, 2 bad input, 130 interrupted, else the failed stage's status."""
-    return run_subcommand("vdot toy", _parser(), argv, _run, "interrupted; run the same command again to continue")
+    return run_subcommand("vdot toy", _parser(), argv, _run, "interrupted; run the same command again to continue",
+                          names={"overwrite": "--overwrite"})
 
 
 def _run(args) -> int:

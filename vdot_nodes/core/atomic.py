@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import VDOTInputError
+from .errors import VDOTInputError, input_ref
 
 
 def fsync_dir(path: Path) -> None:
@@ -49,7 +49,7 @@ def check_target(path: str | Path, overwrite: bool = False, input_name: str | No
         raise VDOTInputError(name, f"{path} is an existing file, not a folder", "choose another name")
     occupied = path.exists() and (not folder or any(path.iterdir()))
     if occupied and not overwrite:
-        raise VDOTInputError(name, f"{path} already exists", "choose another name or pass --overwrite")
+        raise VDOTInputError(name, f"{path} already exists", f"choose another name or pass {input_ref('overwrite')}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise VDOTInputError(name, f"folder {parent} does not exist", f"create it first (mkdir -p {parent})")
@@ -78,7 +78,7 @@ def atomic_path(path: str | Path, overwrite: bool = False, input_name: str | Non
             os.fsync(f.fileno())
         if path.exists() and not overwrite:  # appeared while we were writing (another process)
             raise VDOTInputError(input_name or str(path), f"{path} appeared while writing",
-                                 "choose another name or pass --overwrite")
+                                 f"choose another name or pass {input_ref('overwrite')}")
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
@@ -120,7 +120,7 @@ def atomic_folder(path: str | Path, overwrite: bool = False, input_name: str | N
         yield tmp
         if path.exists() and not overwrite and any(path.iterdir()):
             raise VDOTInputError(input_name or str(path), f"{path} appeared while writing",
-                                 "choose another name or pass --overwrite")
+                                 f"choose another name or pass {input_ref('overwrite')}")
         if path.exists() and not any(path.iterdir()):
             path.rmdir()  # an empty folder counts as absent (check_target)
         commit_folder(tmp, path)

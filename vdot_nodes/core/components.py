@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import VDOTInputError
+from .errors import VDOTInputError, input_ref
 from .pipeline import VDOTPipeline
 
 TOY_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy"
@@ -78,19 +78,22 @@ def load_pipeline(
     if model is None and vae is None and text_encoder is None:
         return _with_loras(default_pipeline(device=device, offload=offload), loras)
     if model is None:
-        raise VDOTInputError("model", "a VAE or text encoder was given but no transformer", "pass --model too")
+        raise VDOTInputError("model", "a VAE or text encoder was given but no transformer",
+                             f"pass {input_ref('model')} too")
     from . import models
 
     model = Path(model)
     is_pipeline_root = model.is_dir() and (model / "transformer").is_dir()
     if vae is None:
         if not is_pipeline_root:
-            raise VDOTInputError("vae", "no VAE given", "pass --vae wan_2.1_vae.safetensors (or a diffusers folder as --model)")
+            raise VDOTInputError("vae", "no VAE given", f"pass {input_ref('vae')} wan_2.1_vae.safetensors "
+                                 f"(or a diffusers folder as {input_ref('model')})")
         vae = model
     if text_encoder is None:
         if not is_pipeline_root:
             raise VDOTInputError(
-                "text_encoder", "no text encoder given", "pass --text-encoder umt5_xxl_fp16.safetensors (or a diffusers folder)"
+                "text_encoder", "no text encoder given",
+                f"pass {input_ref('text_encoder')} umt5_xxl_fp16.safetensors (or a diffusers folder as {input_ref('model')})"
             )
         text_encoder = model
     cache = None
@@ -123,7 +126,7 @@ def load_pipeline(
         if loras:  # before the speed options (compile) see the module; a lazy pipeline reloads, so re-applied
             from .lora import apply_loras
 
-            lora_reports[:] = apply_loras(module, loras, input_name="--lora").reports
+            lora_reports[:] = apply_loras(module, loras).reports
         speed_notes[:] = apply_speed_options(module, run_device, attention=attention, compile_blocks=compile_blocks,
                                              fp8_matmul=fp8_matmul)
         return module
@@ -152,7 +155,7 @@ def _with_loras(pipe: VDOTPipeline, loras: Sequence) -> VDOTPipeline:
     if loras:
         from .lora import apply_loras
 
-        pipe.lora_reports = apply_loras(pipe.transformer, loras, input_name="--lora").reports
+        pipe.lora_reports = apply_loras(pipe.transformer, loras).reports
     return pipe
 
 

@@ -2,23 +2,56 @@
 
 Every message names the input, says what was wrong and how to fix it, so a ComfyUI user or a
 CLI user sees one readable line instead of a stack trace from deep inside torch.
+
+Core never knows its callers: it names each input by what it is (``ram_budget``, ``references[0]``,
+``expand.top``), also where a message mentions another input (:func:`input_ref`). Each front end keeps
+one table from those semantic names to its own spelling (the CLI's ``--ram-budget``, a node's socket,
+a manifest field) and renames an error with it — :func:`renamed_input`, or :func:`inputs_named` around
+the calls, or ``run_subcommand(..., names=...)`` when a command prints it — the one way to do so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+
+_REF = "\x00"  # brackets a semantic input name inside a message; never in a path, argument or widget text
+_REF_PATTERN = re.compile(f"{_REF}([^{_REF}]+){_REF}")
+
+
+def input_ref(name: str) -> str:
+    """``name`` (a semantic input) where a problem or fix mentions it: ``f"use {input_ref('precision')}
+    fp8_e4m3fn"`` reads "use precision fp8_e4m3fn" as is and "use --precision fp8_e4m3fn" once the CLI
+    renames the error."""
+    return f"{_REF}{name}{_REF}"
+
+
+def _front_end_name(name: str, names: Mapping[str, str]) -> str:
+    """``name`` in a front end's spelling: an exact entry of ``names`` wins, else the name's base is mapped
+    and its ``[i]`` / ``.field`` / `` words`` tail kept; a name without an entry stays as it is."""
+    if name in names:
+        return names[name]
+    base = re.match(r"[A-Za-z_]*", name).group(0)
+    return names[base] + name[len(base):] if base and base in names else name
+
+
+def _spelled(text: str, names: Mapping[str, str]) -> str:
+    return _REF_PATTERN.sub(lambda m: _front_end_name(m.group(1), names), text)
 
 
 class VDOTInputError(ValueError):
-    """Bad user input: ``<input>: <problem>. Fix: <how>``."""
+    """Bad user input: ``<input>: <problem>. Fix: <how>``. ``problem`` and ``fix`` may mention other inputs
+    with :func:`input_ref`; ``.problem`` / ``.fix`` read them by their semantic names until a front end
+    renames the error."""
 
     def __init__(self, input_name: str, problem: str, fix: str):
         self.input_name = input_name
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{input_name}: {problem}. Fix: {fix}")
+        self.templates = (problem, fix)  # with the input references, for renamed_input
+        self.problem = _spelled(problem, {})
+        self.fix = _spelled(fix, {})
+        super().__init__(f"{input_name}: {self.problem}. Fix: {self.fix}")
 
 
 class VDOTMissingInput(VDOTInputError):
@@ -32,24 +65,32 @@ class VDOTMissingInput(VDOTInputError):
 
 def renamed_input(exc: VDOTInputError, names: Mapping[str, str],
                   how_to_give: Mapping[str, str] | None = None) -> VDOTInputError:
-    """``exc`` (naming a semantic input, e.g. ``references[0]``, ``expand.top``) in a front end's terms.
+    """``exc`` (naming semantic inputs, e.g. ``references[0]``, ``expand.top``) in a front end's terms.
 
     ``names`` maps semantic names to the front end's (``"references": "--ref"``); an exact entry wins,
-    else the name's base is mapped and its ``[i]`` / ``.field`` tail kept. For a
-    :class:`VDOTMissingInput` whose options all have an entry in ``how_to_give`` (a phrase: ``"pass --ref
-    IMG [IMG ...]"``), the fix becomes those phrases joined by "or". Returns a new error, or ``exc`` when
-    nothing changes.
+    else the name's base is mapped and its ``[i]`` / ``.field`` tail kept. The error's own input and every
+    :func:`input_ref` in its problem and fix are renamed. For a :class:`VDOTMissingInput` whose options
+    all have an entry in ``how_to_give`` (a phrase: ``"pass --ref IMG [IMG ...]"``), the fix becomes those
+    phrases joined by "or". Returns a new error, or ``exc`` when nothing changes.
     """
-    name = exc.input_name
-    base = re.match(r"[A-Za-z_]*", name).group(0)
-    new_name = names[name] if name in names else (names[base] + name[len(base):] if base in names else name)
-    fix = exc.fix
+    problem, fix = getattr(exc, "templates", (exc.problem, exc.fix))
+    new_name, problem, fix = _front_end_name(exc.input_name, names), _spelled(problem, names), _spelled(fix, names)
     options = getattr(exc, "options", ())
     if how_to_give and options and all(o in how_to_give for o in options):
         fix = " or ".join(how_to_give[o] for o in options)
-    if (new_name, fix) == (name, exc.fix):
+    if (new_name, problem, fix) == (exc.input_name, exc.problem, exc.fix):
         return exc
-    return VDOTInputError(new_name, exc.problem, fix)
+    return VDOTInputError(new_name, problem, fix)
+
+
+@contextlib.contextmanager
+def inputs_named(names: Mapping[str, str], how_to_give: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Inside, a :class:`VDOTInputError` leaves renamed into a front end's terms (:func:`renamed_input`):
+    ``with inputs_named(SOCKETS): validate_generate(...)``."""
+    try:
+        yield
+    except VDOTInputError as exc:
+        raise renamed_input(exc, names, how_to_give) from None
 
 
 class VDOTCancelled(RuntimeError):
@@ -76,9 +117,12 @@ def one_line_parser_class():
     return OneLineParser
 
 
-def run_subcommand(prog: str, parser, argv, run, interrupted: str = "interrupted") -> int:
+def run_subcommand(prog: str, parser, argv, run, interrupted: str = "interrupted",
+                   names: Mapping[str, str] | None = None, how_to_give: Mapping[str, str] | None = None) -> int:
     """Parse ``argv`` and call ``run(args)``, mapping errors to exit statuses the one way every ``vdot``
-    subcommand does: bad input → one line and 2, interrupt → one line and 130, ``--help`` → 0."""
+    subcommand does: bad input → one line and 2, interrupt → one line and 130, ``--help`` → 0. A bad
+    input is printed in the command's terms: ``names`` / ``how_to_give`` map core's semantic input names
+    to its flags (:func:`renamed_input`)."""
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
@@ -89,7 +133,7 @@ def run_subcommand(prog: str, parser, argv, run, interrupted: str = "interrupted
     try:
         return run(args)
     except VDOTInputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {renamed_input(exc, names or {}, how_to_give)}", file=sys.stderr)
         return 2
     except (VDOTCancelled, KeyboardInterrupt):
         print(f"{prog}: {interrupted}", file=sys.stderr)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import VDOTInputError
+from .errors import VDOTInputError, input_ref
 from .progress import CancelFn, Progress, ProgressFn, as_progress
 from .vcu import VCU, check_frame_count, validate_vcu
 
@@ -69,13 +69,14 @@ class Window:
 def plan_windows(total_frames: int, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP) -> list[Window]:
     """Windows covering ``total_frames`` (4k+1) frames with overlaps of at least ``overlap`` frames;
     one window when it fits in ``window``."""
-    check_frame_count(total_frames, "frames")
+    check_frame_count(total_frames, "num_frames")
     check_frame_count(window, "window")
     if total_frames <= window:
         return [Window(0, 0, total_frames, 0)]
     if not 1 <= overlap <= window - 4:
         raise VDOTInputError("overlap", f"is {overlap}; it must be at least 1 and at most the window minus 4 "
-                             f"({window - 4}) so that each window makes new frames", f"use e.g. {DEFAULT_OVERLAP}")
+                             f"({window - 4}) so that each window makes new frames",
+                             f"use e.g. {input_ref('overlap')} {DEFAULT_OVERLAP}")
     # As few windows as the minimum overlap allows, spread evenly. Starts are multiples of 4, so
     # every window keeps 4j+1 frames: whole latent frames (the VAE packs frame 0 alone, then 4 per
     # latent frame), never a latent frame half kept and half generated. The overlaps come out at

@@ -139,7 +139,7 @@ class LoraReport:
 # --------------------------------------------------------------------------------------------
 
 
-def parse_lora_arg(text: str, input_name: str = "--lora") -> tuple[str, float]:
+def parse_lora_arg(text: str, input_name: str = "lora") -> tuple[str, float]:
     """``FILE[:STRENGTH]`` -> ``(FILE, STRENGTH)``; a colon not followed by a number is part of the path."""
     path, sep, tail = text.rpartition(":")
     if sep and path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import VDOTInputError
+from .errors import VDOTInputError, input_ref
 
 GB = 1e9
 GiB = 2**30
@@ -227,20 +227,20 @@ def plan_memory(
     ram_budget = int(ram_budget_gb * GB) if ram_budget_gb else system_ram_bytes()
     if ram_budget is not None and ram_peak > ram_budget:
         worst = max(phases, key=lambda p: p[1])
-        flag = "--ram-budget" if ram_budget_gb else "memory"
+        name = "ram_budget" if ram_budget_gb else "memory"
         if worst[0] == "text encoder":
-            fix = ("use --text-precision fp8_e4m3fn" if text_precision != "fp8_e4m3fn" else
+            fix = (f"use {input_ref('text_precision')} fp8_e4m3fn" if text_precision != "fp8_e4m3fn" else
                    "encode the prompt once on a machine with more memory (the prompt cache then skips the encoder)")
         else:
             fix = _fixes(precision, height, width, frames)
         raise VDOTInputError(
-            flag, f"this run needs about {ram_peak / GB:.1f} GB of RAM at its peak ({worst[0]} phase; "
+            name, f"this run needs about {ram_peak / GB:.1f} GB of RAM at its peak ({worst[0]} phase; "
             f"{plan.describe()}), more than the {ram_budget / GB:.1f} GB " + ("budget" if ram_budget_gb else "this machine has"),
             fix)
     if gpu and vram_budget_gb is None and vram_peak is not None and resident is None:
         vram_total = _device_total(device)
         if vram_total is not None and vram_peak > vram_total:
-            raise VDOTInputError("--vram-budget", f"this run needs about {vram_peak / GB:.1f} GB of GPU memory, the GPU has "
+            raise VDOTInputError("vram_budget", f"this run needs about {vram_peak / GB:.1f} GB of GPU memory, the GPU has "
                                  f"{vram_total / GB:.1f} GB", _fixes(precision, height, width, frames))
     return plan
 
@@ -263,7 +263,7 @@ def resident_blocks_for(transformer, vram_budget: int, tokens: int, batch: int =
         frames, height, width = shape or (0, 0, 0)
         size = f" at {width}x{height}x{frames}" if shape else ""
         raise VDOTInputError(
-            "--vram-budget", f"the transformer ({t_bytes / GB:.1f} GB{' in ' + precision if precision else ''}) cannot "
+            "vram_budget", f"the transformer ({t_bytes / GB:.1f} GB{' in ' + precision if precision else ''}) cannot "
             f"run in {vram_budget / GB:.1f} GB of GPU memory even with block swap: its activations{size} need "
             f"{t_act / GB:.1f} GB", _fixes(precision, height, width, frames) if shape else
             "use fp8 precision, a larger VRAM budget, or a smaller video")
@@ -279,10 +279,11 @@ def _vae_tiles(height: int, width: int) -> bool:
 def _fixes(precision: str, height: int, width: int, frames: int) -> str:
     fixes = []
     if not precision.startswith("fp8"):
-        fixes.append("--precision fp8_e4m3fn (half the transformer's memory)")
-    fixes.append("a larger --vram-budget on a GPU (block swap streams the blocks that do not fit)")
-    fixes.append(f"a smaller output (e.g. --height {max(16, height // 32 * 16)} --width {max(16, width // 32 * 16)} "
-                 f"or --frames {max(1, (frames - 1) // 8 * 4 + 1)})")
+        fixes.append(f"{input_ref('precision')} fp8_e4m3fn (half the transformer's memory)")
+    fixes.append(f"a larger {input_ref('vram_budget')} on a GPU (block swap streams the blocks that do not fit)")
+    fixes.append(f"a smaller output (e.g. {input_ref('height')} {max(16, height // 32 * 16)} "
+                 f"{input_ref('width')} {max(16, width // 32 * 16)} "
+                 f"or {input_ref('num_frames')} {max(1, (frames - 1) // 8 * 4 + 1)})")
     return "use " + ", or ".join(fixes)
 
 

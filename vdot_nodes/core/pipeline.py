@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .errors import VDOTInputError
+from .errors import VDOTInputError, input_ref
 from .placement import compute_device, free_memory, on_device
 from .progress import CancelFn, Progress, ProgressFn, as_progress
 from .sampling import DEFAULT_PRESET, SamplerPreset, SeededNoise, VelocityFn, cfg_velocity, get_preset, sample
@@ -200,7 +200,8 @@ class VDOTPipeline:
         if denoise >= 1.0:
             return None
         if init_frames is None:
-            raise VDOTInputError("denoise", f"denoise {denoise} < 1 needs input frames", "connect a video or set 1.0")
+            raise VDOTInputError("denoise", f"denoise {denoise} < 1 needs input frames",
+                                 f"give {input_ref('init_frames')} or set {input_ref('denoise')} to 1.0")
         init_latents = self.encode_latents(init_frames)
         if encoded.num_reference_frames:
             ref = torch.zeros_like(init_latents[:, :, : encoded.num_reference_frames])

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
-from .errors import VDOTInputError
+from .errors import VDOTInputError, input_ref
 from .models.checkpoint import CheckpointInfo, identify
 from .models.configs import TRANSFORMER_CONFIGS, load_config, transformer_facts
 from .models.convert import to_model_names, umt5
@@ -77,7 +77,7 @@ class ReleaseComponent:
 # --------------------------------------------------------------------------------------------
 
 
-def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Tensor], list[str]]:
+def load_weights_only(path, input_name: str = "source") -> tuple[dict[str, torch.Tensor], list[str]]:
     """``({name: tensor}, notes)`` of a release pickle, memory-mapped, through the weights-only unpickler.
 
     ``{'generator': {...}}`` (the VDOT checkpoint) is unwrapped; the ``model.`` /
@@ -115,7 +115,7 @@ def load_weights_only(path, input_name: str = "SRC") -> tuple[dict[str, torch.Te
 # --------------------------------------------------------------------------------------------
 
 
-def open_release_file(path, expect: str | None = None, tokenizer=None, input_name: str = "SRC") -> ReleaseComponent:
+def open_release_file(path, expect: str | None = None, tokenizer=None, input_name: str = "source") -> ReleaseComponent:
     """Read, identify and check one release file (nothing is written).
 
     ``expect`` (transformer | text_encoder | vae) is what the file should be (from its release
@@ -221,12 +221,12 @@ def _compare(path: Path, found: dict, expected: dict, input_name: str, kind: str
 
 def _read_spiece(tokenizer, t5_path: Path, config: dict, input_name: str) -> bytes:
     folder = Path(tokenizer) if tokenizer else t5_path.parent / RELEASE_TOKENIZER
-    name = "--tokenizer" if tokenizer else input_name
+    name = "tokenizer" if tokenizer else input_name
     spiece = folder / "spiece.model"
     if not spiece.is_file():
         where = f"{folder} has no spiece.model" if folder.is_dir() else f"{folder} does not exist"
         raise VDOTInputError(name, f"the text encoder needs its tokenizer: {where}",
-                             f"download {RELEASE_TOKENIZER}/ from huggingface.co/{HF_REPO} and pass --tokenizer <folder>")
+                             f"download {RELEASE_TOKENIZER}/ from huggingface.co/{HF_REPO} and pass {input_ref('tokenizer')} <folder>")
     data = spiece.read_bytes()
     try:
         tok = tokenizer_from_spiece(data)
@@ -326,7 +326,7 @@ def output_nbytes(tensors: dict, dtypes: dict) -> int:
 
 
 def write_streaming(tensors: dict[str, torch.Tensor], dtypes: dict[str, torch.dtype], path, metadata: dict[str, str],
-                    *, overwrite: bool = False, progress=None, input_name: str = "OUT", source_name: str = "") -> WriteReport:
+                    *, overwrite: bool = False, progress=None, input_name: str = "output", source_name: str = "") -> WriteReport:
     """Write ``tensors`` cast to ``dtypes`` as one safetensors file, one bounded chunk at a time.
 
     The header (names, dtypes, shapes, offsets) is computed first from shapes alone; then each
@@ -361,7 +361,7 @@ def _write_tensor(f, name: str, t: torch.Tensor, dt: torch.dtype, progress, sour
         # aminmax propagates NaN and shows inf, at a tenth of isfinite's cost on bf16.
         lo, hi = torch.aminmax(src) if src.is_floating_point() else (None, None)
         if lo is not None and not (torch.isfinite(lo) and torch.isfinite(hi)):
-            raise VDOTInputError(source_name or "SRC", f"tensor {name} holds NaN or infinite values",
+            raise VDOTInputError(source_name or "source", f"tensor {name} holds NaN or infinite values",
                                  f"download the file again from huggingface.co/{HF_REPO}; VDOT does not convert broken weights")
         if dt == torch.float8_e4m3fn:
             if lo < -FP8_E4M3_MAX or hi > FP8_E4M3_MAX:
@@ -370,8 +370,8 @@ def _write_tensor(f, name: str, t: torch.Tensor, dt: torch.dtype, progress, sour
         else:
             out = src.to(dt)
             if lo is not None and out.dtype != src.dtype and not all(bool(torch.isfinite(v)) for v in torch.aminmax(out)):
-                raise VDOTInputError("--dtype", f"tensor {name} has values beyond the range of {str(dt).replace('torch.', '')}",
-                                     "convert with --dtype bf16")
+                raise VDOTInputError("dtype", f"tensor {name} has values beyond the range of {str(dt).replace('torch.', '')}",
+                                     f"convert with {input_ref('dtype')} bf16")
         f.write(out.contiguous().view(torch.uint8).numpy().data)
         if progress is not None:
             progress(out.numel() * out.element_size())

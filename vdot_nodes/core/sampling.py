@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import VDOTInputError
+from .errors import VDOTInputError, input_ref
 from .progress import CancelFn, Progress, ProgressFn, SamplerStep, as_progress, check_cancel  # noqa: F401 (re-exported)
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -197,7 +197,8 @@ def get_preset(name: str = DEFAULT_PRESET, *, steps: int | None = None, shift: f
     if unshifted_timesteps is not None:
         if preset.solver == "unipc" or preset.fixed_schedule:
             raise VDOTInputError("timesteps", f"explicit timesteps do not apply to preset {name!r}",
-                                 "use preset 'renoise' with --timesteps, or give --steps/--shift instead")
+                                 f"use preset 'renoise' with {input_ref('timesteps')}, or give "
+                                 f"{input_ref('steps')}/{input_ref('shift')} instead")
         sigmas = few_step_sigmas(unshifted_timesteps, preset.shift)
         preset = dataclasses.replace(preset, steps=len(sigmas), sigmas=tuple(sigmas),
                                      timesteps=tuple(s * NUM_TRAIN_TIMESTEPS for s in sigmas))

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import VDOTInputError
+from .errors import VDOTInputError, VDOTMissingInput, input_ref
 
 #: Frames per latent frame, then pixels per transformer token on each axis (VAE 8 × patch 2).
 DOWNSAMPLE = (4, 16, 16)
@@ -89,7 +89,7 @@ def official_shape(num_source_frames: int, src_height: int, src_width: int,
     if oh < 1 or int(target_area_z / oh) < 1:
         raise VDOTInputError("source video", f"is {src_width}x{src_height}: too elongated for a "
                              f"{policy.width}x{policy.height}-area output", "crop it to a less extreme aspect ratio "
-                             "or give --height and --width")
+                             f"or give {input_ref('height')} and {input_ref('width')}")
     ow = int(target_area_z / oh)
     return (of - 1) * df + 1, oh * dh, ow * dw
 
@@ -136,8 +136,9 @@ def fit_frame_ids(available: int, n: int, sampling: str = "uniform", source_fps:
         raise VDOTInputError("num_frames", f"must be at least 1, got {n}", "use 4k+1 frames, e.g. 81")
     if sampling == "target_fps":
         if not source_fps or source_fps <= 0:
-            raise VDOTInputError("fps", "frame_sampling target_fps needs the source's frame rate",
-                                 "connect VDOT Load Video's fps output to fps, or pick uniform / first")
+            raise VDOTMissingInput("fps", f"{input_ref('frame_sampling')} target_fps needs the source's frame rate",
+                                   f"give the source's frame rate as {input_ref('fps')}, or set "
+                                   f"{input_ref('frame_sampling')} to uniform or first")
         if not target_fps or target_fps <= 0 or target_fps > source_fps + 1e-6:
             raise VDOTInputError("target_fps", f"{target_fps:g} is not in (0, {source_fps:g}] (the source's fps)",
                                  f"use at most {source_fps:g}; a higher rate would repeat frames")

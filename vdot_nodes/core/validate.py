@@ -2,10 +2,10 @@
 checked here, before any model loads, so a bad flag or widget never costs a 14B load or a finished
 generation.
 
-Core names each input by what it is (``shift``, ``num_frames``, ``out``); each front end passes a
-small table mapping those names to its own (the CLI's ``--shift``, ``--frames``; a node's
-``filename_prefix``), so an error names exactly what the user typed or set. Only values that are
-present (not ``None``) are checked, so front ends with fewer inputs, or defaults filled in later,
+Core names each input by what it is (``shift``, ``num_frames``, ``out``); each front end renames
+the error with its own table (:func:`~vdot_nodes.core.errors.renamed_input`: the CLI's ``--shift``,
+``--frames``; a node's socket), so an error names exactly what the user typed or set. Only values that
+are present (not ``None``) are checked, so front ends with fewer inputs, or defaults filled in later,
 share the same rules.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .atomic import check_target
-from .errors import VDOTInputError
+from .errors import VDOTInputError, input_ref
 from .sampling import MAX_STEPS, NUM_TRAIN_TIMESTEPS
 
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF  # torch generators take unsigned 64-bit seeds
@@ -77,10 +77,6 @@ PREPROCESS_BOUNDS: dict[str, Bound] = {
     "crf": BOUNDS["crf"],
     "batch_size": Bound(int, 1, 4096, "use e.g. 16"),
 }
-
-
-def _namer(names: Mapping[str, str] | None):
-    return lambda key: (names or {}).get(key, key)
 
 
 def _value(values: Any, key: str):
@@ -198,52 +194,48 @@ def check_outputs(out, num_videos: int = 1, overwrite: bool = False, name: str =
     return targets
 
 
-def check_memory(num_frames: int, height: int, width: int, num_videos: int = 1,
-                 names: Mapping[str, str] | None = None) -> int:
+def check_memory(num_frames: int, height: int, width: int, num_videos: int = 1) -> int:
     """Refuse a call whose float32 latents and decoded frames (all held at once) pass
     :data:`MAX_OUTPUT_BYTES`; returns the estimate in bytes. (Model memory is the loader's budget.)"""
-    n = _namer(names)
     latents = 16 * ((num_frames - 1) // 4 + 1) * (height // 8) * (width // 8)  # Wan VAE: 16 ch, 4x time, 8x space
     need = num_videos * (num_frames * height * width * 3 + latents) * 4
     if need > MAX_OUTPUT_BYTES:
         raise VDOTInputError(
-            n("num_frames"), f"{num_videos} video(s) x {num_frames} frames x {width}x{height} need "
+            "num_frames", f"{num_videos} video(s) x {num_frames} frames x {width}x{height} need "
             f"{need / 2**30:.1f} GiB for their latents and decoded frames (cap {MAX_OUTPUT_BYTES / 2**30:.0f} GiB)",
-            f"lower {n('num_frames')}, {n('width')}/{n('height')} or {n('num_videos')}")
+            f"lower {input_ref('num_frames')}, {input_ref('width')}/{input_ref('height')} or {input_ref('num_videos')}")
     return need
 
 
-def validate_generate(values, names: Mapping[str, str] | None = None) -> None:
+def validate_generate(values) -> None:
     """Check everything a generate call takes that is present in ``values`` (a mapping or an argparse
     namespace with semantic keys): numbers (type, finiteness, range), seed + num_videos, timesteps,
-    device, the output targets (every numbered name) and the memory estimate. ``names`` maps semantic
-    names to the front end's."""
-    n = _namer(names)
+    device, the output targets (every numbered name) and the memory estimate. Errors name the semantic
+    keys; front ends rename them (:func:`~vdot_nodes.core.errors.inputs_named`)."""
     checked = {}
     for key, bound in BOUNDS.items():
         value = _value(values, key)
         if value is not None:
-            checked[key] = check_number(key, value, bound, n(key))
+            checked[key] = check_number(key, value, bound)
     seed, count = checked.get("seed"), checked.get("num_videos", 1)
     if seed is not None and seed + count - 1 > MAX_SEED:  # video i uses seed + i
-        raise VDOTInputError(n("seed"), f"{seed} + {count - 1} (one seed per video) passes 2^64 - 1",
+        raise VDOTInputError("seed", f"{seed} + {count - 1} (one seed per video) passes 2^64 - 1",
                              f"use a seed of at most {MAX_SEED - count + 1}")
     if _value(values, "timesteps") is not None:
-        check_timesteps(_value(values, "timesteps"), n("timesteps"))
-    check_device(_value(values, "device"), n("device"))
+        check_timesteps(_value(values, "timesteps"))
+    check_device(_value(values, "device"))
     if _value(values, "out") is not None:
-        check_outputs(_value(values, "out"), count, bool(_value(values, "overwrite")), n("out"))
+        check_outputs(_value(values, "out"), count, bool(_value(values, "overwrite")))
     if all(k in checked for k in ("num_frames", "height", "width")):
-        check_memory(checked["num_frames"], checked["height"], checked["width"], count, names)
+        check_memory(checked["num_frames"], checked["height"], checked["width"], count)
 
 
-def validate_preprocess(values, names: Mapping[str, str] | None = None) -> None:
+def validate_preprocess(values) -> None:
     """The numbers ``vdot preprocess`` takes (sizes capped at 4096 px) and their finiteness."""
-    n = _namer(names)
     for key, bound in PREPROCESS_BOUNDS.items():
         value = _value(values, key)
         if value is not None:
-            check_number(key, value, bound, n(key))
+            check_number(key, value, bound)
 
 
 __all__ = ["BOUNDS", "MAX_FRAMES", "MAX_NUM_VIDEOS", "MAX_OUTPUT_BYTES", "MAX_SEED", "MAX_SIDE", "Bound",

@@ -215,16 +215,17 @@ def check_frames(frames, name: str = "frames") -> torch.Tensor:
     NaN would otherwise become black pixels in a file that looks like a result (uint8 has no NaN).
     """
     if not isinstance(frames, torch.Tensor):
-        raise VDOTInputError(name, f"expected frames as a tensor, got {type(frames).__name__}", "connect an IMAGE")
+        raise VDOTInputError(name, f"expected frames as a tensor, got {type(frames).__name__}",
+                             "give the frames as a [F, H, W, 3] tensor (a ComfyUI IMAGE)")
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise VDOTInputError(name, f"expected [F, H, W, 3], got {tuple(frames.shape)}", "pass RGB frames")
     if frames.numel() == 0:
-        raise VDOTInputError(name, f"is empty (shape {tuple(frames.shape)})", "connect a node that outputs frames")
+        raise VDOTInputError(name, f"is empty (shape {tuple(frames.shape)})", "give at least one frame")
     finite = torch.isfinite(frames)
     if not finite.all():
         bad = int((~finite).any(dim=(1, 2, 3)).sum())
         raise VDOTInputError(name, f"{bad} of {frames.shape[0]} frames contain NaN/inf values",
-                             "fix the node or model that produced them (a VAE decoding in fp16/bf16 can overflow: "
+                             "fix what produced them (a VAE decoding in fp16/bf16 can overflow: "
                              "decode in fp32)")
     return frames
 

@@ -15,7 +15,7 @@ import torch
 
 from ..core import video_io
 from ..core.atomic import atomic_write_bytes
-from ..core.errors import VDOTInputError
+from ..core.errors import VDOTInputError, inputs_named
 from ..core.preprocess.masks import MASK_CHANNELS, binarize_mask, image_to_mask
 from ..core.preprocess.video_ops import FIT_MODES, fit_video
 from ..core.source_prep import FIT_FRAME_SAMPLING, fit_frame_ids
@@ -144,6 +144,10 @@ class VDOTImageToMask:
         return (binarize_mask(image_to_mask(images, channel, "images"), threshold, "images"),)
 
 
+# How VDOT Fit Video's missing inputs are given (a fix for core's "needs the source's frame rate").
+FIT_HOW_TO_GIVE = {"fps": "connect VDOT Load Video's fps output to fps, or set frame_sampling to uniform or first"}
+
+
 class VDOTFitVideo:
     DESCRIPTION = ("Pick num_frames frames of a video (spread over the whole clip, the first ones, or at a target "
                    "frame rate) and resize them to width×height — the one explicit place frames are picked or "
@@ -186,7 +190,8 @@ class VDOTFitVideo:
         check_size(height, width, "width/height")
         available = 1 if images.ndim == 3 else int(images.shape[0])
         if available > 1 or num_frames > 1:
-            ids = fit_frame_ids(available, num_frames, frame_sampling, fps, target_fps, name="images")
+            with inputs_named({}, FIT_HOW_TO_GIVE):
+                ids = fit_frame_ids(available, num_frames, frame_sampling, fps, target_fps, name="images")
             images = images[ids]
         return (fit_video(images, num_frames, height, width, name="images", mode=mode),)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.errors import VDOTInputError
+from ..core.errors import VDOTInputError, inputs_named
 from ..core.long_video import DEFAULT_OVERLAP, DEFAULT_WINDOW, generate_long_video, plan_windows
 from ..core.pipeline import VDOTPipeline
 from ..core.validate import MAX_FRAMES, MAX_SEED, Bound, check_number, validate_generate
@@ -48,13 +48,14 @@ class VDOTLongVideo:
                                                     "(removes the colour drift of chained extensions)."}),
         }}
 
+    @inputs_named(SOCKET_NAMES)
     def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, control_scale, window, overlap,
                colour_match):
         # An API-format workflow bypasses the widgets' bounds: the one validation layer checks them
         # (steps / shift 0 mean "the preset's own", as in VDOT Sampler).
         overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
         validate_generate(dict(seed=seed, cfg=cfg, control_scale=control_scale, num_frames=vcu.num_frames,
-                               height=vcu.height, width=vcu.width, **overrides), SOCKET_NAMES)
+                               height=vcu.height, width=vcu.width, **overrides))
         preset = node_preset(preset, steps, shift)
         window = check_number("window", window, Bound(int, 1, MAX_FRAMES, f"use {DEFAULT_WINDOW}"))
         overlap = check_number("overlap", overlap, Bound(int, 1, MAX_FRAMES, f"use {DEFAULT_OVERLAP}"))

@@ -10,12 +10,13 @@ The adapters are ``vdot_nodes.core.native``; this module only takes the sockets 
 
 from __future__ import annotations
 
+from ..core.errors import inputs_named
 from ..core.native import NativeWanVACE, NativeWanVAE, append_conditioning, wan_vace_conditioning
 from ..core.pipeline import VDOTPipeline
 from ..core.validate import MAX_NUM_VIDEOS
 from ..core.vcu import validate_vcu
 from . import comfy
-from .sampler import check_sampler_inputs, generate_frames, generation_inputs
+from .sampler import SOCKET_NAMES, check_sampler_inputs, generate_frames, generation_inputs
 from .text import Embeds, _from_conditioning
 
 
@@ -55,6 +56,7 @@ class VDOTNativeSampler:
             },
         }
 
+    @inputs_named(SOCKET_NAMES)
     def sample(self, model, vae, positive, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
                negative=None, init_frames=None):
         embeds = Embeds(_from_conditioning(positive, "positive"),

@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-from ..core.errors import VDOTInputError
+from ..core.errors import VDOTInputError, inputs_named
 from ..core.pipeline import VDOTPipeline
 from ..core.sampling import (
     DEFAULT_PRESET,
@@ -22,9 +22,11 @@ from ..core.validate import MAX_NUM_VIDEOS, MAX_SEED, validate_generate
 from . import comfy
 from .lora import lora_context
 
-# The semantic input names of core.validate as this node shows them: the shape comes from the VCU
-# input, every other name is the socket's own.
-SOCKET_NAMES = {"num_frames": "vcu (num_frames)", "height": "vcu (height)", "width": "vcu (width)"}
+# Core's semantic input names as the samplers show them (every error leaving a sampler is renamed with
+# this table): the shape comes from the VCU input, the memory settings from the Model Loader, every
+# other name is the socket's own.
+SOCKET_NAMES = {"num_frames": "vcu (num_frames)", "height": "vcu (height)", "width": "vcu (width)",
+                "vram_budget": "vram_budget_gb (VDOT Model Loader)", "precision": "precision (VDOT Model Loader)"}
 PRESET_TOOLTIP = "Sampler preset; which checkpoint each suits:\n" + "\n".join(
     f"- {p.name}: {p.description}" for p in SAMPLER_PRESETS.values())
 
@@ -95,6 +97,7 @@ class VDOTSampler:
             },
         }
 
+    @inputs_named(SOCKET_NAMES)
     def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
                init_frames=None, preview_decoder=None):
         preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos)
@@ -138,7 +141,7 @@ def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, 
     overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
     validate_generate(dict(seed=seed, cfg=cfg, denoise=denoise, control_scale=control_scale,
                            num_videos=num_videos, num_frames=vcu.num_frames, height=vcu.height, width=vcu.width,
-                           **overrides), SOCKET_NAMES)
+                           **overrides))
     if cfg != 1.0 and embeds.negative is None:
         raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
                              "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")

@@ -10,7 +10,7 @@ sizes multiples of 16 — use VDOT Fit Video to get there explicitly.
 from __future__ import annotations
 
 from ..core import vcu as core
-from ..core.errors import VDOTInputError, renamed_input
+from ..core.errors import VDOTInputError, inputs_named
 from ..core.preprocess.masks import binarize_mask
 from ..core.tasks import build_vcu, tasks_of_node
 
@@ -61,10 +61,8 @@ class _VCUNode:
 
     @classmethod
     def _build(cls, kind: str | None = None, **inputs):
-        try:
+        with inputs_named(SOCKETS, HOW_TO_GIVE):
             return (build_vcu(cls.task(kind), **inputs),)
-        except VDOTInputError as exc:
-            raise renamed_input(exc, SOCKETS, HOW_TO_GIVE) from None
 
 
 class VDOTVCUText2Video(_VCUNode):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import VDOTInputError
+from ..errors import VDOTInputError, input_ref
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 LEGACY_MAX_BYTES = 2 * 1024**3  # an old-format pickle (no mmap) is read whole: allowed up to this size
@@ -285,7 +285,8 @@ def read_pickle_weights(path, input_name: str, origin: str):
         what = (f"an old-format torch.save pickle over {LEGACY_MAX_BYTES / 1e9:.0f} GB, which cannot be memory-mapped"
                 if head[:1] == b"\x80" else "a safetensors file: it needs no conversion" if path.suffix == ".safetensors"
                 else "not a torch.save checkpoint")
-        fix = ("load it directly (--model/--vae/--text-encoder)" if path.suffix == ".safetensors" else
+        fix = (f"load it directly (as {input_ref('model')}, {input_ref('vae')} or {input_ref('text_encoder')})"
+               if path.suffix == ".safetensors" else
                f"use the release file from {origin}, or re-save it with a current torch.save")
         raise VDOTInputError(input_name, f"{path.name} is {what}", fix)
     try:

@@ -16,10 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import VDOTInputError, one_line_parser_class, run_subcommand
-from . import PREPROCESSORS, resolve_name, run_preprocessor
-from ..validate import validate_preprocess
-from .video_ops import DEFAULT_BATCH_SIZE, fit_video
+from .core.errors import VDOTInputError, one_line_parser_class, run_subcommand
+from .core.preprocess import PREPROCESSORS, resolve_name, run_preprocessor
+from .core.preprocess.video_ops import DEFAULT_BATCH_SIZE, fit_video
+from .core.validate import validate_preprocess
 
 PROG = "vdot preprocess"
 
@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# The semantic input names of core.validate, as `vdot preprocess` spells them.
+# Core's semantic input names (core.validate, core.atomic), as `vdot preprocess` spells them.
 PREPROCESS_NAMES = {"num_frames": "--frames", "width": "--width", "height": "--height", "fps": "--fps",
-                    "crf": "--crf", "batch_size": "--batch-size"}
+                    "crf": "--crf", "batch_size": "--batch-size", "overwrite": "--overwrite", "out": "OUT"}
 
 
 def _check_output(out: Path, src: Path, overwrite: bool) -> bool:
@@ -116,8 +116,8 @@ def _kind_options(args) -> dict:
 
 
 def _run(args) -> int:
-    from ..progress import TqdmProgress
-    from ..video_io import read_video, write_frames, write_video
+    from .core.progress import TqdmProgress
+    from .core.video_io import read_video, write_frames, write_video
 
     kind = resolve_name(args.kind)
     opts = _kind_options(args)
@@ -133,7 +133,7 @@ def _run(args) -> int:
     if args.fps is not None and not args.fps > 0:
         raise VDOTInputError("--fps", f"must be > 0, got {args.fps}", "use e.g. 16")
     validate_preprocess({"num_frames": args.frames, "width": args.width, "height": args.height, "fps": args.fps,
-                         "crf": args.crf, "batch_size": args.batch_size}, PREPROCESS_NAMES)
+                         "crf": args.crf, "batch_size": args.batch_size})
     src, out = Path(args.input), Path(args.output)
     if not src.exists():
         raise VDOTInputError("IN", f"{src} does not exist", "check the path")
@@ -159,7 +159,7 @@ def _run(args) -> int:
 def preprocess_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vdot preprocess``; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_subcommand(PROG, build_parser(), argv, _run)
+    return run_subcommand(PROG, build_parser(), argv, _run, names=PREPROCESS_NAMES)
 
 
 if __name__ == "__main__":
