@@ -104,6 +104,21 @@ def test_one_core_error_reads_as_each_front_end_spells_it(tmp_path, capsys):
     assert err.value.fix == "lower vcu (num_frames), vcu (width)/vcu (height) or num_videos"
 
 
+def test_a_missing_input_reads_as_how_each_front_end_gives_it():
+    """Core says what is missing in its own words; VDOT Fit Video says which output to connect."""
+    import torch
+
+    from vdot_nodes.core.source_prep import fit_frame_ids
+    from vdot_nodes.nodes.io import VDOTFitVideo
+
+    with pytest.raises(VDOTInputError) as err:
+        fit_frame_ids(9, 5, "target_fps", None, 16.0)
+    assert err.value.fix == "give the source's frame rate as fps, or set frame_sampling to uniform or first"
+    with pytest.raises(VDOTInputError) as err:
+        VDOTFitVideo().fit(torch.rand(9, 16, 16, 3), 16, 16, 5, "crop", "target_fps", 16.0, fps=None)
+    assert err.value.input_name == "fps" and err.value.fix.startswith("connect VDOT Load Video's fps output to fps")
+
+
 def test_every_file_is_written_through_the_atomic_writer():
     found, used = [], set()
     for name, text in _sources():

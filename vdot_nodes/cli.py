@@ -122,8 +122,9 @@ def _named(flag: str, read, path):
     except VDOTInputError as exc:
         # A file error keeps the file's name after the flag; an error about the input itself
         # (core names it semantically: "mask" for --mask) is simply renamed to the flag.
-        problem = exc.problem if exc.input_name == flag.lstrip("-") else f"{exc.input_name}: {exc.problem}"
-        raise VDOTInputError(flag, problem, exc.fix) from None
+        problem, fix = exc.templates  # with their input references, which main renames to flags
+        problem = problem if exc.input_name == flag.lstrip("-") else f"{exc.input_name}: {problem}"
+        raise VDOTInputError(flag, problem, fix) from None
 
 
 def _source_path(args) -> tuple[str | None, str]:

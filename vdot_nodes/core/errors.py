@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 
-_REF = "\x00"  # brackets a semantic input name inside a message; never in a path, argument or widget text
+_REF = "\x00"  # brackets a semantic input name in a message: never part of a path or command-line argument
 _REF_PATTERN = re.compile(f"{_REF}([^{_REF}]+){_REF}")
 
 
