@@ -152,3 +152,30 @@ def test_caption_truth_helpers_read_colour_and_motion_from_truth_and_catch_wrong
     assert object_colour_name(repainted, background) == other
     plain = torch.ones_like(video) * torch.tensor(BACKGROUND_COLORS[background][0])
     assert object_colour_name(plain, background) is None
+
+
+class _ReplayPipeline:
+    """Answers each VCU with the true clip its caption was written for (optionally played backwards):
+    the thing under test is the caption check, so its input is the truth the check compares with."""
+
+    def __init__(self, clips, backwards: bool = False):
+        self.by_caption = {c.caption: torch.from_numpy(c.frames) for c in clips}
+        self.backwards = backwards
+        self.tasks = []
+
+    def generate(self, vcu, *, seed=0, preset=None, **_):
+        self.tasks.append(vcu.task)
+        video = self.by_caption[vcu.prompt]
+        return [video.flip(0) if self.backwards else video]
+
+
+def test_caption_check_passes_the_truth_and_flags_a_reversed_video():
+    from training.toy.check_default import check_caption_truth, held_out_scenes
+
+    truth = _ReplayPipeline(held_out_scenes(3))
+    assert check_caption_truth(truth) == []
+    assert truth.tasks == ["t2v", "depth"] * 3  # each scene from its caption alone and with its depth control
+    problems = check_caption_truth(_ReplayPipeline(held_out_scenes(3), backwards=True))
+    # Backwards: every object moves the wrong way, and no longer sits where its depth control says.
+    assert sum("centroid moved" in p for p in problems) == 3
+    assert sum("depth control: object IoU" in p for p in problems) == 3 and len(problems) == 6

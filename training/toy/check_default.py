@@ -9,8 +9,10 @@ moves the named way by at least half the true distance, and with the depth contr
 true object pixels (IoU ≥ 0.5). Exit status 0 when every check holds, 1 otherwise.
 
 Issue #19 asks for this as a test of the embedded default; it belongs in the suite once a default
-passes it. The default committed today (trained on the previous toy world) does not: the first scene,
-a cyan triangle, comes out green.
+passes it (``tests/test_toy_metrics.py`` checks the checker itself: the truth passes, a reversed video
+fails). Neither the committed default (previous toy world) nor the student of the redesigned world's
+first full build passes it yet: colours come out as a neighbouring palette colour and depth-control IoU
+stays below 0.5.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def horizontal_motion(video, clip) -> float:
 
 def check_caption_truth(pipe, count: int = 3) -> list[str]:
     """Problems found (empty = the model follows the captions and the depth control)."""
-    from vdot_nodes.core.vcu import build_vcu
+    from vdot_nodes.core.tasks import build_vcu
 
     from .metrics import object_colour_name, object_iou
     from .world import depth_to_video

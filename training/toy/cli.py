@@ -37,8 +37,8 @@ ENCODE_CACHE = "encode_cache"  # VAE encodings of the manifest rows, shared by t
 # Every key of the toy recipe (toy_teacher.yaml), per section; anything else is a typo and an error.
 TOY_CONFIG_KEYS = {
     "world": {"clips", "seed", "height", "width", "num_frames", "max_objects", "tasks"},
-    "vae": {"steps", "crop", "train_frames", "lr", "latent_noise", "batch_size", "long_steps", "long_lr",
-            "object_weight", "long_object_weight", "kl_weight", "seed"},
+    "vae": {"steps", "crop", "train_frames", "lr", "latent_noise", "batch_size", "long_steps", "long_lr", "long_crop",
+            "long_batch_size", "object_weight", "long_object_weight", "kl_weight", "seed"},
     "text_encoder": {"seed"},
     "teacher": {"seed", "steps", "time_limit_minutes", "batch_size", "lr", "betas", "weight_decay", "warmup", "shift",
                 "text_dropout", "ema_decay", "grad_clip", "checkpoint_every", "keep_last"},
@@ -129,7 +129,8 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
                              crop=v.get("crop"))
         long_steps = int(v.get("long_steps", 0))
         if long_steps:  # phase 2: full-length clips, so every chunk of the causal VAE's cache is trained
-            phase2 = train_phase(long_steps, "toy VAE, full-length clips", lr=float(v.get("long_lr", 5e-4)), batch_size=1,
+            phase2 = train_phase(long_steps, "toy VAE, full-length clips", lr=float(v.get("long_lr", 5e-4)),
+                                 batch_size=int(v.get("long_batch_size", 1)), crop=v.get("long_crop"),
                                  seed=int(v.get("seed", 0)) + 1, train_frames=None,
                                  object_weight=float(v.get("long_object_weight", 0.0)))
             result = {**result, "psnr_after_phase1": result["psnr_after"], "psnr_after": phase2["psnr_after"],
