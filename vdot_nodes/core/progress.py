@@ -115,40 +115,6 @@ class Progress:
         """Subclasses render ``done`` / ``total`` here."""
 
 
-class _Status(Progress):
-    """A view that forwards cancel, notes and previews to its parent and counts nothing there."""
-
-    def __init__(self, parent: Progress):
-        super().__init__()
-        self.parent = parent
-
-    def check_cancel(self) -> None:
-        self.parent.check_cancel()
-
-    def note(self, text: str) -> None:
-        self.parent.note(text)
-
-    def preview(self, result: Any) -> None:
-        self.parent.preview(result)
-
-
-class _Part(_Status):
-    """Part ``index`` of ``count`` equal parts of the parent's count (nested loops on one bar)."""
-
-    def __init__(self, parent: Progress, index: int, count: int):
-        super().__init__(parent)
-        self.index, self.count = int(index), int(count)
-
-    def set_total(self, total: int) -> None:
-        super().set_total(total)
-        if self.parent.total != total * self.count:
-            self.parent.set_total(total * self.count)
-
-    def _show(self) -> None:
-        if self.total is not None:
-            self.parent.update_to(self.index * self.total + self.done)
-
-
 class CallbackProgress(Progress):
     """The callback form: ``progress(done, total)`` after each update, ``cancel()`` polled by check_cancel."""
 
@@ -238,6 +204,34 @@ class _Forward(Progress):
 
     def preview(self, result: Any) -> None:
         self.inner.preview(result)
+
+
+class _Status(_Forward):
+    """A view that forwards cancel, notes and previews to ``inner`` and keeps its counts to itself."""
+
+    def __init__(self, inner: Progress):
+        super().__init__(inner)
+        self.total = None  # its own count, not the inner one's
+
+    set_total = Progress.set_total
+    update = Progress.update
+
+
+class _Part(_Status):
+    """Part ``index`` of ``count`` equal parts of the inner count (nested loops on one bar)."""
+
+    def __init__(self, inner: Progress, index: int, count: int):
+        super().__init__(inner)
+        self.index, self.count = int(index), int(count)
+
+    def set_total(self, total: int) -> None:
+        super().set_total(total)
+        if self.inner.total != total * self.count:
+            self.inner.set_total(total * self.count)
+
+    def _show(self) -> None:
+        if self.total is not None:
+            self.inner.update_to(self.index * self.total + self.done)
 
 
 class _AlsoCancel(_Forward):
