@@ -272,3 +272,24 @@ def test_every_entry_point_has_the_one_error_wrapper(tmp_path, capsys, monkeypat
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert err.startswith(f"{prog}: interrupted") and "Traceback" not in err, err
+
+
+def test_missing_pyav_is_refused_before_the_model_loads(tmp_path, capsys, loader_must_not_run, monkeypatch):
+    """Seen on a fresh GPU machine without PyAV: a whole run, then a traceback at the mp4 write."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
+    code, _, err = run(capsys, "generate", "--frames", 5, "--height", H, "--width", W, "--out", tmp_path / "x.mp4")
+    lines = [line for line in err.splitlines() if line.startswith("vdot: error:")]
+    assert code == 2 and len(lines) == 1 and "--out: needs PyAV" in lines[0] and "pip install av" in lines[0], err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_embedded_default_says_which_speed_options_ran(tmp_path, capsys):
+    """The embedded model once ignored --attention/--compile/--precision without a word."""
+    code, _, err = run(capsys, "generate", "--frames", 5, "--height", H, "--width", W, "--attention", "sage",
+                       "--out", tmp_path / "x.mp4")
+    ran = [line for line in err.splitlines() if line.startswith("vdot: ran with")]
+    assert code == 0 and len(ran) == 1, err
+    assert "fp32 weights (the embedded toy model; precision bf16 applies to a loaded model)" in ran[0]
+    assert "attention sdpa (sage needs a CUDA device)" in ran[0]

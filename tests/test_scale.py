@@ -227,6 +227,33 @@ def test_plan_over_budget_is_refused_before_anything_loads(files, monkeypatch):
     assert e.value.input_name == "ram_budget" and "fp8_e4m3fn" in e.value.fix  # core's name; the CLI's: below
 
 
+def test_a_ram_budget_the_untiled_vae_would_pass_tiles_the_vae(files):
+    """At 480p the VAE runs untiled (as officially) unless the budget says otherwise: then it tiles, the plan
+    says so, and the pipeline the CLI builds decodes in tiles (a 1.3B CPU run at 480p peaked in the VAE)."""
+    from vdot_nodes.core.components import load_pipeline
+    from vdot_nodes.core.memory import BASE_RSS, vae_activation_bytes
+
+    common = dict(precision="fp32", vae_precision="fp32", text_precision="fp32", frames=17, height=480, width=832,
+                  device="cpu", prompt_cached=True)
+    roomy = plan_memory(files["transformer"], files["vae"], files["text_encoder"], ram_budget_gb=1000, **common)
+    assert not roomy.vae_tiling and "tiles" not in roomy.describe()
+    vae = models.empty_model(files["vae"], "vae", "fp32")
+    base_dim = int(vae.config.base_dim)
+    untiled, tiled = vae_activation_bytes(480, 832, base_dim), vae_activation_bytes(256, 256, base_dim)
+    fixed = BASE_RSS + models.module_bytes(vae) + 3 * 17 * 480 * 832 * 4 * 3
+    budget = fixed + (untiled + tiled) / 2
+    ram = dict((name, r) for name, r, _ in roomy.phases)
+    assert ram["VAE decode"] == fixed + untiled and ram["transformer"] < budget  # only the VAE is over
+    tight = plan_memory(files["transformer"], files["vae"], files["text_encoder"], ram_budget_gb=budget / 1e9, **common)
+    assert tight.vae_tiling and dict((n, r) for n, r, _ in tight.phases)["VAE decode"] == fixed + tiled
+    assert "VAE in 256-px tiles to fit the RAM budget" in tight.describe()
+    pipe = load_pipeline(files["transformer"], files["vae"], files["text_encoder"], precision="fp32", device="cpu",
+                         lazy=True, plan_shape=(17, 480, 832), ram_budget_gb=budget / 1e9)
+    assert pipe.memory_plan.vae_tiling and pipe.vae_tiling == "on"
+    assert load_pipeline(files["transformer"], files["vae"], files["text_encoder"], precision="fp32", device="cpu",
+                         lazy=True, plan_shape=(17, 480, 832), ram_budget_gb=1000).vae_tiling == "auto"
+
+
 def test_vram_budget_picks_the_resident_block_count(files, tmp_path):
     deep = models.save_transformer(build_tiny_transformer(0, num_layers=8, vace_layers=[0, 4]), tmp_path / "deep.safetensors")
     common = dict(precision="fp32", vae_precision="fp32", text_precision="fp32", frames=5, height=32, width=32,

@@ -127,6 +127,7 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
     assert set(student["tasks"]) == {"t2v", "inpaint"} and 0 <= student["object_iou"] <= 1
     assert np.isfinite([student["fd"], teacher["fd"], student["diversity"], report["fd_real_vs_real"]]).all()
     assert student["diversity"] > 0  # two seeds, two different videos
+    assert student["preset"] == "renoise" and teacher["preset"] == "teacher_euler"  # no inference preset in its metadata
     assert (build / "eval_world_1" / "manifest.jsonl").is_file() and (build / "report" / "report.svg").is_file()
     assert report["clips"] == 1 and report["rows"] == 2  # one held-out clip × two tasks
     assert (build / "report" / "samples.png").is_file() and "![samples](samples.png)" in (build / "report" / "REPORT.md").read_text()
@@ -179,3 +180,46 @@ def test_caption_check_passes_the_truth_and_flags_a_reversed_video():
     # Backwards: every object moves the wrong way, and no longer sits where its depth control says.
     assert sum("centroid moved" in p for p in problems) == 3
     assert sum("depth control: object IoU" in p for p in problems) == 3 and len(problems) == 6
+
+
+def test_seed_table_reports_mean_spread_and_range_over_training_seeds(tmp_path):
+    report = _fake_report()
+    base = report["models"]["dmd"]
+    for seed, (fd, diag) in enumerate([(1.0, 0.6), (2.0, 0.7), (3.0, 0.8)]):
+        report["models"]["vdot" if seed == 0 else f"vdot seed{seed}"] = {
+            **base, "fd": fd, "otd_plan_diag_mass": diag, "otd_rel_diff_dmd": 0.5, "variant": "vdot", "train_seed": seed}
+    from training.toy.report import seed_table
+
+    table = seed_table(report)
+    row = next(line for line in table.splitlines() if line.startswith("| vdot |"))
+    assert "| 3 |" in row and "2.000 ± 1.000 (1.000–3.000)" in row and "0.700 ± 0.100 (0.600–0.800)" in row
+    assert "0.500 ± 0.000" in row and "dmd" not in table  # one seed: no row
+    assert "‖g_OT − g_DMD‖ / ‖g_DMD‖" in markdown_table(report)
+    out = write_report(report, tmp_path / "rep")
+    assert "Students trained with several seeds" in (out / "REPORT.md").read_text()
+
+
+def test_report_samples_each_student_with_the_preset_it_was_trained_for(tmp_path):
+    """The released recipe writes vdot_inference_preset into its exports; the toy recipe's students carry none."""
+    from safetensors.torch import save_file
+
+    from training.toy.cli import _student, variant_dir
+
+    run = tmp_path / "stage2_vdot"
+    (run / "exports").mkdir(parents=True)
+    save_file({"x": torch.zeros(1)}, run / "exports" / "a.safetensors", metadata={"vdot_inference_preset": "vdot"})
+    save_file({"x": torch.zeros(1)}, run / "exports" / "b.safetensors")
+    (run / "metrics.jsonl").write_text(json.dumps({"otd_plan_diag_mass": 0.7, "otd_rel_diff_dmd": 0.4}) + "\n"
+                                       + json.dumps({"otd_plan_diag_mass": 0.5, "otd_rel_diff_dmd": 0.2}) + "\n")
+    a, b = _student(run / "exports" / "a.safetensors"), _student(run / "exports" / "b.safetensors")
+    assert (a["preset"], b["preset"], a["steps"]) == ("vdot", "renoise", 4)
+    assert a["extra"] == pytest.approx({"otd_plan_diag_mass": 0.6, "otd_rel_diff_dmd": 0.3, "otd_steps": 2})
+    assert variant_dir(tmp_path, "dmd+otd+gan") == tmp_path / "stage2"
+    assert variant_dir(tmp_path, "vdot-dmd", 2) == tmp_path / "stage2_vdot_dmd_seed2"
+
+
+def test_toy_build_refuses_zero_training_seeds_before_building(tmp_path, capsys):
+    from training.toy.cli import toy_main
+
+    assert toy_main(["build", "--out", str(tmp_path / "b"), "--train-seeds", "0"]) == 2
+    assert "--train-seeds: is 0" in capsys.readouterr().err and not (tmp_path / "b").exists()

@@ -191,13 +191,25 @@ STUDENT_VARIANTS = {
     "dmd": {"loss": {"dm": "dmd", "gan_weight": 0.0}, "schedule": {"generator_objectives": ["dm"]}},
     "dmd+otd": {"loss": {"dm": "otd", "gan_weight": 0.0}, "schedule": {"generator_objectives": ["dm"]}},
     "dmd+gan": {"loss": {"dm": "dmd"}},
+    # The released recipe (#17) and its DMD-only ablation: same recipe, iterations and σ-weighted DMD, no OT, no GAN.
+    "vdot": {},
+    "vdot-dmd": {"loss": {"dm": "dmd", "gan_weight": 0.0},
+                 "schedule": {"generator_objectives": ["dm"], "critic_objectives": ["denoise"]}},
 }
+# The stage-2 YAML each variant starts from (the others: toy_stage2.yaml).
+VARIANT_CONFIGS = {"vdot": "toy_stage2_vdot.yaml", "vdot-dmd": "toy_stage2_vdot.yaml"}
 FULL_VARIANT = "dmd+otd+gan"
 UNDISTILLED = "teacher@4 steps"  # report baseline: the teacher on the 4-step VDOT sampler, no CFG, not distilled
 
 
-def variant_dir(out: Path, name: str) -> Path:
-    return out / ("stage2" if name == FULL_VARIANT else "stage2_" + name.replace("+", "_"))
+def variant_dir(out: Path, name: str, seed: int = 0) -> Path:
+    """Where a variant's stage-2 run lives; training seeds after the first get their own ``_seedK`` folder."""
+    base = "stage2" if name == FULL_VARIANT else "stage2_" + name.replace("+", "_").replace("-", "_")
+    return out / (base if seed == 0 else f"{base}_seed{seed}")
+
+
+def variant_label(name: str, seed: int = 0) -> str:
+    return name if seed == 0 else f"{name} seed{seed}"
 
 
 def _run_stage(out: Path, name: str, run: dict) -> int:
@@ -210,23 +222,26 @@ def _run_stage(out: Path, name: str, run: dict) -> int:
     return train_main([str(path), "--resume"] if resume else [str(path)])
 
 
-def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None) -> int:
-    """Stage 1, then stage 2 once per student variant (:data:`STUDENT_VARIANTS`), with ``training.trainer``."""
+def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None, train_seeds: int = 1,
+                     stage2_steps: int | None = None) -> int:
+    """Stage 1, then stage 2 once per student variant (:data:`STUDENT_VARIANTS`) and training seed (the
+    config's seed + 0 … ``train_seeds`` − 1), with ``training.trainer``; ``stage2_steps`` replaces each
+    stage-2 config's ``max_steps`` (a shorter ablation)."""
     configs = Path(__file__).resolve().parent.parent / "configs"
     world = _world_config(cfg)
     common_models = {"vae": str(out / "components" / "vae.safetensors"),
                      "text_encoder": str(out / "components" / "text_encoder.safetensors")}
     data = {"num_frames": world.num_frames, "height": world.height, "width": world.width}
 
-    def stage_config(stage: int) -> dict:
-        with open(configs / f"toy_stage{stage}.yaml", encoding="utf-8") as f:
+    def stage_config(file: str) -> dict:
+        with open(configs / file, encoding="utf-8") as f:
             run = yaml.safe_load(f)
         run["models"].update(common_models)
         run["data"] = {**{k: v for k, v in run.get("data", {}).items() if k not in ("captions", "manifest")}, **data,
                        "manifest": str(out / "world" / "manifest.jsonl")}
         return run
 
-    run = stage_config(1)
+    run = stage_config("toy_stage1.yaml")
     run["out"] = str(out / "stage1")
     run["models"]["teacher"] = str(out / "teacher" / TEACHER_T2V)
     code = _run_stage(out, "toy_stage1", run)
@@ -239,17 +254,33 @@ def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None) ->
     for name in variants or list(STUDENT_VARIANTS):
         if name not in STUDENT_VARIANTS:
             raise VDOTInputError("--variants", f"unknown variant {name!r}", f"use some of {', '.join(STUDENT_VARIANTS)}")
-        run = stage_config(2)
-        run["out"] = str(variant_dir(out, name))
-        run["models"]["teacher"] = str(out / "teacher" / TEACHER_VACE)
-        run["models"]["generator_init"] = str(exports[-1])
-        run["data"]["encode_cache"] = str(out / ENCODE_CACHE)  # the teacher's encodings (same seed, same VAE)
-        for section, values in STUDENT_VARIANTS[name].items():
-            run.setdefault(section, {}).update(values)
-        code = _run_stage(out, "toy_stage2" if name == FULL_VARIANT else "toy_stage2_" + name.replace("+", "_"), run)
-        if code:
-            return code
+    for seed in range(train_seeds):
+        for name in variants or list(STUDENT_VARIANTS):
+            run = stage_config(VARIANT_CONFIGS.get(name, "toy_stage2.yaml"))
+            run["seed"] = int(run.get("seed", 0)) + seed
+            if stage2_steps is not None:
+                run["max_steps"] = stage2_steps
+            run["out"] = str(variant_dir(out, name, seed))
+            run["models"]["teacher"] = str(out / "teacher" / TEACHER_VACE)
+            run["models"]["generator_init"] = str(exports[-1])
+            run["data"]["encode_cache"] = str(out / ENCODE_CACHE)  # the teacher's encodings (same seed, same VAE)
+            for section, values in STUDENT_VARIANTS[name].items():
+                run.setdefault(section, {}).update(values)
+            code = _run_stage(out, Path(run["out"]).name.replace("stage2", "toy_stage2", 1), run)
+            if code:
+                return code
     return 0
+
+
+def _student(export: Path) -> dict:
+    """A trainer export as a report model: 4 steps on the sampler preset it was trained for (its
+    ``vdot_inference_preset``; the toy recipe's students, which have none: ``renoise``), with the OTD
+    diagnostics of its run (``RUN/exports/x.safetensors``)."""
+    from safetensors import safe_open
+
+    with safe_open(str(export), "pt") as f:
+        preset = (f.metadata() or {}).get("vdot_inference_preset") or "renoise"
+    return {"path": export, "steps": 4, "preset": preset, "extra": _otd_diagnostics(export.parent.parent)}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -315,7 +346,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
                 vcu = sample_to_vcu(sample, generator=torch.Generator().manual_seed(i))
                 start = time.perf_counter()
                 # The toy student was distilled with the re-noising sampler; the teacher runs plain Euler.
-                preset = get_preset("teacher_euler", steps=spec["steps"]) if teacher else "renoise"
+                preset = get_preset("teacher_euler", steps=spec["steps"]) if teacher else spec.get("preset", "renoise")
                 videos = pipe.generate(vcu, seed=1000 * i, num_videos=seeds, preset=preset,
                                        cfg=cfg_scale if teacher else 1.0)
                 seconds.append((time.perf_counter() - start) / seeds)
@@ -340,7 +371,8 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
             return float(np.mean(vals)) if vals else float("nan")
 
         results[name] = {
-            "steps": spec["steps"], "transformer_evals": spec["steps"] * (2 if teacher and cfg_scale != 1 else 1),
+            "steps": spec["steps"], "preset": "teacher_euler" if teacher else spec.get("preset", "renoise"),
+            "transformer_evals": spec["steps"] * (2 if teacher and cfg_scale != 1 else 1),
             "seconds_per_video": float(np.mean(seconds)), "features": feats,
             "object_iou": over("object_iou", spatial), "flow_epe": over("flow_epe", spatial),
             "kept_psnr": over("kept_psnr", ["inpaint", "outpaint"]), "diversity": over("diversity", list(task_means)),
@@ -427,6 +459,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"stage-2 students to train: a comma list of {', '.join(STUDENT_VARIANTS)}, or all (the "
                         f"report's ablation, ~8 min each); default {FULL_VARIANT}, the full method and the one "
                         f"`install` uses")
+    b.add_argument("--stage2-steps", type=int, help="stage-2 iterations per student (default: each config's max_steps)")
+    b.add_argument("--train-seeds", type=int, default=1,
+                   help="train each stage-2 variant with this many seeds (the config's seed, +1, …; default 1)")
     i = sub.add_parser("install", help="make a build's student the embedded default (vdot_nodes/assets/toy)")
     i.add_argument("--build", default="runs/toy", help="build folder from `vdot toy build` (default runs/toy)")
     i.add_argument("--dest", default=None, help="target folder (default: the package's assets/toy)")
@@ -467,6 +502,10 @@ def _run(args) -> int:
         run_teacher(cfg, Path(args.data), Path(args.components), Path(args.out), args.steps, args.minutes)
     elif args.command == "build":
         out = Path(args.out)
+        if args.train_seeds < 1:
+            raise VDOTInputError("--train-seeds", f"is {args.train_seeds}", "use 1 or more")
+        if args.stage2_steps is not None and args.stage2_steps < 1:
+            raise VDOTInputError("--stage2-steps", f"is {args.stage2_steps}", "use 1 or more, or leave it out")
         if args.clips is not None:
             cfg["world"]["clips"] = args.clips
         if args.vae_steps is not None:
@@ -477,7 +516,7 @@ def _run(args) -> int:
                     encode_cache=out / ENCODE_CACHE)
         if not args.no_distill:
             variants = None if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
-            return run_distillation(out, cfg, variants)
+            return run_distillation(out, cfg, variants, args.train_seeds, args.stage2_steps)
     elif args.command == "install":
         run_install(Path(args.build), Path(args.dest) if args.dest else None, args.overwrite)
     elif args.command == "report":
@@ -489,15 +528,20 @@ def _run(args) -> int:
                 if not sep:
                     raise VDOTInputError("--student", f"{item!r} is not NAME=FILE", "e.g. --student mine=runs/x.safetensors")
                 # A trainer export (RUN/exports/x.safetensors) brings its run's OTD diagnostics.
-                models[name] = {"path": Path(path), "steps": 4, "extra": _otd_diagnostics(Path(path).parent.parent)}
+                if not Path(path).is_file():
+                    raise VDOTInputError("--student", f"{path} not found", "pass an export such as RUN/exports/x.safetensors")
+                models[name] = _student(Path(path))
         else:
             # The baseline distillation must beat: the teacher itself on the students' 4-step sampler.
             models[UNDISTILLED] = {"path": build / "teacher" / TEACHER_VACE, "steps": 4}
             for name in STUDENT_VARIANTS:
-                run = variant_dir(build, name)
-                exports = sorted((run / "exports").glob("generator_vace_step*.safetensors"))
-                if exports:
-                    models[name] = {"path": exports[-1], "steps": 4, "extra": _otd_diagnostics(run)}
+                for seed in range(100):  # every training seed the build ran (stops at the first missing)
+                    exports = sorted((variant_dir(build, name, seed) / "exports").glob("generator_vace_step*.safetensors"))
+                    if not exports:
+                        break
+                    student = _student(exports[-1])
+                    student["extra"].update(variant=name, train_seed=seed)
+                    models[variant_label(name, seed)] = student
         for name, spec in models.items():
             if not Path(spec["path"]).is_file():
                 raise VDOTInputError(name, f"{spec['path']} not found", "run `vdot toy build` first, or pass --student NAME=FILE")

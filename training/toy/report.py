@@ -31,7 +31,8 @@ def _fmt(v, digits=3) -> str:
 def markdown_table(report: dict) -> str:
     models = report["models"]
     teacher = next((r for r in models.values() if r["steps"] != 4), None)
-    head = "| model | transformer evals / video | s / video | " + " | ".join(t for _, t, _ in METRICS) + " | OTD plan diag. mass |"
+    head = ("| model | transformer evals / video | s / video | " + " | ".join(t for _, t, _ in METRICS)
+            + " | OTD plan diag. mass | ‖g_OT − g_DMD‖ / ‖g_DMD‖ |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in models.items():
         cells = []
@@ -42,9 +43,40 @@ def markdown_table(report: dict) -> str:
                 if t and v is not None and not math.isnan(v) and not math.isnan(t):
                     cell += f" ({100 * (v - t) / abs(t):+.0f} %)"
             cells.append(cell)
-        diag = _fmt(r.get("otd_plan_diag_mass"))
-        lines.append(f"| {name} | {r['transformer_evals']} | {r['seconds_per_video']:.2f} | " + " | ".join(cells) + f" | {diag} |")
-    lines.append(f"| real vs real (noise floor) | | | {_fmt(report['fd_real_vs_real'])} | | | | | |")
+        diag, rel = _fmt(r.get("otd_plan_diag_mass")), _fmt(r.get("otd_rel_diff_dmd"))
+        lines.append(f"| {name} | {r['transformer_evals']} | {r['seconds_per_video']:.2f} | " + " | ".join(cells)
+                     + f" | {diag} | {rel} |")
+    lines.append(f"| real vs real (noise floor) | | | {_fmt(report['fd_real_vs_real'])} | | | | | | |")
+    return "\n".join(lines)
+
+
+SEED_KEYS = (("fd", "Fréchet distance ↓"), ("object_iou", "object IoU ↑"), ("kept_psnr", "kept-region PSNR (dB) ↑"),
+             ("otd_plan_diag_mass", "OTD plan diag. mass"), ("otd_rel_diff_dmd", "‖g_OT − g_DMD‖ / ‖g_DMD‖"))
+
+
+def seed_table(report: dict) -> str | None:
+    """Per student variant trained with several seeds: mean ± standard deviation over its training seeds
+    (and the range), so a difference between variants can be read against the seed-to-seed spread."""
+    groups: dict[str, list[dict]] = {}
+    for r in report["models"].values():
+        if "variant" in r:
+            groups.setdefault(r["variant"], []).append(r)
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return None
+    lines = ["| variant | training seeds | " + " | ".join(t for _, t in SEED_KEYS) + " |",
+             "|" + "---|" * (len(SEED_KEYS) + 2)]
+    for name, runs in groups.items():
+        cells = []
+        for key, _ in SEED_KEYS:
+            vals = [r[key] for r in runs if isinstance(r.get(key), float) and not math.isnan(r[key])]
+            if not vals:
+                cells.append("–")
+                continue
+            mean = sum(vals) / len(vals)
+            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1))
+            cells.append(f"{mean:.3f} ± {std:.3f} ({min(vals):.3f}–{max(vals):.3f})")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -137,6 +169,8 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
         "",
         markdown_table(report),
         "",
+        *(["Students trained with several seeds (mean ± standard deviation over training seeds, range):", "",
+           seed_table(report), ""] if seed_table(report) else []),
         "Object IoU per task:",
         "",
         task_table(report, "object_iou"),

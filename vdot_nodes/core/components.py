@@ -76,7 +76,15 @@ def load_pipeline(
     ``pipeline.lora_reports``.
     """
     if model is None and vae is None and text_encoder is None:
-        return _with_loras(default_pipeline(device=device, offload=offload), loras)
+        from .speed import apply_speed_options
+
+        pipe = _with_loras(default_pipeline(device=device, offload=offload), loras)
+        # The embedded model is small and stored in fp32: precision and budgets are for loaded models; the
+        # speed options still apply, and the notes say what ran (never silently ignored).
+        pipe.speed_notes = [f"fp32 weights (the embedded toy model; precision {precision} applies to a loaded model)",
+                            *apply_speed_options(pipe.transformer, pipe.device, attention=attention,
+                                                 compile_blocks=compile_blocks, fp8_matmul=fp8_matmul)]
+        return pipe
     if model is None:
         raise VDOTInputError("model", "a VAE or text encoder was given but no transformer",
                              f"pass {input_ref('model')} too")
@@ -147,6 +155,8 @@ def load_pipeline(
         pipe = VDOTPipeline(load_transformer(), vae_model, encoder, tokenizer, device=run_device, offload=offload,
                             prompt_cache=cache, resident_blocks=resident)
     pipe.memory_plan, pipe.speed_notes = plan, speed_notes
+    if plan is not None and plan.vae_tiling:
+        pipe.vae_tiling = "on"  # the plan tiles to fit its budget; otherwise the codec's own "auto" decides
     pipe.lora_reports = lora_reports
     return pipe
 

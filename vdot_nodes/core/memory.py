@@ -145,6 +145,7 @@ class MemoryPlan:
     resident_blocks: int | None
     phases: list[tuple[str, int, int | None]] = field(default_factory=list)  # (phase, ram, vram)
     notes: list[str] = field(default_factory=list)
+    vae_tiling: bool = False  # the VAE works in spatial tiles (above 480p, or to fit the budget)
 
     def describe(self) -> str:
         rows = [f"{name}: RAM {ram / GB:.1f} GB" + (f", VRAM {vram / GB:.1f} GB" if vram is not None else "")
@@ -195,9 +196,27 @@ def plan_memory(
     t_act = transformer_activation_bytes(tcfg, tokens, batch)
     base_dim = int(v_model.config.base_dim)
     v_item = 4 if vae_precision == "fp32" else 2
-    v_act = vae_activation_bytes(min(height, 256) if _vae_tiles(height, width) else height,
-                                 min(width, 256) if _vae_tiles(height, width) else width, base_dim, v_item)
+    ram_budget = int(ram_budget_gb * GB) if ram_budget_gb else system_ram_bytes()
+    vram_budget = int(vram_budget_gb * GB) if vram_budget_gb else (_device_total(device) if gpu else None)
+    from .vae_tiling import TILE
+
+    def vae_act(tiled: bool) -> int:
+        return vae_activation_bytes(min(height, TILE) if tiled else height, min(width, TILE) if tiled else width,
+                                    base_dim, v_item)
+
     video = 3 * frames * height * width * 4 * 3  # input video, masks, output frames in fp32
+    # The VAE phases' own need (RAM on a CPU, VRAM on a GPU); above 480p it always tiles. At or below it,
+    # an untiled VAE that would not fit the budget tiles instead (256-px tiles: output within the blend's
+    # tolerance of untiled, see vae_tiling.py) — a CPU run at 480p otherwise peaks in the VAE.
+    vae_tiling = _vae_tiles(height, width)
+    own = (lambda act: v_bytes + act) if gpu else (lambda act: BASE_RSS + v_bytes + video + act)
+    budget = vram_budget if gpu else ram_budget
+    notes = []
+    if not vae_tiling and budget is not None and own(vae_act(False)) > budget and own(vae_act(True)) < own(vae_act(False)):
+        vae_tiling = True
+        notes.append(f"VAE in {TILE}-px tiles to fit the {'VRAM' if gpu else 'RAM'} budget (untiled it needs about "
+                     f"{own(vae_act(False)) / GB:.1f} GB)")
+    v_act = vae_act(vae_tiling)
     phases = []
     # On the CPU every phase is RAM; on a GPU the host holds the weights of the component in use
     # (to move them in) and the device holds weights + activations.
@@ -206,11 +225,8 @@ def plan_memory(
                        te_bytes + text_activation_bytes(te_dim) if gpu else None))
     phases.append(("VAE encode", BASE_RSS + v_bytes + video + (0 if gpu else v_act), v_bytes + v_act if gpu else None))
     resident = None
-    notes = []
     t_vram = None
     if gpu:
-        vram_total = _device_total(device)
-        vram_budget = int(vram_budget_gb * GB) if vram_budget_gb else vram_total
         t_vram = t_bytes + t_act
         if vram_budget is not None and t_vram > vram_budget:
             resident = resident_blocks_for(t_model, vram_budget, tokens, batch, precision, (frames, height, width))
@@ -223,8 +239,7 @@ def plan_memory(
     phases.append(("VAE decode", BASE_RSS + v_bytes + video + (0 if gpu else v_act), v_bytes + v_act if gpu else None))
     ram_peak = max(p[1] for p in phases)
     vram_peak = max((p[2] for p in phases if p[2] is not None), default=None)
-    plan = MemoryPlan(ram_peak, vram_peak, resident, phases, notes)
-    ram_budget = int(ram_budget_gb * GB) if ram_budget_gb else system_ram_bytes()
+    plan = MemoryPlan(ram_peak, vram_peak, resident, phases, notes, vae_tiling)
     if ram_budget is not None and ram_peak > ram_budget:
         worst = max(phases, key=lambda p: p[1])
         name = "ram_budget" if ram_budget_gb else "memory"

@@ -188,6 +188,10 @@ def numbered_outputs(out: str | os.PathLike, num_videos: int) -> list[Path]:
 def check_outputs(out, num_videos: int = 1, overwrite: bool = False, name: str = "out") -> list[Path]:
     """Every path a run will write (each numbered name too) is writable and free, checked now."""
     kind = output_kind(out, name)
+    if kind == "video":  # before any model loads, not after the run
+        from .video_io import pyav
+
+        pyav(name)
     targets = numbered_outputs(out, num_videos)
     for target in targets:
         check_target(target, overwrite, name, folder=kind == "frames")

@@ -22,6 +22,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
 
 
+def pyav(name: str = "video"):
+    """The ``av`` module (PyAV reads and writes mp4), or a one-line error naming ``name`` when it is missing."""
+    try:
+        import av
+    except ImportError:
+        raise VDOTInputError(name, "needs PyAV to read or write mp4, and it is not installed",
+                             "pip install av (ComfyUI-VDOT's install brings it), or use a folder of PNG frames") from None
+    return av
+
+
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
@@ -94,7 +104,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.T
         return torch.stack(frames), 16.0
     if not path.is_file():
         raise VDOTInputError(str(path), "video file not found", "check the path")
-    import av
+    av = pyav(str(path))
 
     try:
         with av.open(str(path)) as container:
@@ -145,7 +155,7 @@ def probe_video(path: str | Path) -> VideoProbe:
         return VideoProbe(len(files), int(h), int(w), 16.0, constant_rate_timestamps(len(files), 16.0))
     if not path.is_file():
         raise VDOTInputError(str(path), "video file not found", "check the path")
-    import av
+    av = pyav(str(path))
 
     try:
         with av.open(str(path)) as container:
@@ -186,7 +196,7 @@ def read_video_frames(path: str | Path, frame_ids: Sequence[int]) -> np.ndarray:
     else:
         if not path.is_file():
             raise VDOTInputError(str(path), "video file not found", "check the path")
-        import av
+        av = pyav(str(path))
 
         wanted_set, last = set(wanted), wanted[-1]
         try:
@@ -233,7 +243,7 @@ def check_frames(frames, name: str = "frames") -> torch.Tensor:
 def write_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0, overwrite: bool = False, crf: int = 17,
                 input_name: str = "frames") -> Path:
     """Frames ``[F, H, W, 3]`` 0..1 → H.264 mp4 (yuv420p, so H and W are rounded up to even by padding)."""
-    import av
+    av = pyav(input_name)
 
     path = Path(path)
     check_frames(frames, input_name)
