@@ -209,6 +209,32 @@ def test_lazy_pipeline_reruns_without_the_encoder_and_releases_components(files,
     assert torch.equal(pipe2.generate(vcu, seed=3), first)
 
 
+def test_the_released_transformer_is_gone_when_its_memory_is_returned(files, tmp_path, monkeypatch):
+    """free_memory (gc + malloc_trim) after sampling must find the transformer unreferenced: the sampler's
+    velocity closures once kept it alive, so its 4.3 GB (1.3B) stayed resident through the VAE decode."""
+    import weakref
+
+    import vdot_nodes.core.pipeline as pipeline_module
+    from vdot_nodes.core.components import load_pipeline
+    from vdot_nodes.core.tasks import build_vcu
+
+    pipe = load_pipeline(files["transformer"], files["vae"], files["text_encoder"], precision="fp32",
+                         text_precision="fp32", device="cpu", lazy=True, prompt_cache_dir=tmp_path / "c",
+                         plan_shape=(1, 16, 16), plan_prompts=("a red ball",))
+    loaded, load = [], pipe._transformer_loader
+
+    def tracked():
+        module = load()
+        loaded.append(weakref.ref(module))
+        return module
+
+    pipe._transformer_loader = tracked
+    alive_at_free = []
+    monkeypatch.setattr(pipeline_module, "free_memory", lambda: alive_at_free.append([r() is not None for r in loaded]))
+    pipe.generate(build_vcu("t2v", prompt="a red ball", num_frames=1, height=16, width=16), seed=3)
+    assert alive_at_free == [[], [False]]  # text encoder released (nothing loaded yet), then the transformer: gone
+
+
 def test_plan_over_budget_is_refused_before_anything_loads(files, monkeypatch):
     from vdot_nodes.core.components import load_pipeline
 
