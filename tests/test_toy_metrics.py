@@ -223,3 +223,24 @@ def test_toy_build_refuses_zero_training_seeds_before_building(tmp_path, capsys)
 
     assert toy_main(["build", "--out", str(tmp_path / "b"), "--train-seeds", "0"]) == 2
     assert "--train-seeds: is 0" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_every_student_variant_is_a_valid_training_config_with_its_terms(tmp_path):
+    """What `vdot toy build --variants all --train-seeds 2` trains, checked by the trainer's own validation."""
+    from training.config import config_from_dict
+    from training.toy.cli import STUDENT_VARIANTS, load_toy_config, student_run
+
+    cfg = load_toy_config(None)
+    runs = {(name, seed): config_from_dict(student_run(tmp_path, cfg, name, seed, tmp_path / "s1.safetensors", 40))
+            for name in STUDENT_VARIANTS for seed in (0, 1)}
+    vdot, vdot_dmd = runs["vdot", 1], runs["vdot-dmd", 1]
+    assert (vdot.loss.dm, vdot.loss.dm_mix, vdot.loss.dmd_normalizer, vdot.loss.otd_cloud) == (
+        "dmd+otd", [0.2, 0.8], "sigma", "pooled_positions")  # the released recipe
+    assert vdot.loss.gan_weight == 0.1 and vdot.schedule.critic_objectives == ["denoise", "disc"]
+    assert (vdot_dmd.loss.dm, vdot_dmd.loss.dmd_normalizer, vdot_dmd.loss.gan_weight) == ("dmd", "sigma", 0.0)
+    assert vdot_dmd.schedule.generator_objectives == ["dm"] and vdot_dmd.schedule.critic_objectives == ["denoise"]
+    assert vdot_dmd.optim.grad_accumulation == vdot.optim.grad_accumulation == 3  # same recipe otherwise
+    assert runs["dmd+otd+gan", 0].loss.dm == "otd" and runs["dmd", 0].loss.gan_weight == 0.0  # the toy recipe's
+    assert {r.max_steps for r in runs.values()} == {40}
+    assert (runs["vdot", 0].seed, vdot.seed) == (0, 1) and str(vdot.out).endswith("stage2_vdot_seed1")
+    assert runs["vdot", 0].rollout.inference_preset == "vdot" and runs["dmd", 0].rollout.inference_preset is None

@@ -222,26 +222,43 @@ def _run_stage(out: Path, name: str, run: dict) -> int:
     return train_main([str(path), "--resume"] if resume else [str(path)])
 
 
+def stage_run(out: Path, cfg: dict, file: str) -> dict:
+    """A training YAML of ``training/configs`` with the build's world, toy VAE / text encoder and manifest."""
+    world = _world_config(cfg)
+    with open(Path(__file__).resolve().parent.parent / "configs" / file, encoding="utf-8") as f:
+        run = yaml.safe_load(f)
+    run["models"].update({"vae": str(out / "components" / "vae.safetensors"),
+                          "text_encoder": str(out / "components" / "text_encoder.safetensors")})
+    run["data"] = {**{k: v for k, v in run.get("data", {}).items() if k not in ("captions", "manifest")},
+                   "num_frames": world.num_frames, "height": world.height, "width": world.width,
+                   "manifest": str(out / "world" / "manifest.jsonl")}
+    return run
+
+
+def student_run(out: Path, cfg: dict, name: str, seed: int, generator_init: Path, stage2_steps: int | None = None) -> dict:
+    """The stage-2 run of one student variant and training seed (the config's seed + ``seed``)."""
+    run = stage_run(out, cfg, VARIANT_CONFIGS.get(name, "toy_stage2.yaml"))
+    run["seed"] = int(run.get("seed", 0)) + seed
+    if stage2_steps is not None:
+        run["max_steps"] = stage2_steps
+    run["out"] = str(variant_dir(out, name, seed))
+    run["models"]["teacher"] = str(out / "teacher" / TEACHER_VACE)
+    run["models"]["generator_init"] = str(generator_init)
+    run["data"]["encode_cache"] = str(out / ENCODE_CACHE)  # the teacher's encodings (same seed, same VAE)
+    for section, values in STUDENT_VARIANTS[name].items():
+        run.setdefault(section, {}).update(values)
+    return run
+
+
 def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None, train_seeds: int = 1,
                      stage2_steps: int | None = None) -> int:
     """Stage 1, then stage 2 once per student variant (:data:`STUDENT_VARIANTS`) and training seed (the
     config's seed + 0 … ``train_seeds`` − 1), with ``training.trainer``; ``stage2_steps`` replaces each
     stage-2 config's ``max_steps`` (a shorter ablation)."""
-    configs = Path(__file__).resolve().parent.parent / "configs"
-    world = _world_config(cfg)
-    common_models = {"vae": str(out / "components" / "vae.safetensors"),
-                     "text_encoder": str(out / "components" / "text_encoder.safetensors")}
-    data = {"num_frames": world.num_frames, "height": world.height, "width": world.width}
-
-    def stage_config(file: str) -> dict:
-        with open(configs / file, encoding="utf-8") as f:
-            run = yaml.safe_load(f)
-        run["models"].update(common_models)
-        run["data"] = {**{k: v for k, v in run.get("data", {}).items() if k not in ("captions", "manifest")}, **data,
-                       "manifest": str(out / "world" / "manifest.jsonl")}
-        return run
-
-    run = stage_config("toy_stage1.yaml")
+    for name in variants or list(STUDENT_VARIANTS):
+        if name not in STUDENT_VARIANTS:
+            raise VDOTInputError("--variants", f"unknown variant {name!r}", f"use some of {', '.join(STUDENT_VARIANTS)}")
+    run = stage_run(out, cfg, "toy_stage1.yaml")
     run["out"] = str(out / "stage1")
     run["models"]["teacher"] = str(out / "teacher" / TEACHER_T2V)
     code = _run_stage(out, "toy_stage1", run)
@@ -251,21 +268,9 @@ def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None, tr
     if not exports:
         print("build: stage 1 left no export; stage 2 needs it", file=sys.stderr)
         return 1
-    for name in variants or list(STUDENT_VARIANTS):
-        if name not in STUDENT_VARIANTS:
-            raise VDOTInputError("--variants", f"unknown variant {name!r}", f"use some of {', '.join(STUDENT_VARIANTS)}")
     for seed in range(train_seeds):
         for name in variants or list(STUDENT_VARIANTS):
-            run = stage_config(VARIANT_CONFIGS.get(name, "toy_stage2.yaml"))
-            run["seed"] = int(run.get("seed", 0)) + seed
-            if stage2_steps is not None:
-                run["max_steps"] = stage2_steps
-            run["out"] = str(variant_dir(out, name, seed))
-            run["models"]["teacher"] = str(out / "teacher" / TEACHER_VACE)
-            run["models"]["generator_init"] = str(exports[-1])
-            run["data"]["encode_cache"] = str(out / ENCODE_CACHE)  # the teacher's encodings (same seed, same VAE)
-            for section, values in STUDENT_VARIANTS[name].items():
-                run.setdefault(section, {}).update(values)
+            run = student_run(out, cfg, name, seed, exports[-1], stage2_steps)
             code = _run_stage(out, Path(run["out"]).name.replace("stage2", "toy_stage2", 1), run)
             if code:
                 return code
