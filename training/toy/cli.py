@@ -479,6 +479,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--student", action="append", default=[], metavar="NAME=FILE",
                    help="a 4-step student to include (repeatable; default: every variant the build trained, and the "
                         "teacher on the same 4-step sampler as the undistilled baseline)")
+    r.add_argument("--variants", default="all",
+                   help=f"the build's students to include: a comma list of {', '.join(STUDENT_VARIANTS)}, or all (default)")
     r.add_argument("--clips", type=int, default=4, help="held-out clips per task (default 4)")
     r.add_argument("--seeds", type=int, default=3, help="seeds per clip (default 3)")
     r.add_argument("--tasks", default="t2v,depth,pose,flow,scribble,inpaint,outpaint", help="comma-separated tasks")
@@ -539,7 +541,11 @@ def _run(args) -> int:
         else:
             # The baseline distillation must beat: the teacher itself on the students' 4-step sampler.
             models[UNDISTILLED] = {"path": build / "teacher" / TEACHER_VACE, "steps": 4}
-            for name in STUDENT_VARIANTS:
+            wanted = list(STUDENT_VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
+            for name in wanted:
+                if name not in STUDENT_VARIANTS:
+                    raise VDOTInputError("--variants", f"unknown variant {name!r}", f"use some of {', '.join(STUDENT_VARIANTS)}")
+            for name in wanted:
                 for seed in range(100):  # every training seed the build ran (stops at the first missing)
                     exports = sorted((variant_dir(build, name, seed) / "exports").glob("generator_vace_step*.safetensors"))
                     if not exports:
