@@ -163,7 +163,7 @@ def test_dm_mix_gradient_on_the_generator_output():
     r_dmd = fake + 0.3 * torch.randn(fake.shape, generator=g, dtype=F64)
     sigma = torch.tensor([0.7], dtype=F64)
     l_dmd, _ = dmd_loss(x0, fake, r_dmd, normalizer="sigma", sigma=sigma)
-    l_ot, _ = pooled_otd_loss(x0, fake, real, pool=1, gradient="autograd", ot_dtype=F64)
+    l_ot, ot_logs = pooled_otd_loss(x0, fake, real, pool=1, gradient="autograd", ot_dtype=F64)
     (0.2 * l_dmd + 0.8 * l_ot).backward()
     n = fake.shape[-1] * fake.shape[-2]
     perm = torch.tensor([2, 0, 1, 5, 3, 4])
@@ -171,6 +171,13 @@ def test_dm_mix_gradient_on_the_generator_output():
     g_hat = delta / torch.linalg.vector_norm(delta, dim=(1, 3, 4), keepdim=True)
     want = 0.2 * (fake - r_dmd) * 0.7 / x0.numel() + 0.8 * 0.1 * g_hat
     torch.testing.assert_close(x0.grad, want, rtol=1e-5, atol=1e-9)
+    # The logged ‖ĝ − ĝ_DMD‖/‖ĝ_DMD‖: the plan pairs each point with a permuted real one, DMD with its own.
+    g_dmd = (fake - real) / torch.linalg.vector_norm(fake - real, dim=(1, 3, 4), keepdim=True)
+    want_rel = (g_hat - g_dmd).norm() / g_dmd.norm()
+    assert float(want_rel) > 0.5 and float(ot_logs["otd_rel_diff_dmd"]) == pytest.approx(float(want_rel), rel=1e-5)
+    near = fake + 0.01 * torch.randn(fake.shape, generator=g, dtype=F64)  # identity is the optimal pairing
+    _, logs = pooled_otd_loss(x0.detach(), near, fake, pool=1, gradient="autograd", ot_dtype=F64)
+    assert float(logs["ot_plan_diag_mass"]) > 0.99 and float(logs["otd_rel_diff_dmd"]) < 0.05
 
 
 # ------------------------------------------------------------------------------------------ timesteps

@@ -213,7 +213,12 @@ def test_report_samples_each_student_with_the_preset_it_was_trained_for(tmp_path
                                        + json.dumps({"otd_plan_diag_mass": 0.5, "otd_rel_diff_dmd": 0.2}) + "\n")
     a, b = _student(run / "exports" / "a.safetensors"), _student(run / "exports" / "b.safetensors")
     assert (a["preset"], b["preset"], a["steps"]) == ("vdot", "renoise", 4)
-    assert a["extra"] == pytest.approx({"otd_plan_diag_mass": 0.6, "otd_rel_diff_dmd": 0.3, "otd_steps": 2})
+    assert a["extra"] == pytest.approx({"otd_plan_diag_mass": 0.6, "otd_rel_diff_dmd": 0.3, "otd_steps": 2,
+                                        "otd_rel_diff_steps": 2})
+    # The released OT logs its plan as ot_plan_diag_mass (otd_pooled.py); runs before the ratio was logged have none.
+    (run / "metrics.jsonl").write_text(json.dumps({"ot_plan_diag_mass": 0.2}) + "\n" + json.dumps({"loss_dm": 1.0}) + "\n")
+    diag = _student(run / "exports" / "a.safetensors")["extra"]
+    assert diag["otd_plan_diag_mass"] == pytest.approx(0.2) and diag["otd_steps"] == 1 and np.isnan(diag["otd_rel_diff_dmd"])
     assert variant_dir(tmp_path, "dmd+otd+gan") == tmp_path / "stage2"
     assert variant_dir(tmp_path, "vdot-dmd", 2) == tmp_path / "stage2_vdot_dmd_seed2"
 

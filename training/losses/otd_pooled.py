@@ -189,7 +189,10 @@ def pooled_otd_loss(x0_gen: torch.Tensor, fake_x0: torch.Tensor, real_x0: torch.
     """``L_OT = ½·Σ(x̂0 − sg(x̂0 − step·ĝ))²``, ĝ the per-frame unit-norm OT gradient of the fake prediction.
 
     Its gradient on ``x0_gen`` is exactly ``step·ĝ``. Returns ``(loss, logs)`` (logs detached:
-    ``otd_grad_norm`` = ‖step·ĝ‖, the OT cost, the plans' diagonal mass and row-marginal error).
+    ``otd_grad_norm`` = ‖step·ĝ‖, the OT cost, the plans' diagonal mass and row-marginal error, and
+    ``otd_rel_diff_dmd`` = ‖ĝ − ĝ_DMD‖/‖ĝ_DMD‖ with ĝ_DMD = the same per-frame unit norm of f − r: 0 when
+    the OT moves every frame the way DMD does, √2 when orthogonal — ĝ is unit-normed, so only
+    directions can be compared).
     """
     if not (x0_gen.shape == fake_x0.shape == real_x0.shape):
         raise ValueError(f"shape mismatch: {tuple(x0_gen.shape)}, {tuple(fake_x0.shape)}, {tuple(real_x0.shape)}")
@@ -198,5 +201,8 @@ def pooled_otd_loss(x0_gen: torch.Tensor, fake_x0: torch.Tensor, real_x0: torch.
     g_hat = frame_unit_normalize(g.to(dtype))
     # stopgrad_mse averages; the released loss sums: scale by numel so ∂L/∂x̂0 = step·ĝ exactly.
     loss = stopgrad_mse(x0_gen, step * g_hat, dtype=dtype) * x0_gen.numel()
-    logs = {**logs, "otd_grad_norm": (step * g_hat).norm().detach()}
+    with torch.no_grad():
+        g_dmd = frame_unit_normalize((fake_x0.detach() - real_x0.detach()).to(dtype))
+        rel = (g_hat - g_dmd).norm() / g_dmd.norm().clamp_min(1e-30)
+    logs = {**logs, "otd_grad_norm": (step * g_hat).norm().detach(), "otd_rel_diff_dmd": rel}
     return loss, logs

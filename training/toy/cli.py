@@ -304,12 +304,16 @@ def _otd_diagnostics(run: Path) -> dict:
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             rec = json.loads(line)
-            if "otd_plan_diag_mass" in rec and math.isfinite(rec["otd_plan_diag_mass"]):
-                diag.append(rec["otd_plan_diag_mass"])
-                rel.append(rec.get("otd_rel_diff_dmd", float("nan")))
+            # otd_plan_diag_mass: our OTD (training/losses/otd.py); ot_plan_diag_mass: the released OT (otd_pooled.py)
+            mass = rec.get("otd_plan_diag_mass", rec.get("ot_plan_diag_mass"))
+            if mass is not None and math.isfinite(mass):
+                diag.append(mass)
+            if math.isfinite(rec.get("otd_rel_diff_dmd", float("nan"))):
+                rel.append(rec["otd_rel_diff_dmd"])
     if not diag:
         return {}
-    return {"otd_plan_diag_mass": sum(diag) / len(diag), "otd_rel_diff_dmd": sum(rel) / len(rel), "otd_steps": len(diag)}
+    return {"otd_plan_diag_mass": sum(diag) / len(diag), "otd_steps": len(diag),
+            "otd_rel_diff_dmd": sum(rel) / len(rel) if rel else float("nan"), "otd_rel_diff_steps": len(rel)}
 
 
 def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seeds: int, tasks: list[str],
