@@ -228,6 +228,8 @@ def test_toy_build_refuses_zero_training_seeds_before_building(tmp_path, capsys)
 
     assert toy_main(["build", "--out", str(tmp_path / "b"), "--train-seeds", "0"]) == 2
     assert "--train-seeds: is 0" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert toy_main(["build", "--out", str(tmp_path / "b"), "--variants", "vdot,nope"]) == 2
+    assert "--variants: unknown variant 'nope'" in capsys.readouterr().err and not (tmp_path / "b").exists()
     assert toy_main(["report", "--build", str(tmp_path), "--variants", "vdot,nope"]) == 2
     assert "--variants: unknown variant 'nope'" in capsys.readouterr().err
 

@@ -208,6 +208,19 @@ def variant_dir(out: Path, name: str, seed: int = 0) -> Path:
     return out / (base if seed == 0 else f"{base}_seed{seed}")
 
 
+def check_variants(names: list[str], input_name: str = "--variants") -> list[str]:
+    """``names`` if every one is a :data:`STUDENT_VARIANTS` key, else the one-line error."""
+    for name in names:
+        if name not in STUDENT_VARIANTS:
+            raise VDOTInputError(input_name, f"unknown variant {name!r}", f"use some of {', '.join(STUDENT_VARIANTS)}")
+    return names
+
+
+def _variants_arg(text: str) -> list[str]:
+    """A ``--variants`` value: ``all`` or a comma list, checked."""
+    return list(STUDENT_VARIANTS) if text == "all" else check_variants([v.strip() for v in text.split(",") if v.strip()])
+
+
 def variant_label(name: str, seed: int = 0) -> str:
     return name if seed == 0 else f"{name} seed{seed}"
 
@@ -255,9 +268,7 @@ def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None, tr
     """Stage 1, then stage 2 once per student variant (:data:`STUDENT_VARIANTS`) and training seed (the
     config's seed + 0 … ``train_seeds`` − 1), with ``training.trainer``; ``stage2_steps`` replaces each
     stage-2 config's ``max_steps`` (a shorter ablation)."""
-    for name in variants or list(STUDENT_VARIANTS):
-        if name not in STUDENT_VARIANTS:
-            raise VDOTInputError("--variants", f"unknown variant {name!r}", f"use some of {', '.join(STUDENT_VARIANTS)}")
+    variants = check_variants(variants or list(STUDENT_VARIANTS))
     run = stage_run(out, cfg, "toy_stage1.yaml")
     run["out"] = str(out / "stage1")
     run["models"]["teacher"] = str(out / "teacher" / TEACHER_T2V)
@@ -269,7 +280,7 @@ def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None, tr
         print("build: stage 1 left no export; stage 2 needs it", file=sys.stderr)
         return 1
     for seed in range(train_seeds):
-        for name in variants or list(STUDENT_VARIANTS):
+        for name in variants:
             run = student_run(out, cfg, name, seed, exports[-1], stage2_steps)
             code = _run_stage(out, Path(run["out"]).name.replace("stage2", "toy_stage2", 1), run)
             if code:
@@ -281,10 +292,9 @@ def _student(export: Path) -> dict:
     """A trainer export as a report model: 4 steps on the sampler preset it was trained for (its
     ``vdot_inference_preset``; the toy recipe's students, which have none: ``renoise``), with the OTD
     diagnostics of its run (``RUN/exports/x.safetensors``)."""
-    from safetensors import safe_open
+    from vdot_nodes.core.models import read_safetensors_header
 
-    with safe_open(str(export), "pt") as f:
-        preset = (f.metadata() or {}).get("vdot_inference_preset") or "renoise"
+    preset = read_safetensors_header(export)[1].get("vdot_inference_preset") or "renoise"
     return {"path": export, "steps": 4, "preset": preset, "extra": _otd_diagnostics(export.parent.parent)}
 
 
@@ -517,6 +527,7 @@ def _run(args) -> int:
             raise VDOTInputError("--train-seeds", f"is {args.train_seeds}", "use 1 or more")
         if args.stage2_steps is not None and args.stage2_steps < 1:
             raise VDOTInputError("--stage2-steps", f"is {args.stage2_steps}", "use 1 or more, or leave it out")
+        variants = _variants_arg(args.variants)  # checked before anything builds
         if args.clips is not None:
             cfg["world"]["clips"] = args.clips
         if args.vae_steps is not None:
@@ -526,7 +537,6 @@ def _run(args) -> int:
         run_teacher(cfg, manifest, out / "components", out / "teacher", args.teacher_steps, args.teacher_minutes,
                     encode_cache=out / ENCODE_CACHE)
         if not args.no_distill:
-            variants = None if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
             return run_distillation(out, cfg, variants, args.train_seeds, args.stage2_steps)
     elif args.command == "install":
         run_install(Path(args.build), Path(args.dest) if args.dest else None, args.overwrite)
@@ -545,11 +555,7 @@ def _run(args) -> int:
         else:
             # The baseline distillation must beat: the teacher itself on the students' 4-step sampler.
             models[UNDISTILLED] = {"path": build / "teacher" / TEACHER_VACE, "steps": 4}
-            wanted = list(STUDENT_VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
-            for name in wanted:
-                if name not in STUDENT_VARIANTS:
-                    raise VDOTInputError("--variants", f"unknown variant {name!r}", f"use some of {', '.join(STUDENT_VARIANTS)}")
-            for name in wanted:
+            for name in _variants_arg(args.variants):
                 for seed in range(100):  # every training seed the build ran (stops at the first missing)
                     exports = sorted((variant_dir(build, name, seed) / "exports").glob("generator_vace_step*.safetensors"))
                     if not exports:

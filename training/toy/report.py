@@ -158,6 +158,7 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
     atomic_write_text(out / "report.json", json.dumps(report, indent=1), overwrite=True)
     atomic_write_text(out / "report.svg", svg_plot(report), overwrite=True)
     world = report["world"]
+    seeds = seed_table(report)
     text = [
         "# Toy-world report",
         "",
@@ -170,7 +171,7 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
         markdown_table(report),
         "",
         *(["Students trained with several seeds (mean ± standard deviation over training seeds, range):", "",
-           seed_table(report), ""] if seed_table(report) else []),
+           seeds, ""] if seeds else []),
         "Object IoU per task:",
         "",
         task_table(report, "object_iou"),

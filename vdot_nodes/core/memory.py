@@ -214,10 +214,11 @@ def plan_memory(
     own = (lambda act: v_bytes + act) if gpu else (lambda act: BASE_RSS + v_bytes + video + act)
     budget = vram_budget if gpu else ram_budget
     notes = []
-    if not vae_tiling and budget is not None and own(vae_act(False)) > budget and own(vae_act(True)) < own(vae_act(False)):
+    untiled = own(vae_act(False))
+    if not vae_tiling and budget is not None and untiled > budget and own(vae_act(True)) < untiled:
         vae_tiling = True
         notes.append(f"VAE in {TILE}-px tiles to fit the {'VRAM' if gpu else 'RAM'} budget (untiled it needs about "
-                     f"{own(vae_act(False)) / GB:.1f} GB)")
+                     f"{untiled / GB:.1f} GB)")
     v_act = vae_act(vae_tiling)
     phases = []
     # On the CPU every phase is RAM; on a GPU the host holds the weights of the component in use
