@@ -9,7 +9,7 @@ import scipy.linalg
 import torch
 
 from training.toy import metrics
-from training.toy.captions import BACKGROUND_COLORS
+from training.toy.captions import BACKGROUND_COLORS, OBJECT_COLORS
 from training.toy.report import markdown_table, write_report
 from training.toy.world import WorldConfig, make_clip
 
@@ -53,6 +53,40 @@ def test_object_iou_is_high_on_truth_and_zero_on_background():
     assert metrics.object_iou(torch.from_numpy(clip.frames), clip) > 0.95
     bg = torch.tensor(BACKGROUND_COLORS[clip.scene.background][0]).expand(9, 64, 64, 3)
     assert metrics.object_iou(bg, clip) == 0.0
+
+
+def test_object_iou_measures_placement_not_background_noise():
+    """Colour noise of a VAE's size (≈ 21 dB) leaves the truth's IoU high; the same objects drawn
+    elsewhere score low, so the metric reads where objects are, not how clean the background is."""
+    clips = [make_clip(s, WorldConfig(height=64, width=64, num_frames=9)) for s in range(6)]
+    g = torch.Generator().manual_seed(0)
+    for clip in clips:
+        truth = torch.from_numpy(clip.frames)
+        noisy = (truth + 0.09 * torch.randn(truth.shape, generator=g)).clamp(0, 1)
+        assert metrics.object_iou(noisy, clip) > 0.9
+        # Objects 16 px down and right of where they are (the background where they were): their own
+        # pixels mostly missed. A full-frame object colour fails too.
+        moved = torch.from_numpy(clip.frames.copy())
+        bg = torch.tensor(BACKGROUND_COLORS[clip.scene.background][0])
+        objects = torch.from_numpy(clip.ids > 0)
+        moved[objects] = bg
+        moved[torch.roll(objects, (16, 16), (1, 2))] = truth[objects].mean(0)
+        assert metrics.object_iou(moved, clip) < 0.5
+        assert metrics.object_iou(torch.tensor([0.9, 0.12, 0.12]).expand_as(truth), clip) < 0.35
+
+
+def test_object_iou_of_chosen_objects_ignores_the_others():
+    """Pose rows measure the stick figures only: a video missing the triangle beside the figure still
+    scores 1 on the figure, while the whole-scene IoU drops."""
+    clip = make_clip(7, WorldConfig(height=64, width=64, num_frames=9))  # a cyan triangle and a red figure
+    assert [o.kind for o in clip.scene.objects] == ["triangle", "figure"] and clip.figure_indices() == [1]
+    video = torch.from_numpy(clip.frames.copy())
+    video[torch.from_numpy(clip.ids == 1)] = torch.tensor(BACKGROUND_COLORS[clip.scene.background][0])
+    assert metrics.object_iou(video, clip, [1]) == pytest.approx(1.0)
+    assert metrics.object_iou(video, clip) < 0.9
+    recoloured = torch.from_numpy(clip.frames.copy())
+    recoloured[torch.from_numpy(clip.ids == 2)] = torch.tensor(OBJECT_COLORS["blue"])  # the figure in the wrong colour
+    assert metrics.object_iou(recoloured, clip, [1]) == 0.0
 
 
 def test_flow_epe_is_small_on_truth_and_large_on_a_frozen_video():
@@ -131,6 +165,20 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
     assert (build / "eval_world_1" / "manifest.jsonl").is_file() and (build / "report" / "report.svg").is_file()
     assert report["clips"] == 1 and report["rows"] == 2  # one held-out clip × two tasks
     assert (build / "report" / "samples.png").is_file() and "![samples](samples.png)" in (build / "report" / "REPORT.md").read_text()
+    # The ceiling row: the held-out truth through the build's VAE, measured like a model. Its PSNR matches
+    # a round trip done directly with diffusers' AutoencoderKLWan.
+    from training.data.manifest import ManifestDataset
+    from training.toy.components import psnr
+
+    ceiling = report["vae_round_trip"]
+    assert set(ceiling["tasks"]) == {"t2v", "inpaint"} and 0 <= ceiling["object_iou"] <= 1
+    assert np.isfinite([ceiling["fd"], ceiling["kept_psnr"]]).all() and "diversity" not in ceiling["tasks"]["t2v"]
+    truth = ManifestDataset(build / "eval_world_1" / "manifest.jsonl", 5, 32, 32, tasks=["t2v"])[0]["video"]
+    with torch.no_grad():
+        x = truth.permute(3, 0, 1, 2)[None] * 2 - 1
+        direct = (vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)[0].permute(1, 2, 3, 0) + 1) / 2
+    assert ceiling["tasks"]["t2v"]["psnr"] == pytest.approx(psnr(direct, truth), abs=0.05)
+    assert "| VAE round trip of the truth (ceiling) |" in (build / "report" / "REPORT.md").read_text()
     assert toy_main(["report", "--build", str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
 

@@ -21,7 +21,7 @@ SMALL_TEACHER = dict(num_layers=2, vace_layers=[0], ffn_dim=64)
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
-    manifest = write_toy_dataset(root / "world", 1, seed=3, config=SMALL)
+    manifest = write_toy_dataset(root / "world", 1, seed=7, config=SMALL)  # a triangle and a stick figure: pose rows too
     pipe = VDOTPipeline(build_toy_teacher(seed=0, **SMALL_TEACHER), build_toy_vae(seed=0), build_toy_text_encoder(seed=0),
                         build_toy_tokenizer(), device="cpu", offload="none")
     data = EncodedManifest(pipe, manifest, SMALL.num_frames, SMALL.height, SMALL.width, tasks=TASKS)

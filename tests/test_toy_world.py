@@ -151,13 +151,16 @@ def test_world_config_is_checked():
 
 
 def test_dataset_rows_parse_and_every_task_builds_its_vcu(tmp_path):
-    manifest = write_toy_dataset(tmp_path / "toy", 2, seed=5, config=SMALL)
+    manifest = write_toy_dataset(tmp_path / "toy", 2, seed=6, config=SMALL)  # a triangle; a triangle and a stick figure
     rows = read_manifest(manifest)
-    assert len(rows) == 2 * len(TASKS)
-    assert {r.task for r in rows} == set(TASKS)
+    # A pose control shows stick figures only: the clip without one poses no pose task.
+    pose_tasks = {t for t, spec in TASKS.items() if spec.control_kind == "pose"}
+    assert pose_tasks == {"pose", "firstframe_pose", "reference_pose"}
+    assert [r.task for r in rows if r.meta["clip"] == 0] == [t for t in TASKS if t not in pose_tasks]
+    assert [r.task for r in rows if r.meta["clip"] == 1] == list(TASKS)
     data = ManifestDataset(manifest, SMALL.num_frames, SMALL.height, SMALL.width)
     g = torch.Generator().manual_seed(0)
-    for i in range(len(TASKS)):  # the first clip: one row per task
+    for i in range(len(rows)):  # every row of both clips builds its VCU
         sample = data[i]
         vcu = sample_to_vcu(sample, generator=g)
         validate_vcu(vcu)
@@ -165,7 +168,7 @@ def test_dataset_rows_parse_and_every_task_builds_its_vcu(tmp_path):
         if TASKS[vcu.task].needs_references:
             assert len(vcu.references) == len(sample["meta"]["objects"])
     # The clip is stored losslessly and the flow control is the colour wheel of the exact GT flow.
-    clip = make_clip(5, SMALL)
+    clip = make_clip(6, SMALL)
     video, _ = read_video(tmp_path / "toy" / "clips" / "00000" / "video")
     assert torch.allclose(video, torch.from_numpy(clip.frames), atol=1 / 255 + 1e-6)
     flow_video, _ = read_video(tmp_path / "toy" / "clips" / "00000" / "flow")
@@ -183,7 +186,7 @@ def test_cli_world(tmp_path, capsys):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("world: {clips: 1, height: 32, width: 32, num_frames: 5}\n")
     assert toy_main(["--config", str(cfg), "world", "--out", str(tmp_path / "w")]) == 0
-    assert len(read_manifest(tmp_path / "w" / "manifest.jsonl")) == len(TASKS)
+    assert len(read_manifest(tmp_path / "w" / "manifest.jsonl")) == len(TASKS) - 3  # a square: no pose tasks
     assert toy_main(["--config", str(tmp_path / "missing.yaml"), "world", "--out", str(tmp_path / "x")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
 

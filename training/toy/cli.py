@@ -326,6 +326,43 @@ def _otd_diagnostics(run: Path) -> dict:
             "otd_rel_diff_dmd": sum(rel) / len(rel) if rel else float("nan"), "otd_rel_diff_steps": len(rel)}
 
 
+def _measure_row(per_task: dict, sample: dict, clip, vcu, videos) -> None:
+    """Add one held-out row's measurements (its videos, one per seed, against the clip's truth) to
+    ``per_task[task]``."""
+    import numpy as np
+
+    from . import metrics
+    from .components import psnr
+
+    m = per_task.setdefault(sample["task"], {})
+    m.setdefault("psnr", []).append(np.mean([psnr(v, sample["video"]) for v in videos]))
+    # A pose control places the stick figures only: measure those.
+    objects = clip.figure_indices() if TASKS[sample["task"]].control_kind == "pose" else None
+    m.setdefault("object_iou", []).append(np.mean([metrics.object_iou(v, clip, objects) for v in videos]))
+    m.setdefault("flow_epe", []).append(np.mean([metrics.flow_epe(v, clip) for v in videos]))
+    if sample["task"] in ("inpaint", "outpaint"):
+        m.setdefault("kept_psnr", []).append(np.mean([metrics.kept_psnr(v, sample["video"], vcu.masks) for v in videos]))
+    if len(videos) > 1:
+        m.setdefault("diversity", []).append(metrics.seed_diversity(list(videos)))
+
+
+def _summarise(per_task: dict) -> dict:
+    """Per-task means of :func:`_measure_row`'s lists, and the report's headline averages over them
+    (IoU and EPE over the spatially controlled tasks, kept PSNR over inpaint/outpaint)."""
+    import numpy as np
+
+    task_means = {t: {k: float(np.mean(v)) for k, v in m.items()} for t, m in per_task.items()}
+
+    def over(key, names):
+        vals = [task_means[t][key] for t in names if key in task_means.get(t, {})]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    spatial = [t for t in task_means if t in SPATIAL_TASKS]
+    return {"object_iou": over("object_iou", spatial), "flow_epe": over("flow_epe", spatial),
+            "kept_psnr": over("kept_psnr", ["inpaint", "outpaint"]), "diversity": over("diversity", list(task_means)),
+            "diversity_t2v": over("diversity", ["t2v"]), "tasks": task_means}
+
+
 def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seeds: int, tasks: list[str],
                out_dir: Path | None, cfg_scale: float) -> dict:
     """Generate every held-out row with every model (``seeds`` seeds each) and measure it against truth
@@ -340,8 +377,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     from vdot_nodes.core.sampling import get_preset
 
     from . import metrics
-    from .components import psnr
-    from .dataset import write_toy_dataset
+    from .dataset import task_applies, write_toy_dataset
     from .world import make_clip
 
     world = _world_config(cfg)
@@ -350,7 +386,9 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     if not (eval_dir / "manifest.jsonl").is_file():
         write_toy_dataset(eval_dir, clips, seed=EVAL_SEED, config=world)
     data = ManifestDataset(eval_dir / "manifest.jsonl", world.num_frames, world.height, world.width, tasks=tasks)
-    rows = [i for i in range(len(data)) if data.samples[i].meta.get("clip", 0) < clips]
+    # task_applies: a held-out world written before pose rows needed a figure still has such rows.
+    rows = [i for i in range(len(data)) if data.samples[i].meta.get("clip", 0) < clips
+            and task_applies(data.samples[i].task, data.samples[i].meta)]
     results: dict = {}
     sheet: dict[str, dict] = {}
     for name, spec in models.items():
@@ -372,45 +410,42 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
                 features.append(metrics.video_features(list(videos)))
                 if sample["meta"].get("clip") == 0:  # contact sheet: first held-out clip, seed 0, per task
                     sheet.setdefault(sample["task"], {"truth": sample["video"]})[name] = videos[0]
-                m = per_task.setdefault(sample["task"], {})
-                m.setdefault("psnr", []).append(np.mean([psnr(v, sample["video"]) for v in videos]))
-                m.setdefault("object_iou", []).append(np.mean([metrics.object_iou(v, clip) for v in videos]))
-                m.setdefault("flow_epe", []).append(np.mean([metrics.flow_epe(v, clip) for v in videos]))
-                if sample["task"] in ("inpaint", "outpaint"):
-                    m.setdefault("kept_psnr", []).append(np.mean([metrics.kept_psnr(v, sample["video"], vcu.masks) for v in videos]))
-                if seeds > 1:
-                    m.setdefault("diversity", []).append(metrics.seed_diversity(list(videos)))
+                _measure_row(per_task, sample, clip, vcu, videos)
                 bar.update(1)
-        feats = np.concatenate(features)
-        task_means = {t: {k: float(np.mean(v)) for k, v in m.items()} for t, m in per_task.items()}
-        spatial = [t for t in task_means if t in SPATIAL_TASKS]
-
-        def over(key, names):
-            vals = [task_means[t][key] for t in names if key in task_means.get(t, {})]
-            return float(np.mean(vals)) if vals else float("nan")
-
         results[name] = {
             "steps": spec["steps"], "preset": "teacher_euler" if teacher else spec.get("preset", "renoise"),
             "transformer_evals": spec["steps"] * (2 if teacher and cfg_scale != 1 else 1),
-            "seconds_per_video": float(np.mean(seconds)), "features": feats,
-            "object_iou": over("object_iou", spatial), "flow_epe": over("flow_epe", spatial),
-            "kept_psnr": over("kept_psnr", ["inpaint", "outpaint"]), "diversity": over("diversity", list(task_means)),
-            "diversity_t2v": over("diversity", ["t2v"]), "tasks": task_means, **spec.get("extra", {}),
+            "seconds_per_video": float(np.mean(seconds)), "features": np.concatenate(features),
+            **_summarise(per_task), **spec.get("extra", {}),
         }
+    # What the toy VAE alone allows: the held-out truth encoded and decoded by the build's VAE, measured
+    # like a model — what a generator that reproduced the encoder's latents exactly would score (one
+    # could only beat it with latents that decode better than the encoder's own).
+    per_task, features = {}, []
+    with torch.no_grad():
+        for i in rows:
+            sample = data[i]
+            videos = pipe.decode(pipe.encode_latents(sample["video"])).float()
+            features.append(metrics.video_features(list(videos)))
+            _measure_row(per_task, sample, make_clip(int(sample["meta"]["toy_seed"]), world),
+                         sample_to_vcu(sample, generator=torch.Generator().manual_seed(i)), videos)
+    ceiling = {"features": np.concatenate(features), **_summarise(per_task)}
     n = max(len(r["features"]) for r in results.values())
     real = metrics.video_features([torch.from_numpy(make_clip(REAL_SEED + k, world).frames) for k in range(n)])
     real2 = metrics.video_features([torch.from_numpy(make_clip(REAL_SEED + n + k, world).frames) for k in range(n)])
     scale = metrics.feature_scale(np.concatenate([real, real2]))
     floor = metrics.frechet_distance(real / scale, real2 / scale)
-    for r in results.values():
+    for r in [*results.values(), ceiling]:
         r["fd"] = metrics.frechet_distance(r.pop("features") / scale, real / scale)
     report = {"world": dataclasses.asdict(world), "clips": clips, "rows": len(rows), "seeds": seeds, "tasks": tasks,
               "cfg_scale": cfg_scale,
-              "fd_real_vs_real": floor, "models": results}
+              "fd_real_vs_real": floor, "vae_round_trip": ceiling, "models": results}
     for name, r in results.items():
         print(f"{name:>14}: {r['transformer_evals']:>3} evals, {r['seconds_per_video']:.2f} s/video, FD {r['fd']:.3f}, "
               f"IoU {r['object_iou']:.3f}, EPE {r['flow_epe']:.2f}, kept PSNR {r['kept_psnr']:.2f}, diversity {r['diversity']:.3f}")
     print(f"{'real vs real':>14}: FD {floor:.3f} (noise floor)")
+    print(f"{'VAE round trip':>14}: FD {ceiling['fd']:.3f}, IoU {ceiling['object_iou']:.3f}, "
+          f"kept PSNR {ceiling['kept_psnr']:.2f} (the truth through the toy VAE: the ceiling)")
     if out_dir is not None:
         from .report import write_report
 

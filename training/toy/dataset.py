@@ -35,6 +35,7 @@ from vdot_nodes.core.preprocess import flow_to_color, grey
 from vdot_nodes.core.tasks import TASKS
 from vdot_nodes.core.video_io import write_frames, write_image
 
+from .captions import FIGURE
 from .world import (Clip, WorldConfig, depth_to_video, edges_to_scribble, flow_for_video, make_clip,
                     object_reference)
 
@@ -134,7 +135,15 @@ def write_clip(clip: Clip, root: Path, index: int, tasks=None) -> list[dict]:
             "objects": [{"kind": o.kind, "color": o.color, "velocity": [o.vx, o.vy], "depth": round(o.depth, 3)}
                         for o in scene.objects],
             "background": f"{scene.background} {scene.pattern}", "pan": list(scene.pan)}
-    return [task_row(task, rel, clip.caption, len(scene.objects), meta) for task in (tasks or TASKS)]
+    return [task_row(task, rel, clip.caption, len(scene.objects), meta) for task in (tasks or TASKS)
+            if task_applies(task, meta)]
+
+
+def task_applies(task: str, meta: dict) -> bool:
+    """Whether a clip (its manifest ``meta``) can pose ``task``: a pose control shows stick figures only,
+    so a clip without one would ask for objects where the control shows nothing (no row is written,
+    and the report measures none)."""
+    return TASKS[task].control_kind != "pose" or any(o["kind"] == FIGURE for o in meta["objects"])
 
 
 def write_toy_dataset(

@@ -28,6 +28,9 @@ def _fmt(v, digits=3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+CEILING = "VAE round trip of the truth (ceiling)"
+
+
 def markdown_table(report: dict) -> str:
     models = report["models"]
     teacher = next((r for r in models.values() if r["steps"] != 4), None)
@@ -47,6 +50,10 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {name} | {r['transformer_evals']} | {r['seconds_per_video']:.2f} | " + " | ".join(cells)
                      + f" | {diag} | {rel} |")
     lines.append(f"| real vs real (noise floor) | | | {_fmt(report['fd_real_vs_real'])} | | | | | | |")
+    ceiling = report.get("vae_round_trip")
+    if ceiling:  # reports written before the row existed have none
+        lines.append(f"| {CEILING} | | | " + " | ".join(_fmt(ceiling.get(key)) if better != "neither" else ""
+                                                   for key, _, better in METRICS) + " | | |")
     return "\n".join(lines)
 
 
@@ -84,7 +91,8 @@ def task_table(report: dict, key: str = "object_iou") -> str:
     models = report["models"]
     tasks = sorted({t for r in models.values() for t, m in r["tasks"].items() if key in m})
     lines = ["| model | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
-    for name, r in models.items():
+    rows = [*models.items(), *([(CEILING, report["vae_round_trip"])] if report.get("vae_round_trip") else [])]
+    for name, r in rows:
         lines.append(f"| {name} | " + " | ".join(_fmt(r["tasks"].get(t, {}).get(key)) for t in tasks) + " |")
     return "\n".join(lines)
 

@@ -3,9 +3,10 @@
 A scene is a plain, striped or checkered background (a patterned one seen by a panning camera),
 plus 1–2 large flat-coloured objects (circles, squares, triangles, thick stick figures) at distinct
 depths, each translating at a constant non-zero integer velocity in pixels per frame, fully in view.
-The world is sized for what a 2-core CPU can learn in minutes: few, large, flat shapes (a 4×-compressing
-toy VAE reconstructs them at ≥ 30 dB) with clear motion. Everything is rasterised without anti-aliasing at integer pixel positions, so the
-motion model is exact:
+The world is sized for what a 2-core CPU can learn in minutes: few, large, flat shapes with clear
+motion (the 4×-compressing toy VAE of a CPU build still reconstructs them at only about 22 dB: see the
+README's toy-world section). Everything is rasterised without anti-aliasing at integer pixel positions,
+so the motion model is exact:
 
 - frame ``t`` shows, at pixel ``p``, the nearest surface covering ``p`` (painter's algorithm, far to near);
 - the background is an infinite periodic texture ``T`` sampled at ``p + pan·t`` — the camera moves by
