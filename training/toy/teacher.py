@@ -92,7 +92,7 @@ def flow_matching_loss(model, x0: torch.Tensor, text: torch.Tensor, sigma: torch
     if control is not None:
         num_vace = len(model.config.vace_layers)
         kwargs = {"control_hidden_states": control,
-                  "control_hidden_states_scale": torch.full((num_vace,), control_scale, dtype=x0.dtype)}
+                  "control_hidden_states_scale": torch.full((num_vace,), control_scale, dtype=x0.dtype, device=x0.device)}
     v = model(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=text, return_dict=False, **kwargs)[0]
     return F.mse_loss(v.float(), (noise - x0).float())
 
@@ -172,6 +172,9 @@ class TeacherTrainer:
         self.generator = torch.Generator().manual_seed(int(self.cfg.get("seed", 0)))
         self.step = 0
         self.empty_text = data.text("")
+        # Training runs where the model is; the draws stay on the CPU generator, so a GPU run sees the
+        # same σ, ε and dropout as a CPU run.
+        self.device = next(model.parameters()).device
 
     def loss_on(self, examples: list[TeacherExample], generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean flow-matching loss over ``examples`` (fresh σ, ε and text dropout from ``generator``)."""
@@ -190,10 +193,10 @@ class TeacherTrainer:
             groups.setdefault((tuple(d[0].x0.shape), tuple(d[0].control.shape), tuple(d[3].shape)), []).append(d)
         total = 0.0
         for group in groups.values():
-            x0 = torch.cat([d[0].x0 for d in group])
-            control = torch.cat([d[0].control for d in group])
-            loss = flow_matching_loss(self.model, x0, torch.cat([d[3] for d in group]), torch.cat([d[1] for d in group]),
-                                      torch.cat([d[2] for d in group]), control)
+            on = lambda parts: torch.cat([t.to(self.device) for t in parts])  # noqa: E731
+            loss = flow_matching_loss(self.model, on([d[0].x0 for d in group]), on([d[3] for d in group]),
+                                      on([d[1] for d in group]), on([d[2] for d in group]),
+                                      on([d[0].control for d in group]))
             total = total + loss * len(group)
         return total / len(draws)
 
