@@ -143,13 +143,20 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
     return vae_path, text_path
 
 
-def _toy_pipeline(transformer, components: Path):
+def _toy_components(components: Path) -> tuple:
+    """The build's toy VAE, text encoder and tokenizer (frozen: every pipeline of a report shares them)."""
     from vdot_nodes.core.models import load_text_encoder, load_vae
-    from vdot_nodes.core.pipeline import VDOTPipeline
 
     vae = load_vae(components / "vae.safetensors", precision="fp32", input_name="--components")
     encoder, tokenizer = load_text_encoder(components / "text_encoder.safetensors", precision="fp32", input_name="--components")
-    return VDOTPipeline(transformer, vae, encoder, tokenizer, device="cpu", offload="none")
+    return vae, encoder, tokenizer
+
+
+def _toy_pipeline(transformer, parts: tuple):
+    """A CPU pipeline of ``transformer`` over :func:`_toy_components`."""
+    from vdot_nodes.core.pipeline import VDOTPipeline
+
+    return VDOTPipeline(transformer, *parts, device="cpu", offload="none")
 
 
 def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: int | None = None,
@@ -163,7 +170,7 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
     steps = int(steps if steps is not None else t.get("steps", 2000))
     minutes = float(minutes if minutes is not None else t.get("time_limit_minutes", 30))
     teacher = build_toy_teacher(seed=int(t.get("seed", 0)))
-    pipe = _toy_pipeline(teacher, components)
+    pipe = _toy_pipeline(teacher, _toy_components(components))
     data = EncodedManifest(pipe, manifest, world.num_frames, world.height, world.width, seed=int(t.get("seed", 0)),
                            encode_cache=encode_cache or out / ENCODE_CACHE)
     trainer = TeacherTrainer(teacher, data, out, t)
@@ -387,20 +394,22 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
         write_toy_dataset(eval_dir, clips, seed=EVAL_SEED, config=world)
     data = ManifestDataset(eval_dir / "manifest.jsonl", world.num_frames, world.height, world.width, tasks=tasks)
     # task_applies: a held-out world written before pose rows needed a figure still has such rows.
-    rows = [i for i in range(len(data)) if data.samples[i].meta.get("clip", 0) < clips
+    # Each held-out row once: its inputs, the clip's truth and its VCU (open choices drawn from the row index),
+    # shared by every model and the ceiling row.
+    rows = [(i, data[i]) for i in range(len(data)) if data.samples[i].meta.get("clip", 0) < clips
             and task_applies(data.samples[i].task, data.samples[i].meta)]
+    rows = [(i, sample, make_clip(int(sample["meta"]["toy_seed"]), world),
+             sample_to_vcu(sample, generator=torch.Generator().manual_seed(i))) for i, sample in rows]
+    parts = _toy_components(build / "components")
     results: dict = {}
     sheet: dict[str, dict] = {}
     for name, spec in models.items():
-        pipe = _toy_pipeline(load_transformer(spec["path"], precision="fp32", input_name=name), build / "components")
+        pipe = _toy_pipeline(load_transformer(spec["path"], precision="fp32", input_name=name), parts)
         teacher = spec["steps"] != 4
         per_task: dict[str, dict[str, list]] = {}
         features, seconds = [], []
         with _bar(len(rows), f"report {name}") as bar:
-            for i in rows:
-                sample = data[i]
-                clip = make_clip(int(sample["meta"]["toy_seed"]), world)
-                vcu = sample_to_vcu(sample, generator=torch.Generator().manual_seed(i))
+            for i, sample, clip, vcu in rows:
                 start = time.perf_counter()
                 # The toy student was distilled with the re-noising sampler; the teacher runs plain Euler.
                 preset = get_preset("teacher_euler", steps=spec["steps"]) if teacher else spec.get("preset", "renoise")
@@ -423,12 +432,10 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     # could only beat it with latents that decode better than the encoder's own).
     per_task, features = {}, []
     with torch.no_grad():
-        for i in rows:
-            sample = data[i]
+        for _, sample, clip, vcu in rows:
             videos = pipe.decode(pipe.encode_latents(sample["video"])).float()
             features.append(metrics.video_features(list(videos)))
-            _measure_row(per_task, sample, make_clip(int(sample["meta"]["toy_seed"]), world),
-                         sample_to_vcu(sample, generator=torch.Generator().manual_seed(i)), videos)
+            _measure_row(per_task, sample, clip, vcu, videos)
     ceiling = {"features": np.concatenate(features), **_summarise(per_task)}
     n = max(len(r["features"]) for r in results.values())
     real = metrics.video_features([torch.from_numpy(make_clip(REAL_SEED + k, world).frames) for k in range(n)])

@@ -102,15 +102,25 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(value, 0.0)
 
 
+def _colour_distances(video: torch.Tensor, colours) -> torch.Tensor:
+    """``[len(colours), F, H, W]``: RGB distance of every pixel to each colour."""
+    v = video.float()
+    return torch.stack([torch.linalg.vector_norm(v - torch.tensor(c), dim=-1) for c in colours])
+
+
+def _classify(video: torch.Tensor, background: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`object_mask` and, per pixel, the index of the nearest :data:`OBJECT_COLORS` entry."""
+    to_object = _colour_distances(video, OBJECT_COLORS.values())
+    nearest = to_object.min(0)
+    return nearest.values < _colour_distances(video, BACKGROUND_COLORS[background]).amin(0), nearest.indices
+
+
 def object_mask(video: torch.Tensor, background: str) -> torch.Tensor:
     """``[F, H, W]`` bool: pixels nearer (RGB) to one of the :data:`OBJECT_COLORS` than to both colours of
     the scene's background (``background`` = the colour name, e.g. ``"grey"``) — the nearest of the
     two known classes, so a background rendered a little off stays background and a blurred object edge
     counts on the side it is nearer to."""
-    v = video.float()
-    to_background = torch.stack([torch.linalg.vector_norm(v - torch.tensor(c), dim=-1) for c in BACKGROUND_COLORS[background]])
-    to_object = torch.stack([torch.linalg.vector_norm(v - torch.tensor(c), dim=-1) for c in OBJECT_COLORS.values()])
-    return to_object.amin(0) < to_background.amin(0)
+    return _classify(video, background)[0]
 
 
 def object_iou(video: torch.Tensor, clip: Clip, objects: list[int] | None = None) -> float:
@@ -120,12 +130,10 @@ def object_iou(video: torch.Tensor, clip: Clip, objects: list[int] | None = None
     of those objects, and the object pixels whose nearest palette colour is one of theirs (a scene's
     objects have distinct colours) — e.g. the stick figures a pose control places, not the shapes
     beside them that it says nothing about."""
-    pred = object_mask(video, clip.scene.background)
+    pred, nearest = _classify(video, clip.scene.background)
     truth = torch.from_numpy(clip.ids > 0)
     if objects is not None:
         names = list(OBJECT_COLORS)
-        v = video.float()
-        nearest = torch.stack([torch.linalg.vector_norm(v - torch.tensor(OBJECT_COLORS[n]), dim=-1) for n in names]).argmin(0)
         wanted = [names.index(clip.scene.objects[k].color) for k in objects]
         pred &= torch.isin(nearest, torch.tensor(wanted))
         truth = torch.from_numpy(np.isin(clip.ids, [k + 1 for k in objects]))
