@@ -105,6 +105,16 @@ def test_chained_windows_are_matched_to_the_first_window_and_seams_are_copies():
     assert calls == [(k, 12) for k in range(1, 13)]
 
 
+def _toy_width() -> int:
+    """The embedded model's hidden width (read from its file: a LoRA must match it)."""
+    from safetensors import safe_open
+
+    from vdot_nodes.core.components import TOY_DIR, TOY_FILES
+
+    with safe_open(TOY_DIR / TOY_FILES["transformer"], "pt") as f:
+        return f.get_slice("blocks.0.self_attn.q.weight").get_shape()[0]
+
+
 @pytest.fixture(scope="module")
 def toy():
     from vdot_nodes.core.components import default_pipeline
@@ -148,9 +158,10 @@ def test_cli_long_video_with_lora(tmp_path, capsys):
 
     g = torch.Generator().manual_seed(5)
     lora = {}
-    for prefix in ("blocks.0", "vace_blocks.0"):  # the toy model is 64 wide
-        lora[f"diffusion_model.{prefix}.self_attn.q.lora_down.weight"] = torch.randn(4, 64, generator=g) * 0.1
-        lora[f"diffusion_model.{prefix}.self_attn.q.lora_up.weight"] = torch.randn(64, 4, generator=g) * 0.1
+    dim = _toy_width()
+    for prefix in ("blocks.0", "vace_blocks.0"):
+        lora[f"diffusion_model.{prefix}.self_attn.q.lora_down.weight"] = torch.randn(4, dim, generator=g) * 0.1
+        lora[f"diffusion_model.{prefix}.self_attn.q.lora_up.weight"] = torch.randn(dim, 4, generator=g) * 0.1
     atomic_save_safetensors(lora, tmp_path / "toy_lora.safetensors")
     out = tmp_path / "long.mp4"
     code = main(["generate", "--prompt", "a red circle moves left over a white striped background", "--frames", "13",
@@ -175,7 +186,8 @@ def test_lora_loader_and_long_video_nodes_leave_the_loaded_model_unchanged(comfy
         return getattr(cls(), cls.FUNCTION)(**kw)
 
     g = torch.Generator().manual_seed(6)
-    down, up = torch.randn(4, 64, generator=g) * 0.3, torch.randn(64, 4, generator=g) * 0.3
+    dim = _toy_width()
+    down, up = torch.randn(4, dim, generator=g) * 0.3, torch.randn(dim, 4, generator=g) * 0.3
     atomic_save_safetensors({"lora_unet_blocks_0_self_attn_q.lora_down.weight": down,
                              "lora_unet_blocks_0_self_attn_q.lora_up.weight": up},
                             comfy_root / "models/loras/toy_lora.safetensors")
@@ -233,6 +245,6 @@ def test_cli_long_video_and_lora_errors_before_any_model_loads(argv, message, tm
 
     atomic_save_safetensors({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 5120),
                              "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(5120, 4)},
-                            tmp_path / "wan14b_lora.safetensors")  # a 14B LoRA; the embedded model is 64 wide
+                            tmp_path / "wan14b_lora.safetensors")  # a 14B LoRA; the embedded model is far narrower
     assert cli.main(["generate", *argv, "--out", str(tmp_path / "x.mp4")]) == 2
     assert message in capsys.readouterr().err
