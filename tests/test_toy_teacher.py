@@ -1,8 +1,11 @@
 """Toy components and teacher: tokenizer covers the grammar, VAE latent statistics, flow-matching steps
 reduce the loss on a fixed batch, checkpoints reload, the T2V twin matches the VACE teacher."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training.toy.captions import caption_vocabulary
 from training.toy.components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae, train_vae
@@ -12,6 +15,7 @@ from training.toy.teacher import (EncodedManifest, TeacherTrainer, build_t2v_tea
 from training.toy.world import WorldConfig, make_clip
 from vdot_nodes.core.models import load_text_encoder, load_transformer, load_vae, save_text_encoder, save_vae
 from vdot_nodes.core.pipeline import VDOTPipeline
+from vdot_nodes.core.text_encoding import compact_padded_text, cross_attention_bias
 
 SMALL = WorldConfig(height=32, width=32, num_frames=5, max_objects=2)
 TASKS = ["t2v", "r2v", "depth", "reference_pose"]
@@ -88,6 +92,38 @@ def test_flow_matching_loss_matches_its_equation():
     assert loss.item() == pytest.approx(((v - (noise - x0)) ** 2).mean().item(), rel=1e-5)
     s = sample_sigmas(10000, 3.0, torch.Generator().manual_seed(0))
     assert 0 < s.min() and s.max() <= 1 and s.median() > 0.6  # shift 3 puts the median at 0.75
+
+
+def test_compacted_text_gives_the_same_cross_attention_as_wans_512_padded_rows():
+    """Prompts of 3 and 7 tokens padded to 512 zero rows (Wan's convention) against the compact form: the
+    transformer's output and the teacher loss's gradients agree; the compact text without its bias does not."""
+    torch.manual_seed(0)
+    model = build_toy_teacher(seed=0, num_layers=2, vace_layers=[0, 1], ffn_dim=64)
+    text = torch.zeros(2, 512, 32)
+    text[0, :3], text[1, :7] = torch.randn(3, 32), torch.randn(7, 32)
+    compact, bias = compact_padded_text(text)
+    assert compact.shape == (2, 8, 32)
+    assert torch.equal(bias[0, 0, 0, :3], torch.zeros(3)) and torch.equal(bias[1, 0, 0, :7], torch.zeros(7))
+    assert bias[0, 0, 0, 3:].tolist() == pytest.approx([math.log(509 / 5)] * 5)
+    assert bias[1, 0, 0, 7].item() == pytest.approx(math.log(505))
+    x0, noise, control = torch.randn(2, 16, 2, 8, 8), torch.randn(2, 16, 2, 8, 8), torch.randn(2, 48, 2, 8, 8)
+    sigma = torch.tensor([0.9, 0.3])
+
+    def velocity(t, b=None):
+        with cross_attention_bias(model, b):
+            return model(hidden_states=(1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * noise,
+                         timestep=sigma * 1000, encoder_hidden_states=t, control_hidden_states=control,
+                         control_hidden_states_scale=torch.ones(2), return_dict=False)[0]
+
+    with torch.no_grad():
+        full, same, unbiased = velocity(text), velocity(compact, bias), velocity(compact)
+    assert (same - full).abs().max() < 1e-5 < (unbiased - full).abs().max()
+    assert not any(m._forward_pre_hooks for n, m in model.named_modules() if n.endswith("attn2"))  # hooks removed
+    loss = flow_matching_loss(model, x0, text, sigma, noise, control)  # compacts inside
+    fast = torch.autograd.grad(loss, list(model.parameters()))
+    slow = torch.autograd.grad(F.mse_loss(velocity(text), noise - x0), list(model.parameters()))
+    assert max((a - b).abs().max().item() for a, b in zip(fast, slow)) < 1e-5
+    assert compact_padded_text(torch.randn(1, 6, 32))[1] is None  # nothing to drop: unchanged
 
 
 def test_teacher_steps_reduce_loss_and_checkpoint_reloads(toy, tmp_path):

@@ -7,9 +7,11 @@ Used by the pipeline, the text node and training; it needs only the text encoder
 
 from __future__ import annotations
 
+import contextlib
 import html
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -100,4 +102,53 @@ def check_prompt_embeds(name: str, embeds: torch.Tensor | None, text_dim: int) -
         raise VDOTInputError(name, "text embeddings contain NaN/inf", "re-encode the prompt; check the text encoder weights")
 
 
-__all__ = ["MAX_TEXT_TOKENS", "PromptEncoder", "check_prompt_embeds", "clean_prompt"]
+def compact_padded_text(embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Wan text ``[B, N, D]`` (each prompt's tokens, then zero rows) → the same cross-attention over
+    ``K = longest prompt + 1`` rows: ``(embeds[:, :K], bias [B, 1, 1, K])``.
+
+    Every zero row becomes the same key and value inside the transformer (a per-token MLP, then per-token
+    projections), so attending to ``P`` identical pad keys equals attending to the ``p`` kept ones with
+    their logits raised by ``log(P / p)``: ``bias`` is that additive attention mask (0 on prompt tokens).
+    Exact up to float rounding; a tiny model's cross-attention over 512 mostly-pad rows is a third of
+    its compute. ``bias`` is None when nothing can be dropped.
+    """
+    n = embeds.shape[1]
+    nonzero = embeds.detach().abs().amax(-1) > 0  # [B, N]
+    positions = torch.arange(1, n + 1, device=embeds.device)
+    lengths = (nonzero * positions).amax(-1)  # last non-zero row + 1 (0 for an all-zero prompt)
+    keep = min(n, int(lengths.max()) + 1)
+    if keep == n:
+        return embeds, None
+    bias = torch.zeros(embeds.shape[0], keep, dtype=torch.float32, device=embeds.device)
+    for i, length in enumerate(lengths.tolist()):
+        bias[i, length:] = math.log((n - length) / (keep - length))
+    return embeds[:, :keep], bias[:, None, None, :]
+
+
+@contextlib.contextmanager
+def cross_attention_bias(transformer, bias: torch.Tensor | None) -> Iterator[None]:
+    """While open, every cross-attention (``attn2``) of a Wan ``transformer`` (main and VACE blocks) adds
+    ``bias`` to its logits: the mask :func:`compact_padded_text` returns. Needs an attention backend that
+    takes an additive mask (PyTorch SDPA, the default)."""
+    if bias is None:
+        yield
+        return
+
+    def with_bias(module, args, kwargs):
+        if len(args) > 2:
+            args = (*args[:2], bias.to(args[0].dtype), *args[3:])
+        else:
+            kwargs = {**kwargs, "attention_mask": bias.to(args[0].dtype)}
+        return args, kwargs
+
+    handles = [m.register_forward_pre_hook(with_bias, with_kwargs=True)
+               for name, m in transformer.named_modules() if name.endswith("attn2")]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+__all__ = ["MAX_TEXT_TOKENS", "PromptEncoder", "check_prompt_embeds", "clean_prompt", "compact_padded_text",
+           "cross_attention_bias"]
