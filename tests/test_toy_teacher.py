@@ -168,3 +168,28 @@ def test_t2v_twin_equals_vace_teacher_without_control():
                  return_dict=False)[0]
         b = t2v(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text, return_dict=False)[0]
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_toy_teacher_cli_trains_on_the_device_given_and_refuses_a_missing_one(tmp_path, capsys):
+    """`vdot toy teacher --device`: an absent GPU is refused before anything is written; on the CPU the
+    run writes a teacher the loaders read back."""
+    from training.toy.cli import TEACHER_VACE, toy_main
+
+    world = write_toy_dataset(tmp_path / "world", 1, seed=7, config=SMALL)
+    components = tmp_path / "components"
+    components.mkdir()
+    save_vae(build_toy_vae(seed=0), components / "vae.safetensors")
+    save_text_encoder(build_toy_text_encoder(seed=0), build_toy_tokenizer(), components / "text_encoder.safetensors")
+    config = tmp_path / "toy.yaml"
+    config.write_text("world: {height: 32, width: 32, num_frames: 5}\nteacher: {batch_size: 2}\n")
+    argv = ["--config", str(config), "teacher", "--data", str(world), "--components", str(components),
+            "--out", str(tmp_path / "teacher"), "--steps", "2"]
+    if not torch.cuda.is_available():
+        assert toy_main([*argv, "--device", "cuda"]) == 2
+        assert "--device: cuda was asked for but this machine has no CUDA device" in capsys.readouterr().err
+        assert not (tmp_path / "teacher").exists()
+    assert toy_main([*argv, "--device", "nowhere"]) == 2
+    assert "--device: 'nowhere' is not a device name" in capsys.readouterr().err
+    assert toy_main([*argv, "--device", "cpu"]) == 0
+    teacher = load_transformer(tmp_path / "teacher" / TEACHER_VACE, precision="fp32")
+    assert next(teacher.parameters()).device.type == "cpu" and teacher.config.num_layers == 4

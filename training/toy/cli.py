@@ -27,6 +27,7 @@ import yaml
 from vdot_nodes.core.atomic import atomic_path, atomic_write_text
 from vdot_nodes.core.errors import VDOTInputError, one_line_parser_class, run_subcommand
 from vdot_nodes.core.tasks import TASKS
+from vdot_nodes.core.validate import check_device
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy_teacher.yaml"
 TEACHER_VACE = "teacher_vace.safetensors"
@@ -160,9 +161,9 @@ def _toy_pipeline(transformer, parts: tuple):
 
 
 def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: int | None = None,
-                minutes: float | None = None, encode_cache: Path | None = None) -> Path:
-    """Train (or resume) the toy teacher; rows' VAE encodings are kept in ``encode_cache``
-    (default ``out/encode_cache``) for the stage-2 runs to reuse."""
+                minutes: float | None = None, encode_cache: Path | None = None, device: str | None = None) -> Path:
+    """Train (or resume) the toy teacher on ``device`` (default the CPU); rows' VAE encodings are made on
+    the CPU and kept in ``encode_cache`` (default ``out/encode_cache``) for the stage-2 runs to reuse."""
     from .teacher import EncodedManifest, TeacherTrainer, build_t2v_teacher, build_toy_teacher, check_teacher_data
 
     check_teacher_data(manifest)
@@ -173,6 +174,7 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
     pipe = _toy_pipeline(teacher, _toy_components(components))
     data = EncodedManifest(pipe, manifest, world.num_frames, world.height, world.width, seed=int(t.get("seed", 0)),
                            encode_cache=encode_cache or out / ENCODE_CACHE)
+    teacher.to(device or "cpu")  # the trainer runs where its model is; encodings stay on the CPU
     trainer = TeacherTrainer(teacher, data, out, t)
     if trainer.resume():
         print(f"teacher: resumed at step {trainer.step}")
@@ -184,6 +186,7 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
             bar.update(1)
 
         trainer.train(steps, progress=progress, time_limit_s=60 * minutes)
+    teacher.to("cpu")  # the exports and the T2V twin are written from the CPU
     path = trainer.export(out / TEACHER_VACE)
     trainer.ema.copy_to(teacher)
     build_t2v_teacher(teacher).save_pretrained(out / TEACHER_T2V, safe_serialization=True)
@@ -509,12 +512,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--steps", type=int)
     t.add_argument("--minutes", type=float, help="time limit")
+    t.add_argument("--device", help="where the teacher trains: cpu (default), cuda or cuda:N")
     b = sub.add_parser("build", help="world → components → teacher → distillation (stages 1 and 2)")
     b.add_argument("--out", default="runs/toy", help="build folder (default runs/toy)")
     b.add_argument("--clips", type=int)
     b.add_argument("--vae-steps", type=int)
     b.add_argument("--teacher-steps", type=int)
     b.add_argument("--teacher-minutes", type=float)
+    b.add_argument("--teacher-device", help="where the teacher trains: cpu (default), cuda or cuda:N (the VAE "
+                                             "and the rows' encodings stay on the CPU; stages 1-2 follow their "
+                                             "configs' runtime.device)")
     b.add_argument("--no-distill", action="store_true", help="stop after the teacher")
     b.add_argument("--variants", default=FULL_VARIANT,
                    help=f"stage-2 students to train: a comma list of {', '.join(STUDENT_VARIANTS)}, or all (the "
@@ -562,7 +569,9 @@ def _run(args) -> int:
             cfg["vae"]["steps"] = args.vae_steps
         run_components(cfg, Path(args.out))
     elif args.command == "teacher":
-        run_teacher(cfg, Path(args.data), Path(args.components), Path(args.out), args.steps, args.minutes)
+        device = check_device(args.device, "--device")
+        run_teacher(cfg, Path(args.data), Path(args.components), Path(args.out), args.steps, args.minutes,
+                    device=device)
     elif args.command == "build":
         out = Path(args.out)
         if args.train_seeds < 1:
@@ -570,6 +579,7 @@ def _run(args) -> int:
         if args.stage2_steps is not None and args.stage2_steps < 1:
             raise VDOTInputError("--stage2-steps", f"is {args.stage2_steps}", "use 1 or more, or leave it out")
         variants = _variants_arg(args.variants)  # checked before anything builds
+        device = check_device(args.teacher_device, "--teacher-device")
         if args.clips is not None:
             cfg["world"]["clips"] = args.clips
         if args.vae_steps is not None:
@@ -577,7 +587,7 @@ def _run(args) -> int:
         manifest = run_world(cfg, out / "world")
         run_components(cfg, out / "components")
         run_teacher(cfg, manifest, out / "components", out / "teacher", args.teacher_steps, args.teacher_minutes,
-                    encode_cache=out / ENCODE_CACHE)
+                    encode_cache=out / ENCODE_CACHE, device=device)
         if not args.no_distill:
             return run_distillation(out, cfg, variants, args.train_seeds, args.stage2_steps)
     elif args.command == "install":
