@@ -94,8 +94,8 @@ def flow_matching_loss(model, x0: torch.Tensor, text: torch.Tensor, sigma: torch
         num_vace = len(model.config.vace_layers)
         kwargs = {"control_hidden_states": control,
                   "control_hidden_states_scale": torch.full((num_vace,), control_scale, dtype=x0.dtype, device=x0.device)}
-    # The same cross-attention over the prompts' tokens and one pad row instead of 512 rows, most of them
-    # identical pads: 1.25× the toy teacher's steps per second, same loss and gradients (to rounding).
+    # The same cross-attention over the prompts' tokens and at least one pad row instead of 512 rows, most of
+    # them identical pads: 1.25× the toy teacher's steps per second, same loss and gradients (to rounding).
     text, bias = compact_padded_text(text)
     with cross_attention_bias(model, bias):
         v = model(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=text, return_dict=False, **kwargs)[0]
@@ -196,9 +196,9 @@ class TeacherTrainer:
         groups: dict[tuple, list] = {}
         for d in draws:
             groups.setdefault((tuple(d[0].x0.shape), tuple(d[0].control.shape), tuple(d[3].shape)), []).append(d)
+        on = lambda parts: torch.cat([t.to(self.device) for t in parts])  # noqa: E731
         total = 0.0
         for group in groups.values():
-            on = lambda parts: torch.cat([t.to(self.device) for t in parts])  # noqa: E731
             loss = flow_matching_loss(self.model, on([d[0].x0 for d in group]), on([d[3] for d in group]),
                                       on([d[1] for d in group]), on([d[2] for d in group]),
                                       on([d[0].control for d in group]))
