@@ -12,9 +12,9 @@ read them like the real weights.
   neighbour (:func:`attend_to_neighbours`). With random relative-position biases every head averages over
   the whole caption, so each word's output is its own embedding plus nearly the same sentence mean: in
   "moves left …, the camera pans right" and "moves right …, pans left" the two "left"s came out at cosine
-  0.996 — the teacher could not tell the object's motion from the camera's. Reading neighbours makes a word's
-  output carry the words around it (cosine 0.60). Wan's UMT5 is frozen too; the teacher
-  learns to read it.
+  0.996 — the teacher could not tell the object's motion from the camera's. Reading neighbours makes a
+  word's output carry the words around it (cosine 0.60). Wan's UMT5 is frozen too; the teacher learns to
+  read it.
 - VAE: ``AutoencoderKLWan`` (:data:`TOY_VAE_CONFIG`: width 16, 4× spatial / 4× temporal compression),
   trained with L1 + MSE reconstruction of the posterior mode and a tiny KL on random crops of fresh toy clips. Afterwards the
   per-channel latent mean / std are measured and written into ``latents_mean`` / ``latents_std`` of
