@@ -6,6 +6,7 @@ overlap differs from the frames already made there (the drift the matching measu
 window's mean RGB and contrast against the first window's. Prints; asserts nothing.
 
     python benchmarks/bench_long_video.py                                   # embedded toy model, 49 frames
+                                                                             # in windows of its native 5
     python benchmarks/bench_long_video.py --model M --vae V --text-encoder T --frames 161 --window 81 \\
         --overlap 17 --height 480 --width 832
 """
@@ -27,8 +28,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model"), p.add_argument("--vae"), p.add_argument("--text-encoder")
     p.add_argument("--frames", type=int, default=49)
-    p.add_argument("--window", type=int, default=17)
-    p.add_argument("--overlap", type=int, default=5)
+    p.add_argument("--window", type=int, default=5)
+    p.add_argument("--overlap", type=int, default=1)
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--seed", type=int, default=3)

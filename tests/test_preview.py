@@ -182,7 +182,7 @@ def test_step_preview_picks_tae_latent_rgb_or_nothing_and_refuses_tae_for_the_to
     raw = x0[:1] * torch.tensor(wan.config.latents_std).view(1, 16, 1, 1, 1) + torch.tensor(wan.config.latents_mean).view(1, 16, 1, 1, 1)
     assert torch.allclose(frame, decoder.decode(raw)[0, 0], atol=1e-5)
     assert make_step_preview(toy) is None  # no projection exists for the toy latents: progress only
-    with pytest.raises(VDOTInputError, match="4× spatial.*toy model"):
+    with pytest.raises(VDOTInputError, match="makes 4 channels at 2× spatial, 1× temporal .the toy model"):
         make_step_preview(toy, decoder)
 
 

@@ -103,12 +103,15 @@ def test_official_size_rule(frames, h, w, expected):
     assert official_shape(frames, h, w, OFFICIAL_POLICY) == expected
 
 
-def test_toy_policy_scales_the_rule_to_64x64_and_17_frames():
-    # seq_len = 5·64·64/256 = 80, area_z = min(80, 16.0, 3600) = 16, frames min(41, 80/16 = 5) latent;
-    # oh = round(sqrt(16·0.5625) = 3) = 3, ow = int(16/3) = 5 → 48×80.
-    assert official_shape(161, 720, 1280, TOY_POLICY) == (17, 48, 80)
-    assert official_shape(13, 32, 48, TOY_POLICY) == (13, 32, 48)  # small videos keep their size
-    assert (TOY_POLICY.seq_len, OFFICIAL_POLICY.seq_len) == (80, 32760)
+def test_toy_policy_scales_the_rule_to_64x64_and_5_frames():
+    # seq_len = 2·64·64/256 = 32, area_z = min(32, 16.0, 3600) = 16, frames min(41, 32/16 = 2) latent
+    # (the official rule's 4 frames per latent frame: 5 frames); oh = round(sqrt(16·0.5625) = 3) = 3,
+    # ow = int(16/3) = 5 → 48×80.
+    assert official_shape(161, 720, 1280, TOY_POLICY) == (5, 48, 80)
+    # small videos keep their size, and then the token budget allows more frames: area_z 6, 32/6 → 5 ≥ 4
+    assert official_shape(13, 32, 48, TOY_POLICY) == (13, 32, 48)
+    assert (TOY_POLICY.seq_len, OFFICIAL_POLICY.seq_len) == (32, 32760)
+    assert TOY_POLICY.default_frames == 5
 
 
 def test_explicit_size_and_frames_win_and_one_side_keeps_aspect():
@@ -237,12 +240,12 @@ def test_cli_samples_the_whole_clip_by_default_and_first_frames_on_request(tmp_p
     levels = _numbered_video(path, 161, 16, height=64, width=112)
     args = _args("--task", "depth", "--control", path)
     resolve_output_shape(args, is_toy=True)
-    # toy: 17 frames; timestamps k·10.03125/16 s are in frame floor(k·10.03125) = 10k; 64×112 → area_z 16,
+    # toy: 5 frames; timestamps k·40.125/16 s are in frame floor(k·40.125) = 40k; 64×112 → area_z 16,
     # oh = round(sqrt(16·64/112) = 3.02) = 3, ow = int(16/3) = 5 → 48×80.
-    assert (args.frames, args.height, args.width) == (17, 48, 80)
+    assert (args.frames, args.height, args.width) == (5, 48, 80)
     vcu = build_vcu_from_args(args)
-    assert vcu.frames.shape == (17, 48, 80, 3)
-    assert _frame_indices(vcu.frames, levels) == list(range(0, 161, 10))
+    assert vcu.frames.shape == (5, 48, 80, 3)
+    assert _frame_indices(vcu.frames, levels) == list(range(0, 161, 40))
 
     first = _args("--task", "depth", "--control", path, "--frame-sampling", "first", "--frames", 9)
     resolve_output_shape(first, is_toy=True)
@@ -287,7 +290,7 @@ def test_cli_first_frame_is_fitted_like_the_control(tmp_path):
     args = _args("--task", "firstframe_depth", "--control", control, "--first-frame", first)
     resolve_output_shape(args, is_toy=True)  # 64×112 → 48×80: another aspect ratio than the image
     vcu = build_vcu_from_args(args)
-    assert vcu.frames.shape == (17, 48, 80, 3)
+    assert vcu.frames.shape == (5, 48, 80, 3)
     torch.testing.assert_close(vcu.frames[0], torch.full((48, 80, 3), 64 / 255))
 
 

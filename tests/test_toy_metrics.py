@@ -193,7 +193,8 @@ def test_caption_truth_helpers_read_colour_and_motion_from_truth_and_catch_wrong
     obj, background = clip.scene.objects[0], clip.scene.background
     video = torch.from_numpy(clip.frames)
     assert object_colour_name(video, background) == obj.color
-    assert horizontal_motion(video, clip) == pytest.approx(13 * obj.vx, abs=1.0)  # frames 0-3 vs 13-16
+    assert video.shape[0] == 5
+    assert horizontal_motion(video, clip) == pytest.approx(4 * obj.vx, abs=1.0)  # frame 0 vs frame 4
     assert horizontal_motion(video.flip(0), clip) * obj.vx < 0  # played backwards: the wrong way
     other = next(c for c in OBJECT_COLORS if c != obj.color)
     repainted = video.clone()
@@ -204,17 +205,18 @@ def test_caption_truth_helpers_read_colour_and_motion_from_truth_and_catch_wrong
 
 
 class _ReplayPipeline:
-    """Answers each VCU with the true clip its caption was written for (optionally played backwards):
-    the thing under test is the caption check, so its input is the truth the check compares with."""
+    """Answers each VCU with the true clip its caption was written for (optionally played backwards, or
+    moved sideways by ``shift`` pixels): the thing under test is the caption check, so its input is the
+    truth the check compares with."""
 
-    def __init__(self, clips, backwards: bool = False):
+    def __init__(self, clips, backwards: bool = False, shift: int = 0):
         self.by_caption = {c.caption: torch.from_numpy(c.frames) for c in clips}
-        self.backwards = backwards
+        self.backwards, self.shift = backwards, shift
         self.tasks = []
 
     def generate(self, vcu, *, seed=0, preset=None, **_):
         self.tasks.append(vcu.task)
-        video = self.by_caption[vcu.prompt]
+        video = self.by_caption[vcu.prompt].roll(self.shift, dims=2)
         return [video.flip(0) if self.backwards else video]
 
 
@@ -225,9 +227,12 @@ def test_caption_check_passes_the_truth_and_flags_a_reversed_video():
     assert check_caption_truth(truth) == []
     assert truth.tasks == ["t2v", "depth"] * 3  # each scene from its caption alone and with its depth control
     problems = check_caption_truth(_ReplayPipeline(held_out_scenes(3), backwards=True))
-    # Backwards: every object moves the wrong way, and no longer sits where its depth control says.
-    assert sum("centroid moved" in p for p in problems) == 3
-    assert sum("depth control: object IoU" in p for p in problems) == 3 and len(problems) == 6
+    assert sum("centroid moved" in p for p in problems) == 3  # every object moves the wrong way
+    assert not any("object colour" in p for p in problems)
+    # Half a frame to the side: the objects keep their colour, but not the place the depth control says.
+    problems = check_caption_truth(_ReplayPipeline(held_out_scenes(3), shift=32))
+    assert sum("depth control: object IoU" in p for p in problems) == 3
+    assert not any("object colour" in p for p in problems)
 
 
 def test_seed_table_reports_mean_spread_and_range_over_training_seeds(tmp_path):

@@ -95,7 +95,7 @@ def test_vae_training_runs_and_latents_are_normalised(tmp_path):
     pipe = VDOTPipeline(build_toy_teacher(), vae2, device="cpu", offload="none")
     z = torch.cat([pipe.encode_latents(torch.from_numpy(make_clip(s, SMALL).frames)).flatten(2) for s in seeds], 2)
     assert z.mean(dim=2).abs().max() < 1e-3  # per channel, on the clips the statistics came from
-    assert torch.allclose(z.std(dim=2), torch.ones(1, 16), atol=1e-2)
+    assert torch.allclose(z.std(dim=2), torch.ones(1, vae.config.z_dim), atol=1e-2)
 
 
 def test_encoded_rows_follow_the_vace_layout(toy):
@@ -103,19 +103,20 @@ def test_encoded_rows_follow_the_vace_layout(toy):
     by_task = {data.dataset.samples[i].task: data[i] for i in range(len(data))}
     assert set(by_task) == set(TASKS)
     t2v, r2v = by_task["t2v"], by_task["r2v"]
-    # toy VAE: 4× spatial, so 32×32 → 8×8 latents; context 16 + 16 + 4×4-unshuffled mask (16) = 48
-    assert t2v.x0.shape == (1, 16, 2, 8, 8) and t2v.control.shape == (1, 48, 2, 8, 8)
-    refs = r2v.x0.shape[2] - 2
+    # toy VAE: 4 channels, 2× spatial, no temporal compression, so 5×32×32 → 5×16×16 latents; context
+    # 4 + 4 + 2×2-unshuffled mask (4) = 12
+    assert t2v.x0.shape == (1, 4, 5, 16, 16) and t2v.control.shape == (1, 12, 5, 16, 16)
+    refs = r2v.x0.shape[2] - 5
     assert refs >= 1 and r2v.control.shape[2] == r2v.x0.shape[2]
-    assert torch.equal(r2v.x0[:, :, :refs], r2v.control[:, :16, :refs])  # references' own latents in front
-    assert torch.equal(r2v.control[:, 32:, :refs], torch.zeros_like(r2v.control[:, 32:, :refs]))  # mask 0 = keep
+    assert torch.equal(r2v.x0[:, :, :refs], r2v.control[:, :4, :refs])  # references' own latents in front
+    assert torch.equal(r2v.control[:, 8:, :refs], torch.zeros_like(r2v.control[:, 8:, :refs]))  # mask 0 = keep
     assert t2v.text.shape == (1, 512, 32)
 
 
 def test_flow_matching_loss_matches_its_equation():
     model = build_toy_teacher(seed=0, num_layers=1, vace_layers=[0]).eval()
-    x0, noise = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 16, 2, 4, 4)
-    control, text, sigma = torch.randn(1, 48, 2, 4, 4), torch.randn(1, 8, 32), torch.tensor([0.3])
+    x0, noise = torch.randn(1, 4, 2, 8, 8), torch.randn(1, 4, 2, 8, 8)
+    control, text, sigma = torch.randn(1, 12, 2, 8, 8), torch.randn(1, 8, 32), torch.tensor([0.3])
     with torch.no_grad():
         loss = flow_matching_loss(model, x0, text, sigma, noise, control)
         v = model(hidden_states=0.7 * x0 + 0.3 * noise, timestep=torch.tensor([300.0]), encoder_hidden_states=text,
@@ -137,7 +138,7 @@ def test_compacted_text_gives_the_same_cross_attention_as_wans_512_padded_rows()
     assert torch.equal(bias[0, 0, 0, :3], torch.zeros(3)) and torch.equal(bias[1, 0, 0, :7], torch.zeros(7))
     assert bias[0, 0, 0, 3:].tolist() == pytest.approx([math.log(509 / 5)] * 5)
     assert bias[1, 0, 0, 7].item() == pytest.approx(math.log(505))
-    x0, noise, control = torch.randn(2, 16, 2, 8, 8), torch.randn(2, 16, 2, 8, 8), torch.randn(2, 48, 2, 8, 8)
+    x0, noise, control = torch.randn(2, 4, 2, 8, 8), torch.randn(2, 4, 2, 8, 8), torch.randn(2, 12, 2, 8, 8)
     sigma = torch.tensor([0.9, 0.3])
 
     def velocity(t, b=None):
@@ -191,10 +192,10 @@ def test_teacher_steps_reduce_loss_and_checkpoint_reloads(toy, tmp_path):
 def test_t2v_twin_equals_vace_teacher_without_control():
     vace = build_toy_teacher(seed=2).eval()
     t2v = build_t2v_teacher(vace)
-    x, text = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 8, 32)
+    x, text = torch.randn(1, 4, 2, 8, 8), torch.randn(1, 8, 32)
     with torch.no_grad():
         a = vace(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text,
-                 control_hidden_states=torch.randn(1, 48, 2, 4, 4),
+                 control_hidden_states=torch.randn(1, 12, 2, 8, 8),
                  control_hidden_states_scale=torch.zeros(len(vace.config.vace_layers)),
                  return_dict=False)[0]
         b = t2v(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text, return_dict=False)[0]

@@ -29,7 +29,7 @@ def test_same_seed_same_clip_and_different_seeds_differ():
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     assert a.caption == b.caption
     assert not np.array_equal(a.frames, c.frames)
-    assert a.frames.shape == (17, 64, 64, 3) and a.flow.shape == (16, 64, 64, 2)
+    assert a.frames.shape == (5, 64, 64, 3) and a.flow.shape == (4, 64, 64, 2)
     assert a.frames.dtype == np.float32 and 0 <= a.frames.min() and a.frames.max() <= 1
 
 
@@ -94,14 +94,14 @@ def test_pose_keypoints_follow_the_stick_figures():
     for seed in range(60):
         clip = make_clip(seed)
         figures = clip.figure_indices()
-        assert clip.poses.shape == (17, len(figures), 18, 3)
+        assert clip.poses.shape == (5, len(figures), 18, 3)
         for p, k in enumerate(figures):
             found += 1
             obj = clip.scene.objects[k]
             # Rigid translation: keypoints move by exactly the figure's velocity per frame.
             step = clip.poses[1:, p, :, :2] - clip.poses[:-1, p, :, :2]
             assert np.allclose(step, [obj.vx, obj.vy])
-            for t in (0, 16):  # neck and hips lie on the drawn figure
+            for t in (0, 4):  # neck and hips lie on the drawn figure, first and last frame
                 for j in (1, 8, 11):
                     x, y, visible = clip.poses[t, p, j]
                     if visible:

@@ -1,7 +1,7 @@
 """The shipped workflows (``workflows/``), written by ``tools/build_workflows.py``.
 
 * Every workflow that starts on the embedded toy model is **executed at its shipped defaults** (nothing is
-  shrunk: the toy set is sized to the toy's native 64×64, 17 frames) and its saved and previewed videos
+  shrunk: the toy set is sized to the toy's native 64×64, 5 frames) and its saved and previewed videos
   are checked.
 * The VDOT-14B set, the native workflow and the LoRA baseline are **validated** — graph, links, widget
   values against the node declarations, file names — with empty stand-in model files, not run.

@@ -1,7 +1,7 @@
 """Write the shipped workflows, the one source of ``workflows/``:
 
 * ``vdot_<task>.json`` — one per VCU task, plus ``vdot_long_t2v.json``: on the embedded toy model at its
-  native 64×64, 17 frames, so a Run takes seconds on a CPU (the tests execute each at these defaults);
+  native 64×64, 5 frames, so a Run takes seconds on a CPU (the tests execute each at these defaults);
 * ``vdot_14b_<task>.json`` — the same graphs set for VDOT-14B at 480p (832×480, 81 frames, preset ``vdot``),
   loaders on the converted / Comfy-Org file names so the frontend offers the downloads it can
   (validated by the tests, not executed);
@@ -93,7 +93,7 @@ REAL_PROMPTS = {"t2v": "A red ball bounces across a sunlit wooden floor, soft sh
                 "": "A red ball rolls across a striped wooden floor in a bright room, soft shadows, smooth camera motion."}
 # The embedded toy at its native size (the size it was trained on), distilled with the re-noising rollout.
 TOY = Setup("toy", "vdot_", TOY_POLICY.width, TOY_POLICY.height, TOY_POLICY.default_frames, EMBEDDED, EMBEDDED,
-            EMBEDDED, "renoise", 16, 5, 29, 17, 5, TOY_PROMPTS)
+            EMBEDDED, "renoise", 16, 1, 13, 5, 1, TOY_PROMPTS)
 # VDOT-14B at 480p, 5 s at 16 fps, with the official sampler.
 REAL = Setup("14b", "vdot_14b_", OFFICIAL_POLICY.width, OFFICIAL_POLICY.height, OFFICIAL_POLICY.default_frames,
              CONVERTED["diffusion_models"][0], MODEL_FILES["vae"][0], MODEL_FILES["text_encoders"][0], "vdot", 96, 17,

@@ -49,7 +49,7 @@ def _add_generate_parser(sub) -> None:
     inputs.add_argument("--box", type=_int_list, metavar="X0,Y0,X1,Y1", help="inpaint: box to regenerate instead of --mask")
     shape = p.add_argument_group("output shape")
     shape.add_argument("--frames", type=int, help="frame count, 4k+1 (default: from the control/source video, up to "
-                                                   "81 (17 on the embedded toy model); else 81 / 17 toy); more than "
+                                                   "81 (5 on the embedded toy model); else 81 / 5 toy); more than "
                                                    "--window frames are made as chained extension windows")
     shape.add_argument("--window", type=int, default=81,
                        help="long video: frames per window, 4k+1 (default 81, what Wan/VDOT were trained on)")
@@ -177,7 +177,7 @@ def resolve_output_shape(args, is_toy: bool) -> None:
 
     With a control/source video: frame count and size from the video (up to 81 frames spread over
     the whole clip, size at the model's area keeping the aspect ratio; ``core.source_prep``).
-    Without one: 81×480×832 (17×64×64 on the embedded toy model). Given values always win.
+    Without one: 81×480×832 (5×64×64 on the embedded toy model). Given values always win.
     """
     from .core.source_prep import OFFICIAL_POLICY, TOY_POLICY, plan_source
 

@@ -74,7 +74,7 @@ def _world_config(cfg: dict):
 
     w = cfg["world"]
     return WorldConfig(height=int(w.get("height", 64)), width=int(w.get("width", 64)),
-                       num_frames=int(w.get("num_frames", 17)), max_objects=int(w.get("max_objects", 2)))
+                       num_frames=int(w.get("num_frames", 5)), max_objects=int(w.get("max_objects", 2)))
 
 
 def _bar(total: int, desc: str):

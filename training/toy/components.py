@@ -15,7 +15,7 @@ read them like the real weights.
   0.996 — the teacher could not tell the object's motion from the camera's. Reading neighbours makes a
   word's output carry the words around it (cosine 0.60). Wan's UMT5 is frozen too; the teacher learns to
   read it.
-- VAE: ``AutoencoderKLWan`` (:data:`TOY_VAE_CONFIG`: width 16, 4× spatial / 4× temporal compression),
+- VAE: ``AutoencoderKLWan`` (:data:`TOY_VAE_CONFIG`: width 16, 2× spatial, no temporal compression, 4 latent channels),
   trained with L1 + MSE reconstruction of the posterior mode and a tiny KL on random crops of fresh toy clips. Afterwards the
   per-channel latent mean / std are measured and written into ``latents_mean`` / ``latents_std`` of
   its config, so the pipeline's normalised latents are ≈ N(0, 1) as with Wan's VAE.
@@ -40,23 +40,32 @@ from vdot_nodes.core.tiny import TINY_VAE_CONFIG, build_tiny_text_encoder, build
 from .captions import caption_vocabulary
 from .world import WorldConfig, make_clip
 
-# The toy VAE: the Wan VAE class (AutoencoderKLWan) with 4× spatial / 4× temporal compression (one stage
-# fewer than Wan's 8×), width 16, one residual block per stage, and the class's ``is_residual`` down/up
-# blocks (Wan2.2's layout: parameter-free space-to-depth / depth-to-space shortcuts around each
-# resampling stage, so pixels have a direct path to the latent and back; same 16 latent channels). The previous width-8 toy VAE reached 16.6 dB on
-# the old textured world; two things held it back besides width and world: the decoder's final clamp to
-# [-1, 1] gives no gradient to a pixel that overshoots white or a saturated colour (training decodes
-# without it, :func:`decode_unclamped`; inference keeps diffusers' clamp), and an lr of 3e-4 that needs
-# thousands of steps to leave the mean colour. Diffusers' AutoencoderKLWan carries the factor as
-# ``scale_factor_spatial`` and the pipeline reads it from there, so the same code serves Wan's 8× VAE.
-# The toy teacher uses 2×2 patches: one token per 8×8 pixels.
-TOY_VAE_CONFIG = dict(TINY_VAE_CONFIG, base_dim=16, num_res_blocks=1, dim_mult=[1, 2, 2],
-                      temperal_downsample=[True, True], scale_factor_spatial=4, is_residual=True)
+# The toy VAE: the Wan VAE class (AutoencoderKLWan) with 2× spatial and no temporal compression, 4 latent
+# channels, width 16 (32 after the first stage), one residual block per stage, and the class's
+# ``is_residual`` down/up blocks (Wan2.2's layout: parameter-free space-to-depth / depth-to-space shortcuts
+# around the resampling stage). Why so little compression: a linear code (PCA) of 4×4×4-pixel blocks in 16
+# channels bounds reconstruction at 26.1 dB, of 4×4×1 blocks at 30.2 dB; the previous 4×/4× toy VAE reached
+# 21.7 dB in a CPU build (22.8 dB with 20× the pixels per step on a GPU), a 4×/1× one 20.1 dB after phase 1
+# where this one gets 23.4 dB. Why 4 channels, not Wan's 16: a token of the toy teacher (8×8 pixels) then
+# carries 4·4·4 = 64 latent values, half its width of 128, as before. With 16 channels it would carry 256,
+# and a 128-wide transformer cannot even pass the noise of a 256-value token through, let alone remove it
+# (its loss at step 200 was 2.5× the old teacher's). The world's clips are 5 frames, so the latent has 5 frames.
+# Training decodes without the final clamp to [-1, 1] (:func:`decode_unclamped`): a clamped pixel gets no
+# gradient, so a decoder that overshoots white or a saturated colour could never come back; inference keeps
+# diffusers' clamp. Diffusers' AutoencoderKLWan carries the factors as ``scale_factor_spatial`` /
+# ``scale_factor_temporal`` and the pipeline reads them and ``z_dim`` from its config, so the same code
+# serves Wan's 8×/4×, 16-channel VAE.
+TOY_VAE_CONFIG = dict(TINY_VAE_CONFIG, base_dim=16, z_dim=4, num_res_blocks=1, dim_mult=[2, 2],
+                      temperal_downsample=[False], scale_factor_spatial=2, scale_factor_temporal=1, is_residual=True)
 
 
 def build_toy_vae(seed: int = 0, **overrides):
-    """The toy-world VAE (randomly initialised; :func:`train_vae` trains it)."""
-    return build_tiny_vae(seed, **{**TOY_VAE_CONFIG, **overrides})
+    """The toy-world VAE (randomly initialised; :func:`train_vae` trains it and measures its latent
+    statistics). Until then the statistics are the identity, one per latent channel (diffusers' defaults
+    are Wan's 16)."""
+    config = {**TOY_VAE_CONFIG, **overrides}
+    z_dim = config["z_dim"]
+    return build_tiny_vae(seed, **{"latents_mean": [0.0] * z_dim, "latents_std": [1.0] * z_dim, **config})
 
 
 def toy_vocab() -> list[tuple[str, float]]:

@@ -36,14 +36,16 @@ from vdot_nodes.core.text_encoding import compact_padded_text, cross_attention_b
 from vdot_nodes.core.tiny import TINY_TRANSFORMER_CONFIG, build_tiny_transformer
 
 # Toy teacher: 4 Wan blocks of width 128 (4 heads × 32; rope split 12/10/10 over t/h/w), a VACE block on
-# each, text width 32 = the toy UMT5's d_model. 2×2 patches on the 4×-compressed latent (64 tokens per
-# latent frame at 64×64, one per 8×8 pixels), so a spatial control can say where an object goes; with
-# 4×4 patches (16 tokens per frame) the previous toy teacher could not localise (object IoU 0.09). The
-# VACE context is 16 + 16 latent channels + a 4×4-unshuffled mask (16) = 48.
+# each, text width 32 = the toy UMT5's d_model. 4×4 patches on the 2×-compressed, 4-channel latent (64
+# tokens per latent frame at 64×64, one per 8×8 pixels, 64 values each), so a spatial control can say where
+# an object goes; with 16×16-pixel tokens (16 per frame) an earlier toy teacher could not localise (object
+# IoU 0.09). The VACE context is 4 + 4 latent channels + a 2×2-unshuffled mask (4) = 12.
 TOY_TEACHER_CONFIG = dict(
     TINY_TRANSFORMER_CONFIG,
-    patch_size=(1, 2, 2),
-    vace_in_channels=48,
+    patch_size=(1, 4, 4),
+    in_channels=4,
+    out_channels=4,
+    vace_in_channels=12,
     num_attention_heads=4,
     attention_head_dim=32,
     freq_dim=64,

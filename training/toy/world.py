@@ -4,8 +4,8 @@ A scene is a plain, striped or checkered background (a patterned one seen by a p
 plus 1–2 large flat-coloured objects (circles, squares, triangles, thick stick figures) at distinct
 depths, each translating at a constant non-zero integer velocity in pixels per frame, fully in view.
 The world is sized for what a 2-core CPU can learn in minutes: few, large, flat shapes with clear
-motion (the 4×-compressing toy VAE of a CPU build still reconstructs them at only about 22 dB: see the
-README's toy-world section). Everything is rasterised without anti-aliasing at integer pixel positions,
+motion, 5 frames long (the toy VAE does not compress time, so the latent has 5 frames: see the README's
+toy-world section). Everything is rasterised without anti-aliasing at integer pixel positions,
 so the motion model is exact:
 
 - frame ``t`` shows, at pixel ``p``, the nearest surface covering ``p`` (painter's algorithm, far to near);
@@ -62,7 +62,7 @@ _BODY_SEGMENTS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9)
 class WorldConfig:
     height: int = 64
     width: int = 64
-    num_frames: int = 17
+    num_frames: int = 5
     max_objects: int = 2
     figure_probability: float = 0.3
     max_speed: int = 2  # pixels per frame, per axis
@@ -70,7 +70,7 @@ class WorldConfig:
 
     def check(self) -> None:
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
-            raise VDOTInputError("num_frames", f"{self.num_frames} is not 4k+1", "use 17, 33, ...")
+            raise VDOTInputError("num_frames", f"{self.num_frames} is not 4k+1", "use 5, 9, 17, ...")
         if self.height < 32 or self.width < 32 or self.height % 16 or self.width % 16:
             raise VDOTInputError("height/width", f"{self.height}x{self.width}: need multiples of 16, at least 32",
                                  "use e.g. 64x64")
@@ -115,7 +115,7 @@ class SceneObject:
             return (dy <= r) & (dy >= -r) & (2 * np.abs(dx) <= dy + r)
         if self.kind == FIGURE:
             pts = self.keypoint_offsets()
-            thickness = max(2.0, self.size / 6)  # limbs ≥ 1 latent pixel wide after the 4× VAE
+            thickness = max(2.0, self.size / 6)  # limbs ≥ 2 pixels wide: one token is 8×8 pixels
             cover = (dx - pts[0, 0]) ** 2 + (dy - pts[0, 1] + 0.02 * r) ** 2 <= (0.2 * r) ** 2  # head
             for a, b in _BODY_SEGMENTS:
                 cover |= _segment_distance(dx, dy, pts[a], pts[b]) <= thickness
@@ -200,7 +200,7 @@ def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
     h, w, n = config.height, config.width, config.num_frames
     background = str(rng.choice(list(BACKGROUND_COLORS)))
     pattern = str(rng.choice(PATTERNS))
-    period = int(rng.choice((12, 16)))  # 3–4 latent pixels per band after the 4× VAE
+    period = int(rng.choice((12, 16)))  # 6–8 pixels per band: most of a token
     pan = tuple(int(v) for v in rng.integers(-config.max_pan, config.max_pan + 1, size=2))
     if pattern == "plain":
         pan = (0, 0)  # a pan over a plain colour is invisible: the caption must not claim one
@@ -210,7 +210,7 @@ def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
     objects = []
     for k in range(count):
         kind = FIGURE if rng.random() < config.figure_probability else str(rng.choice(SHAPES))
-        # Large objects (≥ 4 latent pixels across after the 4× VAE): what a tiny model can localise.
+        # Large objects (≥ 2 tokens of 8×8 pixels across): what a tiny model can localise.
         size = int(rng.integers(max(h, w) // 4, max(h, w) // 3 + 1)) if kind == FIGURE else \
             int(rng.integers(max(h, w) // 8, max(h, w) // 5 + 1))
         while True:  # a non-zero velocity whose path keeps the centre inside the frame

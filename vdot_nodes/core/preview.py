@@ -32,7 +32,7 @@ Latent2RGB previewer to the *normalised* latents the sampler works on: a colour 
 resolution for free, used when no TAE is given.
 
 Both only apply to Wan 2.1's latent layout (16 channels, 8× spatial, 4× temporal). The embedded toy
-model's VAE compresses 4× spatially into another latent space: for it a TAE is refused before
+model's VAE compresses 2× spatially into 4 channels, another latent space: for it a TAE is refused before
 loading and there is no latent-RGB projection (no preview image, progress only).
 """
 
@@ -295,7 +295,7 @@ def is_wan21_layout(vae) -> bool:
 
 
 def check_preview_applies(vae, input_name: str = "preview_decoder", what: str = "this VAE") -> None:
-    """Refuse a TAEW2.1 for a VAE whose latents are not Wan 2.1's (the toy VAE: 4× spatial)."""
+    """Refuse a TAEW2.1 for a VAE whose latents are not Wan 2.1's (the toy VAE: 4 channels, 2× spatial)."""
     if not is_wan21_layout(vae):
         c, s, t = vae_latent_layout(vae)
         raise VDOTInputError(input_name, f"TAEW2.1 decodes Wan 2.1 latents (16 channels, 8× spatial, 4× temporal); "

@@ -66,8 +66,8 @@ class SourcePolicy:
 
 #: VDOT-14B / Wan2.1-VACE: 81 frames at 480×832 (``vace.py`` runs at this size).
 OFFICIAL_POLICY = SourcePolicy(480, 832, 21)
-#: The embedded toy model works at 64×64 and 17 frames; the same rule scaled to that area.
-TOY_POLICY = SourcePolicy(64, 64, 5)
+#: The embedded toy model works at 64×64 and 5 frames; the same rule scaled to that area.
+TOY_POLICY = SourcePolicy(64, 64, 2)
 
 
 def official_shape(num_source_frames: int, src_height: int, src_width: int,

@@ -159,6 +159,13 @@ def identify(header: Header, metadata: dict | None = None, folder_config: dict |
     return info
 
 
+def _vae_variant(cfg: dict) -> str:
+    """``wan2.2`` for Wan2.2's 48-channel VAE (another latent space than VDOT's); any other
+    ``AutoencoderKLWan`` config is read as the Wan2.1 family: the pipeline checks that its latent width fits
+    the transformer (``check_vae_fits_transformer``), so the toy model's 4-channel VAE loads too."""
+    return "wan2.2" if cfg.get("z_dim", 16) == 48 else "wan2.1"
+
+
 def _identify_vdot(info: CheckpointInfo, header: Header, metadata: dict) -> None:
     fmt = metadata["vdot_format"]
     cfg = json.loads(metadata.get("vdot_config", "{}"))
@@ -170,7 +177,7 @@ def _identify_vdot(info: CheckpointInfo, header: Header, metadata: dict) -> None
     if kind == "transformer":
         info.variant, info.size = "vace", configs.transformer_size(cfg)
     elif kind == "vae":
-        info.variant = "wan2.1" if cfg.get("z_dim", 16) == 16 else "wan2.2"
+        info.variant = _vae_variant(cfg)
         info.size = "wan2.1" if cfg.get("base_dim") == 96 else "custom"
     elif kind == "text_encoder":
         info.variant = "umt5"
@@ -187,7 +194,7 @@ def _identify_folder(info: CheckpointInfo, header: Header, cfg: dict) -> None:
         info.variant = "vace" if cls == "WanVACETransformer3DModel" else ("i2v" if cfg.get("image_dim") else "t2v")
         info.size = configs.transformer_size(cfg)
     elif cls == "AutoencoderKLWan":
-        info.kind, info.variant = "vae", "wan2.1" if cfg.get("z_dim", 16) == 16 else "wan2.2"
+        info.kind, info.variant = "vae", _vae_variant(cfg)
         info.size = "wan2.1" if cfg.get("base_dim", 96) == 96 else "custom"
     elif cfg.get("model_type") in ("umt5", "t5") or any("T5" in a for a in cfg.get("architectures") or []):
         info.kind, info.layout = "text_encoder", "hf"
