@@ -288,6 +288,21 @@ def test_vae_original_file_folder_and_vdot_format(tmp_path):
     assert (info["kind"], info["layout"], info["variant"], info["size"]) == ("vae", "original", "wan2.1", "custom")
 
 
+def test_vae_of_another_latent_width_loads_but_wan22s_48_channels_are_refused(tmp_path):
+    # The toy VAE has 4 latent channels: a Wan2.1-family AutoencoderKLWan whose fit to the transformer the
+    # pipeline checks. Wan2.2's 48-channel VAE is another latent space and is refused by name.
+    for z_dim in (4, 48):
+        vae = build_tiny_vae(seed=3, z_dim=z_dim, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
+        path = models.save_vae(vae, tmp_path / f"vae_z{z_dim}.safetensors")
+        for source in (path, vae.save_pretrained(tmp_path / f"folder_z{z_dim}") or tmp_path / f"folder_z{z_dim}"):
+            if z_dim == 4:
+                assert_same_state(models.load_vae(source), vae)
+                assert models.describe_checkpoint(source)["variant"] == "wan2.1"
+            else:
+                with pytest.raises(VDOTInputError, match=r"is Wan2.2 VAE \(48 latent channels\).*VDOT uses the Wan2.1 VAE"):
+                    models.load_vae(source)
+
+
 # --------------------------------------------------------------------------------------------
 # Text encoder
 # --------------------------------------------------------------------------------------------
