@@ -72,9 +72,9 @@ def load_toy_config(path: str | Path | None) -> dict:
 def _world_config(cfg: dict):
     from .world import WorldConfig
 
-    w = cfg["world"]
-    return WorldConfig(height=int(w.get("height", 64)), width=int(w.get("width", 64)),
-                       num_frames=int(w.get("num_frames", 5)), max_objects=int(w.get("max_objects", 2)))
+    w, default = cfg["world"], WorldConfig()
+    return WorldConfig(**{key: int(w.get(key, getattr(default, key)))
+                          for key in ("height", "width", "num_frames", "max_objects")})
 
 
 def _bar(total: int, desc: str):

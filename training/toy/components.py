@@ -15,8 +15,8 @@ read them like the real weights.
   0.996 — the teacher could not tell the object's motion from the camera's. Reading neighbours makes a
   word's output carry the words around it (cosine 0.60). Wan's UMT5 is frozen too; the teacher learns to
   read it.
-- VAE: ``AutoencoderKLWan`` (:data:`TOY_VAE_CONFIG`: width 16, 2× spatial, no temporal compression, 4 latent channels),
-  trained with L1 + MSE reconstruction of the posterior mode and a tiny KL on random crops of fresh toy clips. Afterwards the
+- VAE: ``AutoencoderKLWan`` (:data:`TOY_VAE_CONFIG`: width 16, 2× spatial, no temporal compression, 4 latent
+  channels), trained with L1 + MSE reconstruction of the posterior mode and a tiny KL on random crops of fresh toy clips. Afterwards the
   per-channel latent mean / std are measured and written into ``latents_mean`` / ``latents_std`` of
   its config, so the pipeline's normalised latents are ≈ N(0, 1) as with Wan's VAE.
 """
