@@ -113,3 +113,31 @@ def test_toy_teacher_rows_read_the_same_encodings_from_disk(tmp_path):
         torch.testing.assert_close(a.x0, b.x0, rtol=0, atol=0)
         torch.testing.assert_close(a.control, b.control, rtol=0, atol=0)
     assert disk.disk.misses == len(memory) and len(list((tmp_path / "cache").iterdir())) == len(memory)
+
+
+def test_rows_of_one_clip_share_vae_passes_and_encode_exactly_as_alone(tmp_path):
+    from training.toy.components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae
+    from training.toy.dataset import write_toy_dataset
+    from training.toy.teacher import EncodedManifest, build_toy_teacher
+    from training.toy.world import WorldConfig
+
+    small = WorldConfig(height=32, width=32, num_frames=5, max_objects=1)
+    manifest = write_toy_dataset(tmp_path / "world", 1, seed=5, config=small)
+    pipe = VDOTPipeline(build_toy_teacher(num_layers=2, vace_layers=[0], ffn_dim=64), build_toy_vae(0),
+                        build_toy_text_encoder(0), build_toy_tokenizer(), device="cpu", offload="none")
+    tasks = ["t2v", "depth", "scribble", "inpaint"]
+    data = EncodedManifest(pipe, manifest, small.num_frames, small.height, small.width, tasks=tasks,
+                           encode_cache=tmp_path / "cache")
+    seen = []
+    data.encode_all(progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (len(data), len(data)) == (4, 4)
+    codec = data.disk.codec
+    # Alone, each row takes 3 passes (inactive, reactive, real video). Shared here: the clip's real video
+    # (one pass for all 4 rows) and the all-zero (grey) video: t2v's both halves, the controls' inactive
+    # halves, inpaint's reactive half (its hole is filled with grey). Left: depth, scribble, inpaint's rest.
+    assert codec.passes + codec.reuses == 12 and codec.passes == 5
+    for i in range(len(data)):
+        sample = data.dataset[i]
+        alone = encode_row(pipe, sample, row_generator(0, sample))
+        torch.testing.assert_close(data[i].control, alone.vcu.control, rtol=0, atol=0)
+        torch.testing.assert_close(data[i].x0, alone.real, rtol=0, atol=0)

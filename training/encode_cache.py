@@ -12,6 +12,10 @@ every visit. A file is named by a hash of everything that determines its content
 the seed, the line number, the clip size and the row's loaded tensors, caption and task — so a changed
 VAE, manifest row or seed never reads a stale entry; it encodes anew under a new name. Files are written
 atomically (temp file + rename), so parallel ranks and a kill mid-write leave no torn entry.
+
+Rows that share pixels share their VAE pass (:class:`PixelMemoCodec`): a clip's rows of different tasks
+have the same real video, and a control row's inactive half (the frames outside an all-ones mask) is the
+same all-zero video in every row, so encoding a manifest in line order needs about half the VAE passes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +33,9 @@ from safetensors import safe_open
 
 from vdot_nodes.core.atomic import atomic_save_safetensors
 from vdot_nodes.core.vace_context import EncodedVCU
+from vdot_nodes.core.vae_codec import VAECodec
 
-__all__ = ["EncodeCache", "EncodedRow", "encode_row", "row_generator", "vae_fingerprint"]
+__all__ = ["EncodeCache", "EncodedRow", "PixelMemoCodec", "encode_row", "row_generator", "vae_fingerprint"]
 
 
 @dataclass
@@ -53,6 +59,32 @@ def encode_row(encoders, sample: dict, generator: torch.Generator, negative_prom
     encoded = encoders.encode_vcu(sample_to_vcu(sample, generator=generator, negative_prompt=negative_prompt))
     real = encoders.encode_latents(sample["video"]) if sample.get("video") is not None else None
     return EncodedRow(encoded, real)
+
+
+class PixelMemoCodec(VAECodec):
+    """A :class:`VAECodec` that remembers the latents of its last ``size`` distinct pixel inputs and
+    returns them for identical pixels instead of running the VAE again. The frozen VAE's encoding is a
+    pure function of the pixels, so the result is the same tensor a pass would give (±0 are merged: a
+    masked-out pixel is −0.0 or +0.0 by the sign it had)."""
+
+    def __init__(self, codec: VAECodec, size: int = 8):
+        super().__init__(codec.vae, device=codec.device, offload=codec.offload, tiling=codec.tiling)
+        self.size, self.passes, self.reuses = int(size), 0, 0
+        self._latents: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def encode_pixels(self, video: torch.Tensor) -> torch.Tensor:
+        pixels = (video.detach().float().cpu() + 0.0).contiguous()  # + 0.0 turns −0.0 into +0.0
+        key = hashlib.sha256(f"{tuple(pixels.shape)}".encode() + pixels.numpy().tobytes()).hexdigest()
+        if key in self._latents:
+            self._latents.move_to_end(key)
+            self.reuses += 1
+            return self._latents[key].clone()
+        latents = super().encode_pixels(video)
+        self.passes += 1
+        self._latents[key] = latents.detach().clone()
+        if len(self._latents) > self.size:
+            self._latents.popitem(last=False)
+        return latents
 
 
 def vae_fingerprint(vae: torch.nn.Module) -> str:
@@ -83,6 +115,11 @@ class EncodeCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.vae_id = vae_fingerprint(encoders.vae)
         self.hits = self.misses = 0
+        from .models import Encoders  # (training.models imports this module)
+
+        # Misses are encoded through a pixel memo: rows read in line order share their clip's VAE passes.
+        self.codec = PixelMemoCodec(encoders.codec)
+        self._memo_encoders = Encoders(getattr(encoders, "text", None), self.codec)
 
     def path(self, sample: dict) -> Path:
         key = hashlib.sha256(f"{self.vae_id}|{self.seed}|{_row_hash(sample)}".encode()).hexdigest()[:32]
@@ -103,7 +140,7 @@ class EncodeCache:
                 logging.getLogger(__name__).warning(f"encode cache: {path.name} is unreadable ({type(exc).__name__}); "
                                                     "encoding the row again")
         self.misses += 1
-        row = encode_row(self.encoders, sample, row_generator(self.seed, sample), self.negative_prompt)
+        row = encode_row(self._memo_encoders, sample, row_generator(self.seed, sample), self.negative_prompt)
         tensors = {"control": row.vcu.control.contiguous()}
         if row.real is not None:
             tensors["real"] = row.real.contiguous()

@@ -174,6 +174,10 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
     pipe = _toy_pipeline(teacher, _toy_components(components))
     data = EncodedManifest(pipe, manifest, world.num_frames, world.height, world.width, seed=int(t.get("seed", 0)),
                            encode_cache=encode_cache or out / ENCODE_CACHE)
+    if data.disk is not None:  # rows in manifest order, before training: a clip's rows share VAE passes
+        with _bar(len(data), "encoding rows") as bar:
+            data.encode_all(progress=lambda done, total: bar.update(1))
+        print(f"teacher: {len(data)} rows encoded ({data.disk.misses} new) with {data.disk.codec.passes} VAE passes")
     teacher.to(device or "cpu")  # the trainer runs where its model is; encodings stay on the CPU
     trainer = TeacherTrainer(teacher, data, out, t)
     if trainer.resume():

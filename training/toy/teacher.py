@@ -137,6 +137,17 @@ class EncodedManifest:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def encode_all(self, progress: Callable[[int, int], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> None:
+        """Encode every row now, in manifest order: a clip's rows are adjacent there, so the encode
+        cache's pixel memo runs the VAE once for what they share (see :mod:`training.encode_cache`)."""
+        for i in range(len(self)):
+            if cancel is not None and cancel():
+                raise VDOTCancelled("encoding the manifest rows cancelled (encoded rows are kept on disk)")
+            self[i]
+            if progress is not None:
+                progress(i + 1, len(self))
+
     def text(self, caption: str) -> torch.Tensor:
         if caption not in self._text_cache:
             self._text_cache[caption] = self.pipe.encode_prompt([caption])
