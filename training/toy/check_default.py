@@ -10,9 +10,9 @@ true object pixels (IoU ≥ 0.5). Exit status 0 when every check holds, 1 otherw
 
 Issue #19 asks for this as a test of the embedded default; it belongs in the suite once a default
 passes it (``tests/test_toy_metrics.py`` checks the checker itself: the truth passes, a reversed or
-shifted video fails). No default has passed it yet: toy7's student (5-frame world, 2× VAE) places every
-depth-controlled object but draws two of three captions in the wrong colour; toy6's had every colour
-right but missed a placement; neither moves the object the named way.
+shifted video fails). No default has passed it yet: toy8's student places every depth-controlled object
+but draws no object from the three captions alone; toy7's drew two of three in the wrong colour; toy6's
+had every colour right but missed a placement; none moves the object the named way.
 """
 
 from __future__ import annotations
