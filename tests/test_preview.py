@@ -104,11 +104,12 @@ def test_tae_gives_the_wan_vae_frame_count_finite_in_0_1_and_chunking_changes_no
     assert whole.shape == (1, 9, 16, 24, 3)
     assert torch.isfinite(whole).all() and whole.min() >= 0 and whole.max() <= 1 and whole.std() > 0.01
     assert torch.allclose(decoder.decode(latents, chunk=1), whole, atol=1e-5)
-    # Causal: frames made from latents 0 and 1 (1 + 4) do not change when latent 2 does.
+    # Causal: frames made from latents 0 and 1 (1 + 4) do not change when latent 2 does (beyond float
+    # rounding: on an AMD EPYC the convolutions of a batch with other values differ by 1.7e-6; later frames by 0.5).
     changed = latents.clone()
     changed[:, :, 2] += 3
     other = decoder.decode(changed)
-    assert torch.allclose(other[:, :5], whole[:, :5], atol=1e-6) and not torch.allclose(other[:, 5:], whole[:, 5:])
+    assert torch.allclose(other[:, :5], whole[:, :5], atol=1e-5) and not torch.allclose(other[:, 5:], whole[:, 5:], atol=1e-2)
 
 
 def test_a_stride_two_first_time_grow_keeps_the_last_frames_channels(tae_files, tmp_path):
