@@ -15,7 +15,8 @@ atomically (temp file + rename), so parallel ranks and a kill mid-write leave no
 
 Rows that share pixels share their VAE pass (:class:`PixelMemoCodec`): a clip's rows of different tasks
 have the same real video, and a control row's inactive half (the frames outside an all-ones mask) is the
-same all-zero video in every row, so encoding a manifest in line order needs about half the VAE passes.
+same all-zero video in every row, so encoding a toy manifest in line order needs about a third of the
+VAE passes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from safetensors import safe_open
 from vdot_nodes.core.atomic import atomic_save_safetensors
 from vdot_nodes.core.vace_context import EncodedVCU
 from vdot_nodes.core.vae_codec import VAECodec
+
+from .models import Encoders
 
 __all__ = ["EncodeCache", "EncodedRow", "PixelMemoCodec", "encode_row", "row_generator", "vae_fingerprint"]
 
@@ -115,8 +118,6 @@ class EncodeCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.vae_id = vae_fingerprint(encoders.vae)
         self.hits = self.misses = 0
-        from .models import Encoders  # (training.models imports this module)
-
         # Misses are encoded through a pixel memo: rows read in line order share their clip's VAE passes.
         self.codec = PixelMemoCodec(encoders.codec)
         self._memo_encoders = Encoders(getattr(encoders, "text", None), self.codec)

@@ -137,13 +137,10 @@ class EncodedManifest:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def encode_all(self, progress: Callable[[int, int], None] | None = None,
-                   cancel: Callable[[], bool] | None = None) -> None:
+    def encode_all(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Encode every row now, in manifest order: a clip's rows are adjacent there, so the encode
         cache's pixel memo runs the VAE once for what they share (see :mod:`training.encode_cache`)."""
         for i in range(len(self)):
-            if cancel is not None and cancel():
-                raise VDOTCancelled("encoding the manifest rows cancelled (encoded rows are kept on disk)")
             self[i]
             if progress is not None:
                 progress(i + 1, len(self))
