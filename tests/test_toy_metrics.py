@@ -306,3 +306,61 @@ def test_every_student_variant_is_a_valid_training_config_with_its_terms(tmp_pat
     assert {r.max_steps for r in runs.values()} == {40}
     assert (runs["vdot", 0].seed, vdot.seed) == (0, 1) and str(vdot.out).endswith("stage2_vdot_seed1")
     assert runs["vdot", 0].rollout.inference_preset == "vdot" and runs["dmd", 0].rollout.inference_preset is None
+
+
+def test_caption_tally_counts_colour_motion_and_missing_objects():
+    from training.toy.check_default import caption_tally, held_out_scenes
+
+    scenes = held_out_scenes(4)
+    truth = _ReplayPipeline(scenes)
+    assert caption_tally(truth, 4) == {"count": 4, "colour": 4, "motion": 4, "no_object": 0}
+    assert truth.tasks == ["t2v"] * 4  # captions alone
+    backwards = caption_tally(_ReplayPipeline(scenes, backwards=True), 4)
+    assert backwards == {"count": 4, "colour": 4, "motion": 0, "no_object": 0}
+
+    class Edited(_ReplayPipeline):
+        """The scene with its object painted over: in the background colour (no object) or another
+        palette colour (an object, the wrong one); records what it was asked to sample with."""
+
+        def __init__(self, clips, paint):
+            super().__init__(clips)
+            self.paint, self.asked = paint, []
+
+        def generate(self, vcu, *, seed=0, preset=None, cfg=1.0, control_scale=1.0):
+            self.asked.append((preset, cfg, control_scale))
+            clip = next(c for c in scenes if c.caption == vcu.prompt)
+            video = torch.from_numpy(clip.frames).clone()
+            video[torch.from_numpy(clip.ids > 0)] = self.paint(clip)
+            return [video]
+
+    background = Edited(scenes, lambda c: torch.tensor(BACKGROUND_COLORS[c.scene.background][0]))
+    assert caption_tally(background, 4) == {"count": 4, "colour": 0, "motion": 0, "no_object": 4}
+    wrong = Edited(scenes, lambda c: torch.tensor(OBJECT_COLORS[next(k for k in OBJECT_COLORS
+                                                                      if k != c.scene.objects[0].color)]))
+    assert caption_tally(wrong, 4, preset="teacher_euler", cfg=3.0, control_scale=0.0) == {
+        "count": 4, "colour": 0, "motion": 0, "no_object": 0}  # an object, in the wrong colour
+    assert wrong.asked == [("teacher_euler", 3.0, 0.0)] * 4
+
+
+def test_check_default_rejects_bad_input_in_one_line_before_loading(tmp_path, capsys):
+    from training.toy.check_default import main
+
+    def error(argv):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.strip().count("\n") == 0
+        return err
+
+    assert "--captions" in error(["--captions", "0"])
+    assert "--cfg" in error(["--captions", "4", "--cfg", "nan"])
+    assert "--steps" in error(["--captions", "4", "--steps", "5000"])
+    assert "--control-scale" in error(["--captions", "4", "--control-scale", "-1"])
+    # Sampling options without --captions are refused, not ignored (the check samples like the student).
+    assert "--captions" in error(["--cfg", "1"])
+    assert "--captions" in error(["--steps", "25"])
+    err = error(["--model", str(tmp_path / "missing.safetensors")])
+    assert "--model" in err and "missing.safetensors not found" in err
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    err = error(["--model", str(tmp_path / "model.safetensors"), "--components", str(tmp_path)])
+    assert "--components" in err and "vae.safetensors not found" in err
+    error(["--bogus"])
