@@ -224,6 +224,28 @@ def test_resume_with_no_whole_checkpoint_is_one_clear_error(finished, tmp_path, 
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("change, named, says", [
+    ("captions", "data:", "covers 3 rows, the data now has 4"),
+    ("seed", "seed:", "drawn with seed 3, this run has 4"),
+])
+def test_resume_over_other_data_or_seed_is_one_line_before_models_load(finished, tmp_path, monkeypatch, capsys,
+                                                                       change, named, says):
+    """The checkpoint's position means something only in the same order over the same rows."""
+    folder = _copy_run(finished, tmp_path)
+    if change == "captions":
+        (folder / "caps.txt").write_text("a red ball\na blue cat\na green box\na grey dog\n")
+    else:
+        cfg = yaml.safe_load((folder / "cfg.yaml").read_text())
+        (folder / "cfg.yaml").write_text(yaml.safe_dump({**cfg, "seed": 4}, sort_keys=False))
+    before = _snapshot(folder / "run")
+    _no_models(monkeypatch)
+    assert train_main([str(folder / "cfg.yaml"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and says in err and "Fix:" in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+    assert _snapshot(folder / "run") == before  # nothing in the run changed
+
+
 # ---------------------------------------------------------------------------------------------- config values
 
 

@@ -53,7 +53,7 @@ from vdot_nodes.core.atomic import atomic_save_safetensors, atomic_write_text, c
 from . import distributed as D
 from .ema import EMA
 
-__all__ = ["save_checkpoint", "load_checkpoint", "find_latest_checkpoint", "find_resumable_checkpoint", "list_checkpoints",
+__all__ = ["save_checkpoint", "load_checkpoint", "read_data_state", "find_latest_checkpoint", "find_resumable_checkpoint", "list_checkpoints",
            "checkpoint_problem", "step_dir_name"]
 
 FORMAT = "vdot-training-checkpoint"
@@ -463,6 +463,11 @@ def _prune(root: Path, keep_last: int) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Load
+
+
+def read_data_state(dir_or_step_dir: str | os.PathLike) -> dict:
+    """The data loader state a checkpoint saved (its ``meta.json`` only: a resume checks its data first)."""
+    return _from_json(_read_json(_resolve(dir_or_step_dir) / "meta.json").get("data_state", {}))
 
 
 def load_checkpoint(

@@ -34,7 +34,7 @@ from vdot_nodes.core.seeding import seeded
 from . import distributed as D
 from .batches import EncodedBatch, build_loader, encode_batch
 from .encode_cache import EncodeCache
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_data_state, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .divergence import check_finite_metrics
 from .ema import EMA
@@ -68,6 +68,9 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
         resume_from = prepare_run_folder(self.out, resume=resume, overwrite=overwrite)  # before any model loads
         self.run_id = D.broadcast_object(new_run_id())  # one id for all ranks
+        self.loader = build_loader(cfg)
+        if resume_from is not None:  # a resume over other data or another seed is refused before any model loads
+            self.loader.load_state_dict(read_data_state(resume_from))
         with seeded(cfg.seed):  # identical initial weights (discriminator head) on every rank
             nets = build_networks(cfg, self.device)
         self.encoders = nets.encoders
@@ -101,18 +104,16 @@ class Trainer:
         rank = self.info.rank
         self.rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 * rank + 1)  # noise, σ, exit steps
         self.data_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 * rank + 2)  # VCU draws
-        self.loader = build_loader(cfg)
         self.encode_cache = None
         if cfg.stage == 2 and cfg.data.encode_cache:
             self.encode_cache = EncodeCache(cfg.resolve(cfg.data.encode_cache), self.encoders, seed=cfg.seed,
                                             negative_prompt=cfg.guidance.negative_prompt)
         self.step = 0
         if resume_from is not None:
-            self.step, data_state, extra = load_checkpoint(
+            self.step, _, extra = load_checkpoint(  # its data state was loaded above
                 resume_from, self._models(), self._optimizers(), {"generator": self.ema},
                 generators={"trainer": self.rng, "data": self.data_rng},
             )
-            self.loader.load_state_dict(data_state)
             self.run_id = extra.get("run_id") or self.run_id  # checkpoints from before run ids: a new one
             self._log(f"resumed from {resume_from} at step {self.step}")
         self._batches = None

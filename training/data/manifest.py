@@ -554,18 +554,22 @@ class ResumableSampler(Sampler[int]):
                 "num_samples": self.num_samples_total, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Restore ``epoch`` / ``position``. Refuses a different seed or dataset size (the order would differ).
+        """Restore ``epoch`` / ``position``. Refuses a different seed or dataset size (the order would differ)
+        with a :class:`VDOTInputError`.
 
         A different world size is accepted: the global position stays exact, only the split of the
         remaining samples among ranks changes.
         """
+        # The saved position only means something in the same order over the same rows.
+        again = "resume with the value the run started with, or start a new run in another out folder"
         if "seed" in state and int(state["seed"]) != self.seed:
-            raise ValueError(f"sampler state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
+            raise VDOTInputError("seed", f"the checkpoint's data order was drawn with seed {state['seed']}, "
+                                         f"this run has {self.seed}", again)
         if "num_samples" in state and int(state["num_samples"]) != self.num_samples_total:
-            raise ValueError(
-                f"sampler state was saved for {state['num_samples']} samples, the dataset now has "
-                f"{self.num_samples_total}; resume with the same manifest"
-            )
+            raise VDOTInputError("data", f"the checkpoint's data order covers {state['num_samples']} rows, the data "
+                                         f"now has {self.num_samples_total}",
+                                 "resume with the manifest or captions (and data.tasks) the run started with, "
+                                 "or start a new run in another out folder")
         self.epoch = int(state["epoch"])
         position = int(state["position"])
         self.position = position - position % self.world_size  # a world-size change rounds down to a full round
