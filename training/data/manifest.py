@@ -561,10 +561,10 @@ class ResumableSampler(Sampler[int]):
         remaining samples among ranks changes.
         """
         # The saved position only means something in the same order over the same rows.
-        again = "resume with the value the run started with, or start a new run in another out folder"
         if "seed" in state and int(state["seed"]) != self.seed:
             raise VDOTInputError("seed", f"the checkpoint's data order was drawn with seed {state['seed']}, "
-                                         f"this run has {self.seed}", again)
+                                         f"this run has {self.seed}",
+                                 "resume with the seed the run started with, or start a new run in another out folder")
         if "num_samples" in state and int(state["num_samples"]) != self.num_samples_total:
             raise VDOTInputError("data", f"the checkpoint's data order covers {state['num_samples']} rows, the data "
                                          f"now has {self.num_samples_total}",

@@ -166,7 +166,7 @@ def _settings(args):
 def _pipeline(args):
     from pathlib import Path
 
-    from vdot_nodes.core.components import TOY_DIR, TOY_FILES, default_pipeline, toy_checkpoints_available
+    from vdot_nodes.core.components import TOY_DIR, TOY_FILES, toy_checkpoints_available
     from vdot_nodes.core.errors import VDOTInputError
 
     if not args.model and not toy_checkpoints_available():
@@ -179,8 +179,6 @@ def _pipeline(args):
         if not (components / TOY_FILES[name]).is_file():
             raise VDOTInputError("--components", f"{components / TOY_FILES[name]} not found",
                                  "pass a toy build's components/ folder (or install a default: vdot toy install)")
-    if not args.model and not args.components:
-        return default_pipeline(device="cpu", offload="none")
     from vdot_nodes.core.models import load_transformer
 
     from .cli import _toy_components, _toy_pipeline
