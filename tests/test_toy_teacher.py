@@ -225,3 +225,24 @@ def test_toy_teacher_cli_trains_on_the_device_given_and_refuses_a_missing_one(tm
     assert toy_main([*argv, "--device", "cpu"]) == 0
     teacher = load_transformer(tmp_path / "teacher" / TEACHER_VACE, precision="fp32")
     assert next(teacher.parameters()).device.type == "cpu" and teacher.config.num_layers == 4
+
+
+def test_vae_learns_on_the_world_of_its_own_cell(tmp_path):
+    """``vae.cell`` picks the world the VAE trains and is scored on; the teacher's world (``world.cell``) is
+    unaffected. The PSNR the components step records is the one of that world's held-out clips."""
+    import dataclasses
+    import json
+
+    from training.toy.cli import _world_config, load_toy_config, run_components
+    from training.toy.components import vae_reconstruction_psnr
+
+    cfg = load_toy_config(None)
+    cfg["world"]["cell"] = 2  # toy9's world, with a VAE of every edge
+    cfg["vae"].update(cell=1, steps=1, long_steps=0, batch_size=1)
+    vae_path, _ = run_components(cfg, tmp_path)
+    recorded = json.loads((tmp_path / "vae_result.json").read_text())["psnr_after"]
+    vae, world = load_vae(vae_path, precision="fp32"), _world_config(cfg)
+    eval_seeds = range(10_000_000, 10_000_004)  # train_vae's held-out clips
+    on_pixels = vae_reconstruction_psnr(vae, eval_seeds, dataclasses.replace(world, cell=1))
+    on_cells = vae_reconstruction_psnr(vae, eval_seeds, world)
+    assert world.cell == 2 and recorded == pytest.approx(on_pixels, abs=1e-4) and abs(on_pixels - on_cells) > 1e-3

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from training.data.manifest import ManifestDataset, read_manifest, sample_to_vcu
 from training.toy.captions import OBJECT_COLORS, caption_vocabulary, direction_words
 from training.toy.cli import toy_main
-from training.toy.dataset import write_toy_dataset
+from training.toy.dataset import clip_controls, write_toy_dataset
 from training.toy.world import (BACKGROUND_DEPTH, FIGURE, WorldConfig, depth_to_video, make_clip, sample_scene)
 from vdot_nodes.core.errors import VDOTInputError
 from vdot_nodes.core.preprocess import flow_to_color
@@ -65,6 +65,41 @@ def test_ground_truth_flow_is_exact(seed):
         assert checked_shifted < checked
 
 
+def _flat_per_cell(a: np.ndarray, cell: int) -> bool:
+    """Every ``cell``×``cell`` block of ``a`` ``[F, H, W, ...]`` holds one value."""
+    f, h, w = a.shape[:3]
+    blocks = a.reshape(f, h // cell, cell, w // cell, cell, -1)
+    return bool((blocks == blocks[:, :, :1, :, :1]).all())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_world_of_cells_is_flat_per_cell_with_exact_flow(seed):
+    clip = make_clip(seed, WorldConfig(cell=2))
+    scene = clip.scene
+    assert scene.period % 2 == 0 and scene.pan[0] % 2 == 0 and scene.pan[1] % 2 == 0
+    for o in scene.objects:  # whole cells: centres, half sizes, speeds
+        assert (o.x0 % 2, o.y0 % 2, o.size % 2, o.vx % 2, o.vy % 2) == (0, 0, 0, 0, 0) and (o.vx or o.vy)
+    # Pixels, truth and every control video are one value per 2×2 cell (what the 2× toy VAE codes per latent pixel).
+    for name in ("frames", "depth", "ids", "flow", "edges"):
+        assert _flat_per_cell(getattr(clip, name), 2), name
+    assert _flat_per_cell(np.moveaxis(clip.object_masks, 0, -1), 2)
+    for kind, video in clip_controls(clip).items():
+        assert _flat_per_cell(video.numpy(), 2), kind
+    checked, wrong = _warp_check(clip, clip.flow)
+    assert checked > 0.8 * clip.flow[..., 0].size and wrong == 0
+    # Scribble strokes are whole cells: two cells wide across every silhouette boundary.
+    if clip.edges.any():
+        assert clip.edges[:, ::2, ::2].sum() * 4 == clip.edges.sum()
+    # The same seed at cell 1 is not blocky (the check can fail): its circles and diagonals split cells.
+    assert not all(_flat_per_cell(make_clip(s, WorldConfig(cell=1)).frames, 2) for s in SEEDS)
+
+
+def test_world_cell_other_than_1_2_4_is_refused_in_one_line():
+    with pytest.raises(VDOTInputError) as e:
+        WorldConfig(cell=3).check()
+    assert e.value.input_name == "cell" and "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_depth_order_matches_occlusion(seed):
     clip = make_clip(seed)
@@ -109,16 +144,17 @@ def test_pose_keypoints_follow_the_stick_figures():
     assert found >= 5
 
 
-def test_edges_are_silhouette_boundaries():
-    clip = make_clip(3)
-    ids = clip.ids
-    boundary = np.zeros_like(clip.edges)
+@pytest.mark.parametrize("cell", [1, 2])
+def test_edges_are_silhouette_boundaries(cell):
+    clip = make_clip(3, WorldConfig(cell=cell))
+    ids, edges = clip.ids[:, ::cell, ::cell], clip.edges[:, ::cell, ::cell]  # one sample per cell (flat per cell)
+    boundary = np.zeros_like(edges)
     boundary[:, :, :-1] |= ids[:, :, :-1] != ids[:, :, 1:]
-    assert np.all(clip.edges[boundary])
-    interior = np.ones_like(clip.edges)  # pixels whose 4-neighbours all share their id are not edges
+    assert boundary.any() and np.all(edges[boundary])
+    interior = np.ones_like(edges)  # cells whose 4-neighbours all share their id are not edges
     interior[:, 1:-1, 1:-1] = ((ids[:, 1:-1, 1:-1] == ids[:, :-2, 1:-1]) & (ids[:, 1:-1, 1:-1] == ids[:, 2:, 1:-1])
                                & (ids[:, 1:-1, 1:-1] == ids[:, 1:-1, :-2]) & (ids[:, 1:-1, 1:-1] == ids[:, 1:-1, 2:]))
-    assert not np.any(clip.edges[:, 1:-1, 1:-1][interior[:, 1:-1, 1:-1]])
+    assert not np.any(edges[:, 1:-1, 1:-1][interior[:, 1:-1, 1:-1]])
 
 
 def test_direction_words():

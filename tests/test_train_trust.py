@@ -274,6 +274,8 @@ BAD_VALUES = [
     ("data.max_skipped_rows", -1, "must be >= 0"),
     ("loss.lossy", 1, "unknown config key"),
     ("models", "tiny", "expected a mapping"),
+    ("data.task_weights", {"t2v": "many"}, "expected a number"),
+    ("data.task_weights", {"t2v": 2.0}, "stage 1 has one task"),
 ]
 
 
@@ -352,6 +354,40 @@ def test_unreadable_row_is_skipped_logged_and_resumes_exactly(tmp_path, caplog):
     resumed.load_state_dict(json.loads(json.dumps(state)))  # as it travels through the checkpoint's JSON
     assert head + lines(resumed, 4) == full
     assert resumed.state_dict()["skipped_rows"] == [(1, "line 2 of train.jsonl")]  # through the checkpoint's JSON
+
+
+def test_task_weights_draw_rows_by_task_and_resume_exactly(tmp_path):
+    """Stage 2's ``data.task_weights``: rows of a weight-0 task are never drawn, heavier tasks more often, and the
+    weighted order resumes exactly; other weights on resume are refused naming the key."""
+    write_train_manifest(tmp_path, 6)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    tasks = ["t2v", "t2v", "inpaint", "inpaint", "outpaint", "outpaint"]  # lines 1-2 t2v, 3-4 inpaint, 5-6 outpaint
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({**r, "task": t}) + "\n" for r, t in zip(rows, tasks)))
+
+    def loader(weights):
+        cfg = _config(tmp_path, captions=None, manifest="train.jsonl", task_weights=weights)
+        return build_loader(config_from_dict({**cfg, "stage": 2}, config_dir=str(tmp_path)))
+
+    def lines(it, n):
+        return [s["line"] for _ in range(n) for s in next(it)]
+
+    drawn = lines(iter(loader({"inpaint": 0, "t2v": 4})), 60)  # 10 epochs of 6 draws
+    assert not {3, 4} & set(drawn)  # weight 0: never
+    t2v = sum(line in (1, 2) for line in drawn)
+    assert 36 < t2v < 60, t2v  # expected 4/5 of 60 = 48 (outpaint's two rows weigh 1 each)
+    first = loader({"inpaint": 0, "t2v": 4})
+    head = lines(iter(first), 9)
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = loader({"inpaint": 0, "t2v": 4})
+    resumed.load_state_dict(state)
+    assert head + lines(iter(resumed), 51) == drawn
+    for other in ({"inpaint": 0, "t2v": 3}, None):
+        with pytest.raises(VDOTInputError) as e:
+            loader(other).load_state_dict(state)
+        assert e.value.input_name == "data.task_weights"
+    with pytest.raises(VDOTInputError) as e:
+        loader({"t2v": 0, "inpaint": 0, "outpaint": 0})
+    assert e.value.input_name == "data.task_weights" and "summing to 0" in str(e.value)
 
 
 def _train_in_fresh_process(config: Path) -> subprocess.CompletedProcess:

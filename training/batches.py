@@ -53,7 +53,10 @@ def build_loader(cfg: TrainConfig) -> ResumableLoader:
         tasks = d.tasks if cfg.stage == 2 else None
         dataset = ManifestDataset(cfg.resolve(d.manifest), d.num_frames, d.height, d.width, tasks=tasks,
                                   gt_dir=cfg.resolve(d.gt_dir))
-    sampler = ResumableSampler(dataset, seed=cfg.seed, shuffle=d.shuffle)
+    weights = None
+    if d.task_weights is not None:  # stage 2 only (validated): a manifest's rows, each weighted by its task
+        weights = [float(d.task_weights.get(s.task, 1.0)) for s in dataset.samples]
+    sampler = ResumableSampler(dataset, seed=cfg.seed, shuffle=d.shuffle, weights=weights)
     return ResumableLoader(dataset, sampler, batch_size=d.batch_size, max_skipped=d.max_skipped_rows,
                            num_workers=d.num_workers)
 

@@ -272,6 +272,10 @@ class DataConfig:
     """JSONL manifest (``training/data/manifest.py``)."""
     tasks: list[str] | None = None
     """Stage 2: keep only these tasks (None = all)."""
+    task_weights: dict[str, float] | None = None
+    """Stage 2: how often each task's rows are drawn, relative to a task not named (weight 1): ``{t2v: 4}`` draws
+    each t2v row 4× as often as any other row. An epoch then draws as many rows as the data has, with
+    replacement, in these proportions (seeded and resumable like the shuffle). None = each row once per epoch."""
     num_frames: int = 81
     """Frames per clip (4k+1)."""
     height: int = 480
@@ -419,6 +423,7 @@ class TrainConfig:
             bad("data", "give exactly one of data.captions and data.manifest", "set data.manifest: train.jsonl (or captions: captions.txt)")
         if self.stage == 2 and self.data.manifest is None:
             bad("data.manifest", "stage 2 needs a manifest of VCU samples", "set data.manifest")
+        self._check_task_weights(bad)
         if self.uses_gan and self.data.captions is not None:
             bad("schedule.generator_objectives", "ADV needs real videos, and a caption list has none",
                 "use a manifest with videos, or generator_objectives: [dm]")
@@ -443,6 +448,23 @@ class TrainConfig:
             bad("max_steps", "must be >= 0", "give the number of iterations")
         self._check_ranges(bad)
         return self
+
+    def _check_task_weights(self, bad) -> None:
+        from vdot_nodes.core.tasks import TASKS
+
+        weights = self.data.task_weights
+        if weights is None:
+            return
+        if self.stage != 2:
+            bad("data.task_weights", "weights the tasks of stage 2's manifest; stage 1 has one task", "remove it")
+        unknown = sorted(set(weights) - set(TASKS))
+        if unknown:
+            bad("data.task_weights", f"unknown task(s) {unknown}", f"use task names such as {', '.join(list(TASKS)[:4])}")
+        negative = {k: w for k, w in weights.items() if w < 0}
+        if negative:
+            bad("data.task_weights", f"weights must be >= 0, got {negative}", "use 0 (never drawn), 1 (as unnamed tasks) or more")
+        if not self.data.shuffle:
+            bad("data.task_weights", "draws rows at random, and data.shuffle is false", "set data.shuffle: true, or remove task_weights")
 
     def _check_ranges(self, bad) -> None:
         """Ranges of single values (types are checked while building): each bound with the fix."""
@@ -539,6 +561,8 @@ def _typed(value: Any, hint: Any, name: str, default: Any) -> Any:
     elif kind is dict:
         if not isinstance(value, dict):
             wrong()
+        if len(args) == 2:
+            return {k: _typed(v, args[1], f"{name}.{k}", None) for k, v in value.items()}
     return value
 
 

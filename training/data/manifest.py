@@ -493,6 +493,7 @@ class ResumableSampler(Sampler[int]):
         rank: int | None = None,
         world_size: int | None = None,
         drop_last: bool = True,
+        weights=None,
     ):
         from .. import distributed as D
 
@@ -505,6 +506,10 @@ class ResumableSampler(Sampler[int]):
             raise VDOTInputError("dataset", f"{self.num_samples_total} samples for {self.world_size} ranks",
                                  "give at least one sample per rank")
         self.seed, self.shuffle, self.drop_last = int(seed), bool(shuffle), bool(drop_last)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and (len(self.weights) != self.num_samples_total or not self.weights.sum() > 0):
+            raise VDOTInputError("data.task_weights", f"the {self.num_samples_total} rows have weights summing to "
+                                 f"{float(self.weights.sum()):g}", "give at least one task of the data a weight > 0")
         self.epoch = 0
         self.position = 0
 
@@ -521,7 +526,10 @@ class ResumableSampler(Sampler[int]):
 
     def global_order(self, epoch: int) -> list[int]:
         n = self.num_samples_total
-        if self.shuffle:
+        if self.weights is not None:  # n draws with replacement in proportion to the weights
+            g = torch.Generator().manual_seed(self.seed + int(epoch))
+            order = torch.multinomial(self.weights, n, replacement=True, generator=g).tolist()
+        elif self.shuffle:
             g = torch.Generator().manual_seed(self.seed + int(epoch))
             order = torch.randperm(n, generator=g).tolist()
         else:
@@ -549,9 +557,18 @@ class ResumableSampler(Sampler[int]):
         self.epoch += 1
         self.position = 0
 
+    @property
+    def weights_digest(self) -> str | None:
+        """A short fingerprint of the row weights (None: unweighted), so a resume can tell they changed."""
+        if self.weights is None:
+            return None
+        import hashlib
+
+        return hashlib.sha256(self.weights.numpy().tobytes()).hexdigest()[:16]
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "num_samples": self.num_samples_total, "world_size": self.world_size}
+                "num_samples": self.num_samples_total, "world_size": self.world_size, "weights": self.weights_digest}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore ``epoch`` / ``position``. Refuses a different seed or dataset size (the order would differ)
@@ -570,6 +587,9 @@ class ResumableSampler(Sampler[int]):
                                          f"now has {self.num_samples_total}",
                                  "resume with the manifest or captions (and data.tasks) the run started with, "
                                  "or start a new run in another out folder")
+        if state.get("weights") != self.weights_digest:
+            raise VDOTInputError("data.task_weights", "differ from the weights the checkpoint's data order was drawn with",
+                                 "resume with the task_weights the run started with, or start a new run in another out folder")
         self.epoch = int(state["epoch"])
         position = int(state["position"])
         self.position = position - position % self.world_size  # a world-size change rounds down to a full round

@@ -37,9 +37,9 @@ ENCODE_CACHE = "encode_cache"  # VAE encodings of the manifest rows, shared by t
 
 # Every key of the toy recipe (toy_teacher.yaml), per section; anything else is a typo and an error.
 TOY_CONFIG_KEYS = {
-    "world": {"clips", "seed", "height", "width", "num_frames", "max_objects", "tasks"},
+    "world": {"clips", "seed", "height", "width", "num_frames", "max_objects", "cell", "tasks"},
     "vae": {"steps", "crop", "train_frames", "lr", "latent_noise", "batch_size", "long_steps", "long_lr", "long_crop",
-            "long_batch_size", "object_weight", "long_object_weight", "kl_weight", "seed"},
+            "long_batch_size", "object_weight", "long_object_weight", "kl_weight", "seed", "cell"},
     "text_encoder": {"seed"},
     "teacher": {"seed", "steps", "time_limit_minutes", "batch_size", "lr", "betas", "weight_decay", "warmup", "shift",
                 "text_dropout", "ema_decay", "grad_clip", "checkpoint_every", "keep_last"},
@@ -74,7 +74,7 @@ def _world_config(cfg: dict):
 
     w, default = cfg["world"], WorldConfig()
     return WorldConfig(**{key: int(w.get(key, getattr(default, key)))
-                          for key in ("height", "width", "num_frames", "max_objects")})
+                          for key in ("height", "width", "num_frames", "max_objects", "cell")})
 
 
 def _bar(total: int, desc: str):
@@ -102,6 +102,8 @@ def run_world(cfg: dict, out: Path) -> Path:
 
 
 def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
+    import dataclasses
+
     from vdot_nodes.core.models import save_text_encoder, save_vae
     from .components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae, train_vae
 
@@ -113,6 +115,8 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
     if not vae_path.is_file():
         v = cfg["vae"]
         vae = build_toy_vae(seed=int(v.get("seed", 0)))
+        # The VAE may learn on a finer world than the teacher's (vae.cell): edges anywhere, not only between cells.
+        vae_world = dataclasses.replace(_world_config(cfg), cell=int(v.get("cell", _world_config(cfg).cell)))
 
         def train_phase(steps: int, desc: str, **kwargs) -> dict:
             with _bar(steps, desc) as bar:
@@ -120,7 +124,7 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
                     bar.note(f"loss={record['loss']:.4f}, psnr={record['train_psnr']:.1f}")
                     bar.update(1)
 
-                return train_vae(vae, steps=steps, config=_world_config(cfg), kl_weight=float(v.get("kl_weight", 1e-6)),
+                return train_vae(vae, steps=steps, config=vae_world, kl_weight=float(v.get("kl_weight", 1e-6)),
                                  latent_noise=float(v.get("latent_noise", 0.05)), metrics_path=out / "metrics.jsonl",
                                  progress=progress, **kwargs)
 

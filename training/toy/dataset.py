@@ -80,6 +80,17 @@ def render_pose(poses: np.ndarray, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames).astype(np.float32) / 255.0)
 
 
+def _cell_pose(poses: np.ndarray, height: int, width: int, cell: int) -> torch.Tensor:
+    """:func:`render_pose` on the world's grid of cells, each cell drawn ``cell``×``cell`` pixels: limbs a
+    whole cell wide, like everything else the toy VAE codes."""
+    if cell == 1:
+        return render_pose(poses, height, width).float()
+    coarse = poses.copy()
+    coarse[..., :2] = (poses[..., :2] + 0.5) / cell - 0.5
+    video = render_pose(coarse, height // cell, width // cell).float()
+    return video.repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)
+
+
 def clip_controls(clip: Clip) -> dict[str, torch.Tensor]:
     """The five control videos of a clip, each ``[F, H, W, 3]`` float32 0..1."""
     cfg = clip.scene.config
@@ -87,7 +98,7 @@ def clip_controls(clip: Clip) -> dict[str, torch.Tensor]:
     return {
         "depth": depth_to_video(clip.depth),
         "flow": flow_to_color(flow_for_video(clip.flow)),
-        "pose": render_pose(clip.poses, cfg.height, cfg.width).float(),
+        "pose": _cell_pose(clip.poses, cfg.height, cfg.width, cfg.cell),
         "grey": grey(frames),
         "scribble": edges_to_scribble(clip.edges),
     }

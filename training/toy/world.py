@@ -6,7 +6,9 @@ depths, each translating at a constant non-zero integer velocity in pixels per f
 The world is sized for what a 2-core CPU can learn in minutes: few, large, flat shapes with clear
 motion, 5 frames long (the toy VAE does not compress time, so the latent has 5 frames: see the README's
 toy-world section). Everything is rasterised without anti-aliasing at integer pixel positions,
-so the motion model is exact:
+so the motion model is exact. With ``WorldConfig.cell`` c > 1 the world is a grid of c×c-pixel cells:
+centres, sizes, speeds, pans and pattern bands are whole cells, every cell shows the surface at its
+first pixel, and silhouette edges are whole cells (the rules below hold for cells as for pixels):
 
 - frame ``t`` shows, at pixel ``p``, the nearest surface covering ``p`` (painter's algorithm, far to near);
 - the background is an infinite periodic texture ``T`` sampled at ``p + pan·t`` — the camera moves by
@@ -67,6 +69,13 @@ class WorldConfig:
     figure_probability: float = 0.3
     max_speed: int = 2  # pixels per frame, per axis
     max_pan: int = 1  # camera pixels per frame, per axis
+    # Pixels per side of the world's square cell: centres, sizes, speeds, pans and pattern bands are whole
+    # cells (speeds and pans rounded up) and each cell is one flat colour. At 2 (the toy9 build): scribble
+    # strokes 4 px wide instead of 2, every object moving 2 px a frame per axis it moves on (8 px over a clip,
+    # where a 1-px speed moved 4). It does not help the 2× toy VAE: one trained on that world reconstructs it
+    # at 23.9 dB (48 held-out clips), the cell-1 one at 24.2, and the error stays at object edges (80 % of it).
+    # The recipe keeps 1 (README, "toy9").
+    cell: int = 1
 
     def check(self) -> None:
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
@@ -76,6 +85,8 @@ class WorldConfig:
                                  "use e.g. 64x64")
         if not 1 <= self.max_objects <= 6:
             raise VDOTInputError("max_objects", f"{self.max_objects} is outside 1..6", "use 1..6")
+        if self.cell not in (1, 2, 4):  # divides 16, so it divides height and width
+            raise VDOTInputError("cell", f"{self.cell} is not 1, 2 or 4", "use 2 (the toy recipe's) or 1")
 
 
 @dataclass
@@ -168,7 +179,8 @@ class Clip:
     int16 (0 background, k+1 object k in ``scene.objects`` order); ``flow`` [F−1,H,W,2] float32
     forward flow (dx, dy) from t to t+1; ``object_masks`` [K,F,H,W] bool full (unoccluded) coverage;
     ``poses`` [F,P,18,3] float32 (x, y, visible) of the P stick figures; ``edges`` [F,H,W] bool
-    silhouette boundaries (pixels whose id differs from a 4-neighbour's).
+    silhouette boundaries (cells whose id differs from a 4-neighbour cell's; a cell is a pixel at
+    ``cell`` 1).
     """
 
     scene: Scene
@@ -193,15 +205,18 @@ class Clip:
 
 
 def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
-    """Draw a scene from ``seed``: background, camera pan, objects with speeds that keep them in view."""
+    """Draw a scene from ``seed``: background, camera pan, objects with speeds that keep them in view.
+    With ``config.cell`` > 1 the scene is drawn on the grid of cells and scaled to pixels."""
     config = config or WorldConfig()
     config.check()
+    c = config.cell
     rng = np.random.default_rng(seed)
-    h, w, n = config.height, config.width, config.num_frames
+    h, w, n = config.height // c, config.width // c, config.num_frames
+    max_speed, max_pan = -(-config.max_speed // c), -(-config.max_pan // c)
     background = str(rng.choice(list(BACKGROUND_COLORS)))
     pattern = str(rng.choice(PATTERNS))
-    period = int(rng.choice((12, 16)))  # 6–8 pixels per band: most of a token
-    pan = tuple(int(v) for v in rng.integers(-config.max_pan, config.max_pan + 1, size=2))
+    period = int(rng.choice((12, 16))) // c  # 6–8 pixels per band: most of a token
+    pan = tuple(int(v) for v in rng.integers(-max_pan, max_pan + 1, size=2))
     if pattern == "plain":
         pan = (0, 0)  # a pan over a plain colour is invisible: the caption must not claim one
     count = int(rng.integers(1, config.max_objects + 1))
@@ -214,7 +229,7 @@ def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
         size = int(rng.integers(max(h, w) // 4, max(h, w) // 3 + 1)) if kind == FIGURE else \
             int(rng.integers(max(h, w) // 8, max(h, w) // 5 + 1))
         while True:  # a non-zero velocity whose path keeps the centre inside the frame
-            vx, vy = (int(v) for v in rng.integers(-config.max_speed, config.max_speed + 1, size=2))
+            vx, vy = (int(v) for v in rng.integers(-max_speed, max_speed + 1, size=2))
             if (vx or vy) and abs(vx) * (n - 1) < w - 2 * size and abs(vy) * (n - 1) < h - 2 * size:
                 break
         x_lo, x_hi = max(size, -vx * (n - 1) + size), min(w - 1 - size, w - 1 - size - vx * (n - 1))
@@ -222,15 +237,22 @@ def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
         x0 = int(rng.integers(x_lo, x_hi + 1)) if x_hi >= x_lo else w // 2
         y0 = int(rng.integers(y_lo, y_hi + 1)) if y_hi >= y_lo else h // 2
         arms = str(rng.choice(list(_ARM_VARIANTS))) if kind == FIGURE else "down"
-        objects.append(SceneObject(kind, str(colors[k]), size, x0, y0, vx, vy, float(depths[k]), arms))
-    return Scene(seed, config, background, pattern, period, pan, objects)
+        objects.append(SceneObject(kind, str(colors[k]), size * c, x0 * c, y0 * c, vx * c, vy * c,
+                                   float(depths[k]), arms))
+    return Scene(seed, config, background, pattern, period * c, (pan[0] * c, pan[1] * c), objects)
+
+
+def _cell_grid(h: int, w: int, cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates ``(ys, xs)`` snapped to their cell's first pixel: every cell renders one sample."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    return ys // cell * cell, xs // cell * cell
 
 
 def render_scene(scene: Scene) -> Clip:
     """Rasterise a scene and its ground truth (see :class:`Clip`)."""
     cfg = scene.config
     h, w, n, k_count = cfg.height, cfg.width, cfg.num_frames, len(scene.objects)
-    ys, xs = np.mgrid[0:h, 0:w]
+    ys, xs = _cell_grid(h, w, cfg.cell)
     frames = np.empty((n, h, w, 3), np.float32)
     depth = np.full((n, h, w), BACKGROUND_DEPTH, np.float32)
     ids = np.zeros((n, h, w), np.int16)
@@ -256,11 +278,14 @@ def render_scene(scene: Scene) -> Clip:
     for k, obj in enumerate(scene.objects):
         velocity[k + 1] = (obj.vx, obj.vy)
     flow = velocity[ids[:-1].astype(np.int64)]
-    edges = np.zeros_like(ids, dtype=bool)
-    edges[:, 1:, :] |= ids[:, 1:, :] != ids[:, :-1, :]
-    edges[:, :-1, :] |= ids[:, 1:, :] != ids[:, :-1, :]
-    edges[:, :, 1:] |= ids[:, :, 1:] != ids[:, :, :-1]
-    edges[:, :, :-1] |= ids[:, :, 1:] != ids[:, :, :-1]
+    c = cfg.cell  # silhouette edges between cells, whole cells thick (a scribble stroke the VAE keeps)
+    cells = ids[:, ::c, ::c]
+    edges = np.zeros_like(cells, dtype=bool)
+    edges[:, 1:, :] |= cells[:, 1:, :] != cells[:, :-1, :]
+    edges[:, :-1, :] |= cells[:, 1:, :] != cells[:, :-1, :]
+    edges[:, :, 1:] |= cells[:, :, 1:] != cells[:, :, :-1]
+    edges[:, :, :-1] |= cells[:, :, 1:] != cells[:, :, :-1]
+    edges = edges.repeat(c, axis=1).repeat(c, axis=2)
     return Clip(scene, frames, depth, ids, flow, masks, poses, edges)
 
 
