@@ -482,6 +482,10 @@ class ResumableSampler(Sampler[int]):
     ahead); call :meth:`advance` with the number of samples this rank has actually used, or let
     :class:`ResumableLoader` do it. ``__iter__`` yields this rank's remaining indices of the current
     epoch; :meth:`next_epoch` moves on once they are used.
+
+    ``weights`` (one per row, ``data.task_weights``): each epoch's order is instead ``len`` draws with
+    replacement in proportion to them, from the same per-epoch generator, so it resumes the same way; the
+    state carries their fingerprint and a resume with other weights is refused.
     """
 
     def __init__(
@@ -493,7 +497,7 @@ class ResumableSampler(Sampler[int]):
         rank: int | None = None,
         world_size: int | None = None,
         drop_last: bool = True,
-        weights=None,
+        weights: Sequence[float] | None = None,
     ):
         from .. import distributed as D
 
