@@ -116,7 +116,8 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
         v = cfg["vae"]
         vae = build_toy_vae(seed=int(v.get("seed", 0)))
         # The VAE may learn on a finer world than the teacher's (vae.cell): edges anywhere, not only between cells.
-        vae_world = dataclasses.replace(_world_config(cfg), cell=int(v.get("cell", _world_config(cfg).cell)))
+        world = _world_config(cfg)
+        vae_world = dataclasses.replace(world, cell=int(v.get("cell", world.cell)))
 
         def train_phase(steps: int, desc: str, **kwargs) -> dict:
             with _bar(steps, desc) as bar:
