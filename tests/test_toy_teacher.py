@@ -98,6 +98,31 @@ def test_vae_training_runs_and_latents_are_normalised(tmp_path):
     assert torch.allclose(z.std(dim=2), torch.ones(1, vae.config.z_dim), atol=1e-2)
 
 
+def _past_taps(vae) -> float:
+    return sum(float(m.weight[:, :, :-1].abs().sum()) for m in vae.modules()
+               if isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1)
+
+
+def test_toy_vae_codes_each_frame_alone_and_single_frame_training_keeps_it_so():
+    vae = build_toy_vae(seed=0)
+    clip = torch.rand(1, 3, 5, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def per_frame_gap(v):
+        with torch.no_grad():
+            z = v.encode(clip).latent_dist.mode()
+            alone = torch.cat([v.encode(clip[:, :, i:i + 1]).latent_dist.mode() for i in range(5)], 2)
+            decoded = v.decode(z).sample
+            decoded_alone = torch.cat([v.decode(z[:, :, i:i + 1]).sample for i in range(5)], 2)
+        return max(float((z - alone).abs().max()), float((decoded - decoded_alone).abs().max()))
+
+    assert _past_taps(vae) == 0 and per_frame_gap(vae) < 1e-5
+    train_vae(vae, steps=2, config=SMALL, train_frames=1, batch_size=3, crop=16, eval_seeds=[1], stat_seeds=[2],
+              lr=1e-2, object_weight=3.0, edge_weight=8.0)
+    assert _past_taps(vae) == 0 and per_frame_gap(vae) < 1e-5  # the taps saw only the causal zero padding
+    train_vae(vae, steps=1, config=SMALL, train_frames=5, batch_size=1, eval_seeds=[1], stat_seeds=[2], lr=1e-2)
+    assert _past_taps(vae) > 0 and per_frame_gap(vae) > 1e-3  # clips do train them
+
+
 def test_encoded_rows_follow_the_vace_layout(toy):
     _, pipe, data = toy
     by_task = {data.dataset.samples[i].task: data[i] for i in range(len(data))}
@@ -229,7 +254,8 @@ def test_toy_teacher_cli_trains_on_the_device_given_and_refuses_a_missing_one(tm
 
 def test_vae_learns_on_the_world_of_its_own_cell(tmp_path):
     """``vae.cell`` picks the world the VAE trains and is scored on; the teacher's world (``world.cell``) is
-    unaffected. The PSNR the components step records is the one of that world's held-out clips."""
+    unaffected. The PSNR the components step records is the one of that world's held-out clips. The
+    recipe's VAE codes frames alone through both of its phases."""
     import dataclasses
     import json
 
@@ -238,7 +264,7 @@ def test_vae_learns_on_the_world_of_its_own_cell(tmp_path):
 
     cfg = load_toy_config(None)
     cfg["world"]["cell"] = 2  # toy9's world, with a VAE of every edge
-    cfg["vae"].update(cell=1, steps=1, long_steps=0, batch_size=1)
+    cfg["vae"].update(cell=1, steps=1, long_steps=1, batch_size=1, long_batch_size=1)
     vae_path, _ = run_components(cfg, tmp_path)
     recorded = json.loads((tmp_path / "vae_result.json").read_text())["psnr_after"]
     vae, world = load_vae(vae_path, precision="fp32"), _world_config(cfg)
@@ -246,3 +272,4 @@ def test_vae_learns_on_the_world_of_its_own_cell(tmp_path):
     on_pixels = vae_reconstruction_psnr(vae, eval_seeds, dataclasses.replace(world, cell=1))
     on_cells = vae_reconstruction_psnr(vae, eval_seeds, world)
     assert world.cell == 2 and recorded == pytest.approx(on_pixels, abs=1e-4) and abs(on_pixels - on_cells) > 1e-3
+    assert cfg["vae"]["train_frames"] == 1 and _past_taps(vae) == 0  # both phases learn on single frames

@@ -16,11 +16,12 @@ preset (a teacher), ``--cfg W`` guides, ``--control-scale S`` scales the VACE hi
 
 Issue #19 asks for this as a test of the embedded default; it belongs in the suite once a default
 passes it (``tests/test_toy_metrics.py`` checks the checker itself: the truth passes, a reversed or
-shifted video fails). No default has passed it yet: toy8's student places every depth-controlled object
-but draws no object from the three captions alone; toy7's drew two of three in the wrong colour; toy6's
+shifted video fails). No default has passed it yet: toy10's and toy8's students place every
+depth-controlled object but draw no object from the three captions alone; toy7's drew two of three in the wrong colour; toy6's
 had every colour right but missed a placement; none moves the object the named way. Over 16 captions
 toy8's teacher (25 steps, CFG 3) has the colour in 12 and no object in 2; the same teacher on the
-4-step preset has no object in 7, and its students stay there (README, "toy8").
+4-step preset has no object in 7, and its students stay there (README, "toy8"); toy10's teacher has
+12 and 4, its student 6 and 8 (README, "toy10").
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ ENCODE_CACHE = "encode_cache"  # VAE encodings of the manifest rows, shared by t
 TOY_CONFIG_KEYS = {
     "world": {"clips", "seed", "height", "width", "num_frames", "max_objects", "cell", "tasks"},
     "vae": {"steps", "crop", "train_frames", "lr", "latent_noise", "batch_size", "long_steps", "long_lr", "long_crop",
-            "long_batch_size", "object_weight", "long_object_weight", "kl_weight", "seed", "cell"},
+            "long_batch_size", "object_weight", "long_object_weight", "edge_weight", "long_edge_weight", "kl_weight",
+            "seed", "cell"},
     "text_encoder": {"seed"},
     "teacher": {"seed", "steps", "time_limit_minutes", "batch_size", "lr", "betas", "weight_decay", "warmup", "shift",
                 "text_dropout", "ema_decay", "grad_clip", "checkpoint_every", "keep_last"},
@@ -129,16 +130,18 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
                                  latent_noise=float(v.get("latent_noise", 0.05)), metrics_path=out / "metrics.jsonl",
                                  progress=progress, **kwargs)
 
+        train_frames = int(v.get("train_frames", 5))
         result = train_phase(int(v.get("steps", 300)), "toy VAE", lr=float(v.get("lr", 1e-3)),
                              batch_size=int(v.get("batch_size", 2)), seed=int(v.get("seed", 0)),
-                             train_frames=int(v.get("train_frames", 5)), object_weight=float(v.get("object_weight", 0.0)),
-                             crop=v.get("crop"))
+                             train_frames=train_frames, object_weight=float(v.get("object_weight", 0.0)),
+                             edge_weight=float(v.get("edge_weight", 0.0)), crop=v.get("crop"))
         long_steps = int(v.get("long_steps", 0))
-        if long_steps:  # phase 2: full-length clips, so every chunk of the causal VAE's cache is trained
-            phase2 = train_phase(long_steps, "toy VAE, full-length clips", lr=float(v.get("long_lr", 5e-4)),
+        if long_steps:  # phase 2: a second cosine run from a lower learning rate, same clips' length
+            phase2 = train_phase(long_steps, "toy VAE, phase 2", lr=float(v.get("long_lr", 5e-4)),
                                  batch_size=int(v.get("long_batch_size", 1)), crop=v.get("long_crop"),
-                                 seed=int(v.get("seed", 0)) + 1, train_frames=None,
-                                 object_weight=float(v.get("long_object_weight", 0.0)))
+                                 seed=int(v.get("seed", 0)) + 1, train_frames=train_frames,
+                                 object_weight=float(v.get("long_object_weight", 0.0)),
+                                 edge_weight=float(v.get("long_edge_weight", 0.0)))
             result = {**result, "psnr_after_phase1": result["psnr_after"], "psnr_after": phase2["psnr_after"],
                       "object_psnr_after": phase2["object_psnr_after"],
                       "seconds": result["seconds"] + phase2["seconds"], "long_steps": long_steps}

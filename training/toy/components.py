@@ -16,7 +16,9 @@ read them like the real weights.
   word's output carry the words around it (cosine 0.60). Wan's UMT5 is frozen too; the teacher learns to
   read it.
 - VAE: ``AutoencoderKLWan`` (:data:`TOY_VAE_CONFIG`: width 16, 2× spatial, no temporal compression, 4 latent
-  channels), trained with L1 + MSE reconstruction of the posterior mode and a tiny KL on random crops of fresh toy clips. Afterwards the
+  channels, each frame coded alone: :func:`start_per_frame`), trained with L1 + MSE reconstruction of the
+  posterior mode (object pixels and silhouette edges weighted up) and a tiny KL on random crops of single
+  frames of fresh toy clips. Afterwards the
   per-channel latent mean / std are measured and written into ``latents_mean`` / ``latents_std`` of
   its config, so the pipeline's normalised latents are ≈ N(0, 1) as with Wan's VAE.
 """
@@ -65,7 +67,21 @@ def build_toy_vae(seed: int = 0, **overrides):
     are Wan's 16)."""
     config = {**TOY_VAE_CONFIG, **overrides}
     z_dim = config["z_dim"]
-    return build_tiny_vae(seed, **{"latents_mean": [0.0] * z_dim, "latents_std": [1.0] * z_dim, **config})
+    vae = build_tiny_vae(seed, **{"latents_mean": [0.0] * z_dim, "latents_std": [1.0] * z_dim, **config})
+    return start_per_frame(vae)
+
+
+def start_per_frame(vae):
+    """Zero the taps of every causal convolution that read earlier frames, so the VAE codes each frame on
+    its own (exactly: with no temporal compression nothing else mixes frames). Trained on single frames
+    (``train_frames=1``) those taps only ever see the causal zero padding, get no gradient and stay zero, so
+    what the VAE learns on frames holds for clips. Single frames of many clips teach a small VAE far more per
+    step than 5-frame clips of a few (27.5 dB after 400 steps of 60 frames where 12 clips gave 18.3)."""
+    with torch.no_grad():
+        for conv in vae.modules():
+            if isinstance(conv, torch.nn.Conv3d) and conv.kernel_size[0] > 1:
+                conv.weight[:, :, :-1] = 0  # causal: the last tap reads the current frame
+    return vae
 
 
 def toy_vocab() -> list[tuple[str, float]]:
@@ -124,10 +140,17 @@ def _clip_tensor(seed: int, config: WorldConfig) -> torch.Tensor:
 
 def _clip_tensors(seed: int, config: WorldConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """A toy clip ``[1, 3, F, H, W]`` in [-1, 1] and its object pixels ``[1, 1, F, H, W]`` (1 = an object)."""
+    x, objects, _ = _clip_sample(seed, config)
+    return x, objects
+
+
+def _clip_sample(seed: int, config: WorldConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_clip_tensors` and the clip's silhouette-edge pixels ``[1, 1, F, H, W]`` (1 = an edge)."""
     clip = make_clip(seed, config)
     frames = torch.from_numpy(clip.frames)
     objects = torch.from_numpy(clip.ids > 0).float()[None, None]
-    return frames.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1, objects
+    edges = torch.from_numpy(clip.edges).float()[None, None]
+    return frames.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1, objects, edges
 
 
 def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
@@ -145,7 +168,7 @@ def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
 
 
 def _random_crop(pair: tuple[torch.Tensor, torch.Tensor], size: int, rng: np.random.Generator):
-    """The same random ``size``×``size`` window of a clip and of its object mask."""
+    """The same random ``size``×``size`` window of a clip and of its loss weights."""
     h, w = pair[0].shape[-2:]
     y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
     return tuple(t[..., y:y + size, x:x + size] for t in pair)
@@ -186,6 +209,7 @@ def train_vae(
     kl_weight: float = 1e-6,
     latent_noise: float = 0.05,
     object_weight: float = 0.0,
+    edge_weight: float = 0.0,
     seed: int = 0,
     train_frames: int | None = 5,
     crop: int | None = None,
@@ -200,9 +224,12 @@ def train_vae(
 
     Afterwards the latent statistics are measured on ``stat_seeds`` (:func:`set_latent_statistics`).
     Clips have ``train_frames`` frames (eval clips the full ``config.num_frames``). Loss = L1 + MSE between the clip and the decoded posterior mode (plus ``latent_noise`` relative jitter),
-    each weighted per pixel by ``1 + object_weight`` on object pixels (normalised by the mean weight),
-    + ``kl_weight``·KL. Objects cover ~10 % of a toy frame; without the weight a small VAE learns the
-    grey/brown backgrounds first and renders the saturated objects in background colours. Eval clips
+    each weighted per pixel by ``1 + object_weight`` on object pixels ``+ edge_weight`` on silhouette
+    edges (normalised by the mean weight), + ``kl_weight``·KL. Objects cover ~10 % of a toy frame; without
+    the weight a small VAE learns the grey/brown backgrounds first and renders the saturated objects in
+    background colours. Silhouette edges are ~6 % of the pixels and, unweighted, 70 % of a trained VAE's
+    squared error (it blurs them). ``train_frames=1``: each sample is one frame of its own clip (see
+    :func:`start_per_frame`). Eval clips
     (``eval_seeds``) are never trained on. Returns ``{"psnr_before", "psnr_after", "seconds", ...}``.
     """
     config = config or WorldConfig()
@@ -220,11 +247,14 @@ def train_vae(
             if cancel is not None and cancel():
                 raise VDOTCancelled("VAE training cancelled")
             vae.train()
-            pairs = [_clip_tensors(int(rng.integers(0, 2**31 - 1)), train_world) for _ in range(batch_size)]
+            pairs = []
+            for _ in range(batch_size):
+                clip, objects, edges = _clip_sample(int(rng.integers(0, 2**31 - 1)), train_world)
+                pairs.append((clip, 1 + object_weight * objects + edge_weight * edges))  # weights [1, 1, F, H, W]
             if crop:  # the VAE is convolutional: random crops teach it the same edges, cheaper
                 pairs = [_random_crop(p, crop, rng) for p in pairs]
             x = torch.cat([p[0] for p in pairs])
-            weight = 1 + object_weight * torch.cat([p[1] for p in pairs])  # [B, 1, F, H, W]
+            weight = torch.cat([p[1] for p in pairs])
             posterior = vae.encode(x).latent_dist
             # The pipeline encodes with the posterior mode, so train the mode. Sampling with the
             # untrained posterior std (≈ 1 at init, far above the mean's scale) drowns the signal and
