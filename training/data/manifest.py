@@ -530,11 +530,10 @@ class ResumableSampler(Sampler[int]):
 
     def global_order(self, epoch: int) -> list[int]:
         n = self.num_samples_total
+        g = torch.Generator().manual_seed(self.seed + int(epoch))  # one per epoch: resumable
         if self.weights is not None:  # n draws with replacement in proportion to the weights
-            g = torch.Generator().manual_seed(self.seed + int(epoch))
             order = torch.multinomial(self.weights, n, replacement=True, generator=g).tolist()
         elif self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + int(epoch))
             order = torch.randperm(n, generator=g).tolist()
         else:
             order = list(range(n))

@@ -86,7 +86,7 @@ class WorldConfig:
         if not 1 <= self.max_objects <= 6:
             raise VDOTInputError("max_objects", f"{self.max_objects} is outside 1..6", "use 1..6")
         if self.cell not in (1, 2, 4):  # divides 16, so it divides height and width
-            raise VDOTInputError("cell", f"{self.cell} is not 1, 2 or 4", "use 2 (the toy recipe's) or 1")
+            raise VDOTInputError("cell", f"{self.cell} is not 1, 2 or 4", "use 1 (the toy recipe's) or 2")
 
 
 @dataclass
