@@ -206,11 +206,22 @@ def test_caption_truth_helpers_read_colour_and_motion_from_truth_and_catch_wrong
 
 class _ReplayPipeline:
     """Answers each VCU with the true clip its caption was written for (optionally played backwards, or
-    moved sideways by ``shift`` pixels): the thing under test is the caption check, so its input is the
-    truth the check compares with."""
+    moved sideways by ``shift`` pixels); a caption recoloured by the check gets the clip with its object
+    painted in the named colour (the truth of that caption), unless ``deaf`` (the clip's own colour): the
+    thing under test is the caption check, so its input is the truth the check compares with."""
 
-    def __init__(self, clips, backwards: bool = False, shift: int = 0):
-        self.by_caption = {c.caption: torch.from_numpy(c.frames) for c in clips}
+    def __init__(self, clips, backwards: bool = False, shift: int = 0, deaf: bool = False):
+        from training.toy.captions import OBJECT_COLORS
+        from training.toy.check_default import recoloured
+
+        self.by_caption = {}
+        for c in clips:
+            for colour in OBJECT_COLORS:
+                video = torch.from_numpy(c.frames).clone()
+                if not deaf:
+                    video[torch.from_numpy(c.ids > 0)] = torch.tensor(OBJECT_COLORS[colour])
+                self.by_caption[recoloured(c.caption, c.scene.objects[0].color, colour)] = video
+            self.by_caption[c.caption] = torch.from_numpy(c.frames)
         self.backwards, self.shift = backwards, shift
         self.tasks = []
 
@@ -220,19 +231,36 @@ class _ReplayPipeline:
         return [video.flip(0) if self.backwards else video]
 
 
-def test_caption_check_passes_the_truth_and_flags_a_reversed_video():
-    from training.toy.check_default import check_caption_truth, held_out_scenes
+def test_recoloured_caption_changes_only_the_object_colour_word():
+    from training.toy.check_default import recoloured
 
-    truth = _ReplayPipeline(held_out_scenes(3))
-    assert check_caption_truth(truth) == []
-    assert truth.tasks == ["t2v", "depth"] * 3  # each scene from its caption alone and with its depth control
-    problems = check_caption_truth(_ReplayPipeline(held_out_scenes(3), backwards=True))
-    assert sum("centroid moved" in p for p in problems) == 3  # every object moves the wrong way
-    assert not any("object colour" in p for p in problems)
+    text = "a red circle moves left over a white checkered background"
+    assert recoloured(text, "red", "cyan") == "a cyan circle moves left over a white checkered background"
+    assert recoloured(text, "red", "red") == text
+
+
+def test_caption_check_passes_the_truth_and_flags_a_deaf_reversed_or_misplaced_video():
+    from training.toy.check_default import CHECK_SCENES, PASS_SHARE, check_caption_truth, held_out_scenes
+
+    scenes = held_out_scenes(CHECK_SCENES)
+    truth = _ReplayPipeline(scenes)
+    assert check_caption_truth(truth) == ([], [])
+    assert truth.tasks == ["depth"] * 6 * CHECK_SCENES  # every scene with its depth control, in each palette colour
+    # Deaf to the colour words: right only for each scene's own colour, 1 video in 6 (and no pixels of
+    # the named colour to track in the others).
+    misses, failures = check_caption_truth(_ReplayPipeline(scenes, deaf=True))
+    assert len(misses) == 5 * CHECK_SCENES and all(m.endswith("misses named colour, named motion") for m in misses)
+    assert failures[0] == f"named colour: {CHECK_SCENES} of {6 * CHECK_SCENES} videos, fewer than {PASS_SHARE:.0%}"
+    assert [f.split(":")[0] for f in failures] == ["named colour", "named motion"]
+    misses, failures = check_caption_truth(_ReplayPipeline(scenes, backwards=True))
+    kinds = [f.split(":")[0] for f in failures]  # every object moves the wrong way (and off its place between)
+    assert "named motion" in kinds and "named colour" not in kinds
+    assert sum("misses" in m and "named motion" in m for m in misses) == 6 * CHECK_SCENES
     # Half a frame to the side: the objects keep their colour, but not the place the depth control says.
-    problems = check_caption_truth(_ReplayPipeline(held_out_scenes(3), shift=32))
-    assert sum("depth control: object IoU" in p for p in problems) == 3
-    assert not any("object colour" in p for p in problems)
+    misses, failures = check_caption_truth(_ReplayPipeline(scenes, shift=32))
+    kinds = [f.split(":")[0] for f in failures]  # (an object rolled across the frame's edge loses its track too)
+    assert "object IoU >= 0.5" in kinds and "named colour" not in kinds
+    assert sum("misses" in m and "object IoU" in m for m in misses) == 6 * CHECK_SCENES
 
 
 def test_seed_table_reports_mean_spread_and_range_over_training_seeds(tmp_path):
