@@ -179,6 +179,17 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
         direct = (vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)[0].permute(1, 2, 3, 0) + 1) / 2
     assert ceiling["tasks"]["t2v"]["psnr"] == pytest.approx(psnr(direct, truth), abs=0.05)
     assert "| VAE round trip of the truth (ceiling) |" in (build / "report" / "REPORT.md").read_text()
+    # The rows' own truth (both rows show the one held-out clip) against the same real clips as the models.
+    from training.toy.cli import REAL_SEED
+    from training.toy.report import TRUTH_ROWS
+
+    held_out_world = WorldConfig(**report["world"])
+    real = [metrics.video_features([torch.from_numpy(make_clip(REAL_SEED + k, held_out_world).frames) for k in ks])
+            for ks in (range(4), range(4, 8))]  # n = 2 rows × 2 seeds
+    scale = metrics.feature_scale(np.concatenate(real))
+    own = metrics.video_features([truth, truth])
+    assert report["fd_truth_rows"] == pytest.approx(metrics.frechet_distance(own / scale, real[0] / scale))
+    assert f"| {TRUTH_ROWS} | | | {report['fd_truth_rows']:.3f} |" in (build / "report" / "REPORT.md").read_text()
     assert toy_main(["report", "--build", str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
 

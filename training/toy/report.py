@@ -29,6 +29,7 @@ def _fmt(v, digits=3) -> str:
 
 
 CEILING = "VAE round trip of the truth (ceiling)"
+TRUTH_ROWS = "the held-out rows' own truth (the floor for this many clips)"
 
 
 def markdown_table(report: dict) -> str:
@@ -50,6 +51,8 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {name} | {r['transformer_evals']} | {r['seconds_per_video']:.2f} | " + " | ".join(cells)
                      + f" | {diag} | {rel} |")
     lines.append(f"| real vs real (noise floor) | | | {_fmt(report['fd_real_vs_real'])} | | | | | | |")
+    if "fd_truth_rows" in report:  # reports written before the row existed have none
+        lines.append(f"| {TRUTH_ROWS} | | | {_fmt(report['fd_truth_rows'])} | | | | | | |")
     ceiling = report.get("vae_round_trip")
     if ceiling:  # reports written before the row existed have none
         lines.append(f"| {CEILING} | | | " + " | ".join(_fmt(ceiling.get(key)) if better != "neither" else ""
