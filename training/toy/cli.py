@@ -459,9 +459,9 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     floor = metrics.frechet_distance(real / scale, real2 / scale)
     for r in [*results.values(), ceiling]:
         r["fd"] = metrics.frechet_distance(r.pop("features") / scale, real / scale)
-    # The rows' own truth scored like a model: its distance is that of a few held-out clips (each shown
-    # in several tasks) from the world's spread, which no model can go below (4 clips: about 10× the
-    # real-vs-real floor of n clips each; it shrinks with --clips).
+    # The rows' own truth scored like a model: what a model reproducing every row exactly would score.
+    # A few held-out clips (each shown in several tasks) are far from the world's spread (4 clips: about
+    # 10× the real-vs-real floor), so this, not that floor, is the scale to read FD against; --clips shrinks it.
     truth = metrics.video_features([sample["video"] for _, sample, _, _ in rows])
     report = {"world": dataclasses.asdict(world), "clips": clips, "rows": len(rows), "seeds": seeds, "tasks": tasks,
               "cfg_scale": cfg_scale, "fd_real_vs_real": floor,
@@ -471,7 +471,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
         print(f"{name:>14}: {r['transformer_evals']:>3} evals, {r['seconds_per_video']:.2f} s/video, FD {r['fd']:.3f}, "
               f"IoU {r['object_iou']:.3f}, EPE {r['flow_epe']:.2f}, kept PSNR {r['kept_psnr']:.2f}, diversity {r['diversity']:.3f}")
     print(f"{'real vs real':>14}: FD {floor:.3f} (noise floor)")
-    print(f"{'held-out truth':>14}: FD {report['fd_truth_rows']:.3f} (the rows' own truth: the floor for {clips} clips)")
+    print(f"{'held-out truth':>14}: FD {report['fd_truth_rows']:.3f} (the rows' own truth: an exact model on {clips} clips)")
     print(f"{'VAE round trip':>14}: FD {ceiling['fd']:.3f}, IoU {ceiling['object_iou']:.3f}, "
           f"kept PSNR {ceiling['kept_psnr']:.2f} (the truth through the toy VAE: the ceiling)")
     if out_dir is not None:

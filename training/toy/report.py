@@ -29,7 +29,7 @@ def _fmt(v, digits=3) -> str:
 
 
 CEILING = "VAE round trip of the truth (ceiling)"
-TRUTH_ROWS = "the held-out rows' own truth (the floor for this many clips)"
+TRUTH_ROWS = "the held-out rows' own truth (an exact model on these clips)"
 
 
 def markdown_table(report: dict) -> str:
