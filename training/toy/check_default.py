@@ -88,7 +88,7 @@ def caption_alone(pipe, clip, seed: int, preset="renoise", cfg: float = 1.0, con
 
     from .metrics import object_colour_name
 
-    obj, cfg_world = clip.scene.objects[0], clip.scene.config
+    cfg_world = clip.scene.config
     vcu = build_vcu("t2v", num_frames=cfg_world.num_frames, height=cfg_world.height, width=cfg_world.width,
                     prompt=clip.caption)
     video = pipe.generate(vcu, seed=seed, preset=preset, cfg=cfg, control_scale=control_scale)[0]
@@ -124,14 +124,13 @@ def controlled_caption_results(pipe, count: int) -> list[dict]:
 
     results = []
     for k, clip in enumerate(held_out_scenes(count)):
-        true = clip.scene.objects[0].color
-        control = depth_to_video(clip.depth)
-        for colour in [true] + [c for c in OBJECT_COLORS if c != true]:
-            caption = recoloured(clip.caption, true, colour)
+        obj, control, needed = clip.scene.objects[0], depth_to_video(clip.depth), needed_motion(clip)
+        for colour in [obj.color] + [c for c in OBJECT_COLORS if c != obj.color]:
+            caption = recoloured(clip.caption, obj.color, colour)
             video = pipe.generate(build_vcu("depth", control=control, prompt=caption), seed=k, preset="renoise")[0]
             results.append({"caption": caption, "named": colour, "drawn": object_colour_name(video, clip.scene.background),
                             "iou": object_iou(video, clip), "moved": horizontal_motion(video, clip, colour),
-                            "needed": needed_motion(clip), "vx": clip.scene.objects[0].vx})
+                            "needed": needed, "vx": obj.vx})
     return results
 
 
