@@ -8,8 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from training.toy.captions import caption_vocabulary
-from training.toy.components import build_toy_text_encoder, build_toy_tokenizer, build_toy_vae, train_vae
-from training.toy.dataset import write_toy_dataset
+import numpy as np
+
+from training.toy.components import (_control_sample, build_toy_text_encoder, build_toy_tokenizer, build_toy_vae,
+                                   control_reconstruction_psnr, train_vae)
+from training.toy.dataset import CONTROL_KINDS, control_video, write_toy_dataset
 from training.toy.teacher import (EncodedManifest, TeacherTrainer, build_t2v_teacher, build_toy_teacher,
                                   flow_matching_loss, sample_sigmas)
 from training.toy.world import WorldConfig, make_clip
@@ -123,6 +126,43 @@ def test_toy_vae_codes_each_frame_alone_and_single_frame_training_keeps_it_so():
     assert _past_taps(vae) > 0 and per_frame_gap(vae) > 1e-3  # clips do train them
 
 
+def test_a_control_sample_is_one_frame_of_the_drawn_control_video_with_the_clips_weights():
+    seen, rng = set(), np.random.default_rng(0)
+    for seed in range(20):
+        replay = np.random.default_rng()
+        replay.bit_generator.state = rng.bit_generator.state  # the same draws, in the same order: kind, then frame
+        x, objects, edges = _control_sample(seed, SMALL, rng)
+        kind, t = CONTROL_KINDS[int(replay.integers(len(CONTROL_KINDS)))], int(replay.integers(SMALL.num_frames))
+        clip = make_clip(seed, SMALL)
+        assert x.shape == (1, 3, 1, 32, 32) and objects.shape == edges.shape == (1, 1, 1, 32, 32)
+        assert torch.allclose((x[0, :, 0].permute(1, 2, 0) + 1) / 2, control_video(clip, kind)[t], atol=1e-6)
+        assert torch.equal(objects[0, 0, 0].bool(), torch.from_numpy(clip.ids[t] > 0))
+        seen.add(kind)
+    assert seen == set(CONTROL_KINDS)
+    with pytest.raises(ValueError, match="unknown control kind 'normal'"):
+        control_video(make_clip(0, SMALL), "normal")
+
+
+def test_vae_training_on_control_frames_changes_what_it_learns_and_reports_each_control():
+    def trained(share):
+        vae = build_toy_vae(seed=0)
+        result = train_vae(vae, steps=2, config=SMALL, train_frames=1, batch_size=4, crop=16, eval_seeds=[1],
+                           stat_seeds=[2], lr=1e-2, control_share=share)
+        return vae, result
+
+    plain, plain_result = trained(0.0)
+    again, _ = trained(0.0)
+    mixed, mixed_result = trained(1.0)
+    weights = lambda v: torch.cat([p.detach().flatten() for p in v.parameters()])  # noqa: E731
+    assert torch.equal(weights(plain), weights(again))  # deterministic
+    assert not torch.equal(weights(plain), weights(mixed))
+    assert set(plain_result["control_psnr_after"]) == set(mixed_result["control_psnr_after"]) == set(CONTROL_KINDS)
+    assert plain_result["control_psnr_after"] != mixed_result["control_psnr_after"]
+    assert mixed_result["control_psnr_after"] == pytest.approx(control_reconstruction_psnr(mixed, [1], SMALL))
+    with pytest.raises(ValueError, match="control_share needs train_frames=1"):
+        train_vae(build_toy_vae(seed=0), steps=1, config=SMALL, train_frames=5, control_share=0.5)
+
+
 def test_encoded_rows_follow_the_vace_layout(toy):
     _, pipe, data = toy
     by_task = {data.dataset.samples[i].task: data[i] for i in range(len(data))}
@@ -212,6 +252,28 @@ def test_teacher_steps_reduce_loss_and_checkpoint_reloads(toy, tmp_path):
         assert torch.allclose(p, trainer.ema.shadow[name]), name
     fresh.train(10)  # continues from step 8 and checkpoints at the end
     assert fresh.step == 10 and (tmp_path / "run" / "metrics.jsonl").read_text().count('"teacher"') == 2
+
+
+def test_task_weights_set_each_tasks_share_of_the_drawn_rows(toy, tmp_path):
+    from vdot_nodes.core.errors import VDOTInputError
+
+    _, pipe, data = toy
+    tasks = [sample.task for sample in data.dataset.samples]
+
+    def drawn(weights, batches=200):
+        trainer = TeacherTrainer(pipe.transformer, data, tmp_path / "run", {"batch_size": 4, "seed": 0, "task_weights": weights})
+        return [ex.task for _ in range(batches) for ex in trainer.next_batch()]
+
+    assert set(drawn({"t2v": 0, "r2v": 0, "reference_pose": 0}, 20)) == {"depth"}
+    share = drawn({"depth": 5}).count("depth") / 800  # 5 of the 8 weight units when the four tasks have a row each
+    assert tasks.count("depth") == 1 and len(tasks) == 4 and abs(share - 5 / 8) < 0.06, share
+    uniform = TeacherTrainer(pipe.transformer, data, tmp_path / "run", {"batch_size": 4, "seed": 0})
+    expected = torch.randint(0, len(data), (4,), generator=torch.Generator().manual_seed(0)).tolist()
+    assert [ex.task for ex in uniform.next_batch()] == [tasks[i] for i in expected]  # unset: the old uniform draw
+    with pytest.raises(VDOTInputError, match="teacher.task_weights.*'flow'"):
+        drawn({"flow": 2}, 1)
+    with pytest.raises(VDOTInputError, match="negative weight or leaves no row"):
+        drawn({"depth": -1}, 1)
 
 
 def test_t2v_twin_equals_vace_teacher_without_control():

@@ -40,10 +40,10 @@ TOY_CONFIG_KEYS = {
     "world": {"clips", "seed", "height", "width", "num_frames", "max_objects", "cell", "tasks"},
     "vae": {"steps", "crop", "train_frames", "lr", "latent_noise", "batch_size", "long_steps", "long_lr", "long_crop",
             "long_batch_size", "object_weight", "long_object_weight", "edge_weight", "long_edge_weight", "kl_weight",
-            "seed", "cell"},
+            "seed", "cell", "control_share"},
     "text_encoder": {"seed"},
     "teacher": {"seed", "steps", "time_limit_minutes", "batch_size", "lr", "betas", "weight_decay", "warmup", "shift",
-                "text_dropout", "ema_decay", "grad_clip", "checkpoint_every", "keep_last"},
+                "text_dropout", "ema_decay", "grad_clip", "checkpoint_every", "keep_last", "task_weights"},
 }
 
 
@@ -134,20 +134,24 @@ def run_components(cfg: dict, out: Path) -> tuple[Path, Path]:
         result = train_phase(int(v.get("steps", 300)), "toy VAE", lr=float(v.get("lr", 1e-3)),
                              batch_size=int(v.get("batch_size", 2)), seed=int(v.get("seed", 0)),
                              train_frames=train_frames, object_weight=float(v.get("object_weight", 0.0)),
-                             edge_weight=float(v.get("edge_weight", 0.0)), crop=v.get("crop"))
+                             edge_weight=float(v.get("edge_weight", 0.0)), crop=v.get("crop"),
+                             control_share=float(v.get("control_share", 0.0)))
         long_steps = int(v.get("long_steps", 0))
         if long_steps:  # phase 2: a second cosine run from a lower learning rate, same clips' length
             phase2 = train_phase(long_steps, "toy VAE, phase 2", lr=float(v.get("long_lr", 5e-4)),
                                  batch_size=int(v.get("long_batch_size", 1)), crop=v.get("long_crop"),
                                  seed=int(v.get("seed", 0)) + 1, train_frames=train_frames,
                                  object_weight=float(v.get("long_object_weight", 0.0)),
-                                 edge_weight=float(v.get("long_edge_weight", 0.0)))
+                                 edge_weight=float(v.get("long_edge_weight", 0.0)),
+                                 control_share=float(v.get("control_share", 0.0)))
             result = {**result, "psnr_after_phase1": result["psnr_after"], "psnr_after": phase2["psnr_after"],
-                      "object_psnr_after": phase2["object_psnr_after"],
+                      "object_psnr_after": phase2["object_psnr_after"], "control_psnr_after": phase2["control_psnr_after"],
                       "seconds": result["seconds"] + phase2["seconds"], "long_steps": long_steps}
         save_vae(vae, vae_path)
         print(f"components: VAE reconstruction PSNR {result['psnr_before']:.2f} → {result['psnr_after']:.2f} dB "
               f"(objects {result['object_psnr_after']:.2f} dB) in {result['seconds']:.0f} s → {vae_path}")
+        print("components: the control videos' round trip (VACE encodes them with this VAE): "
+              + ", ".join(f"{k} {v:.2f} dB" for k, v in result["control_psnr_after"].items()))
         atomic_write_text(out / "vae_result.json", json.dumps(result, indent=1), overwrite=True)
     return vae_path, text_path
 

@@ -90,17 +90,28 @@ def _cell_pose(poses: np.ndarray, height: int, width: int, cell: int) -> torch.T
     return video[:, ::cell, ::cell].repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)
 
 
-def clip_controls(clip: Clip) -> dict[str, torch.Tensor]:
-    """The five control videos of a clip, each ``[F, H, W, 3]`` float32 0..1."""
+CONTROL_KINDS = ("depth", "flow", "pose", "grey", "scribble")
+
+
+def control_video(clip: Clip, kind: str) -> torch.Tensor:
+    """One control video of a clip (``kind`` one of :data:`CONTROL_KINDS`), ``[F, H, W, 3]`` float32 0..1."""
     cfg = clip.scene.config
-    frames = torch.from_numpy(clip.frames)
-    return {
-        "depth": depth_to_video(clip.depth),
-        "flow": flow_to_color(flow_for_video(clip.flow)),
-        "pose": _cell_pose(clip.poses, cfg.height, cfg.width, cfg.cell),
-        "grey": grey(frames),
-        "scribble": edges_to_scribble(clip.edges),
-    }
+    if kind == "depth":
+        return depth_to_video(clip.depth)
+    if kind == "flow":
+        return flow_to_color(flow_for_video(clip.flow))
+    if kind == "pose":
+        return _cell_pose(clip.poses, cfg.height, cfg.width, cfg.cell)
+    if kind == "grey":
+        return grey(torch.from_numpy(clip.frames))
+    if kind == "scribble":
+        return edges_to_scribble(clip.edges)
+    raise ValueError(f"unknown control kind {kind!r}; the toy world renders {', '.join(CONTROL_KINDS)}")
+
+
+def clip_controls(clip: Clip) -> dict[str, torch.Tensor]:
+    """The five control videos of a clip (:data:`CONTROL_KINDS`), each ``[F, H, W, 3]`` float32 0..1."""
+    return {kind: control_video(clip, kind) for kind in CONTROL_KINDS}
 
 
 def task_row(task: str, clip_dir: str, caption: str, num_refs: int, meta: dict) -> dict:

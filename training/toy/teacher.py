@@ -171,7 +171,8 @@ class TeacherTrainer:
 
     ``train_cfg`` keys (defaults in ``training/configs/toy_teacher.yaml``): lr, weight_decay, betas,
     batch_size (rows per step; rows are run one by one and their losses averaged, since reference
-    counts differ), shift, text_dropout, ema_decay, grad_clip, checkpoint_every, keep_last, seed.
+    counts differ), shift, text_dropout, ema_decay, grad_clip, checkpoint_every, keep_last, seed,
+    task_weights (task → relative chance of its rows being drawn; unset: uniform over rows).
     """
 
     def __init__(self, model, data: EncodedManifest, out_dir: str | Path, train_cfg: dict):
@@ -226,9 +227,30 @@ class TeacherTrainer:
         self.step += 1
         return float(loss.detach())
 
+    def row_weights(self) -> torch.Tensor | None:
+        """Each row's chance to be drawn, from ``task_weights`` (task → weight, 1 for tasks not named;
+        None when unset: rows are drawn uniformly, as before the key existed)."""
+        weights = self.cfg.get("task_weights")
+        if not weights:
+            return None
+        tasks = [sample.task for sample in self.data.dataset.samples]
+        unknown = sorted(set(weights) - set(tasks))
+        if unknown:
+            raise VDOTInputError("teacher.task_weights", f"names task(s) {unknown} with no rows in the manifest",
+                                 f"use tasks of the manifest: {', '.join(sorted(set(tasks)))}")
+        if any(float(w) < 0 for w in weights.values()) or not any(float(weights.get(t, 1.0)) > 0 for t in tasks):
+            raise VDOTInputError("teacher.task_weights", f"{weights} has a negative weight or leaves no row to draw",
+                                 "give weights ≥ 0, at least one task above 0")
+        return torch.tensor([float(weights.get(t, 1.0)) for t in tasks], dtype=torch.float64)
+
     def next_batch(self) -> list[TeacherExample]:
-        n = len(self.data)
-        idx = torch.randint(0, n, (int(self.cfg.get("batch_size", 4)),), generator=self.generator).tolist()
+        n, size = len(self.data), int(self.cfg.get("batch_size", 4))
+        if not hasattr(self, "_row_weights"):
+            self._row_weights = self.row_weights()
+        if self._row_weights is None:
+            idx = torch.randint(0, n, (size,), generator=self.generator).tolist()
+        else:
+            idx = torch.multinomial(self._row_weights, size, replacement=True, generator=self.generator).tolist()
         return [self.data[i] for i in idx]
 
     def save(self) -> Path:
