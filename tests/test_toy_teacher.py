@@ -14,7 +14,7 @@ from training.toy.components import (_control_sample, build_toy_text_encoder, bu
                                    control_reconstruction_psnr, train_vae)
 from training.toy.dataset import CONTROL_KINDS, control_video, write_toy_dataset
 from training.toy.teacher import (EncodedManifest, TeacherTrainer, build_t2v_teacher, build_toy_teacher,
-                                  flow_matching_loss, sample_sigmas)
+                                  flow_matching_loss, sample_sigmas, task_row_weights)
 from training.toy.world import WorldConfig, make_clip
 from vdot_nodes.core.models import load_text_encoder, load_transformer, load_vae, save_text_encoder, save_vae
 from vdot_nodes.core.pipeline import VDOTPipeline
@@ -271,9 +271,10 @@ def test_task_weights_set_each_tasks_share_of_the_drawn_rows(toy, tmp_path):
     expected = torch.randint(0, len(data), (4,), generator=torch.Generator().manual_seed(0)).tolist()
     assert [ex.task for ex in uniform.next_batch()] == [tasks[i] for i in expected]  # unset: the old uniform draw
     with pytest.raises(VDOTInputError, match="teacher.task_weights.*'flow'"):
-        drawn({"flow": 2}, 1)
-    with pytest.raises(VDOTInputError, match="negative weight or leaves no row"):
-        drawn({"depth": -1}, 1)
+        TeacherTrainer(pipe.transformer, data, tmp_path / "run", {"task_weights": {"flow": 2}})
+    for bad in ({"depth": -1}, {"t2v": 0, "r2v": 0, "depth": 0, "reference_pose": 0}):
+        with pytest.raises(VDOTInputError, match="negative weight or leaves no row"):
+            task_row_weights(tasks, bad)
 
 
 def test_t2v_twin_equals_vace_teacher_without_control():

@@ -245,3 +245,17 @@ def test_toy_recipe_rejects_unknown_keys(tmp_path, capsys):
     cfg.write_text("world: {clips: 1, cilps: 2}\n")
     assert toy_main(["--config", str(cfg), "world", "--out", str(tmp_path / "w")]) == 2
     assert "world.cilps" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_a_bad_teacher_task_weight_exits_2_before_any_model_loads(tmp_path, capsys):
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text("world: {clips: 1, height: 32, width: 32, num_frames: 5}\n")
+    assert toy_main(["--config", str(cfg), "world", "--out", str(tmp_path / "w")]) == 0
+    cfg.write_text("world: {clips: 1, height: 32, width: 32, num_frames: 5}\nteacher: {task_weights: {flwo: 2}}\n")
+    capsys.readouterr()
+    # No components folder exists: the check must come before anything is loaded from it.
+    code = toy_main(["--config", str(cfg), "teacher", "--data", str(tmp_path / "w" / "manifest.jsonl"),
+                     "--components", str(tmp_path / "none"), "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert code == 2 and "teacher.task_weights" in err and "flwo" in err and "Traceback" not in err
+    assert not (tmp_path / "t").exists()

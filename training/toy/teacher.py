@@ -166,6 +166,22 @@ class EncodedManifest:
         return self.cache[i]
 
 
+def task_row_weights(tasks: list[str], weights: dict | None) -> torch.Tensor | None:
+    """Each row's chance to be drawn (``tasks``: the rows' tasks), from ``teacher.task_weights`` (task →
+    weight, 1 for tasks not named; None when unset or empty: rows are drawn uniformly, as before the key
+    existed). Needs only the manifest's tasks, so a bad key can fail before any model loads."""
+    if not weights:
+        return None
+    unknown = sorted(set(weights) - set(tasks))
+    if unknown:
+        raise VDOTInputError("teacher.task_weights", f"names task(s) {unknown} with no rows in the manifest",
+                             f"use tasks of the manifest: {', '.join(sorted(set(tasks)))}")
+    if any(float(w) < 0 for w in weights.values()) or not any(float(weights.get(t, 1.0)) > 0 for t in tasks):
+        raise VDOTInputError("teacher.task_weights", f"{weights} has a negative weight or leaves no row to draw",
+                             "give weights ≥ 0, at least one task above 0")
+    return torch.tensor([float(weights.get(t, 1.0)) for t in tasks], dtype=torch.float64)
+
+
 class TeacherTrainer:
     """Flow-matching training of a VACE teacher over an :class:`EncodedManifest`.
 
@@ -187,6 +203,7 @@ class TeacherTrainer:
         self.ema = EMA(model, decay=float(self.cfg.get("ema_decay", 0.999)))
         self.generator = torch.Generator().manual_seed(int(self.cfg.get("seed", 0)))
         self.step = 0
+        self.row_weights = task_row_weights([sample.task for sample in data.dataset.samples], self.cfg.get("task_weights"))
         self.empty_text = data.text("")
         # Training runs where the model is; the draws stay on the CPU generator, so a GPU run sees the
         # same σ, ε and dropout as a CPU run.
@@ -227,30 +244,12 @@ class TeacherTrainer:
         self.step += 1
         return float(loss.detach())
 
-    def row_weights(self) -> torch.Tensor | None:
-        """Each row's chance to be drawn, from ``task_weights`` (task → weight, 1 for tasks not named;
-        None when unset: rows are drawn uniformly, as before the key existed)."""
-        weights = self.cfg.get("task_weights")
-        if not weights:
-            return None
-        tasks = [sample.task for sample in self.data.dataset.samples]
-        unknown = sorted(set(weights) - set(tasks))
-        if unknown:
-            raise VDOTInputError("teacher.task_weights", f"names task(s) {unknown} with no rows in the manifest",
-                                 f"use tasks of the manifest: {', '.join(sorted(set(tasks)))}")
-        if any(float(w) < 0 for w in weights.values()) or not any(float(weights.get(t, 1.0)) > 0 for t in tasks):
-            raise VDOTInputError("teacher.task_weights", f"{weights} has a negative weight or leaves no row to draw",
-                                 "give weights ≥ 0, at least one task above 0")
-        return torch.tensor([float(weights.get(t, 1.0)) for t in tasks], dtype=torch.float64)
-
     def next_batch(self) -> list[TeacherExample]:
         n, size = len(self.data), int(self.cfg.get("batch_size", 4))
-        if not hasattr(self, "_row_weights"):
-            self._row_weights = self.row_weights()
-        if self._row_weights is None:
+        if self.row_weights is None:
             idx = torch.randint(0, n, (size,), generator=self.generator).tolist()
         else:
-            idx = torch.multinomial(self._row_weights, size, replacement=True, generator=self.generator).tolist()
+            idx = torch.multinomial(self.row_weights, size, replacement=True, generator=self.generator).tolist()
         return [self.data[i] for i in idx]
 
     def save(self) -> Path:
