@@ -176,6 +176,8 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
                 minutes: float | None = None, encode_cache: Path | None = None, device: str | None = None) -> Path:
     """Train (or resume) the toy teacher on ``device`` (default the CPU); rows' VAE encodings are made on
     the CPU and kept in ``encode_cache`` (default ``out/encode_cache``) for the stage-2 runs to reuse."""
+    from training.data.manifest import read_manifest
+
     from .teacher import (EncodedManifest, TeacherTrainer, build_t2v_teacher, build_toy_teacher, check_teacher_data,
                           task_row_weights)
 
@@ -183,8 +185,8 @@ def run_teacher(cfg: dict, manifest: Path, components: Path, out: Path, steps: i
     t, world = cfg["teacher"], _world_config(cfg)
     steps = int(steps if steps is not None else t.get("steps", 2000))
     minutes = float(minutes if minutes is not None else t.get("time_limit_minutes", 30))
-    rows = [json.loads(line)["task"] for line in Path(manifest).read_text(encoding="utf-8").splitlines() if line.strip()]
-    task_row_weights(rows, t.get("task_weights"))  # a bad key fails now, before any model loads or row is encoded
+    # A bad task_weights key fails now, before any model loads or row is encoded.
+    task_row_weights([row.task for row in read_manifest(manifest, check_files=False)], t.get("task_weights"))
     teacher = build_toy_teacher(seed=int(t.get("seed", 0)))
     pipe = _toy_pipeline(teacher, _toy_components(components))
     data = EncodedManifest(pipe, manifest, world.num_frames, world.height, world.width, seed=int(t.get("seed", 0)),

@@ -191,6 +191,11 @@ def _random_crop(pair: tuple[torch.Tensor, torch.Tensor], size: int, rng: np.ran
     return tuple(t[..., y:y + size, x:x + size] for t in pair)
 
 
+def _round_trip(vae, x: torch.Tensor) -> torch.Tensor:
+    """Encode → decode (posterior mode) of ``[1, 3, F, H, W]`` in [-1, 1], clamped as inference does."""
+    return vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+
+
 @torch.no_grad()
 def vae_reconstruction_psnr(vae, seeds, config: WorldConfig, objects_only: bool = False) -> float:
     """Mean PSNR (dB, 0..1 pixels) of encode → decode (posterior mode) over the clips of ``seeds``
@@ -199,7 +204,7 @@ def vae_reconstruction_psnr(vae, seeds, config: WorldConfig, objects_only: bool 
     values = []
     for s in seeds:
         x, objects = _clip_tensors(s, config)
-        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        rec = _round_trip(vae, x)
         where = objects[:, 0].bool().unsqueeze(1).expand_as(x) if objects_only else None
         values.append(psnr((rec + 1) / 2, (x + 1) / 2, where))
     return float(np.mean(values))
@@ -327,7 +332,6 @@ def control_reconstruction_psnr(vae, seeds, config: WorldConfig) -> dict[str, fl
     values: dict[str, list[float]] = {}
     for s in seeds:
         for kind, video in clip_controls(make_clip(s, config)).items():
-            x = video.permute(3, 0, 1, 2)[None] * 2 - 1
-            rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-            values.setdefault(kind, []).append(psnr((rec + 1) / 2, video.permute(3, 0, 1, 2)[None]))
+            video = video.permute(3, 0, 1, 2)[None]  # [1, 3, F, H, W] 0..1
+            values.setdefault(kind, []).append(psnr((_round_trip(vae, video * 2 - 1) + 1) / 2, video))
     return {kind: float(np.mean(v)) for kind, v in values.items()}
