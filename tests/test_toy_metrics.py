@@ -89,6 +89,25 @@ def test_object_iou_of_chosen_objects_ignores_the_others():
     assert metrics.object_iou(recoloured, clip, [1]) == 0.0
 
 
+def test_colour_bound_iou_counts_each_object_only_in_its_own_colour():
+    """Object IoU measures placement: the scene with its two objects' colours swapped scores as the truth.
+    The colour-bound IoU scores the swap 0 and the truth as object IoU does."""
+    clip = make_clip(7, WorldConfig(height=64, width=64, num_frames=9))  # a cyan triangle and a red figure
+    truth = torch.from_numpy(clip.frames.copy())
+    swapped = truth.clone()
+    for k, other in ((1, 2), (2, 1)):
+        swapped[torch.from_numpy(clip.ids == k)] = torch.tensor(OBJECT_COLORS[clip.scene.objects[other - 1].color])
+    assert metrics.object_iou(swapped, clip) == pytest.approx(metrics.object_iou(truth, clip)) and metrics.object_iou(truth, clip) > 0.95
+    assert metrics.colour_bound_iou(truth, clip) > 0.95
+    assert metrics.colour_bound_iou(swapped, clip) == 0.0
+    assert metrics.colour_bound_iou(swapped, clip, [1]) == metrics.object_iou(swapped, clip, [1]) == 0.0
+    # Both in the figure's colour: the triangle scores 0, the figure its pixels over both objects' pixels.
+    one = truth.clone()
+    one[torch.from_numpy(clip.ids == 1)] = torch.tensor(OBJECT_COLORS[clip.scene.objects[1].color])
+    figure, triangle = int((clip.ids == 2).sum()), int((clip.ids == 1).sum())
+    assert metrics.colour_bound_iou(one, clip) == pytest.approx(0.5 * figure / (figure + triangle), abs=0.01)
+
+
 def test_flow_epe_is_small_on_truth_and_large_on_a_frozen_video():
     clip = make_clip(5, WorldConfig(height=64, width=64, num_frames=9))
     frames = torch.from_numpy(clip.frames)
@@ -131,6 +150,22 @@ def test_report_files(tmp_path):
     root = ET.fromstring((out / "report.svg").read_text())  # well-formed SVG
     assert root.tag.endswith("svg") and len(root) > 10
     assert "![toy report](report.svg)" in (out / "REPORT.md").read_text()
+    # A report from before the colour-bound IoU: its column reads "–" and there is no per-task table of it.
+    assert "| colour-bound IoU ↑ |" in table and "Colour-bound IoU per task" not in (out / "REPORT.md").read_text()
+
+
+def test_report_shows_the_colour_bound_iou_beside_object_iou(tmp_path):
+    report = _fake_report()
+    for r in report["models"].values():
+        r["colour_iou"] = r["object_iou"] / 2
+        r["tasks"]["depth"]["colour_iou"] = r["object_iou"] / 2
+    report["fd_truth_rows"] = 0.9
+    table = markdown_table(report)
+    lines = table.splitlines()
+    assert all(line.count("|") == lines[0].count("|") for line in lines), table  # every row fills the columns
+    assert "| 0.450 (-10 %) | 0.225 (-10 %) |" in table  # dmd: object IoU, then colour-bound IoU
+    text = (write_report(report, tmp_path / "rep") / "REPORT.md").read_text()
+    assert "Colour-bound IoU per task" in text and "| teacher | 0.250 |" in text
 
 
 def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):

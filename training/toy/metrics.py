@@ -17,6 +17,9 @@ seed (``meta.toy_seed``), so quality is measured against truth, not against anot
   the objects are. (A fixed distance from the background colours instead counted every background pixel
   a VAE left 0.12 off as "object": the toy VAE's own round trip of the truth scored 0.52, so the metric
   measured background noise more than placement.)
+- **Colour-bound IoU** (:func:`colour_bound_iou`): the same per object, counting only the pixels in that
+  object's own colour, averaged over the objects: whether each caption colour went to the object it
+  names (object IoU scores a scene with its objects' colours swapped as 1).
 - **Flow error** (:func:`flow_epe`): DIS optical flow of the generated video against the exact flow,
   mean end-point error in pixels over the true object pixels (motion adherence).
 - **Kept-region PSNR** (:func:`kept_psnr`): for inpaint / outpaint, PSNR to the source inside the
@@ -139,6 +142,17 @@ def object_iou(video: torch.Tensor, clip: Clip, objects: list[int] | None = None
         truth = torch.from_numpy(np.isin(clip.ids, [k + 1 for k in objects]))
     union = (pred | truth).sum().item()
     return float((pred & truth).sum().item() / union) if union else 1.0
+
+
+def colour_bound_iou(video: torch.Tensor, clip: Clip, objects: list[int] | None = None) -> float:
+    """Mean over ``objects`` (default: every object of the scene) of :func:`object_iou` of that object alone:
+    its true pixels against the object pixels in its own colour. :func:`object_iou` counts an object pixel
+    of any colour, so a scene drawn in the right places with its two objects' colours swapped scores 1 there
+    and 0 here — this is the measure of binding each caption colour to the object it names."""
+    objects = list(range(len(clip.scene.objects))) if objects is None else objects
+    if not objects:
+        return 1.0
+    return float(np.mean([object_iou(video, clip, [k]) for k in objects]))
 
 
 def flow_epe(video: torch.Tensor, clip: Clip) -> float:

@@ -18,6 +18,7 @@ from vdot_nodes.core.atomic import atomic_path, atomic_write_text
 METRICS = (
     ("fd", "Fréchet distance ↓", "lower"),
     ("object_iou", "object IoU ↑", "higher"),
+    ("colour_iou", "colour-bound IoU ↑", "higher"),
     ("flow_epe", "flow EPE (px) ↓", "lower"),
     ("kept_psnr", "kept-region PSNR (dB) ↑", "higher"),
     ("diversity", "seed diversity", "neither"),
@@ -50,9 +51,10 @@ def markdown_table(report: dict) -> str:
         diag, rel = _fmt(r.get("otd_plan_diag_mass")), _fmt(r.get("otd_rel_diff_dmd"))
         lines.append(f"| {name} | {r['transformer_evals']} | {r['seconds_per_video']:.2f} | " + " | ".join(cells)
                      + f" | {diag} | {rel} |")
-    lines.append(f"| real vs real (noise floor) | | | {_fmt(report['fd_real_vs_real'])} | | | | | | |")
+    blanks = " |" * (len(METRICS) + 1)  # the metrics after FD and the two OTD columns
+    lines.append(f"| real vs real (noise floor) | | | {_fmt(report['fd_real_vs_real'])} |" + blanks)
     if "fd_truth_rows" in report:  # reports written before the row existed have none
-        lines.append(f"| {TRUTH_ROWS} | | | {_fmt(report['fd_truth_rows'])} | | | | | | |")
+        lines.append(f"| {TRUTH_ROWS} | | | {_fmt(report['fd_truth_rows'])} |" + blanks)
     ceiling = report.get("vae_round_trip")
     if ceiling:  # reports written before the row existed have none
         lines.append(f"| {CEILING} | | | " + " | ".join(_fmt(ceiling.get(key)) if better != "neither" else ""
@@ -60,7 +62,7 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-SEED_KEYS = (("fd", "Fréchet distance ↓"), ("object_iou", "object IoU ↑"), ("kept_psnr", "kept-region PSNR (dB) ↑"),
+SEED_KEYS = (("fd", "Fréchet distance ↓"), ("object_iou", "object IoU ↑"), ("colour_iou", "colour-bound IoU ↑"), ("kept_psnr", "kept-region PSNR (dB) ↑"),
              ("otd_plan_diag_mass", "OTD plan diag. mass"), ("otd_rel_diff_dmd", "‖g_OT − g_DMD‖ / ‖g_DMD‖"))
 
 
@@ -187,6 +189,9 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
         "",
         task_table(report, "object_iou"),
         "",
+        *(["Colour-bound IoU per task (each object's pixels in its own colour, mean over the objects; object IoU "
+           "counts any object colour):", "", task_table(report, "colour_iou"), ""]
+          if any("colour_iou" in m for r in report["models"].values() for m in r["tasks"].values()) else []),
         "![toy report](report.svg)",
         "",
     ]
