@@ -390,7 +390,8 @@ def _summarise(per_task: dict) -> dict:
         return float(np.mean(vals)) if vals else float("nan")
 
     spatial = [t for t in task_means if t in SPATIAL_TASKS]
-    return {"object_iou": over("object_iou", spatial), "colour_iou": over("colour_iou", spatial), "flow_epe": over("flow_epe", spatial),
+    return {"object_iou": over("object_iou", spatial), "colour_iou": over("colour_iou", spatial),
+            "flow_epe": over("flow_epe", spatial),
             "kept_psnr": over("kept_psnr", ["inpaint", "outpaint"]), "diversity": over("diversity", list(task_means)),
             "diversity_t2v": over("diversity", ["t2v"]), "tasks": task_means}
 
@@ -479,7 +480,8 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
               "vae_round_trip": ceiling, "models": results}
     for name, r in results.items():
         print(f"{name:>14}: {r['transformer_evals']:>3} evals, {r['seconds_per_video']:.2f} s/video, FD {r['fd']:.3f}, "
-              f"IoU {r['object_iou']:.3f} (colour-bound {r['colour_iou']:.3f}), EPE {r['flow_epe']:.2f}, kept PSNR {r['kept_psnr']:.2f}, diversity {r['diversity']:.3f}")
+              f"IoU {r['object_iou']:.3f} (colour-bound {r['colour_iou']:.3f}), EPE {r['flow_epe']:.2f}, "
+              f"kept PSNR {r['kept_psnr']:.2f}, diversity {r['diversity']:.3f}")
     print(f"{'real vs real':>14}: FD {floor:.3f} (noise floor)")
     print(f"{'held-out truth':>14}: FD {report['fd_truth_rows']:.3f} (the rows' own truth: an exact model on {clips} clips)")
     print(f"{'VAE round trip':>14}: FD {ceiling['fd']:.3f}, IoU {ceiling['object_iou']:.3f}, "

@@ -62,8 +62,9 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-SEED_KEYS = (("fd", "Fréchet distance ↓"), ("object_iou", "object IoU ↑"), ("colour_iou", "colour-bound IoU ↑"), ("kept_psnr", "kept-region PSNR (dB) ↑"),
-             ("otd_plan_diag_mass", "OTD plan diag. mass"), ("otd_rel_diff_dmd", "‖g_OT − g_DMD‖ / ‖g_DMD‖"))
+SEED_KEYS = (("fd", "Fréchet distance ↓"), ("object_iou", "object IoU ↑"), ("colour_iou", "colour-bound IoU ↑"),
+             ("kept_psnr", "kept-region PSNR (dB) ↑"), ("otd_plan_diag_mass", "OTD plan diag. mass"),
+             ("otd_rel_diff_dmd", "‖g_OT − g_DMD‖ / ‖g_DMD‖"))
 
 
 def seed_table(report: dict) -> str | None:
