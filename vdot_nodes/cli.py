@@ -100,8 +100,9 @@ def _add_generate_parser(sub) -> None:
     mem.add_argument("--vram-budget", type=float, metavar="GB",
                      help="GPU memory this run may use; transformer blocks that do not fit are streamed (block swap)")
     mem.add_argument("--prompt-cache", metavar="DIR",
-                     help="prompt-embedding cache (default: $VDOT_CACHE_DIR/prompt_embeds, else the user cache folder's vdot/prompt_embeds, e.g. ~/.cache/vdot/prompt_embeds); "
-                          "a cached prompt never loads the text encoder")
+                     help="prompt-embedding cache (default: $VDOT_CACHE_DIR/prompt_embeds, else the user cache folder's "
+                          "vdot/prompt_embeds, e.g. ~/.cache/vdot/prompt_embeds); a cached prompt never loads the text "
+                          "encoder")
     mem.add_argument("--no-prompt-cache", action="store_true", help="always run the text encoder")
     mem.add_argument("--attention", default="sdpa", choices=["auto", "sdpa", "flash", "sage"],
                      help="attention backend (default sdpa; flash/sage need flash-attn/sageattention on CUDA, else sdpa)")
