@@ -1,8 +1,9 @@
 """Procedural toy-world clips with exact ground truth.
 
 A scene is a plain, striped or checkered background (a patterned one seen by a panning camera),
-plus 1–2 large flat-coloured objects (circles, squares, triangles, thick stick figures) at distinct
-depths, each translating at a constant non-zero integer velocity in pixels per frame, fully in view.
+plus 1 to ``max_objects`` large flat-coloured objects (circles, squares, triangles, thick stick figures;
+the toy recipe draws one per clip, the dataclass default two) at distinct depths, each translating
+at a constant non-zero integer velocity in pixels per frame, fully in view.
 The world is sized for what a 2-core CPU can learn in minutes: few, large, flat shapes with clear
 motion, 5 frames long (the toy VAE does not compress time, so the latent has 5 frames: see the README's
 toy-world section). Everything is rasterised without anti-aliasing at integer pixel positions,
