@@ -188,12 +188,17 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
     config = tmp_path / "toy.yaml"
     config.write_text("world: {height: 32, width: 32, num_frames: 5}\n")
     code = toy_main(["--config", str(config), "report", "--build", str(build), "--clips", "1", "--seeds", "2",
-                     "--tasks", "t2v,inpaint", "--teacher-steps", "2",
+                     "--tasks", "t2v,inpaint", "--teacher-steps", "2", "--cfg", "2,1",
                      "--student", f"same={build / 'teacher' / TEACHER_VACE}"])
     assert code == 0
     report = json.loads((build / "report" / "report.json").read_text())
     teacher, student = report["models"]["teacher"], report["models"]["same"]
     assert teacher["transformer_evals"] == 4 and student["transformer_evals"] == 4  # 2 steps × CFG vs 4 steps
+    # The second scale: the same teacher without guidance beside it (one eval a step), different videos.
+    unguided = report["models"]["teacher CFG 1"]
+    assert (report["cfg_scale"], teacher["cfg"], unguided["cfg"], student["cfg"]) == (2.0, 2.0, 1.0, 1.0)
+    assert unguided["transformer_evals"] == 2 and unguided["kept_psnr"] != teacher["kept_psnr"]
+    assert "CFG 2 (and, in the rows so named, at CFG 1)" in (build / "report" / "REPORT.md").read_text()
     assert set(student["tasks"]) == {"t2v", "inpaint"} and 0 <= student["object_iou"] <= 1
     assert np.isfinite([student["fd"], teacher["fd"], student["diversity"], report["fd_real_vs_real"]]).all()
     assert student["diversity"] > 0  # two seeds, two different videos
@@ -228,6 +233,13 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
     assert f"| {TRUTH_ROWS} | | | {report['fd_truth_rows']:.3f} |" in (build / "report" / "REPORT.md").read_text()
     assert toy_main(["report", "--build", str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
+    for bad in ("3,x", "0", "1,1"):  # refused before anything loads or samples
+        assert toy_main(["report", "--build", str(build), "--cfg", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--cfg" in err and "distinct numbers > 0" in err and len(err.strip().splitlines()) == 1
+    from training.toy.cli import _cfg_scales
+
+    assert _cfg_scales(None) == [3.0] and _cfg_scales("1,3") == [1.0, 3.0]  # default: stage 2's guidance.cfg_scale
 
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -432,6 +433,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     for name, spec in models.items():
         pipe = _toy_pipeline(load_transformer(spec["path"], precision="fp32", input_name=name), parts)
         teacher = spec["steps"] != 4
+        guidance = spec.get("cfg", cfg_scale) if teacher else 1.0  # the 4-step rows sample without CFG
         per_task: dict[str, dict[str, list]] = {}
         features, seconds = [], []
         with _bar(len(rows), f"report {name}") as bar:
@@ -439,8 +441,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
                 start = time.perf_counter()
                 # The toy student was distilled with the re-noising sampler; the teacher runs plain Euler.
                 preset = get_preset("teacher_euler", steps=spec["steps"]) if teacher else spec.get("preset", "renoise")
-                videos = pipe.generate(vcu, seed=1000 * i, num_videos=seeds, preset=preset,
-                                       cfg=cfg_scale if teacher else 1.0)
+                videos = pipe.generate(vcu, seed=1000 * i, num_videos=seeds, preset=preset, cfg=guidance)
                 seconds.append((time.perf_counter() - start) / seeds)
                 features.append(metrics.video_features(list(videos)))
                 if sample["meta"].get("clip") == 0:  # contact sheet: first held-out clip, seed 0, per task
@@ -449,7 +450,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
                 bar.update(1)
         results[name] = {
             "steps": spec["steps"], "preset": "teacher_euler" if teacher else spec.get("preset", "renoise"),
-            "transformer_evals": spec["steps"] * (2 if teacher and cfg_scale != 1 else 1),
+            "cfg": guidance, "transformer_evals": spec["steps"] * (2 if guidance != 1 else 1),
             "seconds_per_video": float(np.mean(seconds)), "features": np.concatenate(features),
             **_summarise(per_task), **spec.get("extra", {}),
         }
@@ -568,7 +569,9 @@ def _parser() -> argparse.ArgumentParser:
                                       "adherence, diversity, seconds per video → REPORT.md + report.svg")
     r.add_argument("--build", default="runs/toy", help="build folder from `vdot toy build` (default runs/toy)")
     r.add_argument("--teacher-steps", type=int, default=50, help="teacher Euler steps (default 50)")
-    r.add_argument("--cfg", type=float, default=None, help="teacher CFG scale (default: guidance.cfg_scale of toy_stage2.yaml)")
+    r.add_argument("--cfg", default=None,
+                   help="teacher CFG scale, or a comma list (e.g. 1,3): the first is the teacher the percentages "
+                        "compare with, each other adds a row 'teacher CFG W' (default: guidance.cfg_scale of toy_stage2.yaml)")
     r.add_argument("--student", action="append", default=[], metavar="NAME=FILE",
                    help="a 4-step student to include (repeatable; default: every variant the build trained, and the "
                         "teacher on the same 4-step sampler as the undistilled baseline)")
@@ -579,6 +582,23 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tasks", default="t2v,depth,pose,flow,scribble,inpaint,outpaint", help="comma-separated tasks")
     r.add_argument("--out", default=None, help="folder for REPORT.md, report.svg, report.json (default BUILD/report)")
     return p
+
+
+def _cfg_scales(text: str | None) -> list[float]:
+    """``--cfg``: one scale or a comma list, each a number > 0; None gives stage 2's ``guidance.cfg_scale``."""
+    if text is None:
+        with open(Path(__file__).resolve().parent.parent / "configs" / "toy_stage2.yaml", encoding="utf-8") as f:
+            return [float(yaml.safe_load(f)["guidance"]["cfg_scale"])]
+    scales = []
+    for item in text.split(","):
+        try:
+            scale = float(item)
+        except ValueError:
+            scale = float("nan")
+        if not scale > 0 or math.isinf(scale) or scale in scales:
+            raise VDOTInputError("--cfg", f"{text!r} is not a list of distinct numbers > 0", "e.g. --cfg 3 or --cfg 1,3")
+        scales.append(scale)
+    return scales
 
 
 def toy_main(argv: list[str] | None = None) -> int:
@@ -624,7 +644,10 @@ def _run(args) -> int:
         run_install(Path(args.build), Path(args.dest) if args.dest else None, args.overwrite)
     elif args.command == "report":
         build = Path(args.build)
-        models = {"teacher": {"path": build / "teacher" / TEACHER_VACE, "steps": args.teacher_steps}}
+        scales = _cfg_scales(args.cfg)  # checked before anything loads
+        models = {"teacher": {"path": build / "teacher" / TEACHER_VACE, "steps": args.teacher_steps, "cfg": scales[0]}}
+        for scale in scales[1:]:  # the same teacher at other guidance scales, beside it
+            models[f"teacher CFG {scale:g}"] = {**models["teacher"], "cfg": scale}
         if args.student:
             for item in args.student:
                 name, sep, path = item.partition("=")
@@ -648,9 +671,6 @@ def _run(args) -> int:
         for name, spec in models.items():
             if not Path(spec["path"]).is_file():
                 raise VDOTInputError(name, f"{spec['path']} not found", "run `vdot toy build` first, or pass --student NAME=FILE")
-        if args.cfg is None:
-            with open(Path(__file__).resolve().parent.parent / "configs" / "toy_stage2.yaml", encoding="utf-8") as f:
-                args.cfg = float(yaml.safe_load(f)["guidance"]["cfg_scale"])
         run_report(cfg, build, models, args.clips, args.seeds, [t.strip() for t in args.tasks.split(",") if t.strip()],
-                   Path(args.out) if args.out else build / "report", args.cfg)
+                   Path(args.out) if args.out else build / "report", scales[0])
     return 0

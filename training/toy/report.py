@@ -164,6 +164,13 @@ def contact_sheet(sheet: dict[str, dict], path: Path, scale: int = 1) -> None:
         cv2.imwrite(str(tmp), img[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
+def _other_guidance(report: dict) -> str:
+    """The intro's note on teacher rows sampled at another CFG than the reference teacher's (none: "")."""
+    others = [f"{r['cfg']:g}" for r in report["models"].values()
+              if r["steps"] != 4 and r.get("cfg", report["cfg_scale"]) != report["cfg_scale"]]
+    return f" (and, in the rows so named, at CFG {', '.join(others)})" if others else ""
+
+
 def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = None) -> Path:
     """Write ``report.json``, ``REPORT.md``, ``report.svg`` (and ``samples.png`` from ``sheet``) into ``out_dir``."""
     out = Path(out_dir)
@@ -179,7 +186,8 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
         "",
         f"Held-out toy clips ({report['clips']} per task, tasks {', '.join(report['tasks'])}), "
         f"{report['seeds']} seeds each, {world['num_frames']}×{world['height']}×{world['width']}; the teacher samples "
-        f"with Euler and CFG {report['cfg_scale']}, the students with the 4-step VDOT sampler and no CFG. "
+        f"with Euler and CFG {report['cfg_scale']:g}{_other_guidance(report)}, the students with the 4-step VDOT sampler "
+        "and no CFG. "
         "Metrics: `training/toy/metrics.py` (object IoU and flow EPE over the spatially controlled tasks; "
         "kept-region PSNR over inpaint/outpaint; percentages are relative to the teacher).",
         "",
