@@ -30,7 +30,8 @@ from vdot_nodes.core.errors import VDOTInputError, one_line_parser_class, run_su
 from vdot_nodes.core.tasks import TASKS
 from vdot_nodes.core.validate import check_device
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy_teacher.yaml"
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"  # training/configs: the toy recipe's YAMLs
+DEFAULT_CONFIG = CONFIGS_DIR / "toy_teacher.yaml"
 TEACHER_VACE = "teacher_vace.safetensors"
 TEACHER_T2V = "teacher_t2v"  # diffusers folder (WanTransformer3DModel), stage 1's teacher
 ENCODE_CACHE = "encode_cache"  # VAE encodings of the manifest rows, shared by the teacher and the stage-2 runs
@@ -270,7 +271,7 @@ def _run_stage(out: Path, name: str, run: dict) -> int:
 def stage_run(out: Path, cfg: dict, file: str) -> dict:
     """A training YAML of ``training/configs`` with the build's world, toy VAE / text encoder and manifest."""
     world = _world_config(cfg)
-    with open(Path(__file__).resolve().parent.parent / "configs" / file, encoding="utf-8") as f:
+    with open(CONFIGS_DIR / file, encoding="utf-8") as f:
         run = yaml.safe_load(f)
     run["models"].update({"vae": str(out / "components" / "vae.safetensors"),
                           "text_encoder": str(out / "components" / "text_encoder.safetensors")})
@@ -587,7 +588,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cfg_scales(text: str | None) -> list[float]:
     """``--cfg``: one scale or a comma list, each a number > 0; None gives stage 2's ``guidance.cfg_scale``."""
     if text is None:
-        with open(Path(__file__).resolve().parent.parent / "configs" / "toy_stage2.yaml", encoding="utf-8") as f:
+        with open(CONFIGS_DIR / "toy_stage2.yaml", encoding="utf-8") as f:
             return [float(yaml.safe_load(f)["guidance"]["cfg_scale"])]
     scales = []
     for item in text.split(","):
