@@ -17,9 +17,10 @@ deaf, reversed or shifted video fails).
 ``--captions N`` counts instead, over N held-out captions alone (t2v, no control), the videos with the
 named colour, the named motion and no object at all; with it, ``--steps N`` samples with N Euler steps
 instead of the 4-step preset (a teacher), ``--cfg W`` guides, ``--control-scale S`` scales the VACE hints
-of the t2v context. From captions alone no default has followed them yet: toy12's student draws the named
-colour in 6 of 16, the named motion in 1 and no object in 6 (toy10's 6, 0 and 8; its teacher, 25 steps,
-CFG 3: colour 12, no object 4; README, "Where the captions are lost" and "toy12")."""
+of the t2v context. From captions alone no default has followed them yet: toy12_5400's student (the
+embedded default) draws the named colour in 7 of 16, the named motion in 3 and no object in 6 (toy12's 6, 1
+and 6; toy10's 6, 0 and 8; its teacher, 25 steps, CFG 3: colour 12, no object 4; training/toy/HISTORY.md,
+"Where the captions are lost" and "toy12")."""
 
 from __future__ import annotations
 

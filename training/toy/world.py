@@ -75,7 +75,7 @@ class WorldConfig:
     # strokes 4 px wide instead of 2, every object moving 2 px a frame per axis it moves on (8 px over a clip,
     # where a 1-px speed moved 4). It does not help the 2× toy VAE: one trained on that world reconstructs it
     # at 23.9 dB (48 held-out clips), the cell-1 one at 24.2, and the error stays at object edges (80 % of it).
-    # The recipe keeps 1 (README, "toy9").
+    # The recipe keeps 1 (training/toy/HISTORY.md, "toy9").
     cell: int = 1
 
     def check(self) -> None:
