@@ -151,6 +151,10 @@ def loader_must_not_run(monkeypatch):
 BAD_BEFORE_LOAD = [
     (["--shift", "nan"], "--shift: is nan"),
     (["--cfg", "inf"], "--cfg: is inf"),
+    (["--cfg", "3", "--cfg-start", "0.3", "--cfg-end", "0.4"],
+     "--cfg-start: the guidance interval 0.3..0.4 holds none of the 4 steps (they sit at 0.00, 0.25, 0.50, 0.75)"),
+    (["--cfg-start", "0.5", "--cfg-end", "0.2"], "--cfg-end: 0.2 is not after --cfg-start 0.5"),
+    (["--cfg-end", "nan"], "--cfg-end: nan is not a number in [0, 1]"),
     (["--control-scale", "nan"], "--control-scale: is nan"),
     (["--fps", "nan"], "--fps: is nan"),
     (["--fps", "0"], "--fps: is 0.0, outside"),

@@ -162,6 +162,25 @@ def test_conditioning_to_embeds_samples_and_checks_width(parts, comfy_root):
         sample(parts, vcu, embeds=converted, cfg=3.0)
 
 
+def test_sampler_guidance_interval_is_the_pipelines(parts, comfy_root):
+    """cfg_start/cfg_end reach the sampler: the node's video is the pipeline's with the same interval, and
+    an interval without a step is refused naming the socket."""
+    from vdot_nodes.core.pipeline import VDOTPipeline
+
+    model, vae, _, embeds = parts
+    (vcu,) = call("VDOTVCUText2Video", width=W, height=H, num_frames=F)
+    frames = sample(parts, vcu, preset="teacher_euler", steps=4, cfg=3.0, cfg_start=0.0, cfg_end=0.3)
+    pipe = VDOTPipeline(model.module, vae.module, device="cpu")
+    from vdot_nodes.core.sampling import get_preset
+
+    euler = get_preset("teacher_euler", steps=4)
+    kw = dict(seed=1, preset=euler, cfg=3.0, prompt_embeds=embeds.positive, negative_embeds=embeds.negative)
+    assert torch.allclose(frames, pipe.generate(vcu, cfg_end=0.3, **kw)[0], atol=1e-5)
+    assert not torch.allclose(frames, pipe.generate(vcu, **kw)[0], atol=1e-3)
+    with pytest.raises(VDOTInputError, match="cfg_start: the guidance interval 0.3..0.4 holds none of the 4 steps"):
+        sample(parts, vcu, preset="teacher_euler", steps=4, cfg=3.0, cfg_start=0.3, cfg_end=0.4)
+
+
 def test_every_vcu_node_feeds_the_sampler(parts, comfy_root):
     gen = torch.Generator().manual_seed(0)
     video = torch.rand(F, H, W, 3, generator=gen)
@@ -442,6 +461,8 @@ def test_flow_unipc_sampler_walks_the_official_trajectory_through_comfys_interfa
     ("seed", -1, "seed"), ("seed", 2**64, "seed"), ("steps", 2.5, "steps: must be a whole number"),
     ("denoise", 0.0, "denoise"), ("shift", "5", "shift: must be a number"),
     ("steps", 101, "steps: is 101, outside"), ("preset", "fast", "unknown sampler preset 'fast'"),
+    ("cfg_end", -0.5, r"cfg_end: -0.5 is not a number in \[0, 1\]"),
+    ("cfg_start", 1.0, "cfg_end: 1 is not after cfg_start 1"),
 ])
 def test_sampler_refuses_api_workflow_values_before_sampling(comfy_root, monkeypatch, widget, value, needle):
     """An API-format workflow bypasses the widgets' bounds; the node checks before it builds a pipeline."""

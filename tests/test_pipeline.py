@@ -165,6 +165,29 @@ def test_teacher_with_cfg_costs_two_calls_per_step(pipe):
     assert counter.count == 10
 
 
+def test_guidance_interval_guides_only_its_steps(pipe):
+    """cfg_end 0.5 on 5 Euler steps (percents 0, .2, .4, .6, .8) guides the first three: 5 + 3 calls; the
+    video differs from both full guidance and none; an interval without a step is refused before any call."""
+    from vdot_nodes.core.errors import VDOTInputError
+    from vdot_nodes.core.sampling import get_preset
+
+    euler = get_preset("teacher_euler", steps=5)
+    counter = CallCounter(pipe.transformer)
+    try:
+        half = pipe.generate(masked_vcu(), preset=euler, cfg=4.0, cfg_end=0.5, return_latents=True)
+        assert counter.count == 8
+        with pytest.raises(VDOTInputError, match="holds none of the 5 steps"):
+            pipe.generate(masked_vcu(), preset=euler, cfg=4.0, cfg_start=0.85, return_latents=True)
+        assert counter.count == 8
+    finally:
+        counter.handle.remove()
+    full = pipe.generate(masked_vcu(), preset=euler, cfg=4.0, return_latents=True)
+    off = pipe.generate(masked_vcu(), preset=euler, cfg=1.0, return_latents=True)
+    everywhere = pipe.generate(masked_vcu(), preset=euler, cfg=4.0, cfg_start=0.0, cfg_end=1.0, return_latents=True)
+    assert torch.equal(everywhere, full)
+    assert (half - full).abs().max() > 1e-4 and (half - off).abs().max() > 1e-4
+
+
 def test_interrupt_between_steps(pipe):
     calls = []
     with pytest.raises(VDOTCancelled):

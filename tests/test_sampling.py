@@ -17,8 +17,11 @@ from vdot_nodes.core.sampling import (
     SAMPLER_PRESETS,
     SamplerPreset,
     SeededNoise,
+    cfg_timestep_range,
     cfg_velocity,
+    check_cfg_interval,
     few_step_sigmas,
+    guided_steps,
     get_preset,
     preset_schedule,
     preset_sigmas,
@@ -284,6 +287,71 @@ def test_cfg_off_by_default_costs_one_call_per_step_and_on_costs_two():
     assert torch.allclose(guided(x, t), 3.0 * linear_velocity(x, t))
     sample(guided, SeededNoise([0]), SHAPE, "teacher_unipc")
     assert (len(cond.calls), len(uncond.calls)) == (51, 51)  # 1 direct call + 50 steps each
+
+
+def test_guidance_interval_maps_comfyui_percents_through_the_shift():
+    """cfg_start/cfg_end are ComfyUI's start/end percent: σ(p) = shift(1 − p), compared with the timestep."""
+    assert cfg_timestep_range(0.0, 1.0, 16.0) is None  # every step: plain CFG, nothing to compare
+    lo, hi = cfg_timestep_range(0.0, 0.8, 5.0)
+    assert hi == 1000.0 and lo == pytest.approx(1000 * 5 * 0.2 / (1 + 4 * 0.2))  # 555.56
+    lo, hi = cfg_timestep_range(0.25, 1.0, 16.0)
+    assert lo == 0.0 and hi == pytest.approx(1000 * 16 * 0.75 / (1 + 15 * 0.75))
+    # vdot (t 999/979/941/841 at percents ≈ 0, .25, .5, .75): the first half guides the first two steps
+    # (941 is truncated from σ 0.94107, below shift(0.5) = 0.94118: percent 0.5005 is past 0.5).
+    vdot = SAMPLER_PRESETS["vdot"]
+    assert [guided_steps(vdot, 0.0, end) for end in (1.0, 0.75, 0.5, 0.26, 0.25, 0.01)] == [4, 3, 2, 2, 1, 1]
+    assert guided_steps(vdot, 0.5, 1.0) == 2
+    # Steps are placed by σ, not by the truncated timestep: t 999 (σ 0.99994, percent 0.001) is inside
+    # cfg_end 0.01 although 999 < 1000·σ(0.01) = 999.4; the range given to the sampler is its own t.
+    assert cfg_timestep_range(0.0, 0.01, 16.0, preset_schedule(vdot)) == (999.0, 999.0)
+    assert cfg_timestep_range(0.3, 0.4, 16.0, preset_schedule(vdot)) == (math.inf, -math.inf)  # no step
+    # the Euler teacher (50 uniform steps, shift 5): cfg_end 5/6 stops at σ 0.5, the t ≥ 500 interval
+    # measured on the toy teacher (42 of 50 steps guided, 92 model calls).
+    euler = SAMPLER_PRESETS["teacher_euler"]
+    assert guided_steps(euler, 0.0, 5 / 6) == 42 and guided_steps(euler, 0.0, 0.8) == 41
+    assert guided_steps(euler) == 50
+
+
+def test_guidance_interval_runs_the_unconditional_model_only_inside_it():
+    cond, uncond = Recorder(linear_velocity), Recorder(lambda x, t: torch.zeros_like(x))
+    euler = get_preset("teacher_euler", steps=10)
+    timestep_range = cfg_timestep_range(0.0, 0.55, euler.shift, preset_schedule(euler))
+    out = sample(cfg_velocity(cond, uncond, 3.0, timestep_range), SeededNoise([0]), SHAPE, euler)
+    assert (len(cond.calls), len(uncond.calls)) == (10, guided_steps(euler, 0.0, 0.55)) == (10, 6)
+    assert all(float(t[0]) >= timestep_range[0] for _, t in uncond.calls)
+    # the same walk by hand: guided velocity (3·v with a zero unconditional) on the first six steps only
+    sched = preset_schedule(euler)
+    x = start_noise(0)
+    for k, t in enumerate(sched.timesteps):
+        v = linear_velocity(x, torch.tensor([t], dtype=torch.float32))
+        x = x + (sched.sigmas[k + 1] - sched.sigmas[k]) * (3.0 * v if k < 6 else v)
+    assert torch.allclose(out, x, atol=1e-5)
+    full = sample(cfg_velocity(Recorder(linear_velocity), uncond, 3.0), SeededNoise([0]), SHAPE, euler)
+    assert not torch.allclose(out, full, atol=1e-3)
+
+
+def test_guidance_interval_guides_each_sample_of_a_batch_by_its_own_timestep():
+    """Training evaluates a batch at different timesteps: only the samples inside are guided."""
+    uncond = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    guided = cfg_velocity(linear_velocity, uncond, 2.0, (500.0, 1000.0))
+    x, t = torch.randn(3, *SHAPE), torch.tensor([900.0, 200.0, 500.0])
+    expected = linear_velocity(x, t) * torch.tensor([2.0, 1.0, 2.0]).view(-1, 1, 1, 1, 1)
+    assert torch.allclose(guided(x, t), expected)
+
+
+def test_guidance_interval_errors_are_clear():
+    vdot = SAMPLER_PRESETS["vdot"]
+    with pytest.raises(VDOTInputError, match=r"cfg_end: 0.3 is not after cfg_start 0.5"):
+        check_cfg_interval(vdot, 3.0, 0.5, 0.3)
+    for bad in (math.nan, -0.1, 1.5, "0.5", True):
+        with pytest.raises(VDOTInputError, match=r"cfg_start: .* is not a number in \[0, 1\]"):
+            check_cfg_interval(vdot, 3.0, bad, 1.0)
+    # guidance asked for but on no step: refused, naming where the steps are
+    with pytest.raises(VDOTInputError, match=r"cfg_start: the guidance interval 0.3..0.4 holds none of the 4 steps "
+                                             r"\(they sit at 0.00, 0.25, 0.50, 0.75\)"):
+        check_cfg_interval(vdot, 3.0, 0.3, 0.4)
+    assert check_cfg_interval(vdot, 1.0, 0.3, 0.4) == 0  # cfg 1 guides nothing anyway
+    assert check_cfg_interval(vdot, 3.0, 0.0, 0.3) == 2
 
 
 def test_euler_teacher_matches_closed_form_on_a_linear_ode():

@@ -119,6 +119,24 @@ def test_flow_epe_is_small_on_truth_and_large_on_a_frozen_video():
     assert metrics.flow_epe(frozen, clip) == pytest.approx(speed, rel=0.3)
 
 
+def test_lost_object_flags_a_frame_without_its_object_and_never_a_real_clip():
+    world = WorldConfig(height=64, width=64, num_frames=5)
+    clips = [make_clip(s, world) for s in range(60)]
+    assert not any(metrics.lost_object(torch.from_numpy(c.frames)) for c in clips)  # real clips keep their objects
+    clip = clips[0]
+    video = torch.from_numpy(clip.frames).clone()
+    background = torch.from_numpy(clip.frames[0][clip.ids[0] == 0]).float().mean(0)
+    gone = video.clone()
+    gone[-1][torch.from_numpy(clip.ids[-1] > 0)] = background  # the object vanishes in the last frame only
+    assert metrics.lost_object(gone)
+    few = video.clone()  # a stray saturated blot of 10 px (under 0.5 % of 64×64) is not an object either
+    few[2] = background
+    few[2, :2, :5] = torch.tensor([1.0, 0.0, 0.0])
+    assert metrics.lost_object(few)
+    few[2, :5, :5] = torch.tensor([1.0, 0.0, 0.0])  # 25 px is
+    assert not metrics.lost_object(few)
+
+
 def test_kept_psnr_and_diversity_known_answers():
     src = torch.rand(5, 16, 16, 3, generator=torch.Generator().manual_seed(0))
     masks = torch.zeros(5, 16, 16)
@@ -200,6 +218,10 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
     assert unguided["transformer_evals"] == 2 and unguided["kept_psnr"] != teacher["kept_psnr"]
     assert "CFG 2 (and, in the rows so named, at CFG 1)" in (build / "report" / "REPORT.md").read_text()
     assert set(student["tasks"]) == {"t2v", "inpaint"} and 0 <= student["object_iou"] <= 1
+    assert 0 <= student["no_object"] <= 1 and set(student["tasks"]["t2v"]) >= {"no_object"}
+    assert 0 <= report["vae_round_trip"]["no_object"] <= 1  # an untrained VAE here: any share
+    assert "| videos without an object ↓ |" in (build / "report" / "REPORT.md").read_text()
+    assert "Videos without an object per task" in (build / "report" / "REPORT.md").read_text()
     assert np.isfinite([student["fd"], teacher["fd"], student["diversity"], report["fd_real_vs_real"]]).all()
     assert student["diversity"] > 0  # two seeds, two different videos
     assert student["preset"] == "renoise" and teacher["preset"] == "teacher_euler"  # no inference preset in its metadata
@@ -240,6 +262,22 @@ def test_toy_report_cli_end_to_end_on_tiny_models(tmp_path, capsys):
     from training.toy.cli import _cfg_scales
 
     assert _cfg_scales(None) == [3.0] and _cfg_scales("1,3") == [1.0, 3.0]  # default: stage 2's guidance.cfg_scale
+    # A guidance interval on the guided teacher rows: 2 Euler steps (percents 0 and 0.5), cfg_end 0.4 guides
+    # the first only: 3 evals; the unguided row and the students keep theirs.
+    code = toy_main(["--config", str(config), "report", "--build", str(build), "--clips", "1", "--seeds", "1",
+                     "--tasks", "t2v,inpaint", "--teacher-steps", "2", "--cfg", "2,1", "--cfg-end", "0.4",
+                     "--student", f"same={build / 'teacher' / TEACHER_VACE}", "--out", str(tmp_path / "interval")])
+    assert code == 0
+    interval = json.loads((tmp_path / "interval" / "report.json").read_text())
+    models = interval["models"]
+    assert interval["cfg_interval"] == [0.0, 0.4] and (models["teacher"]["cfg_start"], models["teacher"]["cfg_end"]) == (0.0, 0.4)
+    assert [models[m]["transformer_evals"] for m in ("teacher", "teacher CFG 1", "same")] == [3, 2, 4]
+    assert "guided only from 0 to 0.4 of the denoising" in (tmp_path / "interval" / "REPORT.md").read_text()
+    capsys.readouterr()
+    assert toy_main(["report", "--build", str(build), "--teacher-steps", "2", "--cfg", "2", "--cfg-start", "0.6",
+                     "--cfg-end", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "--cfg-start: the guidance interval 0.6..0.9 holds none of the 2 steps" in err and len(err.strip().splitlines()) == 1
 
 
 

@@ -316,7 +316,7 @@ def _vcu(g: Graph, setup: Setup, task: str) -> int:
 
 def _sampler_widgets(setup: Setup) -> dict:
     # steps / shift 0: the preset's own (4 steps; shift 16 for vdot, 5 for renoise)
-    return {"seed": SEED, "preset": setup.preset, "steps": 0, "shift": 0.0, "cfg": 1.0}
+    return {"seed": SEED, "preset": setup.preset, "steps": 0, "shift": 0.0, "cfg": 1.0, "cfg_start": 0.0, "cfg_end": 1.0}
 
 
 def describe(task: str, setup: Setup = TOY) -> Graph:

@@ -79,6 +79,12 @@ def _add_generate_parser(sub) -> None:
     samp.add_argument("--seed", type=int, default=0, help="seed (video i uses seed+i)")
     samp.add_argument("--num-videos", type=int, default=1, help="videos to generate (default 1)")
     samp.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance (default 1 = off; VDOT's guidance is distilled)")
+    samp.add_argument("--cfg-start", type=float, default=0.0,
+                      help="guide (--cfg > 1) only from this part of the denoising on: 0 = pure noise (default), "
+                           "1 = the clean video, as ComfyUI's start percent")
+    samp.add_argument("--cfg-end", type=float, default=1.0,
+                      help="guide only until this part of the denoising (default 1 = to the end); e.g. 0.8 leaves "
+                           "the last, low-noise fifth unguided (a guidance interval). README: Sampling")
     samp.add_argument("--control-scale", type=float, default=1.0, help="strength of the VACE context (default 1.0)")
     model = p.add_argument_group("model (default: the embedded model)")
     model.add_argument("--model", help="VACE transformer: .safetensors file or diffusers folder")
@@ -244,7 +250,8 @@ def build_vcu_from_args(args):
 # `vdot generate` spells them: every error main prints is renamed with this table (run_subcommand).
 CLI_NAMES = {"num_frames": "--frames", "height": "--height", "width": "--width", "height/width": "--height/--width",
              "fps": "--fps", "steps": "--steps", "timesteps": "--timesteps", "shift": "--shift", "seed": "--seed",
-             "num_videos": "--num-videos", "cfg": "--cfg", "control_scale": "--control-scale",
+             "num_videos": "--num-videos", "cfg": "--cfg", "cfg_start": "--cfg-start", "cfg_end": "--cfg-end",
+             "control_scale": "--control-scale",
              "keep_frames": "--keep-frames", "device": "--device", "out": "--out", "prompt": "--prompt",
              "negative_prompt": "--negative-prompt", "control": "--control", "source": "--source", "mask": "--mask",
              "box": "--box", "references": "--ref", "reference": "--ref", "first_frame": "--first-frame",
@@ -264,7 +271,7 @@ CLI_HOW_TO_GIVE = {name: f"pass {usage}" for name, usage in (
 def cmd_generate(args) -> int:
     from .core.components import default_model_description, load_pipeline
     from .core.models import tqdm_load_progress
-    from .core.sampling import get_preset
+    from .core.sampling import check_cfg_interval, get_preset
     from .core.validate import numbered_outputs, validate_generate
     from .core.video_io import write_output
 
@@ -278,6 +285,7 @@ def cmd_generate(args) -> int:
     # The embedded toy student was distilled with the re-noising rollout: it defaults to that preset.
     default = "renoise" if (args.timesteps or is_toy) else DEFAULT_PRESET
     preset = get_preset(args.preset or default, steps=args.steps, shift=args.shift, unshifted_timesteps=args.timesteps)
+    check_cfg_interval(preset, args.cfg, args.cfg_start, args.cfg_end)
     vcu = build_vcu_from_args(args)
     windows = _plan_long_video(args)
     loras = _read_loras(args)
@@ -308,7 +316,8 @@ def cmd_generate(args) -> int:
     from .core.progress import TqdmProgress
 
     with TqdmProgress(preset.steps * len(windows), desc) as progress:  # VAE chunks show as its postfix
-        common = dict(preset=preset, cfg=args.cfg, control_scale=args.control_scale, progress=progress)
+        common = dict(preset=preset, cfg=args.cfg, cfg_start=args.cfg_start, cfg_end=args.cfg_end,
+                      control_scale=args.control_scale, progress=progress)
         if len(windows) > 1:
             from .core.long_video import generate_long_video
 

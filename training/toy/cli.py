@@ -374,6 +374,7 @@ def _measure_row(per_task: dict, sample: dict, clip, vcu, videos) -> None:
     m.setdefault("object_iou", []).append(np.mean([metrics.object_iou(v, clip, objects) for v in videos]))
     m.setdefault("colour_iou", []).append(np.mean([metrics.colour_bound_iou(v, clip, objects) for v in videos]))
     m.setdefault("flow_epe", []).append(np.mean([metrics.flow_epe(v, clip) for v in videos]))
+    m.setdefault("no_object", []).append(np.mean([metrics.lost_object(v) for v in videos]))
     if sample["task"] in ("inpaint", "outpaint"):
         m.setdefault("kept_psnr", []).append(np.mean([metrics.kept_psnr(v, sample["video"], vcu.masks) for v in videos]))
     if len(videos) > 1:
@@ -394,14 +395,16 @@ def _summarise(per_task: dict) -> dict:
     spatial = [t for t in task_means if t in SPATIAL_TASKS]
     return {"object_iou": over("object_iou", spatial), "colour_iou": over("colour_iou", spatial),
             "flow_epe": over("flow_epe", spatial),
-            "kept_psnr": over("kept_psnr", ["inpaint", "outpaint"]), "diversity": over("diversity", list(task_means)),
+            "kept_psnr": over("kept_psnr", ["inpaint", "outpaint"]), "no_object": over("no_object", list(task_means)),
+            "diversity": over("diversity", list(task_means)),
             "diversity_t2v": over("diversity", ["t2v"]), "tasks": task_means}
 
 
 def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seeds: int, tasks: list[str],
-               out_dir: Path | None, cfg_scale: float) -> dict:
+               out_dir: Path | None, cfg_scale: float, cfg_interval: tuple[float, float] = (0.0, 1.0)) -> dict:
     """Generate every held-out row with every model (``seeds`` seeds each) and measure it against truth
-    (``training.toy.metrics``); write ``report.json``, ``REPORT.md`` (table) and ``report.svg`` (plot)."""
+    (``training.toy.metrics``); write ``report.json``, ``REPORT.md`` (table) and ``report.svg`` (plot).
+    ``cfg_interval``: the guided teacher rows' ``(cfg_start, cfg_end)`` (the sampler's guidance interval)."""
     import dataclasses
 
     import numpy as np
@@ -409,7 +412,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
 
     from training.data.manifest import ManifestDataset, sample_to_vcu
     from vdot_nodes.core.models import load_transformer
-    from vdot_nodes.core.sampling import get_preset
+    from vdot_nodes.core.sampling import get_preset, guided_steps
 
     from . import metrics
     from .dataset import task_applies, write_toy_dataset
@@ -435,14 +438,17 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
         pipe = _toy_pipeline(load_transformer(spec["path"], precision="fp32", input_name=name), parts)
         teacher = spec["steps"] != 4
         guidance = spec.get("cfg", cfg_scale) if teacher else 1.0  # the 4-step rows sample without CFG
+        # The toy student was distilled with the re-noising sampler; the teacher runs plain Euler.
+        preset = get_preset("teacher_euler", steps=spec["steps"]) if teacher else get_preset(spec.get("preset", "renoise"))
+        cfg_start, cfg_end = cfg_interval if guidance != 1 else (0.0, 1.0)
+        evals = preset.steps + (guided_steps(preset, cfg_start, cfg_end) if guidance != 1 else 0)
         per_task: dict[str, dict[str, list]] = {}
         features, seconds = [], []
         with _bar(len(rows), f"report {name}") as bar:
             for i, sample, clip, vcu in rows:
                 start = time.perf_counter()
-                # The toy student was distilled with the re-noising sampler; the teacher runs plain Euler.
-                preset = get_preset("teacher_euler", steps=spec["steps"]) if teacher else spec.get("preset", "renoise")
-                videos = pipe.generate(vcu, seed=1000 * i, num_videos=seeds, preset=preset, cfg=guidance)
+                videos = pipe.generate(vcu, seed=1000 * i, num_videos=seeds, preset=preset, cfg=guidance,
+                                       cfg_start=cfg_start, cfg_end=cfg_end)
                 seconds.append((time.perf_counter() - start) / seeds)
                 features.append(metrics.video_features(list(videos)))
                 if sample["meta"].get("clip") == 0:  # contact sheet: first held-out clip, seed 0, per task
@@ -450,8 +456,8 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
                 _measure_row(per_task, sample, clip, vcu, videos)
                 bar.update(1)
         results[name] = {
-            "steps": spec["steps"], "preset": "teacher_euler" if teacher else spec.get("preset", "renoise"),
-            "cfg": guidance, "transformer_evals": spec["steps"] * (2 if guidance != 1 else 1),
+            "steps": spec["steps"], "preset": preset.name, "cfg": guidance, "cfg_start": cfg_start, "cfg_end": cfg_end,
+            "transformer_evals": evals,
             "seconds_per_video": float(np.mean(seconds)), "features": np.concatenate(features),
             **_summarise(per_task), **spec.get("extra", {}),
         }
@@ -477,7 +483,7 @@ def run_report(cfg: dict, build: Path, models: dict[str, dict], clips: int, seed
     # 10× the real-vs-real floor), so this, not that floor, is the scale to read FD against; --clips shrinks it.
     truth = metrics.video_features([sample["video"] for _, sample, _, _ in rows])
     report = {"world": dataclasses.asdict(world), "clips": clips, "rows": len(rows), "seeds": seeds, "tasks": tasks,
-              "cfg_scale": cfg_scale, "fd_real_vs_real": floor,
+              "cfg_scale": cfg_scale, "cfg_interval": list(cfg_interval), "fd_real_vs_real": floor,
               "fd_truth_rows": metrics.frechet_distance(truth / scale, real / scale),
               "vae_round_trip": ceiling, "models": results}
     for name, r in results.items():
@@ -573,6 +579,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cfg", default=None,
                    help="teacher CFG scale, or a comma list (e.g. 1,3): the first is the teacher the percentages "
                         "compare with, each other adds a row 'teacher CFG W' (default: guidance.cfg_scale of toy_stage2.yaml)")
+    r.add_argument("--cfg-start", type=float, default=0.0,
+                   help="guide the teacher rows with CFG above 1 only from this part of the denoising on (0 = pure "
+                        "noise, default; as `vdot generate --cfg-start`)")
+    r.add_argument("--cfg-end", type=float, default=1.0,
+                   help="… and only until this part (default 1 = to the end; e.g. 0.83 leaves the teacher's last "
+                        "8 of 50 steps unguided); the evals column counts the guided steps' second calls")
     r.add_argument("--student", action="append", default=[], metavar="NAME=FILE",
                    help="a 4-step student to include (repeatable; default: every variant the build trained, and the "
                         "teacher on the same 4-step sampler as the undistilled baseline)")
@@ -605,7 +617,8 @@ def _cfg_scales(text: str | None) -> list[float]:
 def toy_main(argv: list[str] | None = None) -> int:
     """Run a ``vdot toy`` subcommand; returns 0 ok, 2 bad input, 130 interrupted, else the failed stage's status."""
     return run_subcommand("vdot toy", _parser(), argv, _run, "interrupted; run the same command again to continue",
-                          names={"overwrite": "--overwrite"})
+                          names={"overwrite": "--overwrite", "cfg_start": "--cfg-start", "cfg_end": "--cfg-end",
+                                 "cfg": "--cfg"})
 
 
 def _run(args) -> int:
@@ -645,7 +658,13 @@ def _run(args) -> int:
         run_install(Path(args.build), Path(args.dest) if args.dest else None, args.overwrite)
     elif args.command == "report":
         build = Path(args.build)
+        from vdot_nodes.core.sampling import check_cfg_interval, get_preset
+
         scales = _cfg_scales(args.cfg)  # checked before anything loads
+        for scale in scales:
+            if scale != 1:
+                check_cfg_interval(get_preset("teacher_euler", steps=args.teacher_steps), scale, args.cfg_start,
+                                   args.cfg_end)
         models = {"teacher": {"path": build / "teacher" / TEACHER_VACE, "steps": args.teacher_steps, "cfg": scales[0]}}
         for scale in scales[1:]:  # the same teacher at other guidance scales, beside it
             models[f"teacher CFG {scale:g}"] = {**models["teacher"], "cfg": scale}
@@ -673,5 +692,5 @@ def _run(args) -> int:
             if not Path(spec["path"]).is_file():
                 raise VDOTInputError(name, f"{spec['path']} not found", "run `vdot toy build` first, or pass --student NAME=FILE")
         run_report(cfg, build, models, args.clips, args.seeds, [t.strip() for t in args.tasks.split(",") if t.strip()],
-                   Path(args.out) if args.out else build / "report", scales[0])
+                   Path(args.out) if args.out else build / "report", scales[0], (args.cfg_start, args.cfg_end))
     return 0

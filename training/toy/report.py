@@ -21,6 +21,7 @@ METRICS = (
     ("colour_iou", "colour-bound IoU ↑", "higher"),
     ("flow_epe", "flow EPE (px) ↓", "lower"),
     ("kept_psnr", "kept-region PSNR (dB) ↑", "higher"),
+    ("no_object", "videos without an object ↓", "lower"),
     ("diversity", "seed diversity", "neither"),
 )
 
@@ -168,7 +169,10 @@ def _other_guidance(report: dict) -> str:
     """The intro's note on teacher rows sampled at another CFG than the reference teacher's (none: "")."""
     others = [f"{r['cfg']:g}" for r in report["models"].values()
               if r["steps"] != 4 and r.get("cfg", report["cfg_scale"]) != report["cfg_scale"]]
-    return f" (and, in the rows so named, at CFG {', '.join(others)})" if others else ""
+    start, end = report.get("cfg_interval", (0.0, 1.0))
+    interval = (f", guided only from {start:g} to {end:g} of the denoising (a guidance interval; the later steps "
+                "run the conditional model alone)") if (start, end) != (0.0, 1.0) else ""
+    return (f" (and, in the rows so named, at CFG {', '.join(others)})" if others else "") + interval
 
 
 def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = None) -> Path:
@@ -189,7 +193,8 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
         f"with Euler and CFG {report['cfg_scale']:g}{_other_guidance(report)}, the students with the 4-step VDOT sampler "
         "and no CFG. "
         "Metrics: `training/toy/metrics.py` (object IoU and flow EPE over the spatially controlled tasks; "
-        "kept-region PSNR over inpaint/outpaint; percentages are relative to the teacher).",
+        "kept-region PSNR over inpaint/outpaint; videos without an object: mean over the tasks; percentages are "
+        "relative to the teacher).",
         "",
         markdown_table(report),
         "",
@@ -202,6 +207,10 @@ def write_report(report: dict, out_dir: str | os.PathLike, sheet: dict | None = 
         *(["Colour-bound IoU per task (each object's pixels in its own colour, mean over the objects; object IoU "
            "counts any object colour):", "", task_table(report, "colour_iou"), ""]
           if any("colour_iou" in m for r in report["models"].values() for m in r["tasks"].values()) else []),
+        *(["Videos without an object per task (the share with a frame that holds almost no object pixel; every "
+           "real clip's frames hold some, and each such video weighs heavily on the Fréchet distance):", "",
+           task_table(report, "no_object"), ""]
+          if any("no_object" in m for r in report["models"].values() for m in r["tasks"].values()) else []),
         "![toy report](report.svg)",
         "",
     ]

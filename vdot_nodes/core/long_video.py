@@ -40,6 +40,7 @@ import torch
 
 from .errors import VDOTInputError, input_ref
 from .progress import CancelFn, Progress, ProgressFn, as_progress
+from .sampling import DEFAULT_PRESET, check_cfg_interval, get_preset
 from .vcu import VCU, check_frame_count, validate_vcu
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,9 @@ def generate_long_video(
         if name in sampler_kwargs:
             raise VDOTInputError(name, "is not supported for a long video", "generate one video at full denoise")
     validate_vcu(vcu)
+    preset = sampler_kwargs.get("preset", DEFAULT_PRESET)
+    check_cfg_interval(get_preset(preset) if isinstance(preset, str) else preset, cfg,
+                       sampler_kwargs.get("cfg_start", 0.0), sampler_kwargs.get("cfg_end", 1.0))
     plan = plan_windows(vcu.num_frames, window, overlap)
     # The prompt is the same for every window: encode it once.
     if prompt_embeds is None:

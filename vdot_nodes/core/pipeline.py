@@ -33,7 +33,18 @@ import torch
 from .errors import VDOTInputError, input_ref
 from .placement import compute_device, free_memory, on_device
 from .progress import CancelFn, Progress, ProgressFn, as_progress
-from .sampling import DEFAULT_PRESET, SamplerPreset, SeededNoise, VelocityFn, cfg_velocity, get_preset, sample
+from .sampling import (
+    DEFAULT_PRESET,
+    SamplerPreset,
+    SeededNoise,
+    VelocityFn,
+    cfg_timestep_range,
+    cfg_velocity,
+    check_cfg_interval,
+    get_preset,
+    preset_schedule,
+    sample,
+)
 from .text_encoding import MAX_TEXT_TOKENS, PromptEncoder, check_prompt_embeds, clean_prompt  # noqa: F401
 from .vace_context import EncodedVCU, check_vae_fits_transformer, encode_vcu, unshuffle_mask
 from .vae_codec import VAE_SPATIAL, VAE_TEMPORAL, VAECodec  # noqa: F401
@@ -211,10 +222,12 @@ class VDOTPipeline:
     def sample_latents(self, encoded: EncodedVCU, prompt_embeds: torch.Tensor,
                        negative_embeds: torch.Tensor | None, noise: SeededNoise, preset: SamplerPreset, *,
                        cfg: float = 1.0, control_scale: float = 1.0, init_latents: torch.Tensor | None = None,
-                       denoise: float = 1.0, progress: Progress | None = None) -> torch.Tensor:
+                       denoise: float = 1.0, progress: Progress | None = None, cfg_start: float = 0.0,
+                       cfg_end: float = 1.0) -> torch.Tensor:
         """The sampler on the transformer: latents ``[B, 16, f, h, w]`` without the reference frames, float32
         on the CPU; NaN/inf is an error. ``progress`` previews each step's
-        :class:`~vdot_nodes.core.progress.SamplerStep` without the reference frames."""
+        :class:`~vdot_nodes.core.progress.SamplerStep` without the reference frames. ``cfg_start`` /
+        ``cfg_end``: the guidance interval (:func:`~vdot_nodes.core.sampling.cfg_timestep_range`)."""
         refs = encoded.num_reference_frames
         if refs:
             progress = as_progress(progress).previews_through(
@@ -222,7 +235,8 @@ class VDOTPipeline:
         with self._transformer_on_device():
             cond = self.velocity_fn(prompt_embeds, encoded.control, control_scale)
             uncond = self.velocity_fn(negative_embeds, encoded.control, control_scale) if cfg != 1.0 else None
-            velocity = cfg_velocity(cond, uncond, cfg)
+            guided = cfg_timestep_range(cfg_start, cfg_end, preset.shift, preset_schedule(preset, denoise))
+            velocity = cfg_velocity(cond, uncond, cfg, guided)
             with torch.no_grad():
                 latents = sample(
                     velocity, noise, encoded.latent_shape, preset, init_latents=init_latents, denoise=denoise,
@@ -247,6 +261,8 @@ class VDOTPipeline:
         num_videos: int = 1,
         preset: SamplerPreset | str = DEFAULT_PRESET,
         cfg: float = 1.0,
+        cfg_start: float = 0.0,
+        cfg_end: float = 1.0,
         control_scale: float = 1.0,
         denoise: float = 1.0,
         init_frames: torch.Tensor | None = None,
@@ -262,7 +278,9 @@ class VDOTPipeline:
         ``preset``: a row of :data:`~vdot_nodes.core.sampling.SAMPLER_PRESETS` (by name) or a preset from
         :func:`~vdot_nodes.core.sampling.get_preset` with steps/shift overrides; default ``"vdot"``, the
         official 4-step sampler. ``cfg`` > 1 runs the negative prompt too (VDOT's guidance is distilled, so
-        1 is its default). Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
+        1 is its default); ``cfg_start`` / ``cfg_end`` (0 and 1: every step) guide only that part of the
+        denoising, as ComfyUI's start/end percent (:func:`~vdot_nodes.core.sampling.cfg_timestep_range`),
+        and an interval without a step is refused before anything loads. Returns frames ``[num_videos, F, H, W, 3]`` in 0..1.
         ``progress``: a :class:`~vdot_nodes.core.progress.Progress` (or the callback ``progress(done, total)``)
         counting sampler steps; it is asked to cancel between steps, phases and VAE chunks, and VAE chunks
         show as its notes. ``vae_progress``: a Progress of its own for VAE chunks (one update per chunk), or
@@ -271,6 +289,7 @@ class VDOTPipeline:
         """
         if isinstance(preset, str):
             preset = get_preset(preset)
+        check_cfg_interval(preset, cfg, cfg_start, cfg_end, denoise)
         prompt_embeds, negative_embeds = self.prepare_prompt_embeds(vcu, cfg, prompt_embeds, negative_embeds)
         self._release_lazy("text_encoder")  # before the transformer loads: one large component at a time
         progress = as_progress(progress, cancel)
@@ -289,7 +308,7 @@ class VDOTPipeline:
             init_latents = self.prepare_init_latents(init_frames, denoise, encoded)
         latents = self.sample_latents(encoded, prompt_embeds, negative_embeds, noise, preset, cfg=cfg,
                                       control_scale=control_scale, init_latents=init_latents, denoise=denoise,
-                                      progress=progress)
+                                      progress=progress, cfg_start=cfg_start, cfg_end=cfg_end)
         if return_latents:
             return latents
         progress.check_cancel()

@@ -279,17 +279,96 @@ class SeededNoise:
         return torch.stack(noise).to(device)
 
 
-def cfg_velocity(cond_fn: VelocityFn, uncond_fn: VelocityFn | None, guidance_scale: float) -> VelocityFn:
-    """Classifier-free guidance ``v = v_u + w·(v_c − v_u)``; with w = 1 only the conditional model runs."""
+def _percent_sigmas(cfg_start: float, cfg_end: float, shift: float) -> tuple[float, float]:
+    """The noise levels ``(σ(cfg_end), σ(cfg_start))`` of ComfyUI percents: σ(p) = shift(1 − p)."""
+    return float(shift_sigma(1.0 - cfg_end, shift)), float(shift_sigma(1.0 - cfg_start, shift))
+
+
+def _guided(sched: Schedule, cfg_start: float, cfg_end: float, shift: float) -> list[bool]:
+    """Per step: does its input noise level lie in the interval (by σ, so truncated timesteps do not move it)."""
+    lo, hi = _percent_sigmas(cfg_start, cfg_end, shift)
+    return [lo <= sigma <= hi for sigma in sched.sigmas[: sched.steps]]
+
+
+def cfg_timestep_range(cfg_start: float, cfg_end: float, shift: float,
+                       schedule: Schedule | None = None) -> tuple[float, float] | None:
+    """The model timesteps ``[lo, hi]`` that classifier-free guidance covers, or None for every step.
+
+    ``cfg_start`` / ``cfg_end`` are ComfyUI's start/end percent of the denoising process (0 = pure noise,
+    1 = the clean video), mapped to a noise level through the sampler's shift as ComfyUI maps them for
+    flow models: σ(p) = shift(1 − p). On Wan's grids the percent of step k of n is about k/n, so the
+    bounds read as fractions of the steps, but they name noise levels and so mean the same for any
+    step count. Guidance only where the noise is high (``cfg_end`` < 1) is the "guidance interval" of
+    Kynkäänniemi et al. (2024): the late, unguided steps keep what guidance oversaturates.
+
+    With a ``schedule`` each step is placed by its σ and the range is the fed timesteps of the steps
+    inside (Wan truncates t = ⌊1000σ⌋, so at shift 16 t 999 stands for every percent below 0.016);
+    without one (training's continuous timesteps) the range is ``1000·σ(p)``.
+    """
+    if cfg_start <= 0.0 and cfg_end >= 1.0:
+        return None
+    if schedule is None:
+        lo, hi = _percent_sigmas(cfg_start, cfg_end, shift)
+        return NUM_TRAIN_TIMESTEPS * lo, NUM_TRAIN_TIMESTEPS * hi
+    inside = [float(np.float32(t)) for t, g in zip(schedule.timesteps, _guided(schedule, cfg_start, cfg_end, shift)) if g]
+    return (min(inside), max(inside)) if inside else (math.inf, -math.inf)  # the steps' contiguous run, or none
+
+
+def _in_range(timestep: torch.Tensor, timestep_range: tuple[float, float]) -> torch.Tensor:
+    lo, hi = timestep_range
+    return (timestep >= lo) & (timestep <= hi)
+
+
+def guided_steps(preset: SamplerPreset, cfg_start: float = 0.0, cfg_end: float = 1.0, denoise: float = 1.0) -> int:
+    """How many of the preset's steps classifier-free guidance covers (each costs a second model call)."""
+    return sum(_guided(preset_schedule(preset, denoise), cfg_start, cfg_end, preset.shift))
+
+
+def check_cfg_interval(preset: SamplerPreset, cfg: float, cfg_start: float = 0.0, cfg_end: float = 1.0,
+                       denoise: float = 1.0) -> int:
+    """Refuse a guidance interval that is not one (``cfg_end`` ≤ ``cfg_start``) or that guides none of the
+    preset's steps while cfg ≠ 1 (guidance asked for but never applied); returns the guided steps."""
+    for name, value in (("cfg_start", cfg_start), ("cfg_end", cfg_end)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise VDOTInputError(name, f"{value!r} is not a number in [0, 1]",
+                                 "use 0 (the first, noisiest step) to 1 (the clean end); 0 and 1 guide every step")
+    if cfg_end <= cfg_start:
+        raise VDOTInputError("cfg_end", f"{cfg_end:g} is not after {input_ref('cfg_start')} {cfg_start:g}",
+                             f"make {input_ref('cfg_end')} larger than {input_ref('cfg_start')} (0 and 1 guide every step)")
+    guided = guided_steps(preset, cfg_start, cfg_end, denoise)
+    if cfg != 1.0 and guided == 0:
+        sched = preset_schedule(preset, denoise)
+        unshifted = [s / (preset.shift - (preset.shift - 1) * s) for s in sched.sigmas[: sched.steps]]
+        where = ", ".join(f"{1 - u:.2f}" for u in unshifted)
+        raise VDOTInputError("cfg_start", f"the guidance interval {cfg_start:g}..{cfg_end:g} holds none of the "
+                             f"{sched.steps} steps (they sit at {where})",
+                             f"widen {input_ref('cfg_start')}..{input_ref('cfg_end')} to hold a step, or set "
+                             f"{input_ref('cfg')} to 1")
+    return guided
+
+
+def cfg_velocity(cond_fn: VelocityFn, uncond_fn: VelocityFn | None, guidance_scale: float,
+                 timestep_range: tuple[float, float] | None = None) -> VelocityFn:
+    """Classifier-free guidance ``v = v_u + w·(v_c − v_u)``; with w = 1 only the conditional model runs.
+
+    ``timestep_range`` (:func:`cfg_timestep_range`): guide only samples whose timestep lies in it; the
+    others get the conditional velocity and, when none of a batch is inside, the unconditional model
+    does not run."""
     if guidance_scale == 1.0 or uncond_fn is None:
         if guidance_scale != 1.0:
             raise VDOTInputError("cfg", f"cfg {guidance_scale} needs a negative/unconditional prompt", "set cfg to 1")
         return cond_fn
 
     def guided(x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        inside = None if timestep_range is None else _in_range(timestep, timestep_range)
         v_cond = cond_fn(x_t, timestep)
+        if inside is not None and not bool(inside.any()):
+            return v_cond
         v_uncond = uncond_fn(x_t, timestep)
-        return v_uncond + guidance_scale * (v_cond - v_uncond)
+        v = v_uncond + guidance_scale * (v_cond - v_uncond)
+        if inside is None or bool(inside.all()):
+            return v
+        return torch.where(inside.reshape(-1, *[1] * (v.ndim - 1)), v, v_cond)
 
     return guided
 

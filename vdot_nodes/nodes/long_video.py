@@ -5,10 +5,11 @@ from __future__ import annotations
 from ..core.errors import VDOTInputError, inputs_named
 from ..core.long_video import DEFAULT_OVERLAP, DEFAULT_WINDOW, generate_long_video, plan_windows
 from ..core.pipeline import VDOTPipeline
+from ..core.sampling import check_cfg_interval
 from ..core.validate import MAX_FRAMES, MAX_SEED, Bound, check_number, validate_generate
 from . import comfy
 from .lora import lora_context
-from .sampler import SOCKET_NAMES, _preset_inputs, node_preset
+from .sampler import CFG_INTERVAL_INPUTS, SOCKET_NAMES, _preset_inputs, node_preset
 
 
 class VDOTLongVideo:
@@ -46,17 +47,18 @@ class VDOTLongVideo:
             "colour_match": ("BOOLEAN", {"default": True,
                                          "tooltip": "Match each window's colours to the video so far on the overlap "
                                                     "(removes the colour drift of chained extensions)."}),
-        }}
+        }, "optional": dict(CFG_INTERVAL_INPUTS)}
 
     @inputs_named(SOCKET_NAMES)
     def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, control_scale, window, overlap,
-               colour_match):
+               colour_match, cfg_start=0.0, cfg_end=1.0):
         # An API-format workflow bypasses the widgets' bounds: the one validation layer checks them
         # (steps / shift 0 mean "the preset's own", as in VDOT Sampler).
         overrides = {name: value for name, value in (("steps", steps), ("shift", shift)) if value != 0}
         validate_generate(dict(seed=seed, cfg=cfg, control_scale=control_scale, num_frames=vcu.num_frames,
                                height=vcu.height, width=vcu.width, **overrides))
         preset = node_preset(preset, steps, shift)
+        check_cfg_interval(preset, cfg, cfg_start, cfg_end)
         window = check_number("window", window, Bound(int, 1, MAX_FRAMES, f"use {DEFAULT_WINDOW}"))
         overlap = check_number("overlap", overlap, Bound(int, 1, MAX_FRAMES, f"use {DEFAULT_OVERLAP}"))
         if cfg != 1.0 and embeds.negative is None:
@@ -83,7 +85,7 @@ class VDOTLongVideo:
         with lora_context(model):
             frames = generate_long_video(
                 pipe, vcu, window=window, overlap=overlap, colour_match=colour_match, seed=seed,
-                preset=preset, cfg=cfg, control_scale=control_scale,
+                preset=preset, cfg=cfg, cfg_start=cfg_start, cfg_end=cfg_end, control_scale=control_scale,
                 prompt_embeds=embeds.positive, negative_embeds=embeds.negative if cfg != 1.0 else None,
                 progress=comfy.make_progress(preset.steps * len(plan), "VDOT Long Video"), cancel=comfy.make_cancel(),
                 vae_progress=vae_progress,

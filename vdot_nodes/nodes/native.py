@@ -16,7 +16,7 @@ from ..core.pipeline import VDOTPipeline
 from ..core.validate import MAX_NUM_VIDEOS
 from ..core.vcu import validate_vcu
 from . import comfy
-from .sampler import SOCKET_NAMES, check_sampler_inputs, generate_frames, generation_inputs
+from .sampler import CFG_INTERVAL_INPUTS, SOCKET_NAMES, check_sampler_inputs, generate_frames, generation_inputs
 from .text import Embeds, _from_conditioning
 
 
@@ -50,6 +50,7 @@ class VDOTNativeSampler:
                     "input."),
             },
             "optional": {
+                **CFG_INTERVAL_INPUTS,
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt; used only with cfg above 1."}),
                 "init_frames": ("IMAGE", {"tooltip": "Starting video for denoise < 1 (same size and frame count as "
                                                      "the VCU)."}),
@@ -58,10 +59,11 @@ class VDOTNativeSampler:
 
     @inputs_named(SOCKET_NAMES)
     def sample(self, model, vae, positive, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
-               negative=None, init_frames=None):
+               cfg_start=0.0, cfg_end=1.0, negative=None, init_frames=None):
         embeds = Embeds(_from_conditioning(positive, "positive"),
                         None if negative is None else _from_conditioning(negative, "negative"))
-        preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos)
+        preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
+                                      cfg_start, cfg_end)
         transformer = NativeWanVACE(model)
         native_vae = NativeWanVAE(vae, transformer.latent_format)
         cfg_vae = native_vae.config
@@ -71,7 +73,7 @@ class VDOTNativeSampler:
         # ComfyUI keeps and moves its models itself: no offload by the pipeline.
         pipe = VDOTPipeline(transformer, native_vae, device=comfy.torch_device(), offload="none")
         frames = generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
-                                 "VDOT Sampler (native)")
+                                 "VDOT Sampler (native)", cfg_start=cfg_start, cfg_end=cfg_end)
         return (frames.reshape(-1, *frames.shape[2:]),)
 
 

@@ -13,6 +13,7 @@ from ..core.sampling import (
     DEFAULT_PRESET,
     MAX_STEPS,
     SAMPLER_PRESETS,
+    check_cfg_interval,
     get_preset,
     preset_sigmas,
     run_schedule,
@@ -62,6 +63,18 @@ def generation_inputs(seed_tooltip: str, cfg_tooltip: str) -> dict:
     }
 
 
+# The guidance interval, optional so that workflows saved before it load unchanged (every step guided).
+CFG_INTERVAL_INPUTS = {
+    "cfg_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                            "tooltip": "With cfg above 1: guide from this part of the denoising on (0 = pure noise, "
+                                       "1 = the clean video; ComfyUI's start percent). 0 = from the first step."}),
+    "cfg_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                          "tooltip": "With cfg above 1: guide only until this part of the denoising (1 = to the end). "
+                                     "e.g. 0.8 leaves the low-noise end unguided, which keeps guidance's layout "
+                                     "without its oversaturated detail and saves those steps' second model call."}),
+}
+
+
 def node_preset(preset: str, steps: int, shift: float):
     """The preset with the node's overrides (0 = keep the preset's value)."""
     return get_preset(preset, steps=steps or None, shift=shift or None)
@@ -90,6 +103,7 @@ class VDOTSampler:
                     "and uses the negative prompt."),
             },
             "optional": {
+                **CFG_INTERVAL_INPUTS,
                 "init_frames": ("IMAGE", {"tooltip": "Starting video for denoise < 1 (same size and frame count as the VCU)."}),
                 "preview_decoder": ("VDOT_PREVIEW_DECODER", {"tooltip": "From VDOT Preview Decoder Loader (TAEW2.1): "
                                     "step previews decoded by it (without it: ComfyUI's latent-RGB colours), and the "
@@ -99,8 +113,9 @@ class VDOTSampler:
 
     @inputs_named(SOCKET_NAMES)
     def sample(self, model, vae, embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
-               init_frames=None, preview_decoder=None):
-        preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos)
+               cfg_start=0.0, cfg_end=1.0, init_frames=None, preview_decoder=None):
+        preset = check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
+                                      cfg_start, cfg_end)
         device = comfy.torch_device()
         resident = None
         if getattr(model, "vram_budget_gb", 0) and device.type != "cpu":  # Model Loader's budget: block swap
@@ -126,6 +141,7 @@ class VDOTSampler:
         with lora_context(model):
             frames = generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos,
                                      init_frames, "VDOT Sampler", cancel=cancel, step_image=step_preview,
+                                     cfg_start=cfg_start, cfg_end=cfg_end,
                                      vae_progress=vae_progress, return_latents=draft)
         if draft:
             frames = decode_draft(vae.module, tae, frames, cancel=cancel,
@@ -133,7 +149,8 @@ class VDOTSampler:
         return (frames.reshape(-1, *frames.shape[2:]),)
 
 
-def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos):
+def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, control_scale, num_videos,
+                         cfg_start=0.0, cfg_end=1.0):
     """What both samplers check before any model runs; returns the preset with the node's overrides."""
     # Widgets are bounded in the UI, but an API-format workflow can send anything: the one
     # validation layer checks types, NaN/inf, ranges, seed + num_videos and the memory estimate.
@@ -145,14 +162,16 @@ def check_sampler_inputs(embeds, vcu, seed, preset, steps, shift, cfg, denoise, 
     if cfg != 1.0 and embeds.negative is None:
         raise VDOTInputError("embeds", f"cfg {cfg} needs a negative prompt but the embeds have none",
                              "connect a negative CONDITIONING to VDOT Conditioning to Embeds, or set cfg to 1")
-    return node_preset(preset, steps, shift)
+    preset = node_preset(preset, steps, shift)
+    check_cfg_interval(preset, cfg, cfg_start, cfg_end, denoise)
+    return preset
 
 
 def generate_frames(pipe, embeds, vcu, seed, preset, cfg, denoise, control_scale, num_videos, init_frames,
                     desc: str, cancel=None, step_image=None, **options) -> torch.Tensor:
     """The samplers' shared run: one progress tick per step (with ``step_image``'s preview of it),
     Cancel between steps; frames ``[num_videos, F, H, W, 3]`` (or latents with ``return_latents=True``).
-    ``options`` go to ``VDOTPipeline.generate`` (``vae_progress``, ``return_latents``)."""
+    ``options`` go to ``VDOTPipeline.generate`` (``cfg_start``/``cfg_end``, ``vae_progress``, ``return_latents``)."""
     return pipe.generate(
         vcu, seed=seed, num_videos=num_videos, preset=preset, cfg=cfg,
         control_scale=control_scale, denoise=denoise, init_frames=init_frames,
