@@ -231,6 +231,23 @@ def test_dataset_rows_parse_and_every_task_builds_its_vcu(tmp_path):
         write_toy_dataset(tmp_path / "toy", 1, config=SMALL)
 
 
+def test_a_flow_control_that_shows_no_object_poses_no_flow_row(tmp_path):
+    """Clip 105's triangle moves with the background (velocity = −pan): its flow control is one colour over
+    the whole frame, so flow and reference_flow rows would ask for an object the control does not show;
+    with a first frame the object is given and the row stays."""
+    clip = make_clip(105, SMALL)
+    assert all((o.vx, o.vy) == (-clip.scene.pan[0], -clip.scene.pan[1]) for o in clip.scene.objects)
+    manifest = write_toy_dataset(tmp_path / "toy", 1, seed=105, config=SMALL)
+    tasks = [r.task for r in read_manifest(manifest)]
+    flow_tasks = [t for t, spec in TASKS.items() if spec.control_kind == "flow"]
+    assert flow_tasks == ["flow", "firstframe_flow", "reference_flow"]
+    assert "firstframe_flow" in tasks and "flow" not in tasks and "reference_flow" not in tasks
+    flow_video, _ = read_video(tmp_path / "toy" / "clips" / "00000" / "flow")
+    assert (flow_video - flow_video[0, 0, 0]).abs().max() < 1e-6  # the control shows nothing
+    moving = make_clip(6, SMALL)  # the dataset test's clip: its objects move against the background
+    assert any((o.vx, o.vy) != (-moving.scene.pan[0], -moving.scene.pan[1]) for o in moving.scene.objects)
+
+
 def test_cli_world(tmp_path, capsys):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("world: {clips: 1, height: 32, width: 32, num_frames: 5}\n")

@@ -233,6 +233,35 @@ def test_rollout_exit_step_backprops_through_one_call():
                 device="cpu", grad=False)
 
 
+def test_real_score_guidance_interval_guides_only_samples_inside_it(tmp_path):
+    """``guidance.min_t`` / ``max_t``: the real score of a sample at σ inside [min_t, max_t] is the CFG teacher's,
+    outside it the conditional teacher's alone; a bad interval is refused naming the key."""
+    from training.batches import encode_batch
+    from vdot_nodes.core.sampling import cfg_velocity
+
+    write_train_manifest(tmp_path)
+    raw = _stage2_config(tmp_path, str(tmp_path / "run"))
+    raw["guidance"].update(min_t=0.5, max_t=0.9)
+    trainer = Trainer(config_from_dict(raw))
+    obj = trainer.objective
+    enc = encode_batch(trainer.cfg, trainer.encoders, next(iter(trainer.loader)), trainer.data_rng, need_real=False)
+    x = torch.randn((2, *enc.latent_shape), generator=torch.Generator().manual_seed(0))
+    cond = obj._velocity(trainer.teacher, enc)
+    neg = obj._velocity(trainer.teacher, enc, obj.negative_embeds.expand(enc.prompt_embeds.shape[0], -1, -1))
+    guided_everywhere = cfg_velocity(cond, neg, 2.0)
+    real = obj._real_velocity(enc)
+    with torch.no_grad():
+        for sigmas, inside in (([0.7, 0.3], [True, False]), ([0.95, 0.5], [False, True])):
+            t = torch.tensor(sigmas) * 1000
+            got, c, g = real(x, t), cond(x, t), guided_everywhere(x, t)
+            for i, want in enumerate(inside):
+                torch.testing.assert_close(got[i], (g if want else c)[i])
+            assert not torch.allclose(c, g)
+    raw["guidance"].update(min_t=0.6, max_t=0.6)
+    with pytest.raises(VDOTInputError, match="guidance.min_t: 0.6 .. guidance.max_t 0.6 is not an interval"):
+        config_from_dict(raw)
+
+
 def test_approximate_r1_r2_penalties_enter_the_critic_loss(tmp_path):
     """The rarely-run regulariser path: both penalties are computed, logged and added with their weights."""
     write_train_manifest(tmp_path)

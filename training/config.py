@@ -71,6 +71,12 @@ class GuidanceConfig:
     """w in ``v = v_neg + w·(v_pos − v_neg)``; 1 = off. Wan2.1 T2V samples with 5."""
     negative_prompt: str = ""
     """Negative prompt of the real score (Wan's default Chinese negative prompt is a good choice)."""
+    min_t: float = 0.0
+    """Guide the real score only where the sample's noise level σ = t/1000 is at least this (a guidance interval:
+    below it the real score is the conditional teacher alone, one call); 0 = at every noise level. The samplers'
+    ``cfg_end`` names the same bound as a percent p of the denoising, σ = shift(1 − p)."""
+    max_t: float = 1.0
+    """... and at most this (1 = up to pure noise; the samplers' ``cfg_start``)."""
 
 
 @dataclass
@@ -444,6 +450,9 @@ class TrainConfig:
                 "set models.reward_model to a file from `vdot train-reward`, or reward_weight: 0")
         if self.guidance.cfg_scale < 1:
             bad("guidance.cfg_scale", f"{self.guidance.cfg_scale} < 1", "use 1 (off) or more (Wan: 5)")
+        if not 0 <= self.guidance.min_t < self.guidance.max_t <= 1:
+            bad("guidance.min_t", f"{self.guidance.min_t} .. guidance.max_t {self.guidance.max_t} is not an interval "
+                "within [0, 1]", "use 0 ≤ min_t < max_t ≤ 1 (0 and 1: guide at every noise level)")
         if self.max_steps < 0:
             bad("max_steps", "must be >= 0", "give the number of iterations")
         self._check_ranges(bad)

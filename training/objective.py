@@ -34,7 +34,7 @@ from torch import nn
 from vdot_nodes.core.errors import VDOTInputError
 import dataclasses
 
-from vdot_nodes.core.sampling import cfg_velocity, get_preset, preset_schedule, shift_sigma
+from vdot_nodes.core.sampling import NUM_TRAIN_TIMESTEPS, cfg_velocity, get_preset, preset_schedule, shift_sigma
 
 from . import distributed as D
 from .batches import EncodedBatch
@@ -151,7 +151,9 @@ class VDOTObjective:
         if self.negative_embeds is not None:
             neg = self.negative_embeds.expand(enc.prompt_embeds.shape[0], -1, -1)
             uncond = self._velocity(self.teacher, enc, neg)
-        return cfg_velocity(cond, uncond, self.cfg.guidance.cfg_scale)
+        g = self.cfg.guidance
+        interval = None if (g.min_t, g.max_t) == (0.0, 1.0) else (NUM_TRAIN_TIMESTEPS * g.min_t, NUM_TRAIN_TIMESTEPS * g.max_t)
+        return cfg_velocity(cond, uncond, g.cfg_scale, interval)
 
     def prepare(self, enc: EncodedBatch) -> EncodedBatch:
         """``data.reference_context: truncate`` (the released training): no reference noise frames, the VACE context
