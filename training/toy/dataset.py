@@ -174,9 +174,8 @@ def task_applies(task: str, meta: dict) -> bool:
         return any(o["kind"] == FIGURE for o in meta["objects"])
     # worlds written before the pan was recorded keep their rows
     if spec.control_kind == "flow" and not spec.needs_first_frame and meta.get("pan") is not None:
-        pan = meta["pan"]
-        return any(o.get("velocity") is None or abs(o["velocity"][0] + pan[0]) + abs(o["velocity"][1] + pan[1]) > 1e-6
-                   for o in meta["objects"])
+        background_flow = [-p for p in meta["pan"]]  # pan and velocities are recorded together, in pixels per frame
+        return any(o["velocity"] != background_flow for o in meta["objects"])
     return True
 
 
