@@ -2,6 +2,7 @@
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -431,6 +432,22 @@ def test_every_student_variant_is_a_valid_training_config_with_its_terms(tmp_pat
     assert {r.max_steps for r in runs.values()} == {40}
     assert (runs["vdot", 0].seed, vdot.seed) == (0, 1) and str(vdot.out).endswith("stage2_vdot_seed1")
     assert runs["vdot", 0].rollout.inference_preset == "vdot" and runs["dmd", 0].rollout.inference_preset is None
+
+
+def test_build_stage_configs_point_into_a_relative_build_folder(tmp_path, monkeypatch, capsys):
+    """`vdot toy build --out b`: the stage YAMLs in b/ name b's files however the trainer resolves them
+    (it reads relative paths from the YAML's folder: a relative `b/world` there was b/b/world)."""
+    from training.config import load_config
+    from training.toy.cli import load_toy_config, run_distillation
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b").mkdir()
+    assert run_distillation(Path("b"), load_toy_config(None), ["dmd"]) == 2  # nothing built: stage 1's input check
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'b' / 'world' / 'manifest.jsonl'}: manifest file not found" in err, err
+    stage1 = load_config(tmp_path / "b" / "toy_stage1.yaml")
+    assert Path(stage1.resolve(stage1.data.manifest)) == tmp_path / "b" / "world" / "manifest.jsonl"
+    assert Path(stage1.resolve(stage1.models.teacher)).parent == tmp_path / "b" / "teacher"
 
 
 def test_caption_tally_counts_colour_motion_and_missing_objects():

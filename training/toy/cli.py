@@ -302,6 +302,9 @@ def run_distillation(out: Path, cfg: dict, variants: list[str] | None = None, tr
     config's seed + 0 … ``train_seeds`` − 1), with ``training.trainer``; ``stage2_steps`` replaces each
     stage-2 config's ``max_steps`` (a shorter ablation)."""
     variants = check_variants(variants or list(STUDENT_VARIANTS))
+    # Absolute paths in the stage YAMLs: the trainer reads a YAML's relative paths from the YAML's own folder
+    # (the build folder), so `--out runs/b` would have sent stage 1 to runs/b/runs/b/world.
+    out = out.resolve()
     run = stage_run(out, cfg, "toy_stage1.yaml")
     run["out"] = str(out / "stage1")
     run["models"]["teacher"] = str(out / "teacher" / TEACHER_T2V)
