@@ -54,6 +54,9 @@ def main(out: Path) -> None:
     dist.all_gather_object(everyone, mine)
     if D.is_main_process():
         (out / "results.json").write_text(json.dumps(everyone))
+    # Both ranks leave together: rank 1 tearing the gloo group down while rank 0 still wrote its files
+    # aborted rank 1 once (SIGABRT, "terminate called without an active exception").
+    D.barrier()
     D.destroy_distributed()
 
 
