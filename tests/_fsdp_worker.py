@@ -172,8 +172,8 @@ def main(out: Path) -> None:
         for r in per_rank:
             merged.update(r)
         (out / "results.json").write_text(json.dumps(merged, indent=1))
-    # Both ranks leave together: rank 1 tearing the gloo group down while rank 0 still wrote its files
-    # aborted rank 1 once (SIGABRT, "terminate called without an active exception").
+    # Both ranks leave together. One CI run aborted rank 1 (SIGABRT, "terminate called without an active
+    # exception"), likely one rank leaving the gloo group while the other still used it (not proven).
     D.barrier()
     D.destroy_distributed()
 
