@@ -434,6 +434,21 @@ def test_every_student_variant_is_a_valid_training_config_with_its_terms(tmp_pat
     assert runs["vdot", 0].rollout.inference_preset == "vdot" and runs["dmd", 0].rollout.inference_preset is None
 
 
+def test_stage2_draws_rows_with_the_teachers_task_weights(tmp_path):
+    """A teacher trained on a weighted row mix (teacher.task_weights) hands that mix to every stage-2 student;
+    the uniform recipe leaves stage 2 uniform."""
+    from training.config import config_from_dict
+    from training.toy.cli import load_toy_config, student_run
+
+    cfg = load_toy_config(None)
+    assert cfg["teacher"]["task_weights"] == {"t2v": 3, "inpaint": 1.5, "outpaint": 1.5}  # the recipe (toy12_mix)
+    for name in ("dmd+otd+gan", "vdot"):
+        run = config_from_dict(student_run(tmp_path, cfg, name, 1, tmp_path / "s1.safetensors"))
+        assert run.data.task_weights == {"t2v": 3, "inpaint": 1.5, "outpaint": 1.5}
+    cfg["teacher"]["task_weights"] = {}
+    assert config_from_dict(student_run(tmp_path, cfg, "dmd", 0, tmp_path / "s1.safetensors")).data.task_weights is None
+
+
 def test_build_stage_configs_point_into_a_relative_build_folder(tmp_path, monkeypatch, capsys):
     """`vdot toy build --out b`: the stage YAMLs in b/ name b's files however the trainer resolves them
     (it reads relative paths from the YAML's folder: a relative `b/world` there was b/b/world)."""

@@ -270,8 +270,10 @@ def test_task_weights_set_each_tasks_share_of_the_drawn_rows(toy, tmp_path):
     uniform = TeacherTrainer(pipe.transformer, data, tmp_path / "run", {"batch_size": 4, "seed": 0})
     expected = torch.randint(0, len(data), (4,), generator=torch.Generator().manual_seed(0)).tolist()
     assert [ex.task for ex in uniform.next_batch()] == [tasks[i] for i in expected]  # unset: the old uniform draw
-    with pytest.raises(VDOTInputError, match="teacher.task_weights.*'flow'"):
-        TeacherTrainer(pipe.transformer, data, tmp_path / "run", {"task_weights": {"flow": 2}})
+    with pytest.raises(VDOTInputError, match="teacher.task_weights: unknown task.*'flw'"):
+        TeacherTrainer(pipe.transformer, data, tmp_path / "run", {"task_weights": {"flw": 2}})
+    # A task the manifest has no rows of (the recipe's weights in a world without it) weighs nothing.
+    assert torch.equal(task_row_weights(tasks, {"flow": 2, "depth": 3}), task_row_weights(tasks, {"depth": 3}))
     for bad in ({"depth": -1}, {"t2v": 0, "r2v": 0, "depth": 0, "reference_pose": 0}):
         with pytest.raises(VDOTInputError, match="negative weight or leaves no row"):
             task_row_weights(tasks, bad)

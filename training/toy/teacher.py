@@ -169,12 +169,16 @@ class EncodedManifest:
 def task_row_weights(tasks: list[str], weights: dict | None) -> torch.Tensor | None:
     """Each row's chance to be drawn (``tasks``: the rows' tasks), from ``teacher.task_weights`` (task →
     weight, 1 for tasks not named; None when unset or empty: rows are drawn uniformly, as before the key
-    existed). Needs only the manifest's tasks, so a bad key can fail before any model loads."""
+    existed). Needs only the manifest's tasks, so a bad key can fail before any model loads. A task with no
+    rows in the manifest is allowed (the recipe's weights name t2v, inpaint and outpaint, and a world may leave
+    them out with ``world.tasks``); a name that is no task is an error, as for stage 2's ``data.task_weights``."""
     if not weights:
         return None
-    unknown = sorted(set(weights) - set(tasks))
+    from vdot_nodes.core.tasks import TASKS
+
+    unknown = sorted(set(weights) - set(TASKS))
     if unknown:
-        raise VDOTInputError("teacher.task_weights", f"names task(s) {unknown} with no rows in the manifest",
+        raise VDOTInputError("teacher.task_weights", f"unknown task(s) {unknown}",
                              f"use tasks of the manifest: {', '.join(sorted(set(tasks)))}")
     if any(float(w) < 0 for w in weights.values()) or not any(float(weights.get(t, 1.0)) > 0 for t in tasks):
         raise VDOTInputError("teacher.task_weights", f"{weights} has a negative weight or leaves no row to draw",
