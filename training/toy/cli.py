@@ -570,7 +570,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-distill", action="store_true", help="stop after the teacher")
     b.add_argument("--variants", default=FULL_VARIANT,
                    help=f"stage-2 students to train: a comma list of {', '.join(STUDENT_VARIANTS)}, or all (the "
-                        f"report's ablation, ~4 min each on 2 cores); default {FULL_VARIANT}, the full method and the one "
+                        f"report's ablation, ~9 min each at 1000 steps on 2 cores); default {FULL_VARIANT}, the full method and the one "
                         f"`install` uses")
     b.add_argument("--stage2-steps", type=int, help="stage-2 iterations per student (default: each config's max_steps)")
     b.add_argument("--train-seeds", type=int, default=1,

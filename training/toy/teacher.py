@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from vdot_nodes.core.errors import VDOTCancelled, VDOTInputError
 from vdot_nodes.core.sampling import shift_sigma
+from vdot_nodes.core.tasks import TASKS
 from vdot_nodes.core.text_encoding import compact_padded_text, cross_attention_bias
 from vdot_nodes.core.tiny import TINY_TRANSFORMER_CONFIG, build_tiny_transformer
 
@@ -174,8 +175,6 @@ def task_row_weights(tasks: list[str], weights: dict | None) -> torch.Tensor | N
     them out with ``world.tasks``); a name that is no task is an error, as for stage 2's ``data.task_weights``."""
     if not weights:
         return None
-    from vdot_nodes.core.tasks import TASKS
-
     unknown = sorted(set(weights) - set(TASKS))
     if unknown:
         raise VDOTInputError("teacher.task_weights", f"unknown task(s) {unknown}",
