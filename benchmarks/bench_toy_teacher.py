@@ -2,8 +2,8 @@
 
 The teacher is most of a toy build (5400 steps of 8 rows: 43–47 min of a 64-minute build on 2 CPU cores), so
 the build's 45-minute target turns on this step. Times the recipe's teacher (``TOY_TEACHER_CONFIG``, random
-weights of ``teacher.seed``) through the real ``flow_matching_loss``, backward and an AdamW step with the recipe's
-hyper-parameters, on rows of the toy world's shapes (5 latent frames of 32×32, 4 channels; VACE context 12
+weights of ``teacher.seed``) through the real ``TeacherTrainer.train_step`` (σ, noise and text-dropout draws,
+flow-matching loss, backward, clipping, AdamW with the recipe's hyper-parameters, EMA), on rows of the toy world's shapes (5 latent frames of 32×32, 4 channels; VACE context 12
 channels; a 12-token caption). Each mode runs ``--rounds`` times, interleaved with the others, in fresh
 processes, because a 2-core machine's speed drifts by 20 % from one minute to the next; the table gives the
 fastest and the median round and the 5400-step teacher each would take. Prints a table; asserts nothing.
@@ -28,35 +28,38 @@ TEACHER_STEPS = 5400  # training/configs/toy_teacher.yaml's teacher.steps
 
 
 def _one_round(mode: str, steps: int, batch: int) -> dict:
-    """In this process: ``steps`` timed training steps in ``mode`` after two untimed ones (compilation)."""
+    """In this process: ``steps`` timed ``TeacherTrainer.train_step`` calls in ``mode`` after two untimed ones
+    (compilation)."""
+    import tempfile
+    from types import SimpleNamespace
+
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from training.toy.teacher import build_toy_teacher, flow_matching_loss
+    from training.toy.teacher import TeacherExample, TeacherTrainer, build_toy_teacher
 
-    model = build_toy_teacher(seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01)
     g = torch.Generator().manual_seed(0)
-    x0, noise = torch.randn(batch, 4, 5, 32, 32, generator=g), torch.randn(batch, 4, 5, 32, 32, generator=g)
-    control, text = torch.randn(batch, 12, 5, 32, 32, generator=g), torch.randn(batch, 12, 32, generator=g)
-    sigma = torch.rand(batch, generator=g)
-    forward = torch.compile(model) if "compile" in mode else model
+    text = torch.randn(1, 12, 32, generator=g)
+    # The trainer's step reads only the rows handed to it; of its data it needs the rows' tasks (task_weights)
+    # and the empty prompt (text dropout), here of the caption's shape so a batch stays one forward.
+    rows = SimpleNamespace(dataset=SimpleNamespace(samples=[]), text=lambda caption: torch.zeros_like(text))
+    examples = [TeacherExample("depth", torch.randn(1, 4, 5, 32, 32, generator=g),
+                               torch.randn(1, 12, 5, 32, 32, generator=g), text) for _ in range(batch)]
+    model = build_toy_teacher(seed=0)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = TeacherTrainer(torch.compile(model) if "compile" in mode else model, rows, out,
+                                 {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.01, "ema_decay": 0.99})
 
-    def step() -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in mode):
-            loss = flow_matching_loss(forward, x0, text, sigma, noise, control)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return float(loss)
+        def step() -> float:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in mode):
+                return trainer.train_step(examples)
 
-    start = time.perf_counter()
-    step(), step()
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
+        start = time.perf_counter()
+        step(), step()
+        warm = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = step()
     return {"mode": mode, "warm_s": warm, "step_s": (time.perf_counter() - start) / steps, "loss": loss,
             "threads": torch.get_num_threads()}
 
